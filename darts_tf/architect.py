@@ -1,0 +1,138 @@
+"""Architecture gradients of the DARTS bilevel problem, as pure functions.
+
+    min_alpha L_val(w*(alpha), alpha)  s.t.  w*(alpha) = argmin_w L_train(w, alpha)
+
+First order uses grad_alpha L_val(w, alpha) at the current weights. Second
+order (Liu et al., arXiv:1806.09055, Eq. 6-8) differentiates through one
+unrolled weight step, w' = w - xi * (momentum * buf + grad_w L_train + wd * w)
+(the weight optimizer's own update with its momentum buffer `buf`):
+
+    grad_alpha L_val(w', alpha) - xi * H v,   v = grad_w' L_val(w', alpha),
+    H v = grad_alpha [grad_w L_train(w, alpha) . v]
+
+approximated by the central difference
+(grad_alpha L_train(w + eps v) - grad_alpha L_train(w - eps v)) / (2 eps),
+eps = 0.01 / ||v||, or computed exactly by double backpropagation
+(`hessian="exact"`). The model's weights are restored bit for bit and its
+BatchNorm moving statistics are not updated by these extra passes.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from darts_tf.ops import frozen_batch_stats
+
+HESSIAN_MODES = ("finite_difference", "exact")
+
+
+def cross_entropy(labels, logits) -> tf.Tensor:
+    """Mean softmax cross-entropy of integer labels (computed in float32 or wider)."""
+    if logits.dtype in (tf.float16, tf.bfloat16):
+        logits = tf.cast(logits, tf.float32)
+    labels = tf.cast(labels, tf.int32)
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+
+
+def model_loss(model, batch) -> tf.Tensor:
+    """Training-mode cross-entropy of `model` on `batch = (images, labels)`."""
+    images, labels = batch
+    return cross_entropy(labels, model(images, training=True))
+
+
+def _dense(gradients, variables):
+    return [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(gradients, variables)]
+
+
+def first_order_arch_gradients(model, val_batch) -> tuple[list, tf.Tensor]:
+    """grad_alpha L_val(w, alpha) at the current weights; returns (gradients, val_loss)."""
+    with frozen_batch_stats():
+        with tf.GradientTape() as tape:
+            loss = model_loss(model, val_batch)
+        gradients = tape.gradient(loss, model.arch_variables)
+    return _dense(gradients, model.arch_variables), loss
+
+
+def exact_hessian_vector_product(model, batch, vector) -> list:
+    """grad_alpha [grad_w L(w, alpha) . vector] by nested GradientTapes (double backprop)."""
+    weights, alphas = model.weight_variables, model.arch_variables
+    with frozen_batch_stats():
+        with tf.GradientTape() as outer:
+            with tf.GradientTape() as inner:
+                loss = model_loss(model, batch)
+            grads = _dense(inner.gradient(loss, weights), weights)
+            dot = tf.add_n([tf.reduce_sum(g * tf.cast(v, g.dtype)) for g, v in zip(grads, vector)])
+        return _dense(outer.gradient(dot, alphas), alphas)
+
+
+def finite_difference_hessian_vector_product(model, batch, vector, r: float = 0.01) -> list:
+    """Central-difference estimate of the mixed Hessian-vector product (DARTS Eq. 8).
+
+    Evaluates grad_alpha L at w +- eps * vector, eps = r / ||vector||, then
+    puts the weights back exactly as they were.
+    """
+    weights, alphas = model.weight_variables, model.arch_variables
+    saved = [tf.identity(w) for w in weights]
+    norm = tf.linalg.global_norm(vector)
+    eps = r / tf.maximum(tf.cast(norm, saved[0].dtype), tf.cast(1e-12, saved[0].dtype))
+    results = []
+    with frozen_batch_stats():
+        for sign in (1.0, -1.0):
+            for w, w0, v in zip(weights, saved, vector):
+                w.assign(w0 + (sign * eps) * tf.cast(v, w0.dtype))
+            with tf.GradientTape() as tape:
+                loss = model_loss(model, batch)
+            results.append(_dense(tape.gradient(loss, alphas), alphas))
+    for w, w0 in zip(weights, saved):
+        w.assign(w0)
+    return [(gp - gn) / tf.cast(2.0 * eps, gp.dtype) for gp, gn in zip(*results)]
+
+
+def second_order_arch_gradients(
+    model,
+    train_batch,
+    val_batch,
+    xi,
+    momentum_buffers=None,
+    momentum: float = 0.9,
+    weight_decay: float = 3e-4,
+    hessian: str = "finite_difference",
+    r: float = 0.01,
+) -> tuple[list, tf.Tensor]:
+    """The unrolled (second-order) DARTS architecture gradient; returns (gradients, val_loss).
+
+    Args:
+        model: a `SearchNetwork` (anything with `weight_variables`, `arch_variables`).
+        train_batch, val_batch: `(images, labels)`.
+        xi: the virtual step size (the original uses the current weight lr).
+        momentum_buffers: the weight optimizer's PyTorch-style momentum buffers,
+            aligned with `model.weight_variables`; None means zeros (no step yet).
+        momentum, weight_decay: the weight optimizer's momentum and coupled L2.
+        hessian: "finite_difference" (the paper) or "exact" (double backprop).
+        r: the finite-difference scale, eps = r / ||grad_w' L_val||.
+    """
+    if hessian not in HESSIAN_MODES:
+        raise ValueError(f"hessian must be one of {HESSIAN_MODES}. Received: hessian={hessian!r}")
+    weights, alphas = model.weight_variables, model.arch_variables
+    saved = [tf.identity(w) for w in weights]
+    if momentum_buffers is None:
+        momentum_buffers = [tf.zeros_like(w) for w in saved]
+    with frozen_batch_stats():
+        with tf.GradientTape() as tape:
+            train_loss = model_loss(model, train_batch)
+        train_grads = _dense(tape.gradient(train_loss, weights), weights)
+        for w, w0, g, buf in zip(weights, saved, train_grads, momentum_buffers):
+            step = momentum * tf.cast(buf, w0.dtype) + g + weight_decay * w0
+            w.assign(w0 - tf.cast(xi, w0.dtype) * step)
+        with tf.GradientTape() as tape:
+            val_loss = model_loss(model, val_batch)
+        grads = _dense(tape.gradient(val_loss, alphas + weights), alphas + weights)
+    alpha_grads, vector = grads[: len(alphas)], grads[len(alphas) :]
+    for w, w0 in zip(weights, saved):
+        w.assign(w0)
+    if hessian == "exact":
+        implicit = exact_hessian_vector_product(model, train_batch, vector)
+    else:
+        implicit = finite_difference_hessian_vector_product(model, train_batch, vector, r=r)
+    gradients = [g - tf.cast(xi, g.dtype) * h for g, h in zip(alpha_grads, implicit)]
+    return gradients, val_loss

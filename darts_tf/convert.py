@@ -1,0 +1,102 @@
+"""Weights from the original PyTorch DARTS code, as NumPy state dicts.
+
+`load_pytorch_state_dict(model, state_dict)` fills a darts_tf network from a
+dict name -> array in the original's naming (`stem.0.weight`,
+`cells.3._ops.7._ops.4.op.1.weight`, ..., `alphas_normal`), transposing
+kernel layouts (OIHW -> HWIO, depthwise [C,1,k,k] -> [k,k,C,1], Linear
+[out,in] -> [in,out]). Torch is not needed: convert a checkpoint with
+
+    sd = torch.load("weights.pt", map_location="cpu")
+    state_dict = {k: v.numpy() for k, v in sd.items()}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from darts_tf.ops import CONV, DEPTHWISE, LINEAR
+
+# Entries that the original's state dicts hold but that carry no model state here.
+IGNORED_SUFFIXES = ("num_batches_tracked",)
+# Entries a darts_tf model has that the original's `state_dict()` lacks (the
+# original keeps its alphas outside the module); loaded when present.
+OPTIONAL_NAMES = ("alphas_normal", "alphas_reduce")
+
+
+def _to_keras(array: np.ndarray, kind: str) -> np.ndarray:
+    if kind == CONV:
+        return np.transpose(array, (2, 3, 1, 0))
+    if kind == DEPTHWISE:
+        return np.transpose(array, (2, 3, 0, 1))
+    if kind == LINEAR:
+        return np.transpose(array)
+    return array
+
+
+def _to_torch(array: np.ndarray, kind: str) -> np.ndarray:
+    if kind == CONV:
+        return np.transpose(array, (3, 2, 0, 1))
+    if kind == DEPTHWISE:
+        return np.transpose(array, (2, 3, 0, 1))
+    if kind == LINEAR:
+        return np.transpose(array)
+    return array
+
+
+def torch_variables(model) -> dict:
+    """name -> (variable, layout kind) in the original's naming, for a built darts_tf network."""
+    if not getattr(model, "built", False):
+        raise ValueError(f"Model {model.name!r} must be built before its weights can be mapped")
+    if hasattr(model, "torch_variables"):
+        return model.torch_variables()
+    from darts_tf.eval_model import eval_torch_variables  # functional eval networks
+
+    return eval_torch_variables(model)
+
+
+def load_pytorch_state_dict(model, state_dict: Mapping[str, np.ndarray]) -> None:
+    """Fills `model` from a PyTorch DARTS state dict of NumPy arrays.
+
+    Every weight and BatchNorm statistic of the model must be present with
+    the original's shape; names the model does not have are rejected, except
+    `*.num_batches_tracked`. `alphas_normal`/`alphas_reduce` are loaded when
+    present. All problems are reported together in one ValueError, and
+    nothing is assigned unless the whole dict matches.
+    """
+    targets = torch_variables(model)
+    missing = [name for name in targets if name not in state_dict and name not in OPTIONAL_NAMES]
+    unexpected = [name for name in state_dict if name not in targets and not name.endswith(IGNORED_SUFFIXES)]
+    mismatched = []
+    assignments = []
+    for name, (variable, kind) in targets.items():
+        if name not in state_dict:
+            continue
+        array = np.asarray(state_dict[name])
+        expected = tuple(_to_torch(np.empty(tuple(variable.shape), dtype=np.uint8), kind).shape)
+        if array.shape != expected:
+            mismatched.append(f"{name}: expected {expected}, received {array.shape}")
+            continue
+        assignments.append((variable, _to_keras(array, kind)))
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)}: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
+        if unexpected:
+            parts.append(
+                f"unexpected {len(unexpected)}: {', '.join(unexpected[:10])}{' ...' if len(unexpected) > 10 else ''}"
+            )
+        if mismatched:
+            parts.append(f"shape mismatch {len(mismatched)}: {'; '.join(mismatched[:10])}")
+        raise ValueError(f"State dict does not match {model.name!r}: " + " | ".join(parts))
+    for variable, value in assignments:
+        variable.assign(value.astype(variable.dtype))
+
+
+def to_pytorch_state_dict(model) -> dict[str, np.ndarray]:
+    """The inverse of `load_pytorch_state_dict`: the model's weights in the original's naming."""
+    return {
+        name: np.ascontiguousarray(_to_torch(np.asarray(variable.numpy()), kind))
+        for name, (variable, kind) in torch_variables(model).items()
+    }

@@ -1,0 +1,582 @@
+"""Keras layers for the eight DARTS primitives, with PyTorch's numerics.
+
+Every spatial op pads symmetrically like PyTorch (`dilation * (k - 1) / 2`
+pixels on every side), max pooling pads with -inf, average pooling excludes
+the padding (`count_include_pad=False`) and batch normalization uses
+epsilon 1e-5, Keras momentum 0.9 (PyTorch's 0.1) and normalizes with the
+biased batch variance in training, updating its moving variance with the
+unbiased one, as `torch.nn.BatchNorm2d` does. TensorFlow's `"SAME"` padding
+pads stride-2 ops at the bottom/right only, which would shift the sampling
+grid by one pixel; the layers here pad explicitly where that matters.
+
+Layout is NHWC. Each layer that holds weights can list them under the
+original code's parameter names (`torch_variables()`), which is how
+`darts_tf.convert.load_pytorch_state_dict` maps PyTorch state dicts.
+
+Reference: Liu, Simonyan & Yang, "DARTS: Differentiable Architecture Search",
+ICLR 2019 (arXiv:1806.09055), Section 3.1 and Appendix A.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+from collections.abc import Callable, Iterator
+
+import keras
+import tensorflow as tf
+
+from darts_tf.genotypes import PRIMITIVES
+
+# Kinds of parameter layout, used by the PyTorch converter.
+CONV = "conv"  # Keras [kh, kw, in, out]  <-> PyTorch [out, in, kh, kw]
+DEPTHWISE = "depthwise"  # Keras [kh, kw, C, 1] <-> PyTorch [C, 1, kh, kw]
+LINEAR = "linear"  # Keras [in, out]  <-> PyTorch [out, in]
+VECTOR = "vector"  # same layout
+
+BN_MOMENTUM = 0.9  # PyTorch momentum 0.1
+BN_EPSILON = 1e-5
+
+
+def torch_uniform(fan_in: int) -> keras.initializers.Initializer:
+    """PyTorch's default conv/linear init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return keras.initializers.RandomUniform(-bound, bound)
+
+
+def conv_output_size(size, kernel_size: int, stride: int = 1, dilation: int = 1):
+    """Output length of a PyTorch-padded conv/pool (padding = dilation*(k-1)//2)."""
+    if size is None:
+        return None
+    padding = dilation * (kernel_size - 1) // 2
+    return (size + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1
+
+
+_STATE = threading.local()
+
+
+@contextlib.contextmanager
+def frozen_batch_stats() -> Iterator[None]:
+    """Within this context, training-mode BatchNorm layers leave their moving statistics alone.
+
+    The flag is read when a layer's `call` runs (or is traced), so extra
+    forward passes, such as those of the architecture gradient, normalize
+    with batch statistics without changing the moving averages.
+    """
+    previous = getattr(_STATE, "frozen", False)
+    _STATE.frozen = True
+    try:
+        yield
+    finally:
+        _STATE.frozen = previous
+
+
+def batch_stats_frozen() -> bool:
+    return getattr(_STATE, "frozen", False)
+
+
+def _symmetric_pad(x, padding: int, value: float = 0.0):
+    if padding == 0:
+        return x
+    paddings = [[0, 0], [padding, padding], [padding, padding], [0, 0]]
+    return tf.pad(x, paddings, constant_values=value)
+
+
+def prefixed(prefix: str, variables: dict) -> dict:
+    return {f"{prefix}.{name}": value for name, value in variables.items()}
+
+
+def _check_stride(stride: int, where: str) -> int:
+    if stride not in (1, 2):
+        raise ValueError(f"{where}: stride must be 1 or 2. Received: stride={stride!r}")
+    return stride
+
+
+class Conv2D(keras.layers.Layer):
+    """Bias-free 2D convolution with PyTorch's symmetric zero padding.
+
+    Pads `dilation_rate * (kernel_size - 1) // 2` pixels on every side, so
+    stride-2 convolutions sample the same pixels as `torch.nn.Conv2d`.
+    With `depthwise=True` it is a depthwise convolution (PyTorch `groups=C`).
+    Part of the DARTS operations (Liu et al., ICLR 2019, arXiv:1806.09055).
+    """
+
+    def __init__(self, filters=None, kernel_size=1, strides=1, dilation_rate=1, depthwise=False, **kwargs):
+        super().__init__(**kwargs)
+        if not depthwise and (filters is None or filters <= 0):
+            raise ValueError(f"Conv2D expected a positive `filters`. Received: filters={filters!r}")
+        if kernel_size % 2 != 1:
+            raise ValueError(f"Conv2D expected an odd `kernel_size`. Received: kernel_size={kernel_size}")
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.strides = strides
+        self.dilation_rate = dilation_rate
+        self.depthwise = depthwise
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        k = self.kernel_size
+        if self.depthwise:
+            shape = (k, k, channels, 1)
+            fan_in = k * k
+        else:
+            shape = (k, k, channels, self.filters)
+            fan_in = channels * k * k
+        self.kernel = self.add_weight(name="kernel", shape=shape, initializer=torch_uniform(fan_in))
+
+    def call(self, x, training=None):
+        k, s, d = self.kernel_size, self.strides, self.dilation_rate
+        kernel = tf.cast(self.kernel, x.dtype)
+        if k == 1:
+            padding = "VALID"
+        elif s == 1 and d == 1:
+            padding = "SAME"  # odd kernel at stride 1: symmetric, as PyTorch
+        else:
+            x = _symmetric_pad(x, d * (k - 1) // 2)
+            padding = "VALID"
+            if s > 1 and d == s:
+                # A stride-s, dilation-s kernel only reads every s-th padded pixel:
+                # subsample first, then run a dense kernel (same result, no dilation).
+                x = x[:, ::s, ::s, :]
+                s = d = 1
+        if self.depthwise:
+            # tf.nn.depthwise_conv2d handles dilation by space-to-batch; TensorFlow's
+            # native dilated depthwise kernel has a wrong gradient on CPU (TF 2.21).
+            return tf.nn.depthwise_conv2d(x, kernel, strides=[1, s, s, 1], padding=padding, dilations=[d, d])
+        return tf.nn.conv2d(x, kernel, strides=s, padding=padding, dilations=d)
+
+    def compute_output_shape(self, input_shape):
+        size = lambda n: conv_output_size(n, self.kernel_size, self.strides, self.dilation_rate)  # noqa: E731
+        channels = input_shape[-1] if self.depthwise else self.filters
+        return (input_shape[0], size(input_shape[1]), size(input_shape[2]), channels)
+
+    def torch_variables(self) -> dict:
+        return {"weight": (self.kernel, DEPTHWISE if self.depthwise else CONV)}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "strides": self.strides,
+                "dilation_rate": self.dilation_rate,
+                "depthwise": self.depthwise,
+            }
+        )
+        return config
+
+
+class BatchNorm(keras.layers.Layer):
+    """Batch normalization with `torch.nn.BatchNorm2d` semantics (NHWC).
+
+    Training normalizes with the biased batch variance and updates the moving
+    variance with the unbiased one; `momentum` is Keras's (0.9 = PyTorch 0.1).
+    `affine=False` drops gamma/beta, as the DARTS search network does.
+    With `fused=None` the single fused TensorFlow kernel is used for
+    float16/bfloat16/float32 inputs, the composite formula otherwise (float64).
+    (Ioffe & Szegedy 2015; used throughout DARTS, arXiv:1806.09055.)
+    """
+
+    def __init__(self, affine=True, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, fused=None, **kwargs):
+        super().__init__(**kwargs)
+        self.affine = affine
+        self.momentum = momentum
+        self.epsilon = epsilon
+        self.fused = fused
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if self.affine:
+            self.gamma = self.add_weight(name="gamma", shape=(channels,), initializer="ones")
+            self.beta = self.add_weight(name="beta", shape=(channels,), initializer="zeros")
+        else:
+            self.gamma = self.beta = None
+        self.moving_mean = self.add_weight(name="moving_mean", shape=(channels,), initializer="zeros", trainable=False)
+        self.moving_variance = self.add_weight(
+            name="moving_variance", shape=(channels,), initializer="ones", trainable=False
+        )
+
+    def _scale_offset(self, channels, dtype):
+        if self.affine:
+            return tf.cast(self.gamma, dtype), tf.cast(self.beta, dtype)
+        return tf.ones([channels], dtype), tf.zeros([channels], dtype)
+
+    def call(self, x, training=None):
+        channels = x.shape[-1]
+        param_dtype = tf.float32 if x.dtype in (tf.float16, tf.bfloat16) else x.dtype
+        scale, offset = self._scale_offset(channels, param_dtype)
+        fused = self.fused if self.fused is not None else x.dtype != tf.float64
+        if not training:
+            mean = tf.cast(self.moving_mean, param_dtype)
+            variance = tf.cast(self.moving_variance, param_dtype)
+            if fused:
+                return tf.raw_ops.FusedBatchNormV3(
+                    x=x,
+                    scale=scale,
+                    offset=offset,
+                    mean=mean,
+                    variance=variance,
+                    epsilon=self.epsilon,
+                    is_training=False,
+                )[0]
+            inv = tf.math.rsqrt(variance + self.epsilon) * scale
+            return x * tf.cast(inv, x.dtype) + tf.cast(offset - mean * inv, x.dtype)
+        if fused:
+            empty = tf.constant([], param_dtype)
+            outputs = tf.raw_ops.FusedBatchNormV3(
+                x=x,
+                scale=scale,
+                offset=offset,
+                mean=empty,
+                variance=empty,
+                epsilon=self.epsilon,
+                is_training=True,
+            )
+            y, mean, unbiased_variance = outputs[0], outputs[1], outputs[2]
+        else:
+            # Not tf.nn.moments: it stops the gradient through the mean inside the
+            # variance, which is harmless for first derivatives but drops a term
+            # of the second derivatives that the exact hypergradient needs.
+            mean = tf.reduce_mean(x, axis=[0, 1, 2])
+            variance = tf.reduce_mean(tf.square(x - mean), axis=[0, 1, 2])
+            y = (x - mean) * (tf.math.rsqrt(variance + self.epsilon) * scale) + offset
+            count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), variance.dtype)
+            unbiased_variance = variance * count / tf.maximum(count - 1.0, 1.0)
+        if batch_stats_frozen():
+            return y
+        m = self.momentum
+        self.moving_mean.assign(self.moving_mean * m + tf.cast(mean, self.moving_mean.dtype) * (1.0 - m))
+        self.moving_variance.assign(
+            self.moving_variance * m + tf.cast(unbiased_variance, self.moving_variance.dtype) * (1.0 - m)
+        )
+        return y
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def torch_variables(self) -> dict:
+        variables = {}
+        if self.affine:
+            variables["weight"] = (self.gamma, VECTOR)
+            variables["bias"] = (self.beta, VECTOR)
+        variables["running_mean"] = (self.moving_mean, VECTOR)
+        variables["running_var"] = (self.moving_variance, VECTOR)
+        return variables
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"affine": self.affine, "momentum": self.momentum, "epsilon": self.epsilon, "fused": self.fused})
+        return config
+
+
+class _Composite(keras.layers.Layer):
+    """Base for ops made of sublayers applied in sequence (ReLU between them as `call` says)."""
+
+    def _sublayer_kwargs(self):
+        return {"dtype": self.dtype_policy}
+
+    def _build_chain(self, input_shape, layers):
+        shape = tuple(input_shape)
+        for layer in layers:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        return shape
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self._chain():
+            shape = layer.compute_output_shape(shape)
+        return shape
+
+
+class ReLUConvBN(_Composite):
+    """ReLU -> Conv -> BN, the DARTS preprocessing unit (arXiv:1806.09055)."""
+
+    def __init__(self, filters, kernel_size=1, strides=1, affine=True, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.strides = strides
+        self.affine = affine
+        sub = self._sublayer_kwargs()
+        self.conv = Conv2D(filters, kernel_size, strides, name="conv", **sub)
+        self.bn = BatchNorm(affine=affine, name="bn", **sub)
+
+    def _chain(self):
+        return [self.conv, self.bn]
+
+    def build(self, input_shape):
+        self._build_chain(input_shape, self._chain())
+
+    def call(self, x, training=None):
+        return self.bn(self.conv(tf.nn.relu(x), training=training), training=training)
+
+    def torch_variables(self) -> dict:
+        # PyTorch: op = Sequential(ReLU, Conv2d, BatchNorm2d)
+        return {**prefixed("op.1", self.conv.torch_variables()), **prefixed("op.2", self.bn.torch_variables())}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {"filters": self.filters, "kernel_size": self.kernel_size, "strides": self.strides, "affine": self.affine}
+        )
+        return config
+
+
+class DilConv(_Composite):
+    """ReLU -> dilated depthwise conv -> 1x1 conv -> BN (DARTS `dil_conv_kxk`, arXiv:1806.09055)."""
+
+    def __init__(self, filters, kernel_size=3, strides=1, dilation_rate=2, affine=True, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.strides = strides
+        self.dilation_rate = dilation_rate
+        self.affine = affine
+        sub = self._sublayer_kwargs()
+        self.depthwise = Conv2D(None, kernel_size, strides, dilation_rate, depthwise=True, name="depthwise", **sub)
+        self.pointwise = Conv2D(filters, 1, name="pointwise", **sub)
+        self.bn = BatchNorm(affine=affine, name="bn", **sub)
+
+    def _chain(self):
+        return [self.depthwise, self.pointwise, self.bn]
+
+    def build(self, input_shape):
+        self._build_chain(input_shape, self._chain())
+
+    def call(self, x, training=None):
+        x = self.depthwise(tf.nn.relu(x), training=training)
+        return self.bn(self.pointwise(x, training=training), training=training)
+
+    def torch_variables(self) -> dict:
+        # PyTorch: op = Sequential(ReLU, Conv2d(groups=C), Conv2d(1x1), BatchNorm2d)
+        return {
+            **prefixed("op.1", self.depthwise.torch_variables()),
+            **prefixed("op.2", self.pointwise.torch_variables()),
+            **prefixed("op.3", self.bn.torch_variables()),
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "strides": self.strides,
+                "dilation_rate": self.dilation_rate,
+                "affine": self.affine,
+            }
+        )
+        return config
+
+
+class SepConv(_Composite):
+    """Two stacked ReLU -> depthwise -> 1x1 -> BN units, the first strided.
+
+    DARTS `sep_conv_kxk` (arXiv:1806.09055, Section 3.1: "separable
+    convolutions are always applied twice").
+    """
+
+    def __init__(self, filters, kernel_size=3, strides=1, affine=True, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.strides = strides
+        self.affine = affine
+        sub = self._sublayer_kwargs()
+        self.depthwise1 = Conv2D(None, kernel_size, strides, depthwise=True, name="depthwise1", **sub)
+        self.pointwise1 = Conv2D(filters, 1, name="pointwise1", **sub)
+        self.bn1 = BatchNorm(affine=affine, name="bn1", **sub)
+        self.depthwise2 = Conv2D(None, kernel_size, 1, depthwise=True, name="depthwise2", **sub)
+        self.pointwise2 = Conv2D(filters, 1, name="pointwise2", **sub)
+        self.bn2 = BatchNorm(affine=affine, name="bn2", **sub)
+
+    def build(self, input_shape):
+        if input_shape[-1] != self.filters:
+            raise ValueError(
+                f"SepConv expected {self.filters} input channels (DARTS ops keep the channel "
+                f"count). Received: input_shape={tuple(input_shape)}"
+            )
+        self._build_chain(input_shape, self._chain())
+
+    def _chain(self):
+        return [self.depthwise1, self.pointwise1, self.bn1, self.depthwise2, self.pointwise2, self.bn2]
+
+    def call(self, x, training=None):
+        x = self.depthwise1(tf.nn.relu(x), training=training)
+        x = self.bn1(self.pointwise1(x, training=training), training=training)
+        x = self.depthwise2(tf.nn.relu(x), training=training)
+        return self.bn2(self.pointwise2(x, training=training), training=training)
+
+    def torch_variables(self) -> dict:
+        # PyTorch: op = Sequential(ReLU, dw, pw, BN, ReLU, dw, pw, BN)
+        return {
+            **prefixed("op.1", self.depthwise1.torch_variables()),
+            **prefixed("op.2", self.pointwise1.torch_variables()),
+            **prefixed("op.3", self.bn1.torch_variables()),
+            **prefixed("op.5", self.depthwise2.torch_variables()),
+            **prefixed("op.6", self.pointwise2.torch_variables()),
+            **prefixed("op.7", self.bn2.torch_variables()),
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {"filters": self.filters, "kernel_size": self.kernel_size, "strides": self.strides, "affine": self.affine}
+        )
+        return config
+
+
+class FactorizedReduce(_Composite):
+    """ReLU, two 1x1 stride-2 convs on offset grids, concat, BN (DARTS, arXiv:1806.09055).
+
+    The second conv reads the input shifted by one pixel (`x[:, 1:, 1:]`). On
+    an odd spatial size the original would fail to concatenate; here the
+    shifted input is zero-padded at the bottom/right so both halves have
+    `ceil(n / 2)` rows and columns (identical to the original on even sizes).
+    """
+
+    def __init__(self, filters, affine=True, **kwargs):
+        super().__init__(**kwargs)
+        if filters % 2:
+            raise ValueError(f"FactorizedReduce expected an even `filters`. Received: filters={filters}")
+        self.filters = filters
+        self.affine = affine
+        sub = self._sublayer_kwargs()
+        self.conv_1 = Conv2D(filters // 2, 1, 2, name="conv_1", **sub)
+        self.conv_2 = Conv2D(filters // 2, 1, 2, name="conv_2", **sub)
+        self.bn = BatchNorm(affine=affine, name="bn", **sub)
+
+    def build(self, input_shape):
+        self.conv_1.build(input_shape)
+        self.conv_2.build(input_shape)
+        self.bn.build(tuple(input_shape[:-1]) + (self.filters,))
+
+    def call(self, x, training=None):
+        x = tf.nn.relu(x)
+        shifted = x[:, 1:, 1:, :]
+        height, width = x.shape[1], x.shape[2]
+        if height is None or width is None:
+            dynamic = tf.shape(x)
+            pad_h, pad_w = dynamic[1] % 2, dynamic[2] % 2
+            shifted = tf.pad(shifted, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+        elif height % 2 or width % 2:
+            shifted = tf.pad(shifted, [[0, 0], [0, height % 2], [0, width % 2], [0, 0]])
+        out = tf.concat([self.conv_1(x, training=training), self.conv_2(shifted, training=training)], axis=-1)
+        return self.bn(out, training=training)
+
+    def compute_output_shape(self, input_shape):
+        half = lambda n: None if n is None else (n + 1) // 2  # noqa: E731
+        return (input_shape[0], half(input_shape[1]), half(input_shape[2]), self.filters)
+
+    def torch_variables(self) -> dict:
+        return {
+            **prefixed("conv_1", self.conv_1.torch_variables()),
+            **prefixed("conv_2", self.conv_2.torch_variables()),
+            **prefixed("bn", self.bn.torch_variables()),
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"filters": self.filters, "affine": self.affine})
+        return config
+
+
+class Pool(keras.layers.Layer):
+    """3x3 max or average pooling with PyTorch's padding (1 on every side).
+
+    Max pooling pads with -inf; average pooling divides by the number of
+    real (non-padding) pixels in each window (`count_include_pad=False`).
+    DARTS `max_pool_3x3` / `avg_pool_3x3` (arXiv:1806.09055).
+    """
+
+    def __init__(self, mode="max", pool_size=3, strides=1, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("max", "avg"):
+            raise ValueError(f"Pool expected mode 'max' or 'avg'. Received: mode={mode!r}")
+        self.mode = mode
+        self.pool_size = pool_size
+        self.strides = strides
+
+    def call(self, x, training=None):
+        k, s = self.pool_size, self.strides
+        if s == 1:
+            # TensorFlow's "SAME" at stride 1 is symmetric; max ignores and avg excludes padding.
+            pool = tf.nn.max_pool2d if self.mode == "max" else tf.nn.avg_pool2d
+            return pool(x, k, 1, "SAME")
+        pad = (k - 1) // 2
+        if self.mode == "max":
+            return tf.nn.max_pool2d(_symmetric_pad(x, pad, float("-inf")), k, s, "VALID")
+        total = tf.nn.avg_pool2d(_symmetric_pad(x, pad), k, s, "VALID")
+        ones = tf.ones(tf.concat([[1], tf.shape(x)[1:3], [1]], axis=0), x.dtype)
+        fraction = tf.nn.avg_pool2d(_symmetric_pad(ones, pad), k, s, "VALID")
+        return total / fraction
+
+    def compute_output_shape(self, input_shape):
+        size = lambda n: conv_output_size(n, self.pool_size, self.strides)  # noqa: E731
+        return (input_shape[0], size(input_shape[1]), size(input_shape[2]), input_shape[3])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"mode": self.mode, "pool_size": self.pool_size, "strides": self.strides})
+        return config
+
+
+class Identity(keras.layers.Layer):
+    """The `skip_connect` op at stride 1 (arXiv:1806.09055)."""
+
+    def call(self, x, training=None):
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+class Zero(keras.layers.Layer):
+    """The `none` op: zeros of the strided input's shape (arXiv:1806.09055)."""
+
+    def __init__(self, strides=1, **kwargs):
+        super().__init__(**kwargs)
+        self.strides = strides
+
+    def call(self, x, training=None):
+        if self.strides == 1:
+            return tf.zeros_like(x)
+        s = self.strides
+        return tf.zeros_like(x[:, ::s, ::s, :])
+
+    def compute_output_shape(self, input_shape):
+        size = lambda n: None if n is None else (n + self.strides - 1) // self.strides  # noqa: E731
+        return (input_shape[0], size(input_shape[1]), size(input_shape[2]), input_shape[3])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"strides": self.strides})
+        return config
+
+
+OpFactory = Callable[..., keras.layers.Layer]
+
+OPS: dict[str, OpFactory] = {
+    "none": lambda C, stride, affine, **kw: Zero(stride, **kw),
+    "max_pool_3x3": lambda C, stride, affine, **kw: Pool("max", 3, stride, **kw),
+    "avg_pool_3x3": lambda C, stride, affine, **kw: Pool("avg", 3, stride, **kw),
+    "skip_connect": lambda C, stride, affine, **kw: (
+        Identity(**kw) if stride == 1 else FactorizedReduce(C, affine=affine, **kw)
+    ),
+    "sep_conv_3x3": lambda C, stride, affine, **kw: SepConv(C, 3, stride, affine=affine, **kw),
+    "sep_conv_5x5": lambda C, stride, affine, **kw: SepConv(C, 5, stride, affine=affine, **kw),
+    "dil_conv_3x3": lambda C, stride, affine, **kw: DilConv(C, 3, stride, 2, affine=affine, **kw),
+    "dil_conv_5x5": lambda C, stride, affine, **kw: DilConv(C, 5, stride, 2, affine=affine, **kw),
+}
+assert tuple(OPS) == PRIMITIVES
+
+
+def make_op(primitive: str, channels: int, stride: int, affine: bool = True, **kwargs) -> keras.layers.Layer:
+    """Builds `primitive` for `channels` channels; ValueError on unknown primitive or stride."""
+    if primitive not in OPS:
+        raise ValueError(f"Unknown DARTS op {primitive!r}. Expected one of: {', '.join(PRIMITIVES)}")
+    _check_stride(stride, f"op {primitive!r}")
+    return OPS[primitive](channels, stride, affine, **kwargs)

@@ -1,0 +1,162 @@
+"""Optimizers and schedules with PyTorch's semantics, as the original DARTS used them.
+
+Keras's `weight_decay` is decoupled (AdamW-style); DARTS adds an L2 term to
+the gradient before the update (`torch.optim.SGD/Adam(weight_decay=...)`).
+Keras's SGD keeps a learning-rate-scaled velocity, so its momentum differs
+from PyTorch's as soon as the learning rate changes (cosine schedule); and
+Keras's Adam applies epsilon to the un-corrected second moment. The classes
+here implement PyTorch's update rules exactly and expose the momentum buffer
+that the second-order architecture step needs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="darts_tf")
+class SGD(keras.optimizers.Optimizer):
+    """SGD with momentum and coupled L2 weight decay, as `torch.optim.SGD`.
+
+    buf = momentum * buf + (g + coupled_weight_decay * w);  w -= lr * buf.
+    Used for the DARTS network weights (Liu et al., arXiv:1806.09055, Sec. 3.1.2).
+    """
+
+    def __init__(self, learning_rate=0.025, momentum=0.9, coupled_weight_decay=0.0, name="darts_sgd", **kwargs):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        if momentum < 0:
+            raise ValueError(f"SGD expected momentum >= 0. Received: momentum={momentum}")
+        self.momentum = momentum
+        self.coupled_weight_decay = coupled_weight_decay
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self.momentums = [self.add_variable_from_reference(v, "momentum") for v in variables]
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = tf.cast(learning_rate, variable.dtype)
+        g = tf.cast(gradient, variable.dtype)
+        if self.coupled_weight_decay:
+            g = g + self.coupled_weight_decay * variable
+        buf = self.momentums[self._get_variable_index(variable)]
+        self.assign(buf, self.momentum * buf + g)
+        self.assign_sub(variable, lr * buf)
+
+    def momentum_buffers(self, variables) -> list:
+        """PyTorch's `momentum_buffer` for each variable (zeros before the first step)."""
+        if not self.built:
+            return [tf.zeros_like(v) for v in variables]
+        return [tf.convert_to_tensor(self.momentums[self._get_variable_index(v)]) for v in variables]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"momentum": self.momentum, "coupled_weight_decay": self.coupled_weight_decay})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="darts_tf")
+class Adam(keras.optimizers.Optimizer):
+    """Adam with coupled L2 weight decay, as `torch.optim.Adam`.
+
+    Used for the DARTS architecture weights with lr 3e-4, betas (0.5, 0.999),
+    weight decay 1e-3 (Liu et al., arXiv:1806.09055, Sec. 3.1.2).
+    """
+
+    def __init__(
+        self,
+        learning_rate=3e-4,
+        beta_1=0.5,
+        beta_2=0.999,
+        epsilon=1e-8,
+        coupled_weight_decay=0.0,
+        name="darts_adam",
+        **kwargs,
+    ):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.coupled_weight_decay = coupled_weight_decay
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self.first_moments = [self.add_variable_from_reference(v, "m") for v in variables]
+        self.second_moments = [self.add_variable_from_reference(v, "v") for v in variables]
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        lr = tf.cast(learning_rate, dtype)
+        g = tf.cast(gradient, dtype)
+        if self.coupled_weight_decay:
+            g = g + self.coupled_weight_decay * variable
+        step = tf.cast(self.iterations + 1, dtype)
+        bias_1 = 1.0 - tf.pow(tf.cast(self.beta_1, dtype), step)
+        bias_2 = 1.0 - tf.pow(tf.cast(self.beta_2, dtype), step)
+        index = self._get_variable_index(variable)
+        m, v = self.first_moments[index], self.second_moments[index]
+        self.assign(m, self.beta_1 * m + (1.0 - self.beta_1) * g)
+        self.assign(v, self.beta_2 * v + (1.0 - self.beta_2) * tf.square(g))
+        denominator = tf.sqrt(v) / tf.sqrt(bias_2) + self.epsilon
+        self.assign_sub(variable, (lr / bias_1) * m / denominator)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "beta_1": self.beta_1,
+                "beta_2": self.beta_2,
+                "epsilon": self.epsilon,
+                "coupled_weight_decay": self.coupled_weight_decay,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="darts_tf")
+class EpochCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Cosine annealing stepped once per epoch, as `torch.optim.lr_scheduler.CosineAnnealingLR`.
+
+    lr(epoch) = minimum + (initial - minimum) * (1 + cos(pi * epoch / epochs)) / 2,
+    with epoch = floor(step / steps_per_epoch).
+    """
+
+    def __init__(self, initial, minimum, epochs, steps_per_epoch):
+        if epochs <= 0 or steps_per_epoch <= 0:
+            raise ValueError(
+                f"EpochCosineDecay expected positive epochs and steps_per_epoch. "
+                f"Received: epochs={epochs}, steps_per_epoch={steps_per_epoch}"
+            )
+        self.initial = initial
+        self.minimum = minimum
+        self.epochs = epochs
+        self.steps_per_epoch = steps_per_epoch
+
+    def __call__(self, step):
+        epoch = tf.cast(tf.math.floordiv(tf.cast(step, tf.int64), self.steps_per_epoch), tf.float32)
+        cosine = 0.5 * (1.0 + tf.cos(math.pi * epoch / float(self.epochs)))
+        return self.minimum + (self.initial - self.minimum) * cosine
+
+    def value_at_epoch(self, epoch: int) -> float:
+        return self.minimum + (self.initial - self.minimum) * 0.5 * (1.0 + math.cos(math.pi * epoch / self.epochs))
+
+    def get_config(self):
+        return {
+            "initial": self.initial,
+            "minimum": self.minimum,
+            "epochs": self.epochs,
+            "steps_per_epoch": self.steps_per_epoch,
+        }
+
+
+def clip_by_global_norm(gradients: list, max_norm: float) -> tuple[list, tf.Tensor]:
+    """`torch.nn.utils.clip_grad_norm_`: scale by max_norm / (norm + 1e-6) when that is < 1."""
+    norm = tf.linalg.global_norm(gradients)
+    scale = tf.minimum(1.0, max_norm / (norm + 1e-6))
+    return [g * tf.cast(scale, g.dtype) for g in gradients], norm

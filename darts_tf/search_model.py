@@ -1,0 +1,301 @@
+"""The DARTS search network: mixed ops, search cells and the over-parameterized network.
+
+The architecture weights (`alphas_normal`, `alphas_reduce`, each
+[num_edges, len(PRIMITIVES)]) are variables of the model, so checkpoints hold
+them, but they are kept apart from the weights: `weight_variables` is what
+the weight optimizer trains, `arch_variables` what the architecture
+optimizer trains, and together they cover every trainable variable once.
+
+Reference: Liu, Simonyan & Yang, "DARTS: Differentiable Architecture Search",
+ICLR 2019 (arXiv:1806.09055), Section 2.2 (continuous relaxation) and 3.1.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from darts_tf.genotypes import PRIMITIVES, Genotype, derive_genotype, num_edges
+from darts_tf.ops import (
+    LINEAR,
+    VECTOR,
+    BatchNorm,
+    Conv2D,
+    FactorizedReduce,
+    ReLUConvBN,
+    make_op,
+    prefixed,
+    torch_uniform,
+)
+
+
+class MixedOp(keras.layers.Layer):
+    """A DARTS edge: the softmax-weighted sum of all primitives (Eq. 2 of arXiv:1806.09055).
+
+    Pooling ops are followed by a non-affine BN, as in the original. The
+    `none` op contributes exactly zero to the sum, so it is not computed; its
+    architecture weight still receives gradient through the softmax.
+    """
+
+    def __init__(self, channels, strides=1, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = channels
+        self.strides = strides
+        sub = {"dtype": self.dtype_policy}
+        self.primitive_ops = {}
+        self.pool_bns = {}
+        for name in PRIMITIVES:
+            if name == "none":
+                continue
+            self.primitive_ops[name] = make_op(name, channels, strides, affine=False, name=name, **sub)
+            if "pool" in name:
+                self.pool_bns[name] = BatchNorm(affine=False, name=f"{name}_bn", **sub)
+
+    def build(self, input_shape):
+        for name, op in self.primitive_ops.items():
+            op.build(input_shape)
+            if name in self.pool_bns:
+                self.pool_bns[name].build(op.compute_output_shape(input_shape))
+
+    def call(self, x, op_weights, training=None):
+        terms = []
+        for index, name in enumerate(PRIMITIVES):
+            if name == "none":
+                continue
+            y = self.primitive_ops[name](x, training=training)
+            if name in self.pool_bns:
+                y = self.pool_bns[name](y, training=training)
+            terms.append(op_weights[index] * y)
+        return tf.add_n(terms)
+
+    def compute_output_shape(self, input_shape):
+        return self.primitive_ops["max_pool_3x3"].compute_output_shape(input_shape)
+
+    def torch_variables(self) -> dict:
+        variables = {}
+        for index, name in enumerate(PRIMITIVES):
+            if name == "none":
+                continue
+            op = self.primitive_ops[name]
+            if name in self.pool_bns:  # PyTorch: Sequential(pool, BatchNorm2d)
+                variables.update(prefixed(f"_ops.{index}.1", self.pool_bns[name].torch_variables()))
+            elif hasattr(op, "torch_variables"):
+                variables.update(prefixed(f"_ops.{index}", op.torch_variables()))
+        return variables
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"channels": self.channels, "strides": self.strides})
+        return config
+
+
+class SearchCell(keras.layers.Layer):
+    """A DARTS search cell: a DAG of `steps` nodes over mixed edges (arXiv:1806.09055, Sec. 2.1).
+
+    Inputs are the outputs of the two previous cells; node `i` sums a mixed
+    op over every earlier node; the output concatenates the last
+    `multiplier` nodes. In a reduction cell the edges from the inputs have
+    stride 2.
+    """
+
+    def __init__(self, channels, reduction, reduction_prev, steps=4, multiplier=4, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = channels
+        self.reduction = reduction
+        self.reduction_prev = reduction_prev
+        self.steps = steps
+        self.multiplier = multiplier
+        sub = {"dtype": self.dtype_policy}
+        if reduction_prev:
+            self.preprocess0 = FactorizedReduce(channels, affine=False, name="preprocess0", **sub)
+        else:
+            self.preprocess0 = ReLUConvBN(channels, 1, 1, affine=False, name="preprocess0", **sub)
+        self.preprocess1 = ReLUConvBN(channels, 1, 1, affine=False, name="preprocess1", **sub)
+        self.edges = []
+        for node in range(steps):
+            for j in range(node + 2):
+                stride = 2 if reduction and j < 2 else 1
+                self.edges.append(MixedOp(channels, stride, name=f"edge_{j}_{node + 2}", **sub))
+
+    def build(self, s0_shape, s1_shape):
+        self.preprocess0.build(s0_shape)
+        self.preprocess1.build(s1_shape)
+        state_shape = self.preprocess1.compute_output_shape(s1_shape)
+        reduced_shape = self.edges[0].compute_output_shape(state_shape)
+        offset = 0
+        for node in range(self.steps):
+            for j in range(node + 2):
+                self.edges[offset + j].build(state_shape if j < 2 else reduced_shape)
+            offset += node + 2
+
+    def call(self, s0, s1, weights, training=None):
+        states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
+        offset = 0
+        for _ in range(self.steps):
+            node = tf.add_n(
+                [self.edges[offset + j](h, weights[offset + j], training=training) for j, h in enumerate(states)]
+            )
+            offset += len(states)
+            states.append(node)
+        return tf.concat(states[-self.multiplier :], axis=-1)
+
+    def compute_output_shape(self, s0_shape, s1_shape):
+        shape = self.edges[0].compute_output_shape(self.preprocess1.compute_output_shape(s1_shape))
+        return shape[:-1] + (self.multiplier * self.channels,)
+
+    def torch_variables(self) -> dict:
+        variables = {
+            **prefixed("preprocess0", self.preprocess0.torch_variables()),
+            **prefixed("preprocess1", self.preprocess1.torch_variables()),
+        }
+        for index, edge in enumerate(self.edges):
+            variables.update(prefixed(f"_ops.{index}", edge.torch_variables()))
+        return variables
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "channels": self.channels,
+                "reduction": self.reduction,
+                "reduction_prev": self.reduction_prev,
+                "steps": self.steps,
+                "multiplier": self.multiplier,
+            }
+        )
+        return config
+
+
+def reduction_layers(layers: int) -> tuple[int, int]:
+    """Indices of the two reduction cells in a network of `layers` cells (1/3 and 2/3 depth)."""
+    return layers // 3, 2 * layers // 3
+
+
+class SearchNetwork(keras.Model):
+    """The DARTS over-parameterized search network (arXiv:1806.09055, Sec. 3.1.1).
+
+    A 3x3 conv + BN stem with `stem_multiplier * C` channels, `layers` search
+    cells (reduction cells at 1/3 and 2/3 of the depth, doubling the
+    channels), global average pooling and a linear classifier. All normal
+    cells share `alphas_normal`, all reduction cells `alphas_reduce`.
+
+    Args:
+        C: channels of the first cells.
+        num_classes: number of output classes.
+        layers: number of cells.
+        steps: intermediate nodes per cell.
+        multiplier: nodes concatenated into a cell's output.
+        stem_multiplier: stem width as a multiple of `C`.
+    """
+
+    def __init__(self, C=16, num_classes=10, layers=8, steps=4, multiplier=4, stem_multiplier=3, **kwargs):
+        super().__init__(**kwargs)
+        for name, value in (("C", C), ("num_classes", num_classes), ("layers", layers), ("steps", steps)):
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"SearchNetwork expected a positive integer {name}. Received: {name}={value!r}")
+        if not 1 <= multiplier <= steps:
+            raise ValueError(
+                f"SearchNetwork expected 1 <= multiplier <= steps. Received: multiplier={multiplier}, steps={steps}"
+            )
+        self.C = C
+        self.num_classes = num_classes
+        self.num_layers = layers
+        self.steps = steps
+        self.multiplier = multiplier
+        self.stem_multiplier = stem_multiplier
+        sub = {"dtype": self.dtype_policy}
+        self.stem_conv = Conv2D(stem_multiplier * C, 3, name="stem_conv", **sub)
+        self.stem_bn = BatchNorm(affine=True, name="stem_bn", **sub)
+        self.cells = []
+        channels, reduction_prev = C, False
+        reductions = reduction_layers(layers)
+        for i in range(layers):
+            reduction = i in reductions
+            if reduction:
+                channels *= 2
+            self.cells.append(
+                SearchCell(channels, reduction, reduction_prev, steps, multiplier, name=f"cell_{i}", **sub)
+            )
+            reduction_prev = reduction
+        self.classifier_fan_in = multiplier * channels
+        self.classifier = keras.layers.Dense(
+            num_classes,
+            kernel_initializer=torch_uniform(self.classifier_fan_in),
+            bias_initializer=torch_uniform(self.classifier_fan_in),
+            name="classifier",
+            **sub,
+        )
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 4:
+            raise ValueError(f"SearchNetwork expected NHWC images. Received: input_shape={input_shape}")
+        k, n = num_edges(self.steps), len(PRIMITIVES)
+        init = keras.initializers.RandomNormal(stddev=1e-3)
+        self.alphas_normal = self.add_weight(name="alphas_normal", shape=(k, n), initializer=init)
+        self.alphas_reduce = self.add_weight(name="alphas_reduce", shape=(k, n), initializer=init)
+        self.stem_conv.build(input_shape)
+        stem_shape = self.stem_conv.compute_output_shape(input_shape)
+        self.stem_bn.build(stem_shape)
+        s0 = s1 = stem_shape
+        for cell in self.cells:
+            cell.build(s0, s1)
+            s0, s1 = s1, cell.compute_output_shape(s0, s1)
+        self.classifier.build((input_shape[0], s1[-1]))
+
+    def call(self, inputs, training=None):
+        x = tf.cast(inputs, self.compute_dtype)
+        weights_normal = tf.nn.softmax(tf.cast(self.alphas_normal, self.compute_dtype), axis=-1)
+        weights_reduce = tf.nn.softmax(tf.cast(self.alphas_reduce, self.compute_dtype), axis=-1)
+        s0 = s1 = self.stem_bn(self.stem_conv(x, training=training), training=training)
+        for cell in self.cells:
+            weights = weights_reduce if cell.reduction else weights_normal
+            s0, s1 = s1, cell(s0, s1, weights, training=training)
+        return self.classifier(tf.reduce_mean(s1, axis=[1, 2]), training=training)
+
+    @property
+    def arch_variables(self) -> list:
+        """The architecture weights [alphas_normal, alphas_reduce]."""
+        return [self.alphas_normal, self.alphas_reduce]
+
+    @property
+    def weight_variables(self) -> list:
+        """Every trainable variable except the architecture weights."""
+        arch = {id(v) for v in self.arch_variables}
+        return [v for v in self.trainable_variables if id(v) not in arch]
+
+    def genotype(self) -> Genotype:
+        return derive_genotype(
+            np.asarray(self.alphas_normal.numpy()),
+            np.asarray(self.alphas_reduce.numpy()),
+            steps=self.steps,
+            multiplier=self.multiplier,
+        )
+
+    def torch_variables(self) -> dict:
+        variables = {
+            **prefixed("stem.0", self.stem_conv.torch_variables()),
+            **prefixed("stem.1", self.stem_bn.torch_variables()),
+        }
+        for index, cell in enumerate(self.cells):
+            variables.update(prefixed(f"cells.{index}", cell.torch_variables()))
+        variables["classifier.weight"] = (self.classifier.kernel, LINEAR)
+        variables["classifier.bias"] = (self.classifier.bias, VECTOR)
+        variables["alphas_normal"] = (self.alphas_normal, VECTOR)
+        variables["alphas_reduce"] = (self.alphas_reduce, VECTOR)
+        return variables
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "C": self.C,
+                "num_classes": self.num_classes,
+                "layers": self.num_layers,
+                "steps": self.steps,
+                "multiplier": self.multiplier,
+                "stem_multiplier": self.stem_multiplier,
+            }
+        )
+        return config

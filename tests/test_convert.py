@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+from helpers import random_batch, tiny_search_network
+
+from darts_tf.convert import load_pytorch_state_dict, to_pytorch_state_dict
+
+
+@pytest.fixture(scope="module")
+def models():
+    return tiny_search_network(seed=0), tiny_search_network(seed=7)
+
+
+def test_layouts_in_original_naming(models):
+    model, _ = models
+    sd = to_pytorch_state_dict(model)
+    assert sd["stem.0.weight"].shape == (12, 3, 3, 3)  # OIHW
+    np.testing.assert_array_equal(sd["stem.0.weight"][5, 1, 0, 2], model.stem_conv.kernel.numpy()[0, 2, 1, 5])
+    assert sd["cells.0._ops.1._ops.4.op.1.weight"].shape == (4, 1, 3, 3)  # depthwise
+    assert sd["cells.0._ops.1._ops.7.op.2.weight"].shape == (4, 4, 1, 1)
+    assert sd["cells.0._ops.1._ops.1.1.running_mean"].shape == (4,)  # max pool + BN
+    assert sd["cells.1._ops.0._ops.3.conv_1.weight"].shape == (4, 8, 1, 1)  # skip at stride 2
+    assert sd["cells.2.preprocess0.conv_2.weight"].shape == (8, 16, 1, 1)  # FactorizedReduce
+    assert sd["classifier.weight"].shape == (3, 64)
+    assert sd["alphas_normal"].shape == (14, 8)
+    assert "cells.0._ops.1._ops.4.op.3.weight" not in sd  # search BN is not affine
+
+
+def test_round_trip_fills_every_variable(models):
+    model, other = models
+    sd = to_pytorch_state_dict(model)
+    sd["stem.1.num_batches_tracked"] = np.array(3)  # the original's extra entries are accepted
+    load_pytorch_state_dict(other, sd)
+    for a, b in zip(model.variables, other.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    images, _ = random_batch()
+    np.testing.assert_array_equal(model(images, training=False), other(images, training=False))
+
+
+def test_alphas_optional(models):
+    model, other = models
+    sd = to_pytorch_state_dict(model)
+    del sd["alphas_normal"], sd["alphas_reduce"]
+    before = other.alphas_normal.numpy().copy()
+    other.alphas_normal.assign(before + 1)
+    load_pytorch_state_dict(other, sd)
+    np.testing.assert_array_equal(other.alphas_normal.numpy(), before + 1)
+
+
+def test_rejects_missing_extra_and_misshaped(models):
+    model, other = models
+    sd = to_pytorch_state_dict(model)
+    del sd["cells.1.preprocess1.op.1.weight"]
+    sd["cells.9.bogus.weight"] = np.zeros(3)
+    sd["classifier.bias"] = np.zeros(4)
+    before = [v.numpy().copy() for v in other.variables]
+    with pytest.raises(ValueError) as info:
+        load_pytorch_state_dict(other, sd)
+    message = str(info.value)
+    assert "missing 1: cells.1.preprocess1.op.1.weight" in message
+    assert "unexpected 1: cells.9.bogus.weight" in message
+    assert "classifier.bias: expected (3,), received (4,)" in message
+    assert "\n" not in message
+    for v, b in zip(other.variables, before):  # nothing assigned
+        np.testing.assert_array_equal(v.numpy(), b)

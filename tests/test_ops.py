@@ -1,0 +1,168 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from darts_tf.genotypes import PRIMITIVES
+from darts_tf.ops import OPS, BatchNorm, Conv2D, FactorizedReduce, Pool, frozen_batch_stats, make_op
+
+
+def np_conv(x, kernel, stride=1, dilation=1, depthwise=False):
+    """Direct NumPy convolution with PyTorch's symmetric padding (the reference)."""
+    k = kernel.shape[0]
+    pad = dilation * (k - 1) // 2
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    size = lambda n: (n + 2 * pad - dilation * (k - 1) - 1) // stride + 1  # noqa: E731
+    out_c = x.shape[3] if depthwise else kernel.shape[3]
+    out = np.zeros((x.shape[0], size(x.shape[1]), size(x.shape[2]), out_c))
+    for i in range(out.shape[1]):
+        for j in range(out.shape[2]):
+            for a in range(k):
+                for b in range(k):
+                    patch = xp[:, i * stride + dilation * a, j * stride + dilation * b, :]
+                    out[:, i, j, :] += patch * kernel[a, b, :, 0] if depthwise else patch @ kernel[a, b]
+    return out
+
+
+def np_pool(x, mode, stride):
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=np.nan)
+    size = lambda n: (n - 1) // stride + 1  # noqa: E731
+    out = np.zeros((x.shape[0], size(x.shape[1]), size(x.shape[2]), x.shape[3]))
+    for i in range(out.shape[1]):
+        for j in range(out.shape[2]):
+            window = xp[:, i * stride : i * stride + 3, j * stride : j * stride + 3, :]
+            out[:, i, j] = np.nanmax(window, axis=(1, 2)) if mode == "max" else np.nanmean(window, axis=(1, 2))
+    return out
+
+
+@pytest.mark.parametrize("size", [7, 8, 9])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("primitive", PRIMITIVES)
+def test_op_output_shapes(primitive, stride, size):
+    op = make_op(primitive, 4, stride, affine=True)
+    shape = (2, size, size, 4)
+    op.build(shape)
+    y = op(tf.random.normal(shape), training=True)
+    expected = size if stride == 1 else (size + 1) // 2
+    assert tuple(y.shape) == (2, expected, expected, 4)
+    assert tuple(op.compute_output_shape(shape)) == tuple(y.shape)
+
+
+def test_unknown_op_and_stride():
+    with pytest.raises(ValueError, match="Unknown DARTS op 'conv_7x7'"):
+        make_op("conv_7x7", 4, 1)
+    with pytest.raises(ValueError, match="stride must be 1 or 2. Received: stride=3"):
+        make_op("sep_conv_3x3", 4, 3)
+    assert tuple(OPS) == PRIMITIVES
+
+
+def test_stride2_max_pool_samples_like_pytorch():
+    ramp = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1)
+    got = Pool("max", 3, 2)(tf.constant(ramp))[0, :, :, 0].numpy()
+    # PyTorch pads one row/column of -inf on every side: windows centred on 0 and 2.
+    np.testing.assert_array_equal(got, [[5, 7], [13, 15]])
+    # TensorFlow's own "SAME" pads bottom/right only and gives a shifted grid.
+    assert tf.nn.max_pool2d(ramp, 3, 2, "SAME")[0, 0, 0, 0] == 10
+    avg = Pool("avg", 3, 2)(tf.constant(ramp))[0, :, :, 0].numpy()
+    np.testing.assert_allclose(avg, [[2.5, 4.0], [8.5, 10.0]], rtol=1e-6)  # count_include_pad=False
+
+
+@pytest.mark.parametrize("size", [6, 7])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("mode", ["max", "avg"])
+def test_pools_match_numpy(mode, stride, size, rng):
+    x = rng.normal(size=(2, size, size, 3))
+    got = Pool(mode, 3, stride, dtype="float64")(tf.constant(x)).numpy()
+    np.testing.assert_allclose(got, np_pool(x, mode, stride), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("depthwise", [False, True])
+@pytest.mark.parametrize(
+    "k, stride, dilation", [(1, 2, 1), (3, 1, 1), (3, 2, 1), (5, 2, 1), (3, 1, 2), (3, 2, 2), (5, 2, 2)]
+)
+@pytest.mark.parametrize("size", [7, 8])
+def test_conv_matches_numpy(k, stride, dilation, depthwise, size, rng):
+    layer = Conv2D(None if depthwise else 5, k, stride, dilation, depthwise=depthwise, dtype="float64")
+    x = rng.normal(size=(2, size, size, 3))
+    layer.build(x.shape)
+    got = layer(tf.constant(x)).numpy()
+    want = np_conv(x, layer.kernel.numpy(), stride, dilation, depthwise)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_dilated_depthwise_gradient(stride, rng):
+    """Gradients of the dilated depthwise conv equal those of the same conv written with a zero-dilated kernel."""
+    layer = Conv2D(None, 3, stride, 2, depthwise=True)
+    x = tf.constant(rng.normal(size=(2, 9, 9, 3)), tf.float32)
+    layer.build(x.shape)
+    kernel = layer.kernel
+    taps = [[2 * a, 2 * b] for a in range(3) for b in range(3)]
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        y1 = layer(x)
+        dense = tf.scatter_nd(taps, tf.reshape(kernel, [9, 3, 1]), [5, 5, 3, 1])
+        xp = tf.pad(x, [[0, 0], [2, 2], [2, 2], [0, 0]])
+        y2 = tf.nn.depthwise_conv2d(xp, dense, [1, stride, stride, 1], "VALID")
+        l1, l2 = tf.reduce_sum(y1 * y1), tf.reduce_sum(y2 * y2)
+    np.testing.assert_allclose(y1, y2, rtol=1e-5, atol=1e-5)
+    for a, b in zip(tape.gradient(l1, [x, kernel]), tape.gradient(l2, [x, kernel])):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_batchnorm_training_matches_pytorch_semantics(fused, rng):
+    x = rng.normal(loc=2.0, scale=3.0, size=(4, 5, 5, 6)).astype(np.float32)
+    bn = BatchNorm(affine=True, fused=fused)
+    bn.build(x.shape)
+    bn.gamma.assign(np.linspace(0.5, 1.5, 6))
+    bn.beta.assign(np.linspace(-1, 1, 6))
+    y = bn(tf.constant(x), training=True).numpy()
+    mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))  # biased, as PyTorch normalizes
+    want = (x - mean) / np.sqrt(var + 1e-5) * bn.gamma.numpy() + bn.beta.numpy()
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+    n = 4 * 5 * 5
+    np.testing.assert_allclose(bn.moving_mean.numpy(), 0.1 * mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), 0.9 + 0.1 * var * n / (n - 1), rtol=1e-5)
+    y_eval = bn(tf.constant(x), training=False).numpy()
+    mm, mv = bn.moving_mean.numpy(), bn.moving_variance.numpy()
+    np.testing.assert_allclose(
+        y_eval, (x - mm) / np.sqrt(mv + 1e-5) * bn.gamma.numpy() + bn.beta.numpy(), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_batchnorm_fused_and_composite_agree_with_gradients(rng):
+    x = tf.constant(rng.normal(size=(3, 4, 4, 5)), tf.float32)
+    outs = []
+    for fused in (False, True):
+        bn = BatchNorm(affine=True, fused=fused)
+        bn.build(x.shape)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = bn(x, training=True)
+            loss = tf.reduce_sum(tf.sin(y))
+        outs.append([y, *tape.gradient(loss, [x, bn.gamma, bn.beta])])
+    for a, b in zip(*outs):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_frozen_batch_stats(rng):
+    bn = BatchNorm(affine=False)
+    x = tf.constant(rng.normal(size=(2, 3, 3, 4)), tf.float32)
+    bn.build(x.shape)
+    with frozen_batch_stats():
+        bn(x, training=True)
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), np.zeros(4))
+    np.testing.assert_array_equal(bn.moving_variance.numpy(), np.ones(4))
+    bn(x, training=True)
+    assert np.abs(bn.moving_mean.numpy()).sum() > 0
+
+
+def test_factorized_reduce_offsets(rng):
+    fr = FactorizedReduce(4, affine=False)
+    x = rng.normal(size=(1, 6, 6, 2)).astype(np.float32)
+    fr.build(x.shape)
+    y = fr(tf.constant(x), training=False).numpy()  # moving stats 0/1: BN is ~identity
+    relu = np.maximum(x, 0)
+    k1, k2 = fr.conv_1.kernel.numpy()[0, 0], fr.conv_2.kernel.numpy()[0, 0]
+    want = np.concatenate([relu[:, ::2, ::2] @ k1, relu[:, 1::2, 1::2] @ k2], axis=-1) / np.sqrt(1 + 1e-5)
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
