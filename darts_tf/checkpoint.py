@@ -10,6 +10,7 @@ alphas included, and restoring verifies that nothing was left out.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -50,8 +51,10 @@ def make_checkpoint(model=None, **optimizers) -> tf.train.Checkpoint:
     return tf.train.Checkpoint(**children)
 
 
-def write_atomic(checkpoint: tf.train.Checkpoint, directory: str, prefix: str = "ckpt") -> str:
-    """Writes `checkpoint` into `directory` so that it appears whole or not at all.
+def write_atomic(
+    checkpoint: tf.train.Checkpoint, directory: str, prefix: str = "ckpt", json_files: dict | None = None
+) -> str:
+    """Writes `checkpoint` (and `json_files`, name -> data) into `directory`, whole or not at all.
 
     The files are written into a temporary sibling folder that is renamed
     over `directory` once complete. Returns the checkpoint path inside it.
@@ -62,6 +65,9 @@ def write_atomic(checkpoint: tf.train.Checkpoint, directory: str, prefix: str = 
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-", dir=parent)
     try:
         checkpoint.write(os.path.join(tmp, prefix))
+        for name, data in (json_files or {}).items():
+            with open(os.path.join(tmp, name), "w", encoding="utf-8") as handle:
+                json.dump(data, handle, indent=2, sort_keys=True)
         if os.path.exists(directory):
             old = f"{tmp}.old"
             os.replace(directory, old)

@@ -1,0 +1,271 @@
+"""The DARTS bilevel search as a Keras model with a custom `train_step`, and the search run.
+
+Per step, exactly the original's order (Liu et al., arXiv:1806.09055, Alg. 1):
+first the architecture step (first or second order, on a training and a
+held-out batch), then the weight step on the training batch with gradient
+clipping by global norm. `fit(tf.data.Dataset.zip((train, val)))` drives it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import keras
+import tensorflow as tf
+
+from darts_tf import architect, data, runs
+from darts_tf.genotypes import format_alphas
+from darts_tf.optimizers import SGD, Adam, EpochCosineDecay, clip_by_global_norm
+from darts_tf.search_model import SearchNetwork
+
+
+class ArchitectureSearch(keras.Model):
+    """Bilevel DARTS search of a `SearchNetwork` (arXiv:1806.09055, Algorithm 1).
+
+    `compile(w_optimizer, alpha_optimizer, grad_clip)` then
+    `fit(tf.data.Dataset.zip((train_batches, val_batches)))`. With
+    `unrolled=True` the architecture gradient is the second-order one
+    (`hessian` "finite_difference" as the paper, or "exact"), with the
+    virtual step xi equal to the weight optimizer's current learning rate.
+    """
+
+    def __init__(self, network, unrolled=False, hessian="finite_difference", **kwargs):
+        super().__init__(**kwargs)
+        if hessian not in architect.HESSIAN_MODES:
+            raise ValueError(f"hessian must be one of {architect.HESSIAN_MODES}. Received: hessian={hessian!r}")
+        self.network = network
+        self.unrolled = unrolled
+        self.hessian = hessian
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.arch_loss_tracker = keras.metrics.Mean(name="arch_loss")
+        self.top5_tracker = keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5")
+        if network.built:
+            self.built = True
+
+    def compile(self, w_optimizer, alpha_optimizer, grad_clip=5.0, **kwargs):
+        kwargs.setdefault("jit_compile", False)
+        super().compile(**kwargs)
+        self.w_optimizer = w_optimizer
+        self.alpha_optimizer = alpha_optimizer
+        self.grad_clip = grad_clip
+        # Build the optimizers now: slots exist (zero) before the first traced step,
+        # so the momentum buffer read by the unrolled step is a live variable.
+        w_optimizer.build(self.network.weight_variables)
+        alpha_optimizer.build(self.network.arch_variables)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.accuracy_tracker, self.arch_loss_tracker, self.top5_tracker]
+
+    def call(self, inputs, training=None):
+        return self.network(inputs, training=training)
+
+    def arch_gradients(self, train_batch, val_batch):
+        if not self.unrolled:
+            return architect.first_order_arch_gradients(self.network, val_batch)
+        weights = self.network.weight_variables
+        return architect.second_order_arch_gradients(
+            self.network,
+            train_batch,
+            val_batch,
+            xi=self.w_optimizer.learning_rate,
+            momentum_buffers=self.w_optimizer.momentum_buffers(weights),
+            momentum=self.w_optimizer.momentum,
+            weight_decay=self.w_optimizer.coupled_weight_decay,
+            hessian=self.hessian,
+        )
+
+    def weight_step(self, images, labels):
+        weights = self.network.weight_variables
+        with tf.GradientTape() as tape:
+            logits = self.network(images, training=True)
+            loss = architect.cross_entropy(labels, logits)
+        gradients, _ = clip_by_global_norm(tape.gradient(loss, weights), self.grad_clip)
+        self.w_optimizer.apply(gradients, weights)
+        return loss, logits
+
+    def train_step(self, batches):
+        train_batch, val_batch = batches
+        alpha_gradients, arch_loss = self.arch_gradients(train_batch, val_batch)
+        self.alpha_optimizer.apply(alpha_gradients, self.network.arch_variables)
+        loss, logits = self.weight_step(*train_batch)
+        self.loss_tracker.update_state(loss)
+        self.accuracy_tracker.update_state(train_batch[1], logits)
+        self.arch_loss_tracker.update_state(arch_loss)
+        return {
+            "loss": self.loss_tracker.result(),
+            "accuracy": self.accuracy_tracker.result(),
+            "arch_loss": self.arch_loss_tracker.result(),
+        }
+
+    def test_step(self, batch):
+        images, labels = batch
+        logits = self.network(images, training=False)
+        self.loss_tracker.update_state(architect.cross_entropy(labels, logits))
+        self.accuracy_tracker.update_state(labels, logits)
+        self.top5_tracker.update_state(labels, logits)
+        return {
+            "loss": self.loss_tracker.result(),
+            "accuracy": self.accuracy_tracker.result(),
+            "top5": self.top5_tracker.result(),
+        }
+
+
+@dataclasses.dataclass
+class SearchConfig:
+    """Every setting of a search run; the defaults are the paper's (arXiv:1806.09055, Sec. 3.1.2)."""
+
+    epochs: int = 50
+    batch_size: int = 64
+    C: int = 16
+    layers: int = 8
+    steps: int = 4
+    multiplier: int = 4
+    seed: int = 2
+    unrolled: bool = False
+    hessian: str = "finite_difference"
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    train_portion: float = 0.5
+    learning_rate: float = 0.025
+    learning_rate_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    arch_learning_rate: float = 3e-4
+    arch_weight_decay: float = 1e-3
+    cutout: int = 0
+    eval_batch_size: int = 256
+    subset: int = 0  # use only the first `subset` training images (0: all)
+    run_dir: str = "runs/search"
+
+
+PRESETS = {
+    "paper": {},
+    # A CPU-sized search: a narrow, shallow network for a few epochs.
+    "quick": {"epochs": 3, "batch_size": 64, "C": 8, "layers": 5},
+}
+
+
+def _network(config: SearchConfig, source: data.ImageData) -> SearchNetwork:
+    keras.utils.set_random_seed(config.seed)
+    network = SearchNetwork(config.C, source.num_classes, config.layers, config.steps, config.multiplier)
+    network.build((None, *source.input_shape))
+    return network
+
+
+def build_search(config: SearchConfig, source: data.ImageData, steps_per_epoch: int) -> ArchitectureSearch:
+    network = _network(config, source)
+    search = ArchitectureSearch(network, unrolled=config.unrolled, hessian=config.hessian)
+    schedule = EpochCosineDecay(config.learning_rate, config.learning_rate_min, config.epochs, steps_per_epoch)
+    search.compile(
+        w_optimizer=SGD(schedule, momentum=config.momentum, coupled_weight_decay=config.weight_decay),
+        alpha_optimizer=Adam(
+            config.arch_learning_rate, beta_1=0.5, beta_2=0.999, coupled_weight_decay=config.arch_weight_decay
+        ),
+        grad_clip=config.grad_clip,
+    )
+    return search
+
+
+class _SearchEpochEnd(keras.callbacks.Callback):
+    """Writes the epoch's genotype, alphas and checkpoint, and prints the softmax(alphas) table."""
+
+    def __init__(self, search: ArchitectureSearch, config: SearchConfig, verbose: int):
+        super().__init__()
+        self.search = search
+        self.config = config
+        self.verbose = verbose
+
+    def on_epoch_end(self, epoch, logs=None):
+        run_dir = self.config.run_dir
+        network = self.search.network
+        genotype = network.genotype()
+        alphas = {"alphas_normal": network.alphas_normal.numpy(), "alphas_reduce": network.alphas_reduce.numpy()}
+        genotype.save(os.path.join(run_dir, f"genotype_epoch_{epoch + 1:03d}.json"))
+        genotype.save(os.path.join(run_dir, "genotype.json"))
+        runs.save_npz_atomic(os.path.join(run_dir, f"alphas_epoch_{epoch + 1:03d}.npz"), **alphas)
+        finished = epoch + 1 >= self.config.epochs
+        state = {"epoch": epoch + 1, "finished": finished, "genotype": genotype.to_dict()}
+        runs.save_checkpoint(
+            run_dir, network, state, w_optimizer=self.search.w_optimizer, alpha_optimizer=self.search.alpha_optimizer
+        )
+        if self.verbose:
+            print(f"\nepoch {epoch + 1}: genotype = {genotype.to_json()}")
+            for name, value in alphas.items():
+                print(f"softmax({name}):\n{format_alphas(value, self.config.steps)}")
+
+
+def run_search(
+    config: SearchConfig, resume: bool = False, overwrite: bool = False, verbose: int = 1, callbacks=()
+) -> dict:
+    """Runs (or resumes) a search; returns {"genotype", "history", "seconds", "config"}.
+
+    Writes the run folder; `callbacks` (Keras callbacks) run after the run's own.
+    """
+    started = time.time()
+    runs.prepare_run_dir(config.run_dir, resume=resume, overwrite=overwrite)
+    if resume:
+        with open(os.path.join(config.run_dir, "config.json"), encoding="utf-8") as handle:
+            config = SearchConfig(**{**json.load(handle), "run_dir": config.run_dir})
+    source = data.load_data(config.dataset, config.data_dir, seed=config.seed)
+    if config.subset:
+        source.train_images = source.train_images[: config.subset]
+        source.train_labels = source.train_labels[: config.subset]
+    (train_x, train_y), (val_x, val_y) = data.split_for_search(source, config.train_portion)
+    smallest = min(len(train_x), len(val_x))
+    if config.batch_size > smallest:
+        raise data.DataError(
+            f"--batch-size {config.batch_size} is larger than the search split ({smallest} images per half)"
+        )
+    steps_per_epoch = smallest // config.batch_size
+    search = build_search(config, source, steps_per_epoch)
+    first_epoch = 0
+    if resume:
+        state = runs.load_checkpoint(
+            config.run_dir, search.network, w_optimizer=search.w_optimizer, alpha_optimizer=search.alpha_optimizer
+        )
+        first_epoch = state["epoch"]
+        if state.get("finished"):
+            raise runs.RunDirError(f"--resume {config.run_dir!r}: the search already finished ({first_epoch} epochs)")
+    else:
+        runs.write_json_atomic(os.path.join(config.run_dir, "config.json"), dataclasses.asdict(config))
+
+    def epoch_pair(epoch):
+        kwargs = dict(mean=source.mean, std=source.std, seed=config.seed, epoch=epoch, cutout_length=config.cutout)
+        # The two halves use different seeds so their shuffles are independent.
+        train = data.epoch_dataset(train_x, train_y, config.batch_size, **kwargs).take(steps_per_epoch)
+        kwargs["seed"] = config.seed + 1
+        val = data.epoch_dataset(val_x, val_y, config.batch_size, **kwargs).take(steps_per_epoch)
+        return tf.data.Dataset.zip((train, val))
+
+    batches = data.epochs_dataset(epoch_pair, first_epoch, config.epochs)
+    val_eval = data.epoch_dataset(
+        val_x, val_y, config.eval_batch_size, source.mean, source.std, config.seed, 0,
+        shuffle=False, augment=False, drop_remainder=False,
+    )  # fmt: skip
+    schedule = EpochCosineDecay(config.learning_rate, config.learning_rate_min, config.epochs, steps_per_epoch)
+    callbacks = [
+        _SearchEpochEnd(search, config, verbose),
+        runs.MetricsCSV(
+            os.path.join(config.run_dir, "metrics.csv"),
+            extra=lambda e: {"lr": schedule.value_at_epoch(e), "genotype": search.network.genotype().to_json()},
+        ),
+        keras.callbacks.TensorBoard(os.path.join(config.run_dir, "tensorboard"), write_graph=False),
+        *callbacks,
+    ]
+    history = search.fit(
+        batches,
+        epochs=config.epochs,
+        initial_epoch=first_epoch,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=val_eval,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    genotype = search.network.genotype()
+    return {"genotype": genotype, "history": history.history, "seconds": time.time() - started, "config": config}

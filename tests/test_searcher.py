@@ -1,0 +1,128 @@
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from darts_tf import architect, data, runs
+from darts_tf.genotypes import Genotype
+from darts_tf.searcher import SearchConfig, _network, build_search, run_search
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+
+def tiny_config(run_dir, **overrides):
+    values = dict(epochs=1, batch_size=16, C=4, layers=3, steps=2, multiplier=2, subset=128, eval_batch_size=64)
+    values["run_dir"] = str(run_dir)
+    values.update(overrides)
+    return SearchConfig(**values)
+
+
+@pytest.mark.parametrize("unrolled", [False, True])
+def test_one_epoch_search_on_real_images(cifar_sample, tmp_path, unrolled):
+    config = tiny_config(tmp_path / "run", data_dir=cifar_sample, unrolled=unrolled)
+    result = run_search(config, verbose=0)
+    run = tmp_path / "run"
+    for name in ("config.json", "genotype.json", "genotype_epoch_001.json", "alphas_epoch_001.npz", "metrics.csv"):
+        assert (run / name).exists(), name
+    assert (run / "checkpoint" / "state.json").exists() and os.listdir(run / "tensorboard")
+    genotype = Genotype.load(run / "genotype.json")
+    assert genotype == result["genotype"]
+    source = data.load_cifar10_python(cifar_sample)
+    initial = _network(config, source)  # same seed: the alphas the search started from
+    with np.load(run / "alphas_epoch_001.npz") as saved:
+        moved = np.abs(saved["alphas_normal"] - initial.alphas_normal.numpy()).max()
+    assert moved > 1e-4  # 4 Adam steps of lr 3e-4
+    assert 0.0 <= result["history"]["val_accuracy"][0] <= 1.0
+    assert runs.read_state(str(run))["finished"] is True
+
+
+def _numpy_adam_step(alpha, g, lr=3e-4, b1=0.5, b2=0.999, eps=1e-8, wd=1e-3):
+    g = g + wd * alpha
+    m, v = (1 - b1) * g, (1 - b2) * g * g
+    return alpha - lr / (1 - b1) * m / (np.sqrt(v) / np.sqrt(1 - b2) + eps)
+
+
+@pytest.mark.parametrize("unrolled", [False, True])
+def test_train_step_equals_core_functions_by_hand(unrolled):
+    source = data.make_synthetic(num_train=32, num_test=8, image_size=8)
+    config = SearchConfig(C=4, layers=3, steps=2, multiplier=2, unrolled=unrolled, epochs=10)
+    search = build_search(config, source, steps_per_epoch=4)
+    by_hand = _network(config, source)  # same seed, same initial weights and alphas
+    for a, b in zip(search.network.variables, by_hand.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    x = tf.constant(((source.train_images[:16] / 255.0) - 0.5).astype("float32"))
+    y = tf.constant(source.train_labels[:16])
+    train, val = (x[:8], y[:8]), (x[8:], y[8:])
+
+    search.train_step((train, val))
+
+    lr = 0.025  # epoch 0 of the cosine schedule
+    if unrolled:
+        grads, _ = architect.second_order_arch_gradients(by_hand, train, val, xi=lr, momentum=0.9, weight_decay=3e-4)
+    else:
+        grads, _ = architect.first_order_arch_gradients(by_hand, val)
+    new_alphas = [_numpy_adam_step(a.numpy(), g.numpy()) for a, g in zip(by_hand.arch_variables, grads)]
+    for a, value in zip(by_hand.arch_variables, new_alphas):
+        a.assign(value)
+    weights = by_hand.weight_variables
+    with tf.GradientTape() as tape:
+        loss = architect.cross_entropy(train[1], by_hand(train[0], training=True))
+    g = tape.gradient(loss, weights)
+    norm = np.sqrt(sum(float(np.sum(gi.numpy() ** 2)) for gi in g))
+    scale = min(1.0, 5.0 / (norm + 1e-6))
+    for w, gi in zip(weights, g):  # first PyTorch SGD step: buf = g + wd * w
+        w.assign(w.numpy() - lr * (scale * gi.numpy() + 3e-4 * w.numpy()))
+    for a, b in zip(search.network.arch_variables, by_hand.arch_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
+    for a, b in zip(search.network.variables, by_hand.variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6, err_msg=a.path)
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+
+def test_resume_gives_the_same_search(cifar_sample, tmp_path):
+    kwargs = dict(data_dir=cifar_sample, epochs=2, subset=96)
+    straight = run_search(tiny_config(tmp_path / "a", **kwargs), verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(tiny_config(tmp_path / "b", **kwargs), verbose=0, callbacks=[_Interrupt()])
+    assert runs.read_state(str(tmp_path / "b"))["epoch"] == 1
+    resumed = run_search(tiny_config(tmp_path / "b"), resume=True, verbose=0)
+    assert resumed["genotype"] == straight["genotype"]
+    for name in ("alphas_normal", "alphas_reduce"):
+        with (
+            np.load(tmp_path / "a" / "alphas_epoch_002.npz") as a,
+            np.load(tmp_path / "b" / "alphas_epoch_002.npz") as b,
+        ):
+            np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-7)
+    rows = (tmp_path / "b" / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 3  # header + one row per epoch across the resume
+    with pytest.raises(runs.RunDirError, match="already finished"):
+        run_search(tiny_config(tmp_path / "b"), resume=True, verbose=0)
+
+
+def test_refuses_bad_input(cifar_sample, tmp_path):
+    run_search(tiny_config(tmp_path / "done", data_dir=cifar_sample, subset=64), verbose=0)
+    with pytest.raises(runs.RunDirError, match="already holds a run"):
+        run_search(tiny_config(tmp_path / "done", data_dir=cifar_sample), verbose=0)
+    with pytest.raises(data.DataError, match="--batch-size 64 is larger than the search split"):
+        run_search(tiny_config(tmp_path / "big", data_dir=cifar_sample, subset=64, batch_size=64), verbose=0)
+    assert not (tmp_path / "big" / "checkpoint").exists()
+
+
+def test_script_exits_2_with_one_line(tmp_path):
+    cmd = [sys.executable, os.path.join(ROOT, "scripts", "search.py"), "--data-dir", str(tmp_path / "missing"),
+           "--run-dir", str(tmp_path / "run"), "--quiet"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert out.returncode == 2
+    last = out.stderr.strip().splitlines()[-1]
+    assert "error: --data-dir" in last and "missing" in last
+    bad = subprocess.run(cmd[:2] + ["--epochs", "0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--epochs must be positive" in bad.stderr
