@@ -1,0 +1,31 @@
+"""darts_tf: DARTS (Liu, Simonyan & Yang, ICLR 2019, arXiv:1806.09055) on TensorFlow 2 / Keras 3.
+
+The genotype names are imported eagerly (NumPy only); everything that needs
+TensorFlow is imported on first use, so `import darts_tf.genotypes` stays light.
+"""
+
+import importlib
+
+from darts_tf.genotypes import DARTS, DARTS_V1, DARTS_V2, PRIMITIVES, Genotype, derive_genotype
+
+_LAZY = {
+    "OPS": "darts_tf.ops",
+    "MixedOp": "darts_tf.search_model",
+    "SearchCell": "darts_tf.search_model",
+    "SearchNetwork": "darts_tf.search_model",
+    "load_pytorch_state_dict": "darts_tf.convert",
+    "to_pytorch_state_dict": "darts_tf.convert",
+    "architect": None,
+}
+
+__all__ = ["DARTS", "DARTS_V1", "DARTS_V2", "PRIMITIVES", "Genotype", "derive_genotype", *_LAZY]
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'darts_tf' has no attribute {name!r}")
+    module = _LAZY[name]
+    if module is None:
+        return importlib.import_module(f"darts_tf.{name}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,276 @@
+"""Evaluation networks built from a genotype: NetworkCIFAR and NetworkImageNet.
+
+Functional Keras models (so `summary()`, `.keras` saving and export work),
+with the original's structure (Liu et al., arXiv:1806.09055, Sec. 3.2 and
+Appendix A.2): a stem, `layers` cells compiled from the genotype (reduction
+cells at 1/3 and 2/3 depth), an auxiliary head after the cell at 2/3 depth
+(training only), drop path on non-identity ops in training, global pooling
+and a linear classifier. Training-mode calls return `(logits, aux_logits)`
+when the auxiliary head is on; inference calls return the logits.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from darts_tf.genotypes import Genotype
+from darts_tf.ops import (
+    LINEAR,
+    VECTOR,
+    BatchNorm,
+    Conv2D,
+    FactorizedReduce,
+    Identity,
+    ReLUConvBN,
+    make_op,
+    prefixed,
+    torch_uniform,
+)
+from darts_tf.search_model import reduction_layers
+
+
+class DropPath(keras.layers.Layer):
+    """Drops a whole op output per sample with probability `rate`, scaling the rest by 1/keep.
+
+    The rate lives in a non-trainable variable so training can ramp it over
+    epochs (the original: drop_path_prob * epoch / epochs). Identity in
+    inference. (Larsson et al., FractalNet, 2017; used by DARTS, arXiv:1806.09055.)
+    """
+
+    def build(self, input_shape):
+        self.rate = self.add_weight(name="rate", shape=(), initializer="zeros", trainable=False)
+
+    def call(self, x, training=None):
+        if not training:
+            return x
+        keep = 1.0 - tf.cast(self.rate, x.dtype)
+        mask = tf.floor(keep + tf.random.uniform([tf.shape(x)[0], 1, 1, 1], dtype=x.dtype))
+        return x / keep * mask
+
+
+class EvalCell(keras.layers.Layer):
+    """A discrete DARTS cell compiled from a genotype (arXiv:1806.09055, Fig. 4/5)."""
+
+    def __init__(self, genotype, channels, reduction, reduction_prev, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(genotype, dict):
+            genotype = Genotype.from_dict(genotype)
+        self.genotype = genotype
+        self.channels = channels
+        self.reduction = reduction
+        self.reduction_prev = reduction_prev
+        sub = {"dtype": self.dtype_policy}
+        if reduction_prev:
+            self.preprocess0 = FactorizedReduce(channels, name="preprocess0", **sub)
+        else:
+            self.preprocess0 = ReLUConvBN(channels, 1, 1, name="preprocess0", **sub)
+        self.preprocess1 = ReLUConvBN(channels, 1, 1, name="preprocess1", **sub)
+        edges = genotype.reduce if reduction else genotype.normal
+        self.concat = list(genotype.reduce_concat if reduction else genotype.normal_concat)
+        self.indices = [index for _, index in edges]
+        self.cell_ops = []
+        for position, (op_name, index) in enumerate(edges):
+            stride = 2 if reduction and index < 2 else 1
+            self.cell_ops.append(make_op(op_name, channels, stride, affine=True, name=f"op_{position}", **sub))
+        self.drop_path = DropPath(name="drop_path", **sub)
+
+    def build(self, s0_shape, s1_shape):
+        self.preprocess0.build(s0_shape)
+        self.preprocess1.build(s1_shape)
+        shapes = [self.preprocess0.compute_output_shape(s0_shape), self.preprocess1.compute_output_shape(s1_shape)]
+        for i in range(len(self.cell_ops) // 2):
+            outs = []
+            for position in (2 * i, 2 * i + 1):
+                in_shape = shapes[self.indices[position]]
+                self.cell_ops[position].build(in_shape)
+                outs.append(self.cell_ops[position].compute_output_shape(in_shape))
+            shapes.append(outs[0])
+        self.drop_path.build(shapes[-1])
+
+    def compute_output_shape(self, s0_shape, s1_shape):
+        shape = self.preprocess1.compute_output_shape(s1_shape)
+        if self.reduction:
+            shape = FactorizedReduce(self.channels).compute_output_shape(shape)
+        return tuple(shape[:-1]) + (len(self.concat) * self.channels,)
+
+    def call(self, s0, s1, training=None):
+        states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
+        for i in range(len(self.cell_ops) // 2):
+            total = []
+            for position in (2 * i, 2 * i + 1):
+                op = self.cell_ops[position]
+                h = op(states[self.indices[position]], training=training)
+                if not isinstance(op, Identity):
+                    h = self.drop_path(h, training=training)
+                total.append(h)
+            states.append(total[0] + total[1])
+        return tf.concat([states[i] for i in self.concat], axis=-1)
+
+    def torch_variables(self) -> dict:
+        variables = {
+            **prefixed("preprocess0", self.preprocess0.torch_variables()),
+            **prefixed("preprocess1", self.preprocess1.torch_variables()),
+        }
+        for position, op in enumerate(self.cell_ops):
+            if hasattr(op, "torch_variables"):
+                variables.update(prefixed(f"_ops.{position}", op.torch_variables()))
+        return variables
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "genotype": self.genotype.to_dict(),
+                "channels": self.channels,
+                "reduction": self.reduction,
+                "reduction_prev": self.reduction_prev,
+            }
+        )
+        return config
+
+
+class AuxiliaryHead(keras.layers.Layer):
+    """The DARTS auxiliary classifier (arXiv:1806.09055, Appendix A.2; from NASNet).
+
+    ReLU, 5x5 average pooling (stride 3 for CIFAR's 8x8 input, 2 for
+    ImageNet's 14x14, no padding), 1x1 conv 128 + BN + ReLU, 2x2 conv 768
+    (+ BN for CIFAR; the original's ImageNet head omits it) + ReLU, linear.
+    """
+
+    def __init__(self, num_classes, pool_strides=3, final_bn=True, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.pool_strides = pool_strides
+        self.final_bn = final_bn
+        sub = {"dtype": self.dtype_policy}
+        self.conv1 = Conv2D(128, 1, name="conv1", **sub)
+        self.bn1 = BatchNorm(name="bn1", **sub)
+        self.conv2 = keras.layers.Conv2D(768, 2, use_bias=False, name="conv2", **sub)
+        self.bn2 = BatchNorm(name="bn2", **sub) if final_bn else None
+        self.classifier = keras.layers.Dense(
+            num_classes,
+            kernel_initializer=torch_uniform(768),
+            bias_initializer=torch_uniform(768),
+            name="classifier",
+            **sub,
+        )
+
+    def build(self, input_shape):
+        pooled = (input_shape[0], 2, 2, input_shape[-1])
+        self.conv1.build(pooled)
+        self.bn1.build(pooled[:-1] + (128,))
+        self.conv2.build(pooled[:-1] + (128,))
+        if self.bn2 is not None:
+            self.bn2.build((input_shape[0], 1, 1, 768))
+        self.classifier.build((input_shape[0], 768))
+
+    def call(self, x, training=None):
+        x = tf.nn.avg_pool2d(tf.nn.relu(x), 5, self.pool_strides, "VALID")
+        x = tf.nn.relu(self.bn1(self.conv1(x, training=training), training=training))
+        x = self.conv2(x)
+        if self.bn2 is not None:
+            x = self.bn2(x, training=training)
+        x = tf.nn.relu(x)
+        return self.classifier(tf.reshape(x, [-1, 768]))
+
+    def torch_variables(self) -> dict:
+        variables = {
+            **prefixed("features.2", self.conv1.torch_variables()),
+            **prefixed("features.3", self.bn1.torch_variables()),
+            "features.5.weight": (self.conv2.kernel, "conv"),
+            "classifier.weight": (self.classifier.kernel, LINEAR),
+            "classifier.bias": (self.classifier.bias, VECTOR),
+        }
+        if self.bn2 is not None:
+            variables.update(prefixed("features.6", self.bn2.torch_variables()))
+        return variables
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_classes": self.num_classes, "pool_strides": self.pool_strides, "final_bn": self.final_bn})
+        return config
+
+
+def _cells(genotype, C, layers, s0, s1, reduction_prev, auxiliary_index):
+    cells, aux_input = [], None
+    channels = C
+    reductions = reduction_layers(layers)
+    for i in range(layers):
+        reduction = i in reductions
+        if reduction:
+            channels *= 2
+        cell = EvalCell(genotype, channels, reduction, reduction_prev, name=f"cell_{i}")
+        s0, s1 = s1, cell(s0, s1)
+        cells.append(cell)
+        reduction_prev = reduction
+        if i == auxiliary_index:
+            aux_input = s1
+    return cells, s1, aux_input
+
+
+def NetworkCIFAR(
+    C: int = 36,
+    num_classes: int = 10,
+    layers: int = 20,
+    auxiliary: bool = True,
+    genotype: Genotype | None = None,
+    input_shape: tuple = (32, 32, 3),
+    name: str = "network_cifar",
+) -> keras.Model:
+    """The DARTS CIFAR evaluation network (arXiv:1806.09055, Sec. 3.2): outputs logits (+ aux logits)."""
+    if genotype is None:
+        raise ValueError("NetworkCIFAR expected a genotype. Received: genotype=None")
+    inputs = keras.Input(input_shape, name="images")
+    x = Conv2D(3 * C, 3, name="stem_conv")(inputs)
+    x = BatchNorm(name="stem_bn")(x)
+    _, s1, aux_input = _cells(genotype, C, layers, x, x, False, 2 * layers // 3)
+    logits = keras.layers.Dense(
+        num_classes, kernel_initializer=torch_uniform(s1.shape[-1]), bias_initializer=torch_uniform(s1.shape[-1]),
+        name="classifier",
+    )(keras.layers.GlobalAveragePooling2D(name="global_pooling")(s1))  # fmt: skip
+    outputs = {"logits": logits}
+    if auxiliary:
+        outputs["aux_logits"] = AuxiliaryHead(num_classes, 3, True, name="auxiliary_head")(aux_input)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def NetworkImageNet(
+    C: int = 48,
+    num_classes: int = 1000,
+    layers: int = 14,
+    auxiliary: bool = True,
+    genotype: Genotype | None = None,
+    input_shape: tuple = (224, 224, 3),
+    name: str = "network_imagenet",
+) -> keras.Model:
+    """The DARTS ImageNet (mobile setting) evaluation network with its two-stage stem."""
+    if genotype is None:
+        raise ValueError("NetworkImageNet expected a genotype. Received: genotype=None")
+    inputs = keras.Input(input_shape, name="images")
+    x = Conv2D(C // 2, 3, 2, name="stem0_conv1")(inputs)
+    x = keras.layers.ReLU()(BatchNorm(name="stem0_bn1")(x))
+    x = Conv2D(C, 3, 2, name="stem0_conv2")(x)
+    s0 = BatchNorm(name="stem0_bn2")(x)
+    x = Conv2D(C, 3, 2, name="stem1_conv")(keras.layers.ReLU()(s0))
+    s1 = BatchNorm(name="stem1_bn")(x)
+    _, s1, aux_input = _cells(genotype, C, layers, s0, s1, True, 2 * layers // 3)
+    pooled = keras.layers.GlobalAveragePooling2D(name="global_pooling")(s1)
+    logits = keras.layers.Dense(
+        num_classes, kernel_initializer=torch_uniform(s1.shape[-1]), bias_initializer=torch_uniform(s1.shape[-1]),
+        name="classifier",
+    )(pooled)  # fmt: skip
+    outputs = {"logits": logits}
+    if auxiliary:
+        outputs["aux_logits"] = AuxiliaryHead(num_classes, 2, False, name="auxiliary_head")(aux_input)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def count_parameters(model: keras.Model, include_auxiliary: bool = False) -> int:
+    """Trainable parameters, excluding the auxiliary head unless asked (as the original reports)."""
+    total = 0
+    for variable in model.trainable_variables:
+        if not include_auxiliary and "auxiliary_head" in variable.path:
+            continue
+        total += int(tf.size(variable))
+    return total
