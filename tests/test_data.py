@@ -65,3 +65,13 @@ def test_synthetic_and_unknown_dataset():
     assert d.train_images.shape[1:] == (32, 32, 3) and d.num_classes == 10
     with pytest.raises(data.DataError, match="--dataset 'imagenet' is not supported"):
         data.load_data("imagenet")
+
+
+def test_reads_the_tar_gz_archive(cifar_sample, tmp_path):
+    import tarfile
+
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
+        tar.add(cifar_sample, arcname="cifar-10-batches-py")
+    d = data.load_cifar10_python(str(archive))
+    assert d.train_images.shape == (3805, 32, 32, 3) and d.test_images.shape == (761, 32, 32, 3)
