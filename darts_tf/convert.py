@@ -49,11 +49,12 @@ def torch_variables(model) -> dict:
     """name -> (variable, layout kind) in the original's naming, for a built darts_tf network."""
     if not getattr(model, "built", False):
         raise ValueError(f"Model {model.name!r} must be built before its weights can be mapped")
-    if hasattr(model, "torch_variables"):
-        return model.torch_variables()
-    from darts_tf.eval_model import eval_torch_variables  # functional eval networks
-
-    return eval_torch_variables(model)
+    if not hasattr(model, "torch_variables"):
+        raise ValueError(
+            f"Model {model.name!r} has no PyTorch weight mapping; SearchNetwork is supported "
+            "(evaluation networks are not yet)"
+        )
+    return model.torch_variables()
 
 
 def load_pytorch_state_dict(model, state_dict: Mapping[str, np.ndarray]) -> None:
