@@ -209,6 +209,20 @@ def _cells(genotype, C, layers, s0, s1, reduction_prev, auxiliary_index):
     return cells, s1, aux_input
 
 
+def _outputs(s1, aux_input, num_classes, auxiliary, aux_pool_strides, aux_final_bn) -> dict:
+    """Global pooling + linear classifier, and the auxiliary head when asked."""
+    pooled = keras.layers.GlobalAveragePooling2D(name="global_pooling")(s1)
+    fan_in = s1.shape[-1]
+    logits = keras.layers.Dense(
+        num_classes, kernel_initializer=torch_uniform(fan_in), bias_initializer=torch_uniform(fan_in), name="classifier"
+    )(pooled)
+    outputs = {"logits": logits}
+    if auxiliary:
+        head = AuxiliaryHead(num_classes, aux_pool_strides, aux_final_bn, name="auxiliary_head")
+        outputs["aux_logits"] = head(aux_input)
+    return outputs
+
+
 def NetworkCIFAR(
     C: int = 36,
     num_classes: int = 10,
@@ -225,14 +239,7 @@ def NetworkCIFAR(
     x = Conv2D(3 * C, 3, name="stem_conv")(inputs)
     x = BatchNorm(name="stem_bn")(x)
     _, s1, aux_input = _cells(genotype, C, layers, x, x, False, 2 * layers // 3)
-    logits = keras.layers.Dense(
-        num_classes, kernel_initializer=torch_uniform(s1.shape[-1]), bias_initializer=torch_uniform(s1.shape[-1]),
-        name="classifier",
-    )(keras.layers.GlobalAveragePooling2D(name="global_pooling")(s1))  # fmt: skip
-    outputs = {"logits": logits}
-    if auxiliary:
-        outputs["aux_logits"] = AuxiliaryHead(num_classes, 3, True, name="auxiliary_head")(aux_input)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs, _outputs(s1, aux_input, num_classes, auxiliary, 3, True), name=name)
 
 
 def NetworkImageNet(
@@ -255,15 +262,7 @@ def NetworkImageNet(
     x = Conv2D(C, 3, 2, name="stem1_conv")(keras.layers.ReLU()(s0))
     s1 = BatchNorm(name="stem1_bn")(x)
     _, s1, aux_input = _cells(genotype, C, layers, s0, s1, True, 2 * layers // 3)
-    pooled = keras.layers.GlobalAveragePooling2D(name="global_pooling")(s1)
-    logits = keras.layers.Dense(
-        num_classes, kernel_initializer=torch_uniform(s1.shape[-1]), bias_initializer=torch_uniform(s1.shape[-1]),
-        name="classifier",
-    )(pooled)  # fmt: skip
-    outputs = {"logits": logits}
-    if auxiliary:
-        outputs["aux_logits"] = AuxiliaryHead(num_classes, 2, False, name="auxiliary_head")(aux_input)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs, _outputs(s1, aux_input, num_classes, auxiliary, 2, False), name=name)
 
 
 def count_parameters(model: keras.Model, include_auxiliary: bool = False) -> int:
