@@ -23,13 +23,16 @@ def _key(path: str) -> str:
 
 
 def model_variables_by_name(model) -> dict:
-    """Every variable of a built model keyed by its path below the model (model name stripped)."""
+    """Every variable of a built model keyed by its path below the model."""
     if not model.built:
         raise ValueError(f"Model {model.name!r} must be built before it can be checkpointed")
     named = {}
+    prefix = f"{model.name}/"
     for variable in model.variables:
-        parts = variable.path.split("/", 1)
-        name = _key(parts[1] if len(parts) == 2 else parts[0])
+        # Subclassed models prefix their variables' paths with the model's name,
+        # functional ones start at the top-level layer.
+        path = variable.path[len(prefix) :] if variable.path.startswith(prefix) else variable.path
+        name = _key(path)
         if name in named:
             raise ValueError(f"Two variables of {model.name!r} share the checkpoint name {name!r}")
         named[name] = variable
@@ -81,6 +84,14 @@ def write_atomic(
     return os.path.join(directory, prefix)
 
 
-def restore(checkpoint: tf.train.Checkpoint, path: str) -> None:
-    """Restores `checkpoint` from `path`, requiring every variable to be found there."""
-    checkpoint.read(path).assert_consumed()
+def restore(checkpoint: tf.train.Checkpoint, path: str, partial: bool = False) -> None:
+    """Restores `checkpoint` from `path`, requiring every variable to be found there.
+
+    With `partial=False` the file must hold nothing else either; `partial=True`
+    allows it to hold more (e.g. reading only the model of a model+optimizer checkpoint).
+    """
+    status = checkpoint.read(path)
+    if partial:
+        status.assert_existing_objects_matched().expect_partial()
+    else:
+        status.assert_consumed()

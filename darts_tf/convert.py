@@ -1,6 +1,7 @@
 """Weights from the original PyTorch DARTS code, as NumPy state dicts.
 
-`load_pytorch_state_dict(model, state_dict)` fills a darts_tf network from a
+`load_pytorch_state_dict(model, state_dict)` fills a darts_tf network
+(SearchNetwork, NetworkCIFAR, NetworkImageNet) from a
 dict name -> array in the original's naming (`stem.0.weight`,
 `cells.3._ops.7._ops.4.op.1.weight`, ..., `alphas_normal`), transposing
 kernel layouts (OIHW -> HWIO, depthwise [C,1,k,k] -> [k,k,C,1], Linear
@@ -49,12 +50,15 @@ def torch_variables(model) -> dict:
     """name -> (variable, layout kind) in the original's naming, for a built darts_tf network."""
     if not getattr(model, "built", False):
         raise ValueError(f"Model {model.name!r} must be built before its weights can be mapped")
-    if not hasattr(model, "torch_variables"):
-        raise ValueError(
-            f"Model {model.name!r} has no PyTorch weight mapping; SearchNetwork is supported "
-            "(evaluation networks are not yet)"
-        )
-    return model.torch_variables()
+    if hasattr(model, "torch_variables"):
+        return model.torch_variables()
+    from darts_tf import eval_model
+
+    if eval_model.is_eval_network(model):
+        return eval_model.network_torch_variables(model)
+    raise ValueError(
+        f"Model {model.name!r} has no PyTorch weight mapping; expected a SearchNetwork, NetworkCIFAR or NetworkImageNet"
+    )
 
 
 def load_pytorch_state_dict(model, state_dict: Mapping[str, np.ndarray]) -> None:
@@ -62,11 +66,15 @@ def load_pytorch_state_dict(model, state_dict: Mapping[str, np.ndarray]) -> None
 
     Every weight and BatchNorm statistic of the model must be present with
     the original's shape; names the model does not have are rejected, except
-    `*.num_batches_tracked`. `alphas_normal`/`alphas_reduce` are loaded when
+    `*.num_batches_tracked`. A `module.` prefix on every name (a state dict
+    saved from `nn.DataParallel`) is removed. `alphas_normal`/`alphas_reduce` are loaded when
     present. All problems are reported together in one ValueError, and
     nothing is assigned unless the whole dict matches.
     """
     targets = torch_variables(model)
+    if state_dict and all(name.startswith("module.") for name in state_dict):
+        # Saved from nn.DataParallel (the original's ImageNet training).
+        state_dict = {name[len("module.") :]: value for name, value in state_dict.items()}
     missing = [name for name in targets if name not in state_dict and name not in OPTIONAL_NAMES]
     unexpected = [name for name in state_dict if name not in targets and not name.endswith(IGNORED_SUFFIXES)]
     mismatched = []

@@ -5,8 +5,9 @@ with the original's structure (Liu et al., arXiv:1806.09055, Sec. 3.2 and
 Appendix A.2): a stem, `layers` cells compiled from the genotype (reduction
 cells at 1/3 and 2/3 depth), an auxiliary head after the cell at 2/3 depth
 (training only), drop path on non-identity ops in training, global pooling
-and a linear classifier. Training-mode calls return `(logits, aux_logits)`
-when the auxiliary head is on; inference calls return the logits.
+and a linear classifier. The models return a dict: "logits", and
+"aux_logits" when built with `auxiliary=True` (a training-time loss only;
+`inference_model` gives the logits-only graph that is exported and served).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import tensorflow as tf
 
 from darts_tf.genotypes import Genotype
 from darts_tf.ops import (
+    CONV,
     LINEAR,
     VECTOR,
     BatchNorm,
@@ -30,6 +32,7 @@ from darts_tf.ops import (
 from darts_tf.search_model import reduction_layers
 
 
+@keras.saving.register_keras_serializable(package="darts_tf")
 class DropPath(keras.layers.Layer):
     """Drops a whole op output per sample with probability `rate`, scaling the rest by 1/keep.
 
@@ -38,17 +41,30 @@ class DropPath(keras.layers.Layer):
     inference. (Larsson et al., FractalNet, 2017; used by DARTS, arXiv:1806.09055.)
     """
 
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+
     def build(self, input_shape):
         self.rate = self.add_weight(name="rate", shape=(), initializer="zeros", trainable=False)
+        # The generator's state is a variable of the model (created here, under the
+        # layer's name): checkpoints carry it, so a resumed run draws the same masks.
+        self.seed_generator = keras.random.SeedGenerator(self.seed, name="seed_generator")
 
     def call(self, x, training=None):
         if not training:
             return x
         keep = 1.0 - tf.cast(self.rate, x.dtype)
-        mask = tf.floor(keep + tf.random.uniform([tf.shape(x)[0], 1, 1, 1], dtype=x.dtype))
-        return x / keep * mask
+        noise = keras.random.uniform([tf.shape(x)[0], 1, 1, 1], dtype=x.dtype, seed=self.seed_generator)
+        return x / keep * tf.floor(keep + noise)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"seed": self.seed})
+        return config
 
 
+@keras.saving.register_keras_serializable(package="darts_tf")
 class EvalCell(keras.layers.Layer):
     """A discrete DARTS cell compiled from a genotype (arXiv:1806.09055, Fig. 4/5)."""
 
@@ -130,11 +146,12 @@ class EvalCell(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="darts_tf")
 class AuxiliaryHead(keras.layers.Layer):
     """The DARTS auxiliary classifier (arXiv:1806.09055, Appendix A.2; from NASNet).
 
     ReLU, 5x5 average pooling (stride 3 for CIFAR's 8x8 input, 2 for
-    ImageNet's 14x14, no padding), 1x1 conv 128 + BN + ReLU, 2x2 conv 768
+    ImageNet's 7x7, no padding), 1x1 conv 128 + BN + ReLU, 2x2 conv 768
     (+ BN for CIFAR; the original's ImageNet head omits it) + ReLU, linear.
     """
 
@@ -157,6 +174,13 @@ class AuxiliaryHead(keras.layers.Layer):
         )
 
     def build(self, input_shape):
+        height, width = input_shape[1], input_shape[2]
+        sizes = [None if n is None else (n - 5) // self.pool_strides + 1 for n in (height, width)]
+        if sizes != [2, 2]:
+            raise ValueError(
+                "AuxiliaryHead expected features that pool to 2x2 (8x8 for CIFAR, 7x7 for ImageNet: 32x32 or 224x224 "
+                f"images). Received: {height}x{width} features; build the network with auxiliary=False for this size"
+            )
         pooled = (input_shape[0], 2, 2, input_shape[-1])
         self.conv1.build(pooled)
         self.bn1.build(pooled[:-1] + (128,))
@@ -178,7 +202,7 @@ class AuxiliaryHead(keras.layers.Layer):
         variables = {
             **prefixed("features.2", self.conv1.torch_variables()),
             **prefixed("features.3", self.bn1.torch_variables()),
-            "features.5.weight": (self.conv2.kernel, "conv"),
+            "features.5.weight": (self.conv2.kernel, CONV),
             "classifier.weight": (self.classifier.kernel, LINEAR),
             "classifier.bias": (self.classifier.bias, VECTOR),
         }
@@ -273,3 +297,46 @@ def count_parameters(model: keras.Model, include_auxiliary: bool = False) -> int
             continue
         total += int(tf.size(variable))
     return total
+
+
+def is_eval_network(model) -> bool:
+    """True for a model built by NetworkCIFAR or NetworkImageNet (or loaded from their `.keras` file)."""
+    names = {layer.name for layer in getattr(model, "layers", [])}
+    return "classifier" in names and ("stem_conv" in names or "stem0_conv1" in names)
+
+
+def network_torch_variables(model: keras.Model) -> dict:
+    """name -> (variable, layout) in the original's `NetworkCIFAR`/`NetworkImageNet` state-dict naming."""
+    if not is_eval_network(model):
+        raise ValueError(f"Model {model.name!r} is not a NetworkCIFAR/NetworkImageNet model")
+    layer = {item.name: item for item in model.layers}
+    if "stem_conv" in layer:
+        stems = {"stem.0": "stem_conv", "stem.1": "stem_bn"}
+    else:
+        stems = {
+            "stem0.0": "stem0_conv1",
+            "stem0.1": "stem0_bn1",
+            "stem0.3": "stem0_conv2",
+            "stem0.4": "stem0_bn2",
+            "stem1.1": "stem1_conv",
+            "stem1.2": "stem1_bn",
+        }
+    variables = {}
+    for prefix, name in stems.items():
+        variables.update(prefixed(prefix, layer[name].torch_variables()))
+    cells = sorted((int(name.split("_")[1]), item) for name, item in layer.items() if name.startswith("cell_"))
+    for index, cell in cells:
+        variables.update(prefixed(f"cells.{index}", cell.torch_variables()))
+    if "auxiliary_head" in layer:
+        variables.update(prefixed("auxiliary_head", layer["auxiliary_head"].torch_variables()))
+    classifier = layer["classifier"]
+    variables["classifier.weight"] = (classifier.kernel, LINEAR)
+    variables["classifier.bias"] = (classifier.bias, VECTOR)
+    return variables
+
+
+def inference_model(model: keras.Model) -> keras.Model:
+    """The logits-only graph of an evaluation network (same layers and weights, no auxiliary head)."""
+    outputs = model.output
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs
+    return keras.Model(model.input, logits, name=f"{model.name}_inference")

@@ -93,6 +93,7 @@ def _check_stride(stride: int, where: str) -> int:
     return stride
 
 
+@keras.saving.register_keras_serializable(package="darts_tf")
 class Conv2D(keras.layers.Layer):
     """Bias-free 2D convolution with PyTorch's symmetric zero padding.
 
@@ -168,6 +169,7 @@ class Conv2D(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="darts_tf")
 class BatchNorm(keras.layers.Layer):
     """Batch normalization with `torch.nn.BatchNorm2d` semantics (NHWC).
 
@@ -291,6 +293,7 @@ class _Composite(keras.layers.Layer):
         return shape
 
 
+@keras.saving.register_keras_serializable(package="darts_tf")
 class ReLUConvBN(_Composite):
     """ReLU -> Conv -> BN, the DARTS preprocessing unit (arXiv:1806.09055)."""
 
@@ -325,6 +328,7 @@ class ReLUConvBN(_Composite):
         return config
 
 
+@keras.saving.register_keras_serializable(package="darts_tf")
 class DilConv(_Composite):
     """ReLU -> dilated depthwise conv -> 1x1 conv -> BN (DARTS `dil_conv_kxk`, arXiv:1806.09055)."""
 
@@ -372,6 +376,7 @@ class DilConv(_Composite):
         return config
 
 
+@keras.saving.register_keras_serializable(package="darts_tf")
 class SepConv(_Composite):
     """Two stacked ReLU -> depthwise -> 1x1 -> BN units, the first strided.
 
@@ -429,6 +434,7 @@ class SepConv(_Composite):
         return config
 
 
+@keras.saving.register_keras_serializable(package="darts_tf")
 class FactorizedReduce(_Composite):
     """ReLU, two 1x1 stride-2 convs on offset grids, concat, BN (DARTS, arXiv:1806.09055).
 
@@ -484,6 +490,7 @@ class FactorizedReduce(_Composite):
         return config
 
 
+@keras.saving.register_keras_serializable(package="darts_tf")
 class Pool(keras.layers.Layer):
     """3x3 max or average pooling with PyTorch's padding (1 on every side).
 
@@ -524,6 +531,7 @@ class Pool(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="darts_tf")
 class Identity(keras.layers.Layer):
     """The `skip_connect` op at stride 1 (arXiv:1806.09055)."""
 
@@ -534,6 +542,7 @@ class Identity(keras.layers.Layer):
         return input_shape
 
 
+@keras.saving.register_keras_serializable(package="darts_tf")
 class Zero(keras.layers.Layer):
     """The `none` op: zeros of the strided input's shape (arXiv:1806.09055)."""
 

@@ -60,8 +60,9 @@ def save_checkpoint(run_dir: str, model, state: dict, **optimizers) -> None:
 
 
 def load_checkpoint(run_dir: str, model, **optimizers) -> dict:
+    """Restores `model` (and the optimizers given) from the run's checkpoint; returns its state."""
     directory = os.path.join(run_dir, CHECKPOINT_DIR)
-    restore(make_checkpoint(model, **optimizers), os.path.join(directory, "ckpt"))
+    restore(make_checkpoint(model, **optimizers), os.path.join(directory, "ckpt"), partial=not optimizers)
     return read_state(run_dir)
 
 

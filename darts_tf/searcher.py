@@ -266,6 +266,13 @@ def run_search(
         validation_data=val_eval,
         callbacks=callbacks,
         verbose=verbose,
+        shuffle=False,  # the epoch datasets are shuffled (reproducibly) already
     )
     genotype = search.network.genotype()
-    return {"genotype": genotype, "history": history.history, "seconds": time.time() - started, "config": config}
+    return {
+        "genotype": genotype,
+        "history": history.history,
+        "seconds": time.time() - started,
+        "config": config,
+        "first_epoch": first_epoch,
+    }

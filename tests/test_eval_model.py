@@ -1,8 +1,10 @@
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from darts_tf.eval_model import NetworkCIFAR, NetworkImageNet, count_parameters
+from darts_tf.convert import load_pytorch_state_dict, to_pytorch_state_dict
+from darts_tf.eval_model import DropPath, NetworkCIFAR, NetworkImageNet, count_parameters, inference_model
 from darts_tf.genotypes import DARTS_V1, DARTS_V2
 
 
@@ -36,3 +38,87 @@ def test_small_network_outputs_and_drop_path():
 def test_requires_genotype():
     with pytest.raises(ValueError, match="expected a genotype"):
         NetworkCIFAR(8, 10, 5, True, None)
+
+
+def _randomize_statistics(model, seed=0):
+    rng = np.random.default_rng(seed)
+    for v in model.non_trainable_variables:
+        if v.path.endswith("moving_mean"):
+            v.assign(rng.normal(scale=0.1, size=v.shape).astype("float32"))
+        elif v.path.endswith("moving_variance"):
+            v.assign(rng.uniform(0.5, 2.0, size=v.shape).astype("float32"))
+
+
+def test_pytorch_state_dict_round_trip_cifar():
+    keras.utils.set_random_seed(0)
+    model = NetworkCIFAR(4, 10, 3, True, DARTS_V2)
+    _randomize_statistics(model)
+    sd = to_pytorch_state_dict(model)
+    # The original's naming and layouts.
+    assert sd["stem.0.weight"].shape == (12, 3, 3, 3)
+    assert sd["stem.1.running_var"].shape == (12,)
+    assert sd["cells.0.preprocess0.op.1.weight"].shape == (4, 12, 1, 1)
+    assert sd["cells.1.preprocess1.op.1.weight"].shape == (8, 16, 1, 1)
+    assert sd["cells.0._ops.0.op.1.weight"].shape == (4, 1, 3, 3)  # DARTS_V2 normal: sep_conv_3x3 first
+    assert sd["cells.2.preprocess0.conv_1.weight"].shape == (8, 16, 1, 1)  # FactorizedReduce after a reduction
+    assert sd["auxiliary_head.features.5.weight"].shape == (768, 128, 2, 2)
+    assert sd["auxiliary_head.features.6.running_mean"].shape == (768,)
+    assert sd["auxiliary_head.classifier.weight"].shape == (10, 768)
+    assert sd["classifier.weight"].shape == (10, 64)
+    keras.utils.set_random_seed(1)
+    other = NetworkCIFAR(4, 10, 3, True, DARTS_V2)
+    # As saved from nn.DataParallel, with num_batches_tracked entries.
+    wrapped = {f"module.{k}": v for k, v in sd.items()} | {"module.stem.1.num_batches_tracked": np.array(5)}
+    load_pytorch_state_dict(other, wrapped)
+    trainable = {v.path for v in other.trainable_variables}
+    assert len(sd) == len(trainable) + 2 * sum(1 for p in trainable if p.endswith("gamma"))
+    images = tf.random.normal([2, 32, 32, 3])
+    for key in ("logits", "aux_logits"):
+        np.testing.assert_array_equal(model(images)[key].numpy(), other(images)[key].numpy())
+
+
+def test_pytorch_state_dict_imagenet_names_and_errors():
+    model = NetworkImageNet(8, 5, 3, True, DARTS_V2, input_shape=(224, 224, 3))
+    sd = to_pytorch_state_dict(model)
+    stems = sorted({k.rsplit(".", 1)[0] for k in sd if k.startswith("stem")})
+    assert stems == ["stem0.0", "stem0.1", "stem0.3", "stem0.4", "stem1.1", "stem1.2"]
+    assert "auxiliary_head.features.6.running_mean" not in sd  # the original's ImageNet head has no last BN
+    assert sd["cells.0.preprocess0.conv_1.weight"].shape == (4, 8, 1, 1)  # cell 0 follows the stride-2 stem
+    del sd["stem1.2.weight"]
+    with pytest.raises(ValueError, match="missing 1: stem1.2.weight"):
+        load_pytorch_state_dict(model, sd)
+
+
+def test_keras_file_round_trip(tmp_path):
+    model = NetworkCIFAR(4, 10, 3, True, DARTS_V2)
+    _randomize_statistics(model)
+    model.save(tmp_path / "net.keras")
+    loaded = keras.saving.load_model(tmp_path / "net.keras")
+    images = tf.random.normal([2, 32, 32, 3])
+    np.testing.assert_array_equal(loaded(images)["logits"].numpy(), model(images)["logits"].numpy())
+    assert count_parameters(loaded) == count_parameters(model)
+
+
+def test_inference_model_has_no_auxiliary_head():
+    model = NetworkCIFAR(4, 10, 3, True, DARTS_V2)
+    served = inference_model(model)
+    assert "auxiliary_head" not in {layer.name for layer in served.layers}
+    images = tf.random.normal([2, 32, 32, 3])
+    np.testing.assert_array_equal(served(images).numpy(), model(images)["logits"].numpy())
+
+
+def test_drop_path_keeps_the_expectation():
+    layer = DropPath(seed=3)
+    x = tf.ones([20000, 1, 1, 2])
+    layer.build(x.shape)
+    layer.rate.assign(0.3)
+    out = layer(x, training=True).numpy()
+    np.testing.assert_allclose(np.unique(out), [0.0, 1 / 0.7], rtol=1e-6)
+    assert np.all(out[:, :, :, 0] == out[:, :, :, 1])  # one decision per sample
+    assert abs(out.mean() - 1.0) < 0.03 and abs((out == 0).mean() - 0.3) < 0.02
+
+
+def test_auxiliary_head_needs_its_input_size():
+    with pytest.raises(ValueError, match="auxiliary=False"):
+        NetworkCIFAR(4, 10, 3, True, DARTS_V2, input_shape=(16, 16, 3))
+    assert NetworkCIFAR(4, 10, 3, False, DARTS_V2, input_shape=(16, 16, 3)).output["logits"].shape == (None, 10)

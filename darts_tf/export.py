@@ -1,0 +1,127 @@
+"""SavedModel export and serving-side evaluation of evaluation networks.
+
+The exported graph is the logits-only evaluation network (no auxiliary head,
+no drop path) behind a `serving_default` signature that takes a batch of
+uint8 images [N, H, W, 3] (the training shape), normalises them inside the
+graph with the training set's mean/std and returns `logits` and
+`probabilities`. It loads with `tf.saved_model.load` and serves with
+TensorFlow Serving without darts_tf installed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from darts_tf.eval_model import inference_model
+
+SIGNATURE = "serving_default"
+
+
+class ExportError(ValueError):
+    """An export or a SavedModel cannot be used as asked (one line, names the path)."""
+
+
+def next_version(base_dir: str) -> int:
+    """1 + the largest integer version folder under `base_dir` (TF Serving's layout), or 1."""
+    if not os.path.isdir(base_dir):
+        return 1
+    versions = [int(name) for name in os.listdir(base_dir) if re.fullmatch(r"\d+", name)]
+    return max(versions, default=0) + 1
+
+
+def serving_function(model: keras.Model, mean, std, image_shape: tuple | None = None):
+    """The uint8-in, {"logits", "probabilities"}-out tf.function served as `serving_default`."""
+    network = inference_model(model)
+    shape = tuple(image_shape or network.input.shape[1:])
+    if len(shape) != 3 or None in shape:
+        raise ExportError(f"Export needs a fixed image shape (H, W, C). Received: image_shape={shape}")
+    mean_t = tf.constant(np.asarray(mean, np.float32))
+    std_t = tf.constant(np.asarray(std, np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.uint8, name="images")])
+    def serve(images):
+        # Signature calls do not check shapes: fail clearly instead of computing on a wrong size.
+        images = tf.ensure_shape(images, [None, *shape], name="check_image_shape")
+        x = (tf.cast(images, tf.float32) / 255.0 - mean_t) / std_t
+        logits = tf.cast(network(x, training=False), tf.float32)
+        return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
+
+    return network, serve
+
+
+def export_saved_model(
+    model: keras.Model,
+    base_dir: str,
+    mean,
+    std,
+    version: int | None = None,
+    image_shape: tuple | None = None,
+    overwrite: bool = False,
+) -> str:
+    """Exports `model` to `base_dir/<version>/` (next free version by default); returns that path.
+
+    Written into a temporary folder beside it and renamed when complete, so
+    a served directory is never half-written.
+    """
+    version = next_version(base_dir) if version is None else int(version)
+    if version <= 0:
+        raise ExportError(f"Export version must be a positive integer. Received: version={version}")
+    target = os.path.join(base_dir, str(version))
+    if os.path.exists(target) and not overwrite:
+        raise ExportError(f"{target!r} already exists; choose another --version or pass --overwrite")
+    network, serve = serving_function(model, mean, std, image_shape)
+    archive = keras.export.ExportArchive()
+    archive.track(network)
+    archive.add_endpoint(SIGNATURE, serve)
+    os.makedirs(base_dir, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=base_dir)
+    try:
+        archive.write_out(tmp, verbose=False)
+        if os.path.exists(target):
+            old = f"{tmp}.old"
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def load_serving_signature(path: str):
+    """The `serving_default` function of the SavedModel at `path` (ExportError if there is none)."""
+    if not tf.saved_model.contains_saved_model(path):
+        raise ExportError(f"No SavedModel at {path!r} (expected saved_model.pb there)")
+    loaded = tf.saved_model.load(path)
+    if SIGNATURE not in loaded.signatures:
+        raise ExportError(f"SavedModel {path!r} has no {SIGNATURE!r} signature")
+    return loaded.signatures[SIGNATURE]
+
+
+def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    top = np.argsort(-logits, axis=1)[:, :k]
+    return float(np.mean(np.any(top == labels[:, None], axis=1)))
+
+
+def evaluate_saved_model(path: str, images: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> dict:
+    """Top-1/top-5 accuracy of the SavedModel's `serving_default` on uint8 images."""
+    serve = load_serving_signature(path)
+    logits = []
+    for start in range(0, len(images), batch_size):
+        batch = tf.constant(images[start : start + batch_size], tf.uint8)
+        logits.append(serve(images=batch)["logits"].numpy())
+    logits = np.concatenate(logits)
+    return {
+        "accuracy": topk_accuracy(logits, labels, 1),
+        "top5": topk_accuracy(logits, labels, min(5, logits.shape[1])),
+        "images": int(len(labels)),
+    }

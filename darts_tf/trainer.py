@@ -1,0 +1,312 @@
+"""Training an evaluation network from a genotype, as the original's `train.py`.
+
+Per step: loss = CE(logits) + auxiliary_weight * CE(aux_logits), gradients
+clipped by global norm, SGD with momentum and coupled L2 weight decay on a
+per-epoch cosine schedule; the drop-path rate of epoch e is
+drop_path_prob * e / epochs (Liu et al., arXiv:1806.09055, Sec. 3.2 and A.2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import keras
+import tensorflow as tf
+
+from darts_tf import data, runs
+from darts_tf.architect import cross_entropy
+from darts_tf.eval_model import NetworkCIFAR, count_parameters, inference_model
+from darts_tf.export import export_saved_model, topk_accuracy
+from darts_tf.genotypes import GENOTYPES, Genotype, get_genotype
+from darts_tf.optimizers import SGD, EpochCosineDecay, clip_by_global_norm
+
+
+class EvalTrainer(keras.Model):
+    """Trains a NetworkCIFAR/NetworkImageNet with the auxiliary loss (arXiv:1806.09055, Sec. 3.2).
+
+    `compile(optimizer, grad_clip)` then `fit(train_batches)`; evaluation
+    uses the inference-mode logits (no drop path, no auxiliary head).
+    """
+
+    def __init__(self, network, auxiliary_weight=0.4, **kwargs):
+        super().__init__(**kwargs)
+        self.network = network
+        self.auxiliary_weight = auxiliary_weight
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.top5_tracker = keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5")
+        if network.built:
+            self.built = True
+
+    def compile(self, optimizer, grad_clip=5.0, **kwargs):
+        kwargs.setdefault("jit_compile", False)
+        super().compile(**kwargs)
+        self.w_optimizer = optimizer
+        self.grad_clip = grad_clip
+        optimizer.build(self.network.trainable_variables)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.accuracy_tracker, self.top5_tracker]
+
+    def call(self, inputs, training=None):
+        return self.network(inputs, training=training)["logits"]
+
+    def _update(self, labels, loss, logits):
+        self.loss_tracker.update_state(loss)
+        self.accuracy_tracker.update_state(labels, logits)
+        self.top5_tracker.update_state(labels, logits)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, batch):
+        images, labels = batch
+        variables = self.network.trainable_variables
+        with tf.GradientTape() as tape:
+            outputs = self.network(images, training=True)
+            loss = cross_entropy(labels, outputs["logits"])
+            if "aux_logits" in outputs and self.auxiliary_weight:
+                loss += self.auxiliary_weight * cross_entropy(labels, outputs["aux_logits"])
+        gradients, _ = clip_by_global_norm(tape.gradient(loss, variables), self.grad_clip)
+        self.w_optimizer.apply(gradients, variables)
+        return self._update(labels, loss, outputs["logits"])
+
+    def test_step(self, batch):
+        images, labels = batch
+        logits = self.network(images, training=False)["logits"]
+        return self._update(labels, cross_entropy(labels, logits), logits)
+
+
+def drop_path_variables(network: keras.Model) -> list:
+    return [v for v in network.non_trainable_variables if v.path.endswith("drop_path/rate")]
+
+
+class DropPathSchedule(keras.callbacks.Callback):
+    """Sets every cell's drop-path rate to `drop_path_prob * epoch / epochs` at the start of each epoch."""
+
+    def __init__(self, network: keras.Model, drop_path_prob: float, epochs: int):
+        super().__init__()
+        self.rates = drop_path_variables(network)
+        self.drop_path_prob = drop_path_prob
+        self.epochs = epochs
+
+    def rate(self, epoch: int) -> float:
+        return self.drop_path_prob * epoch / self.epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for variable in self.rates:
+            variable.assign(self.rate(epoch))
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every setting of an evaluation training run; the defaults are the paper's CIFAR-10 ones."""
+
+    arch: str = "DARTS_V2"  # a published genotype name, or a genotype JSON file
+    epochs: int = 600
+    batch_size: int = 96
+    C: int = 36
+    layers: int = 20
+    auxiliary: bool = True
+    auxiliary_weight: float = 0.4
+    cutout: int = 16
+    drop_path_prob: float = 0.2
+    learning_rate: float = 0.025
+    learning_rate_min: float = 0.0
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    seed: int = 0
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    subset: int = 0  # use only the first `subset` training images (0: all)
+    eval_batch_size: int = 256
+    run_dir: str = "runs/eval"
+    export: bool = True
+    export_dir: str = "saved_models"
+    export_name: str | None = None  # default: the arch name (lower case) or "darts_eval"
+
+
+PRESETS = {
+    "paper": {},
+    # A CPU-sized run: a narrow 8-cell network for a few epochs on the CIFAR sample.
+    "quick": {"epochs": 8, "batch_size": 64, "C": 16, "layers": 8},
+}
+
+
+def export_name(config: TrainConfig) -> str:
+    if config.export_name:
+        return config.export_name
+    return config.arch.lower() if config.arch in GENOTYPES else "darts_eval"
+
+
+def build_network(config: TrainConfig, genotype: Genotype, num_classes: int, input_shape: tuple) -> keras.Model:
+    keras.utils.set_random_seed(config.seed)
+    return NetworkCIFAR(
+        config.C, num_classes, config.layers, config.auxiliary, genotype, input_shape=tuple(input_shape)
+    )
+
+
+def data_info(source: data.ImageData) -> dict:
+    """What serving and evaluation need to know about the training data (kept in the run's data.json)."""
+    return {
+        "dataset": source.name,
+        "num_classes": int(source.num_classes),
+        "input_shape": [int(n) for n in source.input_shape],
+        "mean": [float(v) for v in source.mean],
+        "std": [float(v) for v in source.std],
+    }
+
+
+def build_trainer(config: TrainConfig, network: keras.Model, steps_per_epoch: int) -> EvalTrainer:
+    trainer = EvalTrainer(network, auxiliary_weight=config.auxiliary_weight)
+    schedule = EpochCosineDecay(config.learning_rate, config.learning_rate_min, config.epochs, steps_per_epoch)
+    trainer.compile(
+        SGD(schedule, momentum=config.momentum, coupled_weight_decay=config.weight_decay), grad_clip=config.grad_clip
+    )
+    return trainer
+
+
+def read_run(run_dir: str) -> tuple[TrainConfig, Genotype, dict]:
+    """The config, genotype and data.json of a training run folder."""
+    paths = [os.path.join(run_dir, name) for name in ("config.json", "data.json")]
+    if not all(os.path.exists(path) for path in paths):
+        raise runs.RunDirError(f"{run_dir!r} holds no training run (no config.json/data.json)")
+    with open(paths[0], encoding="utf-8") as handle:
+        config = TrainConfig(**{**json.load(handle), "run_dir": run_dir})
+    with open(paths[1], encoding="utf-8") as handle:
+        info = json.load(handle)
+    return config, Genotype.load(os.path.join(run_dir, "genotype.json")), info
+
+
+def load_trained_network(run_dir: str) -> tuple[keras.Model, TrainConfig, dict]:
+    """The network of a training run with its latest checkpoint's weights, its config and data.json."""
+    config, genotype, info = read_run(run_dir)
+    if not os.path.exists(os.path.join(run_dir, runs.CHECKPOINT_DIR, runs.STATE_FILE)):
+        raise runs.RunDirError(f"{run_dir!r} has no checkpoint yet (no finished epoch)")
+    network = build_network(config, genotype, info["num_classes"], info["input_shape"])
+    runs.load_checkpoint(run_dir, network)
+    return network, config, info
+
+
+def evaluate_run(run_dir: str, dataset: str | None = None, data_dir: str | None = None, batch_size: int = 256) -> dict:
+    """Top-1/top-5 test accuracy of a training run's latest checkpoint (inference mode)."""
+    network, config, info = load_trained_network(run_dir)
+    source = data.load_data(dataset or config.dataset, data_dir or config.data_dir, seed=config.seed)
+    if list(source.input_shape) != list(info["input_shape"]) or source.num_classes != info["num_classes"]:
+        raise data.DataError(
+            f"{source.name} images {source.input_shape} with {source.num_classes} classes do not fit the run in "
+            f"{run_dir!r} ({tuple(info['input_shape'])}, {info['num_classes']} classes)"
+        )
+    test = data.epoch_dataset(
+        source.test_images, source.test_labels, batch_size, info["mean"], info["std"], 0, 0,
+        shuffle=False, augment=False, drop_remainder=False,
+    )  # fmt: skip
+    logits = inference_model(network).predict(test, verbose=0)
+    labels = source.test_labels
+    return {
+        "accuracy": topk_accuracy(logits, labels, 1),
+        "top5": topk_accuracy(logits, labels, min(5, logits.shape[1])),
+        "images": int(len(labels)),
+    }
+
+
+class _TrainEpochEnd(keras.callbacks.Callback):
+    def __init__(self, trainer: EvalTrainer, config: TrainConfig):
+        super().__init__()
+        self.trainer = trainer
+        self.config = config
+
+    def on_epoch_end(self, epoch, logs=None):
+        state = {"epoch": epoch + 1, "finished": epoch + 1 >= self.config.epochs}
+        state.update({k: float(v) for k, v in (logs or {}).items()})
+        runs.save_checkpoint(self.config.run_dir, self.trainer.network, state, optimizer=self.trainer.w_optimizer)
+
+
+def run_training(
+    config: TrainConfig, resume: bool = False, overwrite: bool = False, verbose: int = 1, callbacks=()
+) -> dict:
+    """Trains (or resumes training) an evaluation network and exports it; returns a summary dict.
+
+    Writes the run folder (config.json, genotype.json, metrics.csv,
+    tensorboard/, checkpoint/) and, when `config.export`, a SavedModel under
+    `export_dir/<name>/<version>/`.
+    """
+    started = time.time()
+    runs.prepare_run_dir(config.run_dir, resume=resume, overwrite=overwrite)
+    if resume:
+        config, genotype, _ = read_run(config.run_dir)
+    else:
+        genotype = get_genotype(config.arch)
+    source = data.load_data(config.dataset, config.data_dir, seed=config.seed)
+    if config.subset:
+        source.train_images = source.train_images[: config.subset]
+        source.train_labels = source.train_labels[: config.subset]
+    if config.batch_size > len(source.train_images):
+        raise data.DataError(
+            f"--batch-size {config.batch_size} is larger than the training set ({len(source.train_images)} images)"
+        )
+    # Every step sees a full batch (one traced shape); the at most batch_size - 1
+    # images left over change from epoch to epoch with the shuffle.
+    steps_per_epoch = len(source.train_images) // config.batch_size
+    network = build_network(config, genotype, source.num_classes, source.input_shape)
+    trainer = build_trainer(config, network, steps_per_epoch)
+    first_epoch = 0
+    if resume:
+        state = runs.load_checkpoint(config.run_dir, network, optimizer=trainer.w_optimizer)
+        first_epoch = state["epoch"]
+        if state.get("finished"):
+            raise runs.RunDirError(f"--resume {config.run_dir!r}: the training already finished ({first_epoch} epochs)")
+    else:
+        runs.write_json_atomic(os.path.join(config.run_dir, "config.json"), dataclasses.asdict(config))
+        genotype.save(os.path.join(config.run_dir, "genotype.json"))
+        runs.write_json_atomic(os.path.join(config.run_dir, "data.json"), data_info(source))
+
+    def epoch(e):
+        return data.epoch_dataset(
+            source.train_images, source.train_labels, config.batch_size, source.mean, source.std,
+            config.seed, e, cutout_length=config.cutout,
+        ).take(steps_per_epoch)  # fmt: skip
+
+    batches = data.epochs_dataset(epoch, first_epoch, config.epochs)
+    test = data.epoch_dataset(
+        source.test_images, source.test_labels, config.eval_batch_size, source.mean, source.std, config.seed, 0,
+        shuffle=False, augment=False, drop_remainder=False,
+    )  # fmt: skip
+    schedule = EpochCosineDecay(config.learning_rate, config.learning_rate_min, config.epochs, steps_per_epoch)
+    drop_path = DropPathSchedule(network, config.drop_path_prob, config.epochs)
+    callbacks = [
+        drop_path,
+        _TrainEpochEnd(trainer, config),
+        runs.MetricsCSV(
+            os.path.join(config.run_dir, "metrics.csv"),
+            extra=lambda e: {"lr": schedule.value_at_epoch(e), "drop_path_prob": drop_path.rate(e)},
+        ),
+        keras.callbacks.TensorBoard(os.path.join(config.run_dir, "tensorboard"), write_graph=False),
+        *callbacks,
+    ]
+    history = trainer.fit(
+        batches,
+        epochs=config.epochs,
+        initial_epoch=first_epoch,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=test,
+        callbacks=callbacks,
+        verbose=verbose,
+        shuffle=False,  # the epoch datasets are shuffled (reproducibly) already
+    )
+    result = {
+        "config": config,
+        "history": history.history,
+        "parameters": count_parameters(network),
+        "network": network,
+        "export_path": None,
+        "first_epoch": first_epoch,
+    }
+    if config.export:
+        base = os.path.join(config.export_dir, export_name(config))
+        result["export_path"] = export_saved_model(network, base, source.mean, source.std)
+    result["seconds"] = time.time() - started
+    return result

@@ -1,0 +1,145 @@
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from darts_tf import data, runs
+from darts_tf.architect import cross_entropy
+from darts_tf.export import evaluate_saved_model
+from darts_tf.genotypes import DARTS_V2, Genotype
+from darts_tf.trainer import (
+    DropPathSchedule,
+    TrainConfig,
+    build_network,
+    build_trainer,
+    drop_path_variables,
+    evaluate_run,
+    run_training,
+)
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+
+def tiny_config(tmp_path, **overrides):
+    values = dict(epochs=2, batch_size=32, C=4, layers=3, subset=256, eval_batch_size=128, cutout=8)
+    values.update(run_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "saved_models"))
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_train_step_equals_the_original_update_by_hand():
+    config = TrainConfig(C=4, layers=3, epochs=10, drop_path_prob=0.0)
+    trainer = build_trainer(config, build_network(config, DARTS_V2, 10, (32, 32, 3)), steps_per_epoch=5)
+    by_hand = build_network(config, DARTS_V2, 10, (32, 32, 3))  # same seed: same initial weights
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(8, 32, 32, 3)).astype("float32"))
+    y = tf.constant(rng.integers(0, 10, size=8).astype("int32"))
+
+    trainer.train_step((x, y))
+
+    weights = by_hand.trainable_variables
+    with tf.GradientTape() as tape:
+        out = by_hand(x, training=True)
+        loss = cross_entropy(y, out["logits"]) + 0.4 * cross_entropy(y, out["aux_logits"])
+    g = [gi.numpy() for gi in tape.gradient(loss, weights)]
+    norm = np.sqrt(sum(float(np.sum(gi**2)) for gi in g))
+    scale = min(1.0, 5.0 / (norm + 1e-6))
+    lr = 0.025  # epoch 0 of the cosine schedule
+    for a, w, gi in zip(trainer.network.trainable_variables, weights, g):
+        expected = w.numpy() - lr * (scale * gi + 3e-4 * w.numpy())  # first PyTorch SGD step, coupled L2
+        np.testing.assert_allclose(a.numpy(), expected, rtol=1e-5, atol=1e-6, err_msg=a.path)
+    assert any(np.abs(a.numpy() - w.numpy()).max() > 1e-4 for a, w in zip(trainer.network.trainable_variables, weights))
+    # BatchNorm running statistics moved as PyTorch's (momentum 0.1) in both.
+    for a, b in zip(trainer.network.non_trainable_variables, by_hand.non_trainable_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.path)
+
+
+def test_drop_path_ramps_linearly_over_epochs():
+    config = TrainConfig(C=4, layers=3)
+    network = build_network(config, DARTS_V2, 10, (32, 32, 3))
+    schedule = DropPathSchedule(network, 0.2, 600)
+    assert len(drop_path_variables(network)) == 3
+    for epoch, expected in [(0, 0.0), (300, 0.1), (599, 0.2 * 599 / 600)]:
+        schedule.on_epoch_begin(epoch)
+        for v in drop_path_variables(network):
+            assert float(v.numpy()) == pytest.approx(expected)
+
+
+def test_train_export_evaluate_and_resume_on_real_images(cifar_sample, tmp_path):
+    config = tiny_config(tmp_path, data_dir=cifar_sample)
+    result = run_training(config, verbose=0)
+    run = tmp_path / "run"
+    for name in ("config.json", "genotype.json", "data.json", "metrics.csv"):
+        assert (run / name).exists(), name
+    assert Genotype.load(run / "genotype.json") == DARTS_V2
+    assert runs.read_state(str(run)) | {"epoch": 2, "finished": True} == runs.read_state(str(run))
+    with open(run / "metrics.csv", encoding="utf-8") as handle:
+        rows = handle.read().splitlines()
+    assert len(rows) == 3 and "val_accuracy" in rows[0] and "drop_path_prob" in rows[0]
+    assert result["export_path"] == str(tmp_path / "saved_models" / "darts_v2" / "1")
+    assert not [n for n in os.listdir(tmp_path / "saved_models" / "darts_v2") if n != "1"]  # no temp folders left
+
+    # The checkpoint, the export and fit's own last evaluation agree.
+    source = data.load_cifar10_python(cifar_sample)
+    from_checkpoint = evaluate_run(str(run), data_dir=cifar_sample)
+    served = evaluate_saved_model(result["export_path"], source.test_images, source.test_labels)
+    assert from_checkpoint["images"] == served["images"] == len(source.test_labels)
+    assert abs(from_checkpoint["accuracy"] - served["accuracy"]) <= 1 / len(source.test_labels)
+    assert from_checkpoint["accuracy"] == pytest.approx(result["history"]["val_accuracy"][-1], abs=1.5e-3)
+
+    # Interrupted after epoch 1 and resumed: the same weights as the straight run.
+    interrupted = tiny_config(tmp_path, data_dir=cifar_sample, epochs=2, run_dir=str(tmp_path / "resumed"), export=False)
+
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = True
+
+    run_training(interrupted, verbose=0, callbacks=[Stop()])
+    assert runs.read_state(interrupted.run_dir)["epoch"] == 1
+    resumed = run_training(interrupted, resume=True, verbose=0)
+    assert resumed["first_epoch"] == 1
+    for a, b in zip(result["network"].variables, resumed["network"].variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)
+    with pytest.raises(runs.RunDirError, match="already finished"):
+        run_training(interrupted, resume=True, verbose=0)
+
+
+def test_refuses_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="Unknown genotype 'DARTS_V9'"):
+        run_training(tiny_config(tmp_path, dataset="synthetic", arch="DARTS_V9"), verbose=0)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"normal": [["sep_conv_3x3", 0]]}')
+    with pytest.raises(ValueError, match="bad.json"):
+        run_training(tiny_config(tmp_path, dataset="synthetic", arch=str(bad), run_dir=str(tmp_path / "r2")), verbose=0)
+    with pytest.raises(data.DataError, match="--batch-size 512"):
+        run_training(tiny_config(tmp_path, dataset="synthetic", batch_size=512, run_dir=str(tmp_path / "r3")), verbose=0)
+
+
+def _script(*args):
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "train_eval.py"), *args], capture_output=True, text=True
+    )
+
+
+def test_script_errors_are_one_line(tmp_path):
+    missing = _script("--data-dir", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path / "r"))
+    assert missing.returncode == 2
+    last = missing.stderr.strip().splitlines()[-1]
+    assert last.startswith("train_eval.py: error:") and "nowhere" in last
+    bad = tmp_path / "g.json"
+    bad.write_text("{not json")
+    result = _script("--dataset", "synthetic", "--genotype", str(bad), "--run-dir", str(tmp_path / "r2"))
+    assert result.returncode == 2 and "g.json" in result.stderr.strip().splitlines()[-1]
+    assert _script("--epochs", "0").returncode == 2
+
+
+def test_config_json_round_trips(tmp_path):
+    config = tiny_config(tmp_path)
+    from dataclasses import asdict
+
+    assert TrainConfig(**json.loads(json.dumps(asdict(config)))) == config
