@@ -1,0 +1,357 @@
+"""Measurements behind `scripts/benchmark.py`: step times, start-up, memory, throughput, FLOPs.
+
+Each measurement runs in its own process (the script starts one per
+configuration) so that peak resident memory and time to first step belong
+to that configuration alone. The search step is run through Keras's own
+`train_function` (the function `fit` calls), so what is timed is what a
+search runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+import numpy as np
+
+# quark0/darts (PyTorch 2.13 CPU, 2 threads) measured side by side on the 2-core
+# development machine (issue #5): seconds per step and peak RSS in GiB.
+ORIGINAL = {
+    ("search", "first", 16): {"seconds": 8.6, "rss_gib": 2.9},
+    ("search", "first", 32): {"seconds": 16.3, "rss_gib": 5.4},
+    ("search", "first", 64): {"seconds": 24.6, "rss_gib": 10.4},
+    ("search", "second", 16): {"seconds": 15.7, "rss_gib": 3.6},
+    ("search", "second", 32): {"seconds": 33.2, "rss_gib": 6.9},
+    ("search", "second", 64): {"seconds": 62.1, "rss_gib": 13.5},
+    ("eval_train", None, 32): {"seconds": 2.78},
+    ("eval_train", None, 96): {"seconds": 9.17, "rss_gib": 8.0},
+    ("serve", None, 32): {"images_per_s": 39.0},
+    ("serve", None, 96): {"images_per_s": 30.0},
+    ("serve", None, 256): {"images_per_s": 13.0},
+}
+
+# FLOPs per multiply-accumulate of the ops counted (convolutions and matmuls, forward and backward).
+_CONV_OPS = {
+    "Conv2D",
+    "Conv2DBackpropInput",
+    "Conv2DBackpropFilter",
+    "DepthwiseConv2dNative",
+    "DepthwiseConv2dNativeBackpropInput",
+    "DepthwiseConv2dNativeBackpropFilter",
+}
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident set size (VmHWM) in GiB."""
+    try:
+        with open("/proc/self/status", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def setup_device(device: str) -> str:
+    """Pins TensorFlow to "cpu" (hides GPUs) or "gpu"; returns the device string to place ops on."""
+    import tensorflow as tf
+
+    if device == "cpu":
+        tf.config.set_visible_devices([], "GPU")
+        return "/CPU:0"
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        raise RuntimeError("--device gpu: TensorFlow sees no GPU")
+    for gpu in gpus:
+        tf.config.experimental.set_memory_growth(gpu, True)
+    return "/GPU:0"
+
+
+def environment(device: str) -> dict:
+    import tensorflow as tf
+
+    info = {
+        "tensorflow": tf.__version__,
+        "keras": __import__("keras").__version__,
+        "device": device,
+        "cpu": _cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(),
+        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads() or os.cpu_count(),
+        "python": platform.python_version(),
+    }
+    if device == "gpu":
+        details = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])
+        info["gpu"] = details.get("device_name", "GPU")
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _live_ops(graph, fetches) -> list:
+    """Ops that run when `fetches` (tensors and ops) are computed: the graph pruned as the runtime does."""
+    seen, stack, live = set(), [t.op if hasattr(t, "op") else t for t in fetches], []
+    while stack:
+        op = stack.pop()
+        if op.name in seen:
+            continue
+        seen.add(op.name)
+        live.append(op)
+        stack.extend(t.op for t in op.inputs)
+        stack.extend(op.control_inputs)
+    return live
+
+
+def _shape(tensor) -> list:
+    return [int(d) if d is not None else 0 for d in tensor.shape]
+
+
+def op_flops(op) -> int:
+    """2 x multiply-accumulates of a convolution or matmul op (0 for every other op)."""
+    if op.type in ("MatMul", "BatchMatMulV2"):
+        out = _shape(op.outputs[0])
+        a = _shape(op.inputs[0])
+        k = a[-2] if op.get_attr("transpose_a" if op.type == "MatMul" else "adj_x") else a[-1]
+        return 2 * int(np.prod(out)) * k
+    if op.type not in _CONV_OPS:
+        return 0
+    if op.type.endswith("BackpropInput"):
+        grad = op.inputs[2]  # out_backprop: the forward output's shape
+        fwd_out = _shape(grad)
+        filt = _shape(op.inputs[1])
+    elif op.type.endswith("BackpropFilter"):
+        fwd_out = _shape(op.inputs[2])
+        filt = _shape(op.outputs[0])
+    else:
+        fwd_out = _shape(op.outputs[0])
+        filt = _shape(op.inputs[1])
+    n, h, w = fwd_out[0], fwd_out[1], fwd_out[2]
+    kh, kw, cin, mult = filt
+    if op.type.startswith("Depthwise"):
+        return 2 * n * h * w * kh * kw * cin * mult
+    return 2 * n * h * w * kh * kw * cin * mult  # mult = output channels for a dense conv
+
+
+def function_flops(concrete) -> int:
+    """Convolution and matmul FLOPs that a traced tf.function executes (pruned to its outputs and side effects)."""
+    graph = concrete.graph
+    fetches = list(graph.outputs) + list(getattr(graph, "control_outputs", []))
+    return sum(op_flops(op) for op in _live_ops(graph, fetches))
+
+
+def matmul_roof(device: str, size: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of a large float32 matmul on `device`: the practical peak the step's FLOP/s are set against."""
+    import tensorflow as tf
+
+    with tf.device(device):
+        a = tf.random.normal([size, size])
+        b = tf.random.normal([size, size])
+        matmul = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))
+        matmul(a, b).numpy()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            matmul(a, b).numpy()
+            times.append(time.perf_counter() - start)
+    return 2 * size**3 / min(times) / 1e9
+
+
+def _sync(outputs) -> None:
+    import tensorflow as tf
+
+    for value in tf.nest.flatten(outputs):
+        if hasattr(value, "numpy"):
+            value.numpy()
+
+
+def _timed_steps(step, steps: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        _sync(step())
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        _sync(step())
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _summary(times: list[float], batch: int) -> dict:
+    median = statistics.median(times)
+    return {
+        "median_s": median,
+        "min_s": min(times),
+        "images_per_s": batch / median,
+        "times_s": times,
+    }
+
+
+def _search_model(C: int, layers: int, order: str):
+    from darts_tf.searcher import SearchConfig, build_search
+
+    class Source:  # only what build_search reads
+        num_classes = 10
+        input_shape = (32, 32, 3)
+
+    config = SearchConfig(C=C, layers=layers, unrolled=order == "second")
+    return build_search(config, Source(), steps_per_epoch=390)
+
+
+def _batches(batch: int, count: int, seed: int = 0):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        x = tf.constant(rng.normal(size=(batch, 32, 32, 3)).astype("float32"))
+        y = tf.constant(rng.integers(0, 10, size=batch).astype("int32"))
+        out.append((x, y))
+    return out
+
+
+def bench_search(order: str, batch: int, C: int, layers: int, steps: int, warmup: int, t0: float, device: str) -> dict:
+    """A search step (architecture step + weight step) through Keras's train_function."""
+    import tensorflow as tf
+
+    with tf.device(device):
+        search = _search_model(C, layers, order)
+        train, val = _batches(batch, 2)
+        data = tf.data.Dataset.from_tensors((train, val)).repeat()
+        iterator = iter(data)
+        search.make_train_function()
+        train_function = search.train_function
+        built = time.time()
+        _sync(train_function(iterator))
+        first = time.time()
+        times = _timed_steps(lambda: train_function(iterator), steps, warmup)
+    result = {"first_step_s": first - t0, "build_s": built - t0, **_summary(times, batch)}
+    result["peak_rss_gib"] = peak_rss_gib()
+    if device.startswith("/GPU"):
+        result["peak_gpu_gib"] = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**30
+    return result
+
+
+def search_step_flops(order: str, C: int, layers: int, batch: int = 2) -> int:
+    """FLOPs of one search step at batch `batch` (convs + matmuls, from the traced and pruned graph)."""
+    import tensorflow as tf
+
+    search = _search_model(C, layers, order)
+    spec = (tf.TensorSpec([batch, 32, 32, 3], tf.float32), tf.TensorSpec([batch], tf.int32))
+    concrete = tf.function(search.train_step).get_concrete_function((spec, spec))
+    return function_flops(concrete)
+
+
+def _eval_network(auxiliary: bool = True):
+    from darts_tf.eval_model import NetworkCIFAR
+    from darts_tf.genotypes import DARTS_V2
+
+    return NetworkCIFAR(36, 10, 20, auxiliary, DARTS_V2)
+
+
+def bench_eval_train(batch: int, steps: int, warmup: int, t0: float, device: str) -> dict:
+    """A training step of DARTS_V2 (C=36, 20 cells, auxiliary 0.4, drop path 0.2) through Keras's train_function."""
+    import tensorflow as tf
+
+    from darts_tf.trainer import TrainConfig, build_trainer, drop_path_variables
+
+    with tf.device(device):
+        network = _eval_network()
+        for rate in drop_path_variables(network):
+            rate.assign(0.2)
+        trainer = build_trainer(TrainConfig(), network, steps_per_epoch=520)
+        iterator = iter(tf.data.Dataset.from_tensors(_batches(batch, 1)[0]).repeat())
+        trainer.make_train_function()
+        train_function = trainer.train_function
+        _sync(train_function(iterator))
+        first = time.time()
+        times = _timed_steps(lambda: train_function(iterator), steps, warmup)
+    result = {"first_step_s": first - t0, **_summary(times, batch), "peak_rss_gib": peak_rss_gib()}
+    return result
+
+
+def export_for_serving(path: str) -> str:
+    """Exports a DARTS_V2 CIFAR network (random weights: throughput does not depend on them)."""
+    from darts_tf.data import CIFAR_MEAN, CIFAR_STD
+    from darts_tf.export import export_saved_model
+
+    return export_saved_model(_eval_network(), path, CIFAR_MEAN, CIFAR_STD, version=1, overwrite=True)
+
+
+def bench_serve(saved_model: str, batch: int, steps: int, warmup: int, t0: float, device: str) -> dict:
+    """Inference through the exported SavedModel's serving_default signature on uint8 images."""
+    import tensorflow as tf
+
+    with tf.device(device):
+        serve = tf.saved_model.load(saved_model).signatures["serving_default"]
+        images = tf.constant(np.random.default_rng(0).integers(0, 256, size=(batch, 32, 32, 3), dtype=np.uint8))
+        _sync(serve(images=images))
+        first = time.time()
+        times = _timed_steps(lambda: serve(images=images), steps, warmup)
+    return {"first_step_s": first - t0, **_summary(times, batch), "peak_rss_gib": peak_rss_gib()}
+
+
+def bench_data(batch: int, batches: int = 50) -> dict:
+    """Images/s of the training input pipeline (crop, flip, cutout, normalise) on CIFAR-sized images."""
+    from darts_tf import data
+
+    source = data.make_synthetic(num_train=batch * batches, num_test=10, image_size=32)
+    ds = data.epoch_dataset(
+        source.train_images, source.train_labels, batch, data.CIFAR_MEAN, data.CIFAR_STD, 0, 0, cutout_length=16
+    )
+    iterator = iter(ds)
+    next(iterator)
+    start = time.perf_counter()
+    n = 0
+    for x, _ in iterator:
+        n += int(x.shape[0])
+    return {"images_per_s": n / (time.perf_counter() - start)}
+
+
+def run_worker(spec: dict) -> dict:
+    """Runs one measurement described by `spec` (from the script) in this process."""
+    import tensorflow as tf
+
+    device = setup_device(spec.get("device", "cpu"))
+    if spec.get("threads"):
+        tf.config.threading.set_intra_op_parallelism_threads(spec["threads"])
+        tf.config.threading.set_inter_op_parallelism_threads(spec["threads"])
+    kind, t0 = spec["kind"], spec["t0"]
+    steps, warmup = spec.get("steps", 5), spec.get("warmup", 1)
+    if kind == "search":
+        return bench_search(spec["order"], spec["batch"], spec["C"], spec["layers"], steps, warmup, t0, device)
+    if kind == "search_flops":
+        return {"flops_per_image": search_step_flops(spec["order"], spec["C"], spec["layers"], 2) / 2}
+    if kind == "eval_train":
+        return bench_eval_train(spec["batch"], steps, warmup, t0, device)
+    if kind == "export":
+        return {"path": export_for_serving(spec["path"])}
+    if kind == "serve":
+        return bench_serve(spec["path"], spec["batch"], steps, warmup, t0, device)
+    if kind == "data":
+        return bench_data(spec["batch"])
+    if kind == "environment":
+        return {**environment(spec.get("device", "cpu")), "matmul_gflops": matmul_roof(device)}
+    raise ValueError(f"Unknown benchmark kind {kind!r}")
+
+
+def default_export_dir() -> str:
+    return os.path.join(tempfile.gettempdir(), "darts_tf_benchmark_saved_model")
+
+
+def dumps(result: dict) -> str:
+    return json.dumps(result, sort_keys=True)

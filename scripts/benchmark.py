@@ -1,0 +1,185 @@
+#!/usr/bin/env python
+"""Speed and memory of darts_tf against the original PyTorch DARTS: prints a table (and JSON with --json).
+
+python scripts/benchmark.py                                   # everything (CPU; about an hour on 2 cores)
+python scripts/benchmark.py --search-batches 16 --orders first --skip-eval --skip-serve   # one quick row
+python scripts/benchmark.py --device gpu --json gpu.json
+
+Every configuration runs in a fresh process: its time to first step counts from that
+process's start (Python and TensorFlow imports, model building, tracing, graph
+optimisation and the first step), and its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from darts_tf.benchmark import ORIGINAL, default_export_dir, dumps, run_worker  # noqa: E402 (no TensorFlow import)
+
+MARKER = "BENCHMARK_RESULT "
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--orders", nargs="+", choices=["first", "second"], default=["first", "second"])
+    p.add_argument("--search-batches", nargs="+", type=int, default=[16, 32, 64])
+    p.add_argument("--C", type=int, default=16, help="search network channels (paper: 16)")
+    p.add_argument("--layers", type=int, default=8, help="search network cells (paper: 8)")
+    p.add_argument("--eval-batches", nargs="+", type=int, default=[32, 96])
+    p.add_argument("--serve-batches", nargs="+", type=int, default=[32, 96, 256])
+    p.add_argument("--steps", type=int, default=5, help="timed steps per configuration (>= 5 for the table)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps after the first")
+    p.add_argument("--threads", type=int, default=0, help="intra/inter-op threads (0: TensorFlow's default)")
+    p.add_argument("--skip-search", action="store_true")
+    p.add_argument("--skip-flops", action="store_true")
+    p.add_argument("--skip-eval", action="store_true")
+    p.add_argument("--skip-serve", action="store_true")
+    p.add_argument("--skip-data", action="store_true")
+    p.add_argument("--json", metavar="PATH", help="also write every measurement as JSON")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    for name in ("steps", "C", "layers"):
+        if getattr(args, name) <= 0:
+            p.error(f"--{name} must be positive. Received: {getattr(args, name)}")
+    return args
+
+
+def measure(spec: dict) -> dict:
+    """Runs `spec` in a fresh Python process; returns its result (or {"error": ...})."""
+    spec = {**spec, "t0": time.time()}
+    command = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    for line in result.stdout.splitlines():
+        if line.startswith(MARKER):
+            return json.loads(line[len(MARKER) :])
+    tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"error": f"exit {result.returncode}: {tail}"}
+
+
+def _fmt(value, spec="{:.2f}"):
+    return "-" if value is None else spec.format(value)
+
+
+def _row(cells, widths):
+    return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
+
+
+def table(rows: list[dict]) -> str:
+    header = [
+        "configuration",
+        "batch",
+        "median s/step",
+        "min s/step",
+        "images/s",
+        "first step s",
+        "peak RSS GiB",
+        "GFLOP/s",
+        "original",
+        "speed-up",
+    ]
+    lines = [[*header]]
+    for r in rows:
+        if "error" in r:
+            lines.append([r["name"], r["batch"], r["error"], "", "", "", "", "", "", ""])
+            continue
+        original = ORIGINAL.get(r["key"], {})
+        if "seconds" in original:
+            ref = f"{original['seconds']:.2f} s/step"
+            speedup = original["seconds"] / r["median_s"]
+        elif "images_per_s" in original:
+            ref = f"{original['images_per_s']:.0f} img/s"
+            speedup = r["images_per_s"] / original["images_per_s"]
+        else:
+            ref, speedup = "-", None
+        if original.get("rss_gib"):
+            ref += f", {original['rss_gib']:.1f} GiB"
+        lines.append(
+            [
+                r["name"],
+                r["batch"],
+                _fmt(r.get("median_s")),
+                _fmt(r.get("min_s")),
+                _fmt(r.get("images_per_s"), "{:.1f}"),
+                _fmt(r.get("first_step_s"), "{:.0f}"),
+                _fmt(r.get("peak_rss_gib")),
+                _fmt(r.get("gflops"), "{:.1f}"),
+                ref,
+                _fmt(speedup, "{:.2f}x"),
+            ]
+        )
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    out = [_row(lines[0], widths), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [_row(line, widths) for line in lines[1:]]
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        result = run_worker(json.loads(args.worker))
+        print(MARKER + dumps(result), flush=True)
+        return 0
+    common = {"device": args.device, "steps": args.steps, "warmup": args.warmup, "threads": args.threads}
+    env = measure({"kind": "environment", **common})
+    print(
+        f"TensorFlow {env.get('tensorflow')}, Keras {env.get('keras')}, device {args.device} "
+        f"({env.get('gpu') or env.get('cpu')}, {env.get('cpu_cores')} cores, "
+        f"intra/inter-op threads {env.get('intra_op_threads')}/{env.get('inter_op_threads')}); "
+        f"float32 matmul roof {env.get('matmul_gflops', 0):.0f} GFLOP/s",
+        flush=True,
+    )
+    rows = []
+    if not args.skip_search:
+        for order in args.orders:
+            flops = None
+            if not args.skip_flops:
+                counted = measure({"kind": "search_flops", "order": order, "C": args.C, "layers": args.layers})
+                flops = counted.get("flops_per_image")
+            for batch in args.search_batches:
+                spec = {"kind": "search", "order": order, "batch": batch, "C": args.C, "layers": args.layers}
+                r = measure({**spec, **common})
+                r.update(name=f"search, {order} order", batch=batch, key=("search", order, batch))
+                if flops and "median_s" in r:
+                    r["flops_per_image"] = flops
+                    r["gflops"] = flops * batch / r["median_s"] / 1e9
+                rows.append(r)
+                print(table(rows[-1:]).splitlines()[-1], flush=True)
+    if not args.skip_eval:
+        for batch in args.eval_batches:
+            r = measure({"kind": "eval_train", "batch": batch, **common})
+            r.update(name="eval DARTS_V2 train step", batch=batch, key=("eval_train", None, batch))
+            rows.append(r)
+            print(table(rows[-1:]).splitlines()[-1], flush=True)
+    if not args.skip_serve:
+        exported = measure({"kind": "export", "path": default_export_dir(), **common})
+        for batch in args.serve_batches:
+            if "error" in exported:
+                rows.append({"name": "serve (SavedModel)", "batch": batch, "error": exported["error"]})
+                continue
+            r = measure({"kind": "serve", "path": exported["path"], "batch": batch, **common})
+            r.update(name="serve DARTS_V2 (SavedModel)", batch=batch, key=("serve", None, batch))
+            rows.append(r)
+            print(table(rows[-1:]).splitlines()[-1], flush=True)
+    if not args.skip_data:
+        r = measure({"kind": "data", "batch": 96})
+        print(f"input pipeline (crop, flip, cutout, normalise): {r.get('images_per_s', 0):.0f} images/s")
+        env["input_pipeline_images_per_s"] = r.get("images_per_s")
+    print()
+    print(table(rows))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump({"environment": env, "rows": rows, "args": vars(args)}, handle, indent=2, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
