@@ -326,11 +326,15 @@ def run_worker(spec: dict) -> dict:
     """Runs one measurement described by `spec` (from the script) in this process."""
     import tensorflow as tf
 
+    kind, t0 = spec["kind"], spec["t0"]
     device = setup_device(spec.get("device", "cpu"))
-    if spec.get("threads"):
+    if kind in ("search", "search_flops") and spec.get("runtime", "search") == "search":
+        from darts_tf.runtime import configure_for_search
+
+        configure_for_search(spec.get("threads") or None)
+    elif spec.get("threads"):
         tf.config.threading.set_intra_op_parallelism_threads(spec["threads"])
         tf.config.threading.set_inter_op_parallelism_threads(spec["threads"])
-    kind, t0 = spec["kind"], spec["t0"]
     steps, warmup = spec.get("steps", 5), spec.get("warmup", 1)
     if kind == "search":
         return bench_search(spec["order"], spec["batch"], spec["C"], spec["layers"], steps, warmup, t0, device)

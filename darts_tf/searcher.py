@@ -19,6 +19,7 @@ import tensorflow as tf
 from darts_tf import architect, data, runs
 from darts_tf.genotypes import format_alphas
 from darts_tf.optimizers import SGD, Adam, EpochCosineDecay, clip_by_global_norm
+from darts_tf.runtime import configure_for_search
 from darts_tf.search_model import SearchNetwork
 
 
@@ -208,6 +209,7 @@ def run_search(
     Writes the run folder; `callbacks` (Keras callbacks) run after the run's own.
     """
     started = time.time()
+    configure_for_search()  # threads only if TensorFlow has not started yet
     runs.prepare_run_dir(config.run_dir, resume=resume, overwrite=overwrite)
     if resume:
         with open(os.path.join(config.run_dir, "config.json"), encoding="utf-8") as handle:

@@ -37,7 +37,15 @@ def parse_args(argv=None):
     p.add_argument("--serve-batches", nargs="+", type=int, default=[32, 96, 256])
     p.add_argument("--steps", type=int, default=5, help="timed steps per configuration (>= 5 for the table)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps after the first")
-    p.add_argument("--threads", type=int, default=0, help="intra/inter-op threads (0: TensorFlow's default)")
+    p.add_argument(
+        "--threads", type=int, default=0, help="inter-op threads (0: darts_tf.runtime's choice for the search)"
+    )
+    p.add_argument(
+        "--runtime",
+        choices=["search", "default"],
+        default="search",
+        help="search: darts_tf.runtime.configure_for_search for search rows (as scripts/search.py); default: TF's",
+    )
     p.add_argument("--skip-search", action="store_true")
     p.add_argument("--skip-flops", action="store_true")
     p.add_argument("--skip-eval", action="store_true")
@@ -128,7 +136,13 @@ def main(argv=None) -> int:
         result = run_worker(json.loads(args.worker))
         print(MARKER + dumps(result), flush=True)
         return 0
-    common = {"device": args.device, "steps": args.steps, "warmup": args.warmup, "threads": args.threads}
+    common = {
+        "device": args.device,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "threads": args.threads,
+        "runtime": args.runtime,
+    }
     env = measure({"kind": "environment", **common})
     print(
         f"TensorFlow {env.get('tensorflow')}, Keras {env.get('keras')}, device {args.device} "

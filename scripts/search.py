@@ -45,7 +45,10 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     parser, args, config = parse_args(argv)
     from darts_tf.cli import fail
+    from darts_tf.runtime import configure_for_search
     from darts_tf.searcher import run_search
+
+    configure_for_search()  # before TensorFlow runs anything
 
     try:
         result = run_search(config, resume=bool(args.resume), overwrite=args.overwrite, verbose=0 if args.quiet else 1)

@@ -1,11 +1,14 @@
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from helpers import random_batch, tiny_search_network
 
+from darts_tf.architect import cross_entropy
 from darts_tf.checkpoint import make_checkpoint, restore, write_atomic
-from darts_tf.genotypes import Genotype
-from darts_tf.search_model import SearchNetwork
+from darts_tf.genotypes import PRIMITIVES, Genotype
+from darts_tf.ops import Zero, frozen_batch_stats
+from darts_tf.search_model import MixedOp, SearchNetwork
 
 
 def _count(variables):
@@ -62,3 +65,75 @@ def test_checkpoint_holds_every_variable_and_the_alphas(tmp_path):
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SearchNetwork(**kwargs)
+
+
+def _all_eight_ops_by_hand(edge, x, op_weights, training):
+    """The plain DARTS edge: sum over all 8 primitives, `none` included, from the edge's own sublayers."""
+    total = 0.0
+    for index, name in enumerate(PRIMITIVES):
+        if name == "none":
+            y = Zero(edge.strides, dtype=x.dtype)(x)
+        else:
+            y = edge.primitive_ops[name](x, training=training)
+            if name in edge.pool_bns:
+                y = edge.pool_bns[name](y, training=training)
+        total = total + op_weights[index] * y
+    return total
+
+
+@pytest.mark.parametrize("strides", [1, 2])
+def test_shared_trace_mixed_op_equals_the_sum_of_all_eight_ops(strides):
+    keras.utils.set_random_seed(0)
+    edge = MixedOp(4, strides, dtype="float64")
+    edge.build((4, 6, 6, 4))
+    x = tf.constant(np.random.default_rng(0).normal(size=(4, 6, 6, 4)))
+    op_weights = tf.constant(np.random.default_rng(1).dirichlet(np.ones(8)))
+    before = [v.numpy().copy() for v in edge.non_trainable_variables]
+    results = {}
+    for mode, fn in [("shared", lambda: edge(x, op_weights, training=True)),
+                     ("plain", lambda: _all_eight_ops_by_hand(edge, x, op_weights, True))]:  # fmt: skip
+        for v, value in zip(edge.non_trainable_variables, before):
+            v.assign(value)
+        with tf.GradientTape() as tape:
+            tape.watch([x, op_weights])
+            y = fn()
+            loss = tf.reduce_sum(y * tf.cos(y))
+        grads = tape.gradient(loss, [x, op_weights, *edge.trainable_variables])
+        results[mode] = (y, grads, [v.numpy().copy() for v in edge.non_trainable_variables])
+    (y1, g1, s1), (y2, g2, s2) = results["shared"], results["plain"]
+    np.testing.assert_allclose(y1.numpy(), y2.numpy(), rtol=1e-12, atol=1e-12)
+    for a, b in zip(g1, g2):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
+    for a, b in zip(s1, s2):  # BN moving statistics updated identically
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    assert any(np.abs(a - b).max() > 0 for a, b in zip(s1, before))
+    # Inference mode, and frozen statistics leave the moving averages alone.
+    np.testing.assert_allclose(
+        edge(x, op_weights, training=False).numpy(), _all_eight_ops_by_hand(edge, x, op_weights, False).numpy()
+    )
+    with frozen_batch_stats():
+        edge(x, op_weights, training=True)
+    for a, b in zip(edge.non_trainable_variables, s1):
+        np.testing.assert_array_equal(a.numpy(), b)
+
+
+def test_shared_trace_network_gradients_equal_the_plain_network():
+    model = tiny_search_network(dtype="float64")
+    images, labels = random_batch(dtype="float64")
+    edges = [edge for cell in model.cells for edge in cell.edges]
+
+    def loss_and_grads():
+        with tf.GradientTape() as tape:
+            loss = cross_entropy(labels, model(images, training=True))
+        return loss, tape.gradient(loss, model.trainable_variables)
+
+    statistics = [v.numpy().copy() for v in model.non_trainable_variables]
+    loss1, grads1 = loss_and_grads()
+    for v, value in zip(model.non_trainable_variables, statistics):
+        v.assign(value)
+    for edge in edges:
+        edge.shared_trace = False
+    loss2, grads2 = loss_and_grads()
+    np.testing.assert_allclose(loss1.numpy(), loss2.numpy(), rtol=1e-12)
+    for a, b, v in zip(grads1, grads2, model.trainable_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-12, err_msg=v.path)

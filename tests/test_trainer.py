@@ -93,7 +93,9 @@ def test_train_export_evaluate_and_resume_on_real_images(cifar_sample, tmp_path)
     assert from_checkpoint["accuracy"] == pytest.approx(result["history"]["val_accuracy"][-1], abs=1.5e-3)
 
     # Interrupted after epoch 1 and resumed: the same weights as the straight run.
-    interrupted = tiny_config(tmp_path, data_dir=cifar_sample, epochs=2, run_dir=str(tmp_path / "resumed"), export=False)
+    interrupted = tiny_config(
+        tmp_path, data_dir=cifar_sample, epochs=2, run_dir=str(tmp_path / "resumed"), export=False
+    )
 
     class Stop(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -117,7 +119,9 @@ def test_refuses_bad_input(tmp_path):
     with pytest.raises(ValueError, match="bad.json"):
         run_training(tiny_config(tmp_path, dataset="synthetic", arch=str(bad), run_dir=str(tmp_path / "r2")), verbose=0)
     with pytest.raises(data.DataError, match="--batch-size 512"):
-        run_training(tiny_config(tmp_path, dataset="synthetic", batch_size=512, run_dir=str(tmp_path / "r3")), verbose=0)
+        run_training(
+            tiny_config(tmp_path, dataset="synthetic", batch_size=512, run_dir=str(tmp_path / "r3")), verbose=0
+        )
 
 
 def _script(*args):
