@@ -251,6 +251,11 @@ def search_step_flops(order: str, C: int, layers: int, batch: int = 2) -> int:
     import tensorflow as tf
 
     search = _search_model(C, layers, order)
+    # Counted on the plain (inlined) edges: one flat graph that pruning sees whole;
+    # the shared out-of-line edge functions compute the same ops.
+    for cell in search.network.cells:
+        for edge in cell.edges:
+            edge.shared_trace = False
     spec = (tf.TensorSpec([batch, 32, 32, 3], tf.float32), tf.TensorSpec([batch], tf.int32))
     concrete = tf.function(search.train_step).get_concrete_function((spec, spec))
     return function_flops(concrete)

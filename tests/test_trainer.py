@@ -147,3 +147,68 @@ def test_config_json_round_trips(tmp_path):
     from dataclasses import asdict
 
     assert TrainConfig(**json.loads(json.dumps(asdict(config)))) == config
+
+
+def _run_script(name, *args):
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", name), *args], capture_output=True, text=True, cwd=ROOT
+    )
+
+
+def test_export_and_evaluate_scripts(tmp_path):
+    config = tiny_config(tmp_path, dataset="synthetic", epochs=1, subset=64, export=False)
+    run_training(config, verbose=0)
+    exported = _run_script(
+        "export.py",
+        "--run-dir",
+        config.run_dir,
+        "--export-dir",
+        str(tmp_path / "sm"),
+        "--name",
+        "tiny",
+        "--version",
+        "3",
+    )
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    path = tmp_path / "sm" / "tiny" / "3"
+    assert exported.stdout.strip().endswith(str(path)) and (path / "saved_model.pb").exists()
+    results = []
+    for flags in (["--saved-model", str(path), "--dataset", "synthetic"], ["--run-dir", config.run_dir]):
+        result = _run_script("evaluate.py", *flags, "--json")
+        assert result.returncode == 0, result.stderr[-2000:]
+        results.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert results[0]["images"] == results[1]["images"] > 0
+    assert abs(results[0]["accuracy"] - results[1]["accuracy"]) <= 1 / results[0]["images"]
+    again = _run_script(
+        "export.py",
+        "--run-dir",
+        config.run_dir,
+        "--export-dir",
+        str(tmp_path / "sm"),
+        "--name",
+        "tiny",
+        "--version",
+        "3",
+    )
+    assert again.returncode == 2 and "already exists" in again.stderr.strip().splitlines()[-1]
+
+
+def test_export_script_serves_pytorch_weights(tmp_path):
+    from darts_tf.convert import to_pytorch_state_dict
+    from darts_tf.eval_model import NetworkCIFAR, inference_model
+
+    model = NetworkCIFAR(4, 10, 3, True, DARTS_V2)
+    np.savez(tmp_path / "weights.npz", **to_pytorch_state_dict(model))
+    result = _run_script(
+        "export.py", "--pytorch-weights", str(tmp_path / "weights.npz"), "--C", "4", "--layers", "3",
+        "--export-dir", str(tmp_path / "sm"), "--name", "from_torch",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    images = np.random.default_rng(0).integers(0, 256, size=(3, 32, 32, 3), dtype=np.uint8)
+    served = tf.saved_model.load(str(tmp_path / "sm" / "from_torch" / "1")).signatures["serving_default"]
+    logits = served(images=tf.constant(images))["logits"].numpy()
+    x = (images / 255.0 - np.array(data.CIFAR_MEAN)) / np.array(data.CIFAR_STD)
+    expected = inference_model(model)(tf.constant(x, tf.float32)).numpy()
+    np.testing.assert_allclose(logits, expected, atol=1e-5)
+    missing = _run_script("export.py", "--pytorch-weights", str(tmp_path / "nope.npz"))
+    assert missing.returncode == 2 and "nope.npz" in missing.stderr.strip().splitlines()[-1]
