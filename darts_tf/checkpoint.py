@@ -71,17 +71,22 @@ def write_atomic(
         for name, data in (json_files or {}).items():
             with open(os.path.join(tmp, name), "w", encoding="utf-8") as handle:
                 json.dump(data, handle, indent=2, sort_keys=True)
-        if os.path.exists(directory):
-            old = f"{tmp}.old"
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
+        move_into_place(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return os.path.join(directory, prefix)
+
+
+def move_into_place(tmp: str, directory: str) -> None:
+    """Renames the complete folder `tmp` to `directory`, replacing what was there."""
+    if os.path.exists(directory):
+        old = f"{tmp}.old"
+        os.replace(directory, old)
+        os.replace(tmp, directory)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, directory)
 
 
 def restore(checkpoint: tf.train.Checkpoint, path: str, partial: bool = False) -> None:

@@ -21,6 +21,21 @@ def add_run_arguments(parser: argparse.ArgumentParser, presets: dict, default_ru
     parser.add_argument("--quiet", action="store_true")
 
 
+def add_training_arguments(parser: argparse.ArgumentParser, cutout_help: str) -> None:
+    """Network size and weight-optimizer flags shared by search.py and train_eval.py."""
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--C", type=int, help="initial channels")
+    parser.add_argument("--layers", type=int, help="number of cells")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--learning-rate-min", type=float)
+    parser.add_argument("--momentum", type=float)
+    parser.add_argument("--weight-decay", type=float)
+    parser.add_argument("--grad-clip", type=float)
+    parser.add_argument("--cutout", type=int, help=cutout_help)
+
+
 def config_from_args(parser, args, config_class, presets: dict, positive=()):
     """The preset's values overridden by every flag given; errors exit via `parser.error`."""
     for name in positive:

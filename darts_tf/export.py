@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from darts_tf.checkpoint import move_into_place
 from darts_tf.eval_model import inference_model
 
 SIGNATURE = "serving_default"
@@ -84,13 +85,7 @@ def export_saved_model(
     tmp = tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=base_dir)
     try:
         archive.write_out(tmp, verbose=False)
-        if os.path.exists(target):
-            old = f"{tmp}.old"
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        move_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -90,3 +90,23 @@ class MetricsCSV(keras.callbacks.Callback):
             if not exists:
                 writer.writeheader()
             writer.writerow(row)
+
+
+def fit_run(model, batches, run_dir: str, epochs: int, first_epoch: int, steps_per_epoch: int, validation_data,
+            callbacks: list, csv_extra, verbose: int):  # fmt: skip
+    """`model.fit` over a run's epochs with the run's own callbacks, then metrics.csv and TensorBoard."""
+    callbacks = [
+        *callbacks,
+        MetricsCSV(os.path.join(run_dir, "metrics.csv"), extra=csv_extra),
+        keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),
+    ]
+    return model.fit(
+        batches,
+        epochs=epochs,
+        initial_epoch=first_epoch,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=validation_data,
+        callbacks=callbacks,
+        verbose=verbose,
+        shuffle=False,  # the epoch datasets are shuffled (reproducibly) already
+    )

@@ -13,6 +13,7 @@ ICLR 2019 (arXiv:1806.09055), Section 2.2 (continuous relaxation) and 3.1.
 from __future__ import annotations
 
 import contextlib
+import random
 
 import keras
 import numpy as np
@@ -130,9 +131,17 @@ def _shared_edge_function(channels, strides, input_shape, dtype_policy):
     """The tf.function computing a MixedOp of this shape from weights passed in (stateless)."""
     key = (channels, strides, tuple(input_shape[1:]), dtype_policy.name)
     if key not in _EDGE_FUNCTIONS:
-        with tf.init_scope():
-            template = MixedOp(channels, strides, shared_trace=False, name="edge_template", dtype=dtype_policy)
-            template.build(tuple(input_shape))
+        # The template's own (unused) initial values must not consume random draws:
+        # a network built after `keras.utils.set_random_seed` gets the same weights
+        # whether or not the templates already existed.
+        python_state, numpy_state = random.getstate(), np.random.get_state()
+        try:
+            with tf.init_scope():
+                template = MixedOp(channels, strides, shared_trace=False, name="edge_template", dtype=dtype_policy)
+                template.build(tuple(input_shape))
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
 
         @tf.function(autograph=False, experimental_attributes=EDGE_FUNCTION_ATTRIBUTES)
         def edge(x, op_weights, trainable, statistics, training, frozen):

@@ -251,25 +251,12 @@ def run_search(
         shuffle=False, augment=False, drop_remainder=False,
     )  # fmt: skip
     schedule = EpochCosineDecay(config.learning_rate, config.learning_rate_min, config.epochs, steps_per_epoch)
-    callbacks = [
-        _SearchEpochEnd(search, config, verbose),
-        runs.MetricsCSV(
-            os.path.join(config.run_dir, "metrics.csv"),
-            extra=lambda e: {"lr": schedule.value_at_epoch(e), "genotype": search.network.genotype().to_json()},
-        ),
-        keras.callbacks.TensorBoard(os.path.join(config.run_dir, "tensorboard"), write_graph=False),
-        *callbacks,
-    ]
-    history = search.fit(
-        batches,
-        epochs=config.epochs,
-        initial_epoch=first_epoch,
-        steps_per_epoch=steps_per_epoch,
-        validation_data=val_eval,
-        callbacks=callbacks,
+    history = runs.fit_run(
+        search, batches, config.run_dir, config.epochs, first_epoch, steps_per_epoch, val_eval,
+        callbacks=[_SearchEpochEnd(search, config, verbose), *callbacks],
+        csv_extra=lambda e: {"lr": schedule.value_at_epoch(e), "genotype": search.network.genotype().to_json()},
         verbose=verbose,
-        shuffle=False,  # the epoch datasets are shuffled (reproducibly) already
-    )
+    )  # fmt: skip
     genotype = search.network.genotype()
     return {
         "genotype": genotype,

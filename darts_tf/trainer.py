@@ -277,26 +277,12 @@ def run_training(
     )  # fmt: skip
     schedule = EpochCosineDecay(config.learning_rate, config.learning_rate_min, config.epochs, steps_per_epoch)
     drop_path = DropPathSchedule(network, config.drop_path_prob, config.epochs)
-    callbacks = [
-        drop_path,
-        _TrainEpochEnd(trainer, config),
-        runs.MetricsCSV(
-            os.path.join(config.run_dir, "metrics.csv"),
-            extra=lambda e: {"lr": schedule.value_at_epoch(e), "drop_path_prob": drop_path.rate(e)},
-        ),
-        keras.callbacks.TensorBoard(os.path.join(config.run_dir, "tensorboard"), write_graph=False),
-        *callbacks,
-    ]
-    history = trainer.fit(
-        batches,
-        epochs=config.epochs,
-        initial_epoch=first_epoch,
-        steps_per_epoch=steps_per_epoch,
-        validation_data=test,
-        callbacks=callbacks,
+    history = runs.fit_run(
+        trainer, batches, config.run_dir, config.epochs, first_epoch, steps_per_epoch, test,
+        callbacks=[drop_path, _TrainEpochEnd(trainer, config), *callbacks],
+        csv_extra=lambda e: {"lr": schedule.value_at_epoch(e), "drop_path_prob": drop_path.rate(e)},
         verbose=verbose,
-        shuffle=False,  # the epoch datasets are shuffled (reproducibly) already
-    )
+    )  # fmt: skip
     result = {
         "config": config,
         "history": history.history,

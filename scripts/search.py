@@ -16,27 +16,17 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 
 def parse_args(argv=None):
-    from darts_tf.cli import add_run_arguments, config_from_args
+    from darts_tf.cli import add_run_arguments, add_training_arguments, config_from_args
     from darts_tf.searcher import PRESETS, SearchConfig
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(p, PRESETS, SearchConfig().run_dir)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--C", type=int, help="initial channels")
-    p.add_argument("--layers", type=int, help="number of cells")
-    p.add_argument("--seed", type=int)
+    add_training_arguments(p, cutout_help="cutout length (0: off, the search default)")
     p.add_argument("--unrolled", action="store_true", default=None, help="second-order architecture gradient")
     p.add_argument("--hessian", choices=["finite_difference", "exact"], default=None)
     p.add_argument("--train-portion", type=float)
-    p.add_argument("--learning-rate", type=float)
-    p.add_argument("--learning-rate-min", type=float)
-    p.add_argument("--momentum", type=float)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--grad-clip", type=float)
     p.add_argument("--arch-learning-rate", type=float)
     p.add_argument("--arch-weight-decay", type=float)
-    p.add_argument("--cutout", type=int, help="cutout length (0: off, the search default)")
     args = p.parse_args(argv)
     config = config_from_args(p, args, SearchConfig, PRESETS, positive=["epochs", "batch_size", "C", "layers"])
     return p, args, config

@@ -17,27 +17,17 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 
 def parse_args(argv=None):
-    from darts_tf.cli import add_run_arguments, config_from_args
+    from darts_tf.cli import add_run_arguments, add_training_arguments, config_from_args
     from darts_tf.trainer import PRESETS, TrainConfig
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(p, PRESETS, TrainConfig().run_dir)
     p.add_argument("--arch", help="published genotype (DARTS_V1, DARTS_V2) or a genotype JSON file; default DARTS_V2")
     p.add_argument("--genotype", dest="arch", help="same as --arch: a genotype JSON file written by search.py")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--C", type=int, help="initial channels")
-    p.add_argument("--layers", type=int, help="number of cells")
+    add_training_arguments(p, cutout_help="cutout length (0: off; default 16)")
     p.add_argument("--no-auxiliary", dest="auxiliary", action="store_false", default=None)
     p.add_argument("--auxiliary-weight", type=float)
-    p.add_argument("--cutout", type=int, help="cutout length (0: off)")
     p.add_argument("--drop-path-prob", type=float)
-    p.add_argument("--learning-rate", type=float)
-    p.add_argument("--learning-rate-min", type=float)
-    p.add_argument("--momentum", type=float)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--grad-clip", type=float)
-    p.add_argument("--seed", type=int)
     p.add_argument("--eval-batch-size", type=int)
     p.add_argument("--no-export", dest="export", action="store_false", default=None, help="skip the SavedModel")
     p.add_argument("--export-dir", help="SavedModel base folder (default saved_models)")

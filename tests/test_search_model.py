@@ -137,3 +137,16 @@ def test_shared_trace_network_gradients_equal_the_plain_network():
     np.testing.assert_allclose(loss1.numpy(), loss2.numpy(), rtol=1e-12)
     for a, b, v in zip(grads1, grads2, model.trainable_variables):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-12, err_msg=v.path)
+
+
+def test_same_seed_same_weights_whether_or_not_edge_templates_exist():
+    def build(C):
+        keras.utils.set_random_seed(3)
+        model = SearchNetwork(C, 3, 3, steps=2, multiplier=2)
+        model.build((None, 8, 8, 3))
+        return model
+
+    first = build(6)  # C=6 edges: templates created during this build
+    second = build(6)  # templates reused
+    for a, b in zip(first.variables, second.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
