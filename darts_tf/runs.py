@@ -93,12 +93,17 @@ class MetricsCSV(keras.callbacks.Callback):
 
 
 def fit_run(model, batches, run_dir: str, epochs: int, first_epoch: int, steps_per_epoch: int, validation_data,
-            callbacks: list, csv_extra, verbose: int):  # fmt: skip
-    """`model.fit` over a run's epochs with the run's own callbacks, then metrics.csv and TensorBoard."""
+            callbacks: list, csv_extra, verbose: int, user_callbacks=()):  # fmt: skip
+    """`model.fit` over a run's epochs: the run's own callbacks, metrics.csv, TensorBoard, then the user's.
+
+    The user's callbacks come last, so an epoch is fully recorded (checkpoint and
+    metrics row) before one of them can stop or interrupt the run.
+    """
     callbacks = [
         *callbacks,
         MetricsCSV(os.path.join(run_dir, "metrics.csv"), extra=csv_extra),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),
+        *user_callbacks,
     ]
     return model.fit(
         batches,

@@ -253,9 +253,10 @@ def run_search(
     schedule = EpochCosineDecay(config.learning_rate, config.learning_rate_min, config.epochs, steps_per_epoch)
     history = runs.fit_run(
         search, batches, config.run_dir, config.epochs, first_epoch, steps_per_epoch, val_eval,
-        callbacks=[_SearchEpochEnd(search, config, verbose), *callbacks],
+        callbacks=[_SearchEpochEnd(search, config, verbose)],
         csv_extra=lambda e: {"lr": schedule.value_at_epoch(e), "genotype": search.network.genotype().to_json()},
         verbose=verbose,
+        user_callbacks=callbacks,
     )  # fmt: skip
     genotype = search.network.genotype()
     return {

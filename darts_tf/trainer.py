@@ -279,9 +279,10 @@ def run_training(
     drop_path = DropPathSchedule(network, config.drop_path_prob, config.epochs)
     history = runs.fit_run(
         trainer, batches, config.run_dir, config.epochs, first_epoch, steps_per_epoch, test,
-        callbacks=[drop_path, _TrainEpochEnd(trainer, config), *callbacks],
+        callbacks=[drop_path, _TrainEpochEnd(trainer, config)],
         csv_extra=lambda e: {"lr": schedule.value_at_epoch(e), "drop_path_prob": drop_path.rate(e)},
         verbose=verbose,
+        user_callbacks=callbacks,
     )  # fmt: skip
     result = {
         "config": config,
