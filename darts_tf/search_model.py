@@ -161,8 +161,9 @@ class SearchCell(keras.layers.Layer):
     stride 2.
     """
 
-    def __init__(self, channels, reduction, reduction_prev, steps=4, multiplier=4, **kwargs):
+    def __init__(self, channels, reduction, reduction_prev, steps=4, multiplier=4, shared_trace=True, **kwargs):
         super().__init__(**kwargs)
+        self.shared_trace = shared_trace
         self.channels = channels
         self.reduction = reduction
         self.reduction_prev = reduction_prev
@@ -178,7 +179,7 @@ class SearchCell(keras.layers.Layer):
         for node in range(steps):
             for j in range(node + 2):
                 stride = 2 if reduction and j < 2 else 1
-                self.edges.append(MixedOp(channels, stride, name=f"edge_{j}_{node + 2}", **sub))
+                self.edges.append(MixedOp(channels, stride, shared_trace, name=f"edge_{j}_{node + 2}", **sub))
 
     def build(self, s0_shape, s1_shape):
         self.preprocess0.build(s0_shape)
@@ -224,6 +225,7 @@ class SearchCell(keras.layers.Layer):
                 "reduction_prev": self.reduction_prev,
                 "steps": self.steps,
                 "multiplier": self.multiplier,
+                "shared_trace": self.shared_trace,
             }
         )
         return config
@@ -251,8 +253,11 @@ class SearchNetwork(keras.Model):
         stem_multiplier: stem width as a multiple of `C`.
     """
 
-    def __init__(self, C=16, num_classes=10, layers=8, steps=4, multiplier=4, stem_multiplier=3, **kwargs):
+    def __init__(
+        self, C=16, num_classes=10, layers=8, steps=4, multiplier=4, stem_multiplier=3, shared_trace=True, **kwargs
+    ):
         super().__init__(**kwargs)
+        self.shared_trace = shared_trace
         for name, value in (("C", C), ("num_classes", num_classes), ("layers", layers), ("steps", steps)):
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"SearchNetwork expected a positive integer {name}. Received: {name}={value!r}")
@@ -277,7 +282,9 @@ class SearchNetwork(keras.Model):
             if reduction:
                 channels *= 2
             self.cells.append(
-                SearchCell(channels, reduction, reduction_prev, steps, multiplier, name=f"cell_{i}", **sub)
+                SearchCell(
+                    channels, reduction, reduction_prev, steps, multiplier, shared_trace, name=f"cell_{i}", **sub
+                )
             )
             reduction_prev = reduction
         self.classifier_fan_in = multiplier * channels
@@ -358,6 +365,7 @@ class SearchNetwork(keras.Model):
                 "steps": self.steps,
                 "multiplier": self.multiplier,
                 "stem_multiplier": self.stem_multiplier,
+                "shared_trace": self.shared_trace,
             }
         )
         return config

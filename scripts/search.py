@@ -27,6 +27,13 @@ def parse_args(argv=None):
     p.add_argument("--train-portion", type=float)
     p.add_argument("--arch-learning-rate", type=float)
     p.add_argument("--arch-weight-decay", type=float)
+    p.add_argument(
+        "--no-shared-trace",
+        dest="shared_trace",
+        action="store_false",
+        default=None,
+        help="inline every edge: slower start-up (~2.5 min at the paper size), ~15%% faster steps",
+    )
     args = p.parse_args(argv)
     config = config_from_args(p, args, SearchConfig, PRESETS, positive=["epochs", "batch_size", "C", "layers"])
     return p, args, config

@@ -150,3 +150,10 @@ def test_same_seed_same_weights_whether_or_not_edge_templates_exist():
     second = build(6)  # templates reused
     for a, b in zip(first.variables, second.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+def test_shared_trace_is_a_network_option():
+    plain = SearchNetwork(4, 3, 3, steps=2, multiplier=2, shared_trace=False)
+    plain.build((None, 8, 8, 3))
+    assert not any(edge.shared_trace for cell in plain.cells for edge in cell.edges)
+    assert SearchNetwork.from_config(plain.get_config()).shared_trace is False
