@@ -27,6 +27,7 @@ from darts_tf.ops import (
     ReLUConvBN,
     make_op,
     prefixed,
+    preprocess0,
     torch_uniform,
 )
 from darts_tf.search_model import reduction_layers
@@ -77,10 +78,7 @@ class EvalCell(keras.layers.Layer):
         self.reduction = reduction
         self.reduction_prev = reduction_prev
         sub = {"dtype": self.dtype_policy}
-        if reduction_prev:
-            self.preprocess0 = FactorizedReduce(channels, name="preprocess0", **sub)
-        else:
-            self.preprocess0 = ReLUConvBN(channels, 1, 1, name="preprocess0", **sub)
+        self.preprocess0 = preprocess0(channels, reduction_prev, **sub)
         self.preprocess1 = ReLUConvBN(channels, 1, 1, name="preprocess1", **sub)
         edges = genotype.reduce if reduction else genotype.normal
         self.concat = list(genotype.reduce_concat if reduction else genotype.normal_concat)

@@ -107,6 +107,15 @@ def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
     return float(np.mean(np.any(top == labels[:, None], axis=1)))
 
 
+def accuracy_summary(logits: np.ndarray, labels: np.ndarray) -> dict:
+    """{"accuracy" (top-1), "top5", "images"} of logits against integer labels."""
+    return {
+        "accuracy": topk_accuracy(logits, labels, 1),
+        "top5": topk_accuracy(logits, labels, min(5, logits.shape[1])),
+        "images": int(len(labels)),
+    }
+
+
 def evaluate_saved_model(path: str, images: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> dict:
     """Top-1/top-5 accuracy of the SavedModel's `serving_default` on uint8 images."""
     serve = load_serving_signature(path)
@@ -114,9 +123,4 @@ def evaluate_saved_model(path: str, images: np.ndarray, labels: np.ndarray, batc
     for start in range(0, len(images), batch_size):
         batch = tf.constant(images[start : start + batch_size], tf.uint8)
         logits.append(serve(images=batch)["logits"].numpy())
-    logits = np.concatenate(logits)
-    return {
-        "accuracy": topk_accuracy(logits, labels, 1),
-        "top5": topk_accuracy(logits, labels, min(5, logits.shape[1])),
-        "images": int(len(labels)),
-    }
+    return accuracy_summary(np.concatenate(logits), labels)

@@ -566,6 +566,13 @@ class Zero(keras.layers.Layer):
         return config
 
 
+def preprocess0(channels: int, reduction_prev: bool, affine: bool = True, **kwargs) -> keras.layers.Layer:
+    """A DARTS cell's first-input preprocessing: FactorizedReduce after a reduction cell, else ReLU-1x1 conv-BN."""
+    if reduction_prev:
+        return FactorizedReduce(channels, affine=affine, name="preprocess0", **kwargs)
+    return ReLUConvBN(channels, 1, 1, affine=affine, name="preprocess0", **kwargs)
+
+
 OpFactory = Callable[..., keras.layers.Layer]
 
 OPS: dict[str, OpFactory] = {

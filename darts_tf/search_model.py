@@ -25,12 +25,12 @@ from darts_tf.ops import (
     VECTOR,
     BatchNorm,
     Conv2D,
-    FactorizedReduce,
     ReLUConvBN,
     batch_stats_frozen,
     frozen_batch_stats,
     make_op,
     prefixed,
+    preprocess0,
     torch_uniform,
 )
 
@@ -170,10 +170,7 @@ class SearchCell(keras.layers.Layer):
         self.steps = steps
         self.multiplier = multiplier
         sub = {"dtype": self.dtype_policy}
-        if reduction_prev:
-            self.preprocess0 = FactorizedReduce(channels, affine=False, name="preprocess0", **sub)
-        else:
-            self.preprocess0 = ReLUConvBN(channels, 1, 1, affine=False, name="preprocess0", **sub)
+        self.preprocess0 = preprocess0(channels, reduction_prev, affine=False, **sub)
         self.preprocess1 = ReLUConvBN(channels, 1, 1, affine=False, name="preprocess1", **sub)
         self.edges = []
         for node in range(steps):

@@ -19,7 +19,7 @@ import tensorflow as tf
 from darts_tf import data, runs
 from darts_tf.architect import cross_entropy
 from darts_tf.eval_model import NetworkCIFAR, count_parameters, inference_model
-from darts_tf.export import export_saved_model, topk_accuracy
+from darts_tf.export import accuracy_summary, export_saved_model
 from darts_tf.genotypes import GENOTYPES, Genotype, get_genotype
 from darts_tf.optimizers import SGD, EpochCosineDecay, clip_by_global_norm
 
@@ -204,13 +204,7 @@ def evaluate_run(run_dir: str, dataset: str | None = None, data_dir: str | None 
         source.test_images, source.test_labels, batch_size, info["mean"], info["std"], 0, 0,
         shuffle=False, augment=False, drop_remainder=False,
     )  # fmt: skip
-    logits = inference_model(network).predict(test, verbose=0)
-    labels = source.test_labels
-    return {
-        "accuracy": topk_accuracy(logits, labels, 1),
-        "top5": topk_accuracy(logits, labels, min(5, logits.shape[1])),
-        "images": int(len(labels)),
-    }
+    return accuracy_summary(inference_model(network).predict(test, verbose=0), source.test_labels)
 
 
 class _TrainEpochEnd(keras.callbacks.Callback):
