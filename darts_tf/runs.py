@@ -21,6 +21,7 @@ class RunDirError(ValueError):
 
 
 def write_json_atomic(path: str, data) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as handle:
         json.dump(data, handle, indent=2, sort_keys=True)
@@ -35,7 +36,7 @@ def save_npz_atomic(path: str, **arrays) -> None:
 
 
 def prepare_run_dir(run_dir: str, resume: bool, overwrite: bool) -> None:
-    """Creates `run_dir`, refusing to reuse one that holds a run unless resuming or overwriting."""
+    """Checks `run_dir` can be used, refusing one that holds a run unless resuming or overwriting."""
     has_run = os.path.exists(os.path.join(run_dir, "config.json"))
     if resume:
         if not os.path.exists(os.path.join(run_dir, CHECKPOINT_DIR, STATE_FILE)):
@@ -45,7 +46,8 @@ def prepare_run_dir(run_dir: str, resume: bool, overwrite: bool) -> None:
         raise RunDirError(f"--run-dir {run_dir!r} already holds a run; pass --resume to continue it or --overwrite")
     if has_run and overwrite:
         shutil.rmtree(run_dir)
-    os.makedirs(run_dir, exist_ok=True)
+    # The folder itself is created by the first file written (config.json), so a run
+    # that fails before it starts (bad data, bad genotype) leaves nothing behind.
 
 
 def read_state(run_dir: str) -> dict:

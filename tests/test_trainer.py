@@ -212,3 +212,9 @@ def test_export_script_serves_pytorch_weights(tmp_path):
     np.testing.assert_allclose(logits, expected, atol=1e-5)
     missing = _run_script("export.py", "--pytorch-weights", str(tmp_path / "nope.npz"))
     assert missing.returncode == 2 and "nope.npz" in missing.stderr.strip().splitlines()[-1]
+
+
+def test_failed_start_leaves_no_run_folder(tmp_path):
+    with pytest.raises(ValueError, match="Unknown genotype"):
+        run_training(tiny_config(tmp_path, dataset="synthetic", arch="nope.json"), verbose=0)
+    assert not (tmp_path / "run").exists()
