@@ -3,7 +3,17 @@ import pytest
 import tensorflow as tf
 
 from darts_tf.genotypes import PRIMITIVES
-from darts_tf.ops import OPS, BatchNorm, Conv2D, FactorizedReduce, Pool, frozen_batch_stats, make_op
+from darts_tf.ops import (
+    OPS,
+    BatchNorm,
+    Conv2D,
+    FactorizedReduce,
+    Pool,
+    frozen_batch_stats,
+    make_op,
+    max_pool,
+    subsample,
+)
 
 
 def np_conv(x, kernel, stride=1, dilation=1, depthwise=False):
@@ -166,3 +176,64 @@ def test_factorized_reduce_offsets(rng):
     k1, k2 = fr.conv_1.kernel.numpy()[0, 0], fr.conv_2.kernel.numpy()[0, 0]
     want = np.concatenate([relu[:, ::2, ::2] @ k1, relu[:, 1::2, 1::2] @ k2], axis=-1) / np.sqrt(1 + 1e-5)
     np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64])
+@pytest.mark.parametrize("stride, padding", [(1, "SAME"), (2, "VALID")])
+def test_max_pool_gradients_equal_tensorflows(stride, padding, dtype, rng):
+    """First and second derivatives of `max_pool` (own gradient function) equal tf.nn.max_pool2d's."""
+    x = tf.constant(rng.normal(size=(2, 8, 8, 3)), dtype)
+    results = []
+    for pool in (max_pool, lambda v, k, s, p: tf.nn.max_pool2d(v, k, s, p)):
+        with tf.GradientTape() as outer:
+            outer.watch(x)
+            with tf.GradientTape() as inner:
+                inner.watch(x)
+                y = pool(x, 3, stride, padding)
+                loss = tf.reduce_sum(tf.sin(y) * y)
+            grad = inner.gradient(loss, x)
+            second = tf.reduce_sum(grad * grad)
+        results.append((y, grad, outer.gradient(second, x)))
+    assert float(tf.reduce_max(tf.abs(results[0][1]))) > 0
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+@pytest.mark.parametrize("size", [(8, 8), (8, 6), (7, 8), (9, 9)])
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_subsample_is_strided_slicing(size, stride, rng):
+    x = tf.constant(rng.normal(size=(2, *size, 5)), tf.float64)
+    weights = tf.constant(rng.normal(size=(2, *size, 5)), tf.float64)
+    offsets = tuple(range(stride))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        got = subsample(x, stride, offsets)
+        want = [x[:, o::stride, o::stride, :] for o in offsets]
+        loss_got = sum(tf.reduce_sum(g * weights[:, : g.shape[1], : g.shape[2]] * (o + 1)) for o, g in enumerate(got))
+        loss_want = sum(tf.reduce_sum(w * weights[:, : w.shape[1], : w.shape[2]] * (o + 1)) for o, w in enumerate(want))
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g.numpy(), w.numpy())
+    np.testing.assert_array_equal(tape.gradient(loss_got, x).numpy(), tape.gradient(loss_want, x).numpy())
+    np.testing.assert_array_equal(subsample(x, stride).numpy(), want[0].numpy())
+
+
+@pytest.mark.parametrize("size", [6, 7])
+def test_factorized_reduce_gradients_match_slicing(size, rng):
+    """The even-size path (space_to_depth) gives the original formula's output and gradients."""
+    fr = FactorizedReduce(4, affine=True, dtype="float64")
+    x = tf.constant(rng.normal(size=(2, size, size, 3)))
+    fr.build(x.shape)
+    k1, k2 = fr.conv_1.kernel, fr.conv_2.kernel
+    variables = [x, k1, k2, fr.bn.gamma]
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        y = fr(x, training=True)
+        relu = tf.nn.relu(x)
+        shifted = tf.pad(relu[:, 1:, 1:, :], [[0, 0], [0, size % 2], [0, size % 2], [0, 0]])
+        out = tf.concat([tf.nn.conv2d(relu, k1, 2, "VALID"), tf.nn.conv2d(shifted, k2, 2, "VALID")], axis=-1)
+        mean, var = tf.nn.moments(out, axes=[0, 1, 2])
+        want = (out - mean) / tf.sqrt(var + 1e-5) * fr.bn.gamma + fr.bn.beta
+        loss_y, loss_want = tf.reduce_sum(tf.sin(y)), tf.reduce_sum(tf.sin(want))
+    np.testing.assert_allclose(y.numpy(), want.numpy(), rtol=1e-9, atol=1e-9)
+    for a, b in zip(tape.gradient(loss_y, variables), tape.gradient(loss_want, variables)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-8, atol=1e-8)
