@@ -102,6 +102,18 @@ def subsample(x, stride: int, offsets=None):
     return picked[0] if single else picked
 
 
+def pointwise_conv(x, kernel):
+    """A 1x1 stride-1 convolution (`kernel` [1, 1, in, out]) as one matrix product over all pixels.
+
+    The same sums as `tf.nn.conv2d`; oneDNN's matrix product ran 10-20% faster than
+    its 1x1 convolution on the DARTS shapes, forward and backward (CPU).
+    """
+    shape = tf.shape(x)
+    y = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), kernel[0, 0])
+    y = tf.reshape(y, tf.concat([shape[:-1], [kernel.shape[-1]]], axis=0))
+    return tf.ensure_shape(y, x.shape[:-1] + [kernel.shape[-1]])
+
+
 def prefixed(prefix: str, variables: dict) -> dict:
     return {f"{prefix}.{name}": value for name, value in variables.items()}
 
@@ -148,6 +160,8 @@ class Conv2D(keras.layers.Layer):
     def call(self, x, training=None):
         k, s, d = self.kernel_size, self.strides, self.dilation_rate
         kernel = tf.cast(self.kernel, x.dtype)
+        if k == 1 and not self.depthwise:
+            return pointwise_conv(subsample(x, s) if s > 1 else x, kernel)
         if k == 1:
             padding = "VALID"
         elif s == 1 and d == 1:
@@ -488,8 +502,8 @@ class FactorizedReduce(_Composite):
             dtype = x.dtype
             out = tf.concat(
                 [
-                    tf.nn.conv2d(even, tf.cast(self.conv_1.kernel, dtype), 1, "VALID"),
-                    tf.nn.conv2d(odd, tf.cast(self.conv_2.kernel, dtype), 1, "VALID"),
+                    pointwise_conv(even, tf.cast(self.conv_1.kernel, dtype)),
+                    pointwise_conv(odd, tf.cast(self.conv_2.kernel, dtype)),
                 ],
                 axis=-1,
             )
