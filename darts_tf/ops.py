@@ -209,6 +209,10 @@ class BatchNorm(keras.layers.Layer):
     Training normalizes with the biased batch variance and updates the moving
     variance with the unbiased one; `momentum` is Keras's (0.9 = PyTorch 0.1).
     `affine=False` drops gamma/beta, as the DARTS search network does.
+    `call(x, training, scale=s)` returns `s * BN(x)` with `s` (a scalar)
+    folded into the normalization's own scale and offset: the product is
+    not a separate op, so its input need not be kept for the backward pass
+    (the search network weights each op's output this way).
     With `fused=None` the single fused TensorFlow kernel is used for
     float16/bfloat16/float32 inputs, the composite formula otherwise (float64).
     (Ioffe & Szegedy 2015; used throughout DARTS, arXiv:1806.09055.)
@@ -233,15 +237,21 @@ class BatchNorm(keras.layers.Layer):
             name="moving_variance", shape=(channels,), initializer="ones", trainable=False
         )
 
-    def _scale_offset(self, channels, dtype):
+    def _scale_offset(self, channels, dtype, factor=None):
         if self.affine:
-            return tf.cast(self.gamma, dtype), tf.cast(self.beta, dtype)
+            scale, offset = tf.cast(self.gamma, dtype), tf.cast(self.beta, dtype)
+            if factor is not None:
+                factor = tf.cast(factor, dtype)
+                scale, offset = scale * factor, offset * factor
+            return scale, offset
+        if factor is not None:
+            return tf.broadcast_to(tf.cast(factor, dtype), [channels]), tf.zeros([channels], dtype)
         return tf.ones([channels], dtype), tf.zeros([channels], dtype)
 
-    def call(self, x, training=None):
+    def call(self, x, training=None, scale=None):
         channels = x.shape[-1]
         param_dtype = tf.float32 if x.dtype in (tf.float16, tf.bfloat16) else x.dtype
-        scale, offset = self._scale_offset(channels, param_dtype)
+        scale, offset = self._scale_offset(channels, param_dtype, scale)
         fused = self.fused if self.fused is not None else x.dtype != tf.float64
         if not training:
             mean = tf.cast(self.moving_mean, param_dtype)
@@ -307,7 +317,11 @@ class BatchNorm(keras.layers.Layer):
 
 
 class _Composite(keras.layers.Layer):
-    """Base for ops made of sublayers applied in sequence (ReLU between them as `call` says)."""
+    """Base for ops made of sublayers applied in sequence (ReLU between them as `call` says).
+
+    Their last layer is a BatchNorm; `call(x, training, output_scale=s)`
+    returns `s * op(x)` with `s` folded into it (see `BatchNorm`).
+    """
 
     def _sublayer_kwargs(self):
         return {"dtype": self.dtype_policy}
@@ -346,8 +360,8 @@ class ReLUConvBN(_Composite):
     def build(self, input_shape):
         self._build_chain(input_shape, self._chain())
 
-    def call(self, x, training=None):
-        return self.bn(self.conv(tf.nn.relu(x), training=training), training=training)
+    def call(self, x, training=None, output_scale=None):
+        return self.bn(self.conv(tf.nn.relu(x), training=training), training=training, scale=output_scale)
 
     def torch_variables(self) -> dict:
         # PyTorch: op = Sequential(ReLU, Conv2d, BatchNorm2d)
@@ -383,9 +397,9 @@ class DilConv(_Composite):
     def build(self, input_shape):
         self._build_chain(input_shape, self._chain())
 
-    def call(self, x, training=None):
+    def call(self, x, training=None, output_scale=None):
         x = self.depthwise(tf.nn.relu(x), training=training)
-        return self.bn(self.pointwise(x, training=training), training=training)
+        return self.bn(self.pointwise(x, training=training), training=training, scale=output_scale)
 
     def torch_variables(self) -> dict:
         # PyTorch: op = Sequential(ReLU, Conv2d(groups=C), Conv2d(1x1), BatchNorm2d)
@@ -442,11 +456,11 @@ class SepConv(_Composite):
     def _chain(self):
         return [self.depthwise1, self.pointwise1, self.bn1, self.depthwise2, self.pointwise2, self.bn2]
 
-    def call(self, x, training=None):
+    def call(self, x, training=None, output_scale=None):
         x = self.depthwise1(tf.nn.relu(x), training=training)
         x = self.bn1(self.pointwise1(x, training=training), training=training)
         x = self.depthwise2(tf.nn.relu(x), training=training)
-        return self.bn2(self.pointwise2(x, training=training), training=training)
+        return self.bn2(self.pointwise2(x, training=training), training=training, scale=output_scale)
 
     def torch_variables(self) -> dict:
         # PyTorch: op = Sequential(ReLU, dw, pw, BN, ReLU, dw, pw, BN)
@@ -493,7 +507,7 @@ class FactorizedReduce(_Composite):
         self.conv_2.build(input_shape)
         self.bn.build(tuple(input_shape[:-1]) + (self.filters,))
 
-    def call(self, x, training=None):
+    def call(self, x, training=None, output_scale=None):
         x = tf.nn.relu(x)
         height, width = x.shape[1], x.shape[2]
         if height is not None and width is not None and height % 2 == 0 and width % 2 == 0:
@@ -507,7 +521,7 @@ class FactorizedReduce(_Composite):
                 ],
                 axis=-1,
             )
-            return self.bn(out, training=training)
+            return self.bn(out, training=training, scale=output_scale)
         shifted = x[:, 1:, 1:, :]
         if height is None or width is None:
             dynamic = tf.shape(x)
@@ -516,7 +530,7 @@ class FactorizedReduce(_Composite):
         elif height % 2 or width % 2:
             shifted = tf.pad(shifted, [[0, 0], [0, height % 2], [0, width % 2], [0, 0]])
         out = tf.concat([self.conv_1(x, training=training), self.conv_2(shifted, training=training)], axis=-1)
-        return self.bn(out, training=training)
+        return self.bn(out, training=training, scale=output_scale)
 
     def compute_output_shape(self, input_shape):
         half = lambda n: None if n is None else (n + 1) // 2  # noqa: E731

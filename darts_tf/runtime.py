@@ -12,9 +12,14 @@ TensorFlow runs its first op.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
+import sys
 
 import tensorflow as tf
+
+_M_ARENA_MAX = -8  # glibc mallopt parameter
 
 GRAPPLER_OPTIONS = {
     "layout_optimizer": False,
@@ -31,14 +36,33 @@ GRAPPLER_OPTIONS = {
 }
 
 
+def limit_malloc_arenas(arenas: int = 1) -> bool:
+    """Caps glibc's malloc arenas (as MALLOC_ARENA_MAX does); True if applied.
+
+    TensorFlow's CPU tensors come from malloc. With one arena per thread,
+    memory freed by one thread's kernels is not reused by another's, and the
+    search step's peak resident memory grew by ~0.4 GiB (batch 16, 2 cores)
+    with no gain in speed. Other C libraries: nothing happens.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(_M_ARENA_MAX, int(arenas)))
+    except (OSError, AttributeError):
+        return False
+
+
 def configure_for_search(threads: int | None = None) -> dict:
-    """Sets the search's thread pools (CPU only) and grappler options; returns what was applied.
+    """Sets the search's thread pools (CPU only), grappler options and malloc arenas; returns what was applied.
 
     `threads`: inter-op threads (default: the number of cores). On a machine
     with a GPU only the grappler options are set. If TensorFlow has already
     started, the thread settings cannot change and are left as they are.
     """
     applied = {}
+    if not tf.config.list_physical_devices("GPU") and limit_malloc_arenas(1):
+        applied["malloc_arenas"] = 1
     tf.config.optimizer.set_experimental_options(GRAPPLER_OPTIONS)
     applied["grappler"] = "reduced"
     if not tf.config.list_physical_devices("GPU"):

@@ -25,6 +25,7 @@ from darts_tf.ops import (
     VECTOR,
     BatchNorm,
     Conv2D,
+    Identity,
     ReLUConvBN,
     batch_stats_frozen,
     frozen_batch_stats,
@@ -40,7 +41,9 @@ class MixedOp(keras.layers.Layer):
 
     Pooling ops are followed by a non-affine BN, as in the original. The
     `none` op contributes exactly zero to the sum, so it is not computed; its
-    architecture weight still receives gradient through the softmax.
+    architecture weight still receives gradient through the softmax. Every
+    other op but the identity ends in a BN, whose scale takes the op's
+    weight (`w * BN(z)` computed as one normalization).
 
     With `shared_trace=True` (the default) the edge runs as a TensorFlow
     function shared by every edge of the same shape: it is traced once (not
@@ -93,10 +96,13 @@ class MixedOp(keras.layers.Layer):
         for index, name in enumerate(PRIMITIVES):
             if name == "none":
                 continue
-            y = self.primitive_ops[name](x, training=training)
+            op, weight = self.primitive_ops[name], op_weights[index]
             if name in self.pool_bns:
-                y = self.pool_bns[name](y, training=training)
-            terms.append(op_weights[index] * y)
+                terms.append(self.pool_bns[name](op(x, training=training), training=training, scale=weight))
+            elif isinstance(op, Identity):
+                terms.append(weight * x)
+            else:  # ends in a BatchNorm, which applies the weight (no extra op or stored output)
+                terms.append(op(x, training=training, output_scale=weight))
         return tf.add_n(terms)
 
     def compute_output_shape(self, input_shape):

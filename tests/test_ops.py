@@ -237,3 +237,30 @@ def test_factorized_reduce_gradients_match_slicing(size, rng):
     np.testing.assert_allclose(y.numpy(), want.numpy(), rtol=1e-9, atol=1e-9)
     for a, b in zip(tape.gradient(loss_y, variables), tape.gradient(loss_want, variables)):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("affine", [False, True])
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("training", [False, True])
+def test_batchnorm_scale_is_a_product_of_the_output(affine, fused, training, rng):
+    """BN(x, scale=s) is s * BN(x), with the same gradients for x, s and the BN's own weights."""
+    x = tf.constant(rng.normal(loc=1.0, size=(3, 4, 4, 5)), tf.float32)
+    s = tf.constant(0.37)
+    bn = BatchNorm(affine=affine, fused=fused)
+    bn.build(x.shape)
+    if affine:
+        bn.gamma.assign(rng.uniform(0.5, 1.5, 5))
+        bn.beta.assign(rng.normal(size=5))
+    bn.moving_mean.assign(rng.normal(size=5))
+    bn.moving_variance.assign(rng.uniform(0.5, 2.0, 5))
+    results = []
+    for folded in (True, False):
+        with tf.GradientTape() as tape:
+            tape.watch([x, s])
+            with frozen_batch_stats():
+                y = bn(x, training=training, scale=s) if folded else s * bn(x, training=training)
+            loss = tf.reduce_sum(tf.sin(y))
+        results.append([y, *tape.gradient(loss, [x, s, *bn.trainable_variables])])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+    assert abs(float(results[0][2])) > 1e-3
