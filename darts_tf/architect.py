@@ -44,6 +44,18 @@ def _dense(gradients, variables):
     return [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(gradients, variables)]
 
 
+def _assign_after(done, variables, values) -> None:
+    """Assigns `values` to `variables` only once every tensor of `done` is computed.
+
+    In a graph the weights are otherwise moved as soon as the previous forward
+    pass has read them, so its backward pass and the next pass run side by
+    side and the peak memory holds the activations of both.
+    """
+    with tf.control_dependencies(done):
+        for variable, value in zip(variables, values):
+            variable.assign(value)
+
+
 def first_order_arch_gradients(model, val_batch) -> tuple[list, tf.Tensor]:
     """grad_alpha L_val(w, alpha) at the current weights; returns (gradients, val_loss)."""
     with frozen_batch_stats():
@@ -75,16 +87,16 @@ def finite_difference_hessian_vector_product(model, batch, vector, r: float = 0.
     saved = [tf.identity(w) for w in weights]
     norm = tf.linalg.global_norm(vector)
     eps = r / tf.maximum(tf.cast(norm, saved[0].dtype), tf.cast(1e-12, saved[0].dtype))
-    results = []
+    results, done = [], [eps]
     with frozen_batch_stats():
         for sign in (1.0, -1.0):
-            for w, w0, v in zip(weights, saved, vector):
-                w.assign(w0 + (sign * eps) * tf.cast(v, w0.dtype))
+            moved = [w0 + (sign * eps) * tf.cast(v, w0.dtype) for w0, v in zip(saved, vector)]
+            _assign_after(done, weights, moved)
             with tf.GradientTape() as tape:
                 loss = model_loss(model, batch)
-            results.append(_dense(tape.gradient(loss, alphas), alphas))
-    for w, w0 in zip(weights, saved):
-        w.assign(w0)
+            done = _dense(tape.gradient(loss, alphas), alphas)
+            results.append(done)
+    _assign_after(done, weights, saved)
     return [(gp - gn) / tf.cast(2.0 * eps, gp.dtype) for gp, gn in zip(*results)]
 
 
@@ -128,8 +140,7 @@ def second_order_arch_gradients(
             val_loss = model_loss(model, val_batch)
         grads = _dense(tape.gradient(val_loss, alphas + weights), alphas + weights)
     alpha_grads, vector = grads[: len(alphas)], grads[len(alphas) :]
-    for w, w0 in zip(weights, saved):
-        w.assign(w0)
+    _assign_after(grads, weights, saved)
     if hessian == "exact":
         implicit = exact_hessian_vector_product(model, train_batch, vector)
     else:

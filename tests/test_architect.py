@@ -124,3 +124,35 @@ def test_bad_hessian_mode(setup):
     model, train, val, _ = setup
     with pytest.raises(ValueError, match="hessian must be one of"):
         architect.second_order_arch_gradients(model, train, val, xi=0.1, hessian="gauss_newton")
+
+
+def _ancestors(op):
+    seen, stack = set(), [op]
+    while stack:
+        current = stack.pop()
+        for parent in [t.op for t in current.inputs] + list(current.control_inputs):
+            if parent not in seen:
+                seen.add(parent)
+                stack.append(parent)
+    return seen
+
+
+def test_each_pass_finishes_before_the_weights_move():
+    # In a graph the weights could be moved as soon as a pass's forward has read
+    # them, running its backward beside the next pass (peak memory of both).
+    # Every move after the first must wait for the previous pass's gradients.
+    model = tiny_search_network(steps=2)
+    train, val = random_batch(seed=1), random_batch(seed=2)
+    step = tf.function(lambda: architect.second_order_arch_gradients(model, train, val, xi=tf.constant(0.025)))
+    graph = step.get_concrete_function().graph
+    assigns = {}
+    for op in graph.get_operations():
+        if op.type == "AssignVariableOp":
+            assigns.setdefault(op.inputs[0].name, []).append(op)
+    moves = [ops for ops in assigns.values() if len(ops) == 5]
+    assert len(moves) == len(model.weight_variables)
+    for unrolled, restored, plus, minus, restored_again in moves[:3]:
+        # A pass runs between each of these pairs of moves.
+        for previous, current in ((unrolled, restored), (plus, minus), (minus, restored_again)):
+            new = _ancestors(current) - _ancestors(previous)
+            assert any("gradient_tape" in op.name for op in new), current.name
