@@ -160,7 +160,8 @@ class Conv2D(keras.layers.Layer):
     def call(self, x, training=None):
         k, s, d = self.kernel_size, self.strides, self.dilation_rate
         kernel = tf.cast(self.kernel, x.dtype)
-        if k == 1 and not self.depthwise:
+        if k == 1 and not self.depthwise and training:
+            # Training only: in inference the 1x1 convolution fuses with the BatchNorm after it.
             return pointwise_conv(subsample(x, s) if s > 1 else x, kernel)
         if k == 1:
             padding = "VALID"

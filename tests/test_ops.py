@@ -85,16 +85,18 @@ def test_pools_match_numpy(mode, stride, size, rng):
     np.testing.assert_allclose(got, np_pool(x, mode, stride), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("training", [False, True])  # a 1x1 conv trains as a matmul
 @pytest.mark.parametrize("depthwise", [False, True])
 @pytest.mark.parametrize(
-    "k, stride, dilation", [(1, 2, 1), (3, 1, 1), (3, 2, 1), (5, 2, 1), (3, 1, 2), (3, 2, 2), (5, 2, 2)]
+    "k, stride, dilation",
+    [(1, 1, 1), (1, 2, 1), (3, 1, 1), (3, 2, 1), (5, 2, 1), (3, 1, 2), (3, 2, 2), (5, 2, 2)],
 )
 @pytest.mark.parametrize("size", [7, 8])
-def test_conv_matches_numpy(k, stride, dilation, depthwise, size, rng):
+def test_conv_matches_numpy(k, stride, dilation, depthwise, size, training, rng):
     layer = Conv2D(None if depthwise else 5, k, stride, dilation, depthwise=depthwise, dtype="float64")
     x = rng.normal(size=(2, size, size, 3))
     layer.build(x.shape)
-    got = layer(tf.constant(x)).numpy()
+    got = layer(tf.constant(x), training=training).numpy()
     want = np_conv(x, layer.kernel.numpy(), stride, dilation, depthwise)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
