@@ -336,7 +336,7 @@ def run_worker(spec: dict) -> dict:
     if kind in ("search", "search_flops") and spec.get("runtime", "search") == "search":
         from darts_tf.runtime import configure_for_search
 
-        configure_for_search(spec.get("threads") or None)
+        configure_for_search(spec.get("threads") or None, spec.get("graph_optimization", "reduced"))
     elif spec.get("threads"):
         tf.config.threading.set_intra_op_parallelism_threads(spec["threads"])
         tf.config.threading.set_inter_op_parallelism_threads(spec["threads"])

@@ -46,6 +46,12 @@ def parse_args(argv=None):
         default="search",
         help="search: darts_tf.runtime.configure_for_search for search rows (as scripts/search.py); default: TF's",
     )
+    p.add_argument(
+        "--graph-optimization",
+        choices=["reduced", "off"],
+        default="reduced",
+        help="grappler for the search rows (darts_tf.runtime.set_graph_optimization)",
+    )
     p.add_argument("--skip-search", action="store_true")
     p.add_argument("--skip-flops", action="store_true")
     p.add_argument("--skip-eval", action="store_true")
@@ -142,13 +148,15 @@ def main(argv=None) -> int:
         "warmup": args.warmup,
         "threads": args.threads,
         "runtime": args.runtime,
+        "graph_optimization": args.graph_optimization,
     }
     env = measure({"kind": "environment", **common})
     print(
         f"TensorFlow {env.get('tensorflow')}, Keras {env.get('keras')}, device {args.device} "
         f"({env.get('gpu') or env.get('cpu')}, {env.get('cpu_cores')} cores, "
         f"intra/inter-op threads {env.get('intra_op_threads')}/{env.get('inter_op_threads')}); "
-        f"float32 matmul roof {env.get('matmul_gflops', 0):.0f} GFLOP/s",
+        f"float32 matmul roof {env.get('matmul_gflops', 0):.0f} GFLOP/s; "
+        f"search grappler: {args.graph_optimization}",
         flush=True,
     )
     rows = []

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from darts_tf import architect, data, runs
 from darts_tf.genotypes import Genotype
+from darts_tf.runtime import set_graph_optimization
 from darts_tf.searcher import SearchConfig, _network, build_search, run_search
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -94,7 +95,12 @@ def test_resume_gives_the_same_search(cifar_sample, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run_search(tiny_config(tmp_path / "b", **kwargs), verbose=0, callbacks=[_Interrupt()])
     assert runs.read_state(str(tmp_path / "b"))["epoch"] == 1
-    resumed = run_search(tiny_config(tmp_path / "b"), resume=True, verbose=0)
+    try:  # resumed with grappler off (a runtime choice): the same search
+        resumed = run_search(tiny_config(tmp_path / "b", graph_optimization="off"), resume=True, verbose=0)
+        assert tf.config.optimizer.get_experimental_options()["disable_meta_optimizer"] is True
+    finally:
+        set_graph_optimization("reduced")
+    assert resumed["config"].graph_optimization == "off"
     assert resumed["genotype"] == straight["genotype"]
     for name in ("alphas_normal", "alphas_reduce"):
         with (
