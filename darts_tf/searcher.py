@@ -145,7 +145,7 @@ class SearchConfig:
     # Edges as shared out-of-line functions: ~100 s faster start-up and ~1 GiB less at the paper size,
     # ~15% slower steps (README, Performance); False for long searches.
     shared_trace: bool = True
-    # Grappler: "reduced" (default) or "off": first step ~30 s sooner, steps ~30% slower
+    # Grappler: "reduced" (default) or "off": first step ~35 s sooner, steps up to ~22% slower
     # (darts_tf.runtime.set_graph_optimization). A runtime choice: --resume takes it from the command.
     graph_optimization: str = "reduced"
     run_dir: str = "runs/search"

@@ -4,6 +4,13 @@ import sys
 import pytest
 
 
+def _run_in_fresh_process(code: str) -> None:
+    """Runs `code` (asserts, then print('ok')) in a new Python: the settings are process-wide."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("ok")
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
 def test_configure_for_search_in_a_fresh_process():
     code = (
@@ -15,9 +22,7 @@ def test_configure_for_search_in_a_fresh_process():
         "assert tf.config.optimizer.get_experimental_options()['layout_optimizer'] is False; "
         "print('ok')"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().endswith("ok")
+    _run_in_fresh_process(code)
 
 
 def test_graph_optimization_off_in_a_fresh_process():
@@ -30,9 +35,7 @@ def test_graph_optimization_off_in_a_fresh_process():
         "assert float(f(tf.constant(-1.0))) == 0.0 and float(f(tf.constant(2.0))) == 4.0; "
         "print('ok')"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().endswith("ok")
+    _run_in_fresh_process(code)
 
 
 def test_unknown_graph_optimization_is_refused():
