@@ -201,14 +201,14 @@ def _summary(times: list[float], batch: int) -> dict:
     }
 
 
-def _search_model(C: int, layers: int, order: str):
+def _search_model(C: int, layers: int, order: str, shared_trace: bool = True):
     from darts_tf.searcher import SearchConfig, build_search
 
     class Source:  # only what build_search reads
         num_classes = 10
         input_shape = (32, 32, 3)
 
-    config = SearchConfig(C=C, layers=layers, unrolled=order == "second")
+    config = SearchConfig(C=C, layers=layers, unrolled=order == "second", shared_trace=shared_trace)
     return build_search(config, Source(), steps_per_epoch=390)
 
 
@@ -250,12 +250,9 @@ def search_step_flops(order: str, C: int, layers: int, batch: int = 2) -> int:
     """FLOPs of one search step at batch `batch` (convs + matmuls, from the traced and pruned graph)."""
     import tensorflow as tf
 
-    search = _search_model(C, layers, order)
     # Counted on the plain (inlined) edges: one flat graph that pruning sees whole;
     # the shared out-of-line edge functions compute the same ops.
-    for cell in search.network.cells:
-        for edge in cell.edges:
-            edge.shared_trace = False
+    search = _search_model(C, layers, order, shared_trace=False)
     spec = (tf.TensorSpec([batch, 32, 32, 3], tf.float32), tf.TensorSpec([batch], tf.int32))
     concrete = tf.function(search.train_step).get_concrete_function((spec, spec))
     return function_flops(concrete)

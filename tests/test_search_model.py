@@ -6,9 +6,10 @@ from helpers import random_batch, tiny_search_network
 
 from darts_tf.architect import cross_entropy
 from darts_tf.checkpoint import make_checkpoint, restore, write_atomic
+from darts_tf.convert import load_pytorch_state_dict, to_pytorch_state_dict, torch_variables
 from darts_tf.genotypes import PRIMITIVES, Genotype
-from darts_tf.ops import Zero, frozen_batch_stats
-from darts_tf.search_model import MixedOp, SearchNetwork
+from darts_tf.ops import DEPTHWISE, Zero, frozen_batch_stats
+from darts_tf.search_model import MixedOp, PackedSlice, SearchNetwork
 
 
 def _count(variables):
@@ -81,62 +82,131 @@ def _all_eight_ops_by_hand(edge, x, op_weights, training):
     return total
 
 
+def _copy_weights(source, target):
+    """Assigns every tensor of `source` to `target` by its name in the original code."""
+    load_pytorch_state_dict(target, to_pytorch_state_dict(source))
+
+
+def _by_torch_name(model, gradients, variables) -> dict:
+    """Gradients (aligned with `variables`) keyed by the original's tensor names; packed ones sliced."""
+    by_id = {id(v): g for v, g in zip(variables, gradients)}
+    named = {}
+    for name, (variable, _) in torch_variables(model).items():
+        if isinstance(variable, PackedSlice):
+            if id(variable.variable) in by_id:
+                named[name] = variable.take(by_id[id(variable.variable)].numpy())
+        elif id(variable) in by_id:
+            named[name] = by_id[id(variable)].numpy()
+    return named
+
+
+def _statistics(model) -> dict:
+    return {name: v.numpy().copy() for name, (v, _) in torch_variables(model).items() if "running" in name}
+
+
 @pytest.mark.parametrize("strides", [1, 2])
 def test_shared_trace_mixed_op_equals_the_sum_of_all_eight_ops(strides):
     keras.utils.set_random_seed(0)
     edge = MixedOp(4, strides, dtype="float64")
     edge.build((4, 6, 6, 4))
+    plain = MixedOp(4, strides, shared_trace=False, dtype="float64")
+    plain.build((4, 6, 6, 4))
+    assert len(edge.trainable_variables) == 1 and len(edge.non_trainable_variables) == 1
+    assert _count(edge.variables) == _count(plain.variables)
+    _copy_weights(edge, plain)
     x = tf.constant(np.random.default_rng(0).normal(size=(4, 6, 6, 4)))
     op_weights = tf.constant(np.random.default_rng(1).dirichlet(np.ones(8)))
-    before = [v.numpy().copy() for v in edge.non_trainable_variables]
+    before = _statistics(edge)
     results = {}
-    for mode, fn in [("shared", lambda: edge(x, op_weights, training=True)),
-                     ("plain", lambda: _all_eight_ops_by_hand(edge, x, op_weights, True))]:  # fmt: skip
-        for v, value in zip(edge.non_trainable_variables, before):
-            v.assign(value)
+    for mode, layer, fn in [("shared", edge, lambda: edge(x, op_weights, training=True)),
+                            ("plain", plain, lambda: _all_eight_ops_by_hand(plain, x, op_weights, True))]:  # fmt: skip
         with tf.GradientTape() as tape:
             tape.watch([x, op_weights])
             y = fn()
             loss = tf.reduce_sum(y * tf.cos(y))
-        grads = tape.gradient(loss, [x, op_weights, *edge.trainable_variables])
-        results[mode] = (y, grads, [v.numpy().copy() for v in edge.non_trainable_variables])
-    (y1, g1, s1), (y2, g2, s2) = results["shared"], results["plain"]
+        grads = tape.gradient(loss, [x, op_weights, *layer.trainable_variables])
+        named = _by_torch_name(layer, grads[2:], layer.trainable_variables)
+        results[mode] = (y, grads[:2], named, _statistics(layer))
+    (y1, g1, n1, s1), (y2, g2, n2, s2) = results["shared"], results["plain"]
     np.testing.assert_allclose(y1.numpy(), y2.numpy(), rtol=1e-12, atol=1e-12)
     for a, b in zip(g1, g2):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
-    for a, b in zip(s1, s2):  # BN moving statistics updated identically
-        np.testing.assert_allclose(a, b, rtol=1e-12)
-    assert any(np.abs(a - b).max() > 0 for a, b in zip(s1, before))
+    extra = 2 if strides == 2 else 0  # skip_connect is a FactorizedReduce: two convs and a BN
+    assert sorted(n1) == sorted(n2) and len(n1) == 12 + extra  # every conv kernel of the edge
+    for name in n2:
+        np.testing.assert_allclose(n1[name], n2[name], rtol=1e-10, atol=1e-12, err_msg=name)
+    assert sorted(s1) == sorted(s2) and len(s1) == 16 + extra
+    for name in s2:  # BN moving statistics updated identically
+        np.testing.assert_allclose(s1[name], s2[name], rtol=1e-12, err_msg=name)
+        assert np.abs(s1[name] - before[name]).max() > 0, name
     # Inference mode, and frozen statistics leave the moving averages alone.
     np.testing.assert_allclose(
-        edge(x, op_weights, training=False).numpy(), _all_eight_ops_by_hand(edge, x, op_weights, False).numpy()
+        edge(x, op_weights, training=False).numpy(), _all_eight_ops_by_hand(plain, x, op_weights, False).numpy()
     )
     with frozen_batch_stats():
         edge(x, op_weights, training=True)
-    for a, b in zip(edge.non_trainable_variables, s1):
-        np.testing.assert_array_equal(a.numpy(), b)
+    for name, value in _statistics(edge).items():
+        np.testing.assert_array_equal(value, s1[name], err_msg=name)
+
+
+def test_packed_slices_read_and_write_their_own_piece():
+    edge = MixedOp(4, 1)
+    edge.build((2, 6, 6, 4))
+    slices = {name: v for name, (v, _) in edge.torch_variables().items()}
+    target = slices["_ops.4.op.2.weight"]  # sep_conv_3x3's first pointwise kernel, Keras layout
+    assert target.shape == (1, 1, 4, 4)
+    before = edge.packed_weights.numpy().copy()
+    target.assign(np.full(target.shape, 7.0))
+    after = edge.packed_weights.numpy()
+    np.testing.assert_array_equal(target.numpy(), np.full(target.shape, 7.0))
+    changed = np.flatnonzero(after != before)
+    assert changed.min() >= target.offset and changed.max() < target.offset + target.size
+    # The pieces tile each packed variable exactly.
+    for packed in (edge.packed_weights, edge.packed_statistics):
+        pieces = sorted((v.offset, v.size) for v in slices.values() if v.variable is packed)
+        assert pieces[0][0] == 0 and sum(size for _, size in pieces) == packed.shape[0]
+        assert all(o1 + s1 == o2 for (o1, s1), (o2, _) in zip(pieces, pieces[1:]))
+
+
+def test_packed_edges_start_from_their_own_pytorch_style_draws():
+    keras.utils.set_random_seed(1)
+    edges = [MixedOp(4, 1) for _ in range(2)]
+    for edge in edges:
+        edge.build((2, 6, 6, 4))
+    first, second = ({name: v.numpy() for name, (v, _) in e.torch_variables().items()} for e in edges)
+    for name, (variable, kind) in edges[0].torch_variables().items():
+        if "running" in name:
+            np.testing.assert_array_equal(first[name], 0.0 if "mean" in name else 1.0)
+            continue
+        k = variable.shape[0]
+        fan_in = k * k * (1 if kind == DEPTHWISE else variable.shape[2])
+        assert np.abs(first[name]).max() <= 1.0 / np.sqrt(fan_in), name
+        assert first[name].std() > 0.2 / np.sqrt(fan_in), name
+        assert not np.array_equal(first[name], second[name]), name
 
 
 def test_shared_trace_network_gradients_equal_the_plain_network():
-    model = tiny_search_network(dtype="float64")
+    packed = tiny_search_network(dtype="float64")
+    keras.utils.set_random_seed(0)
+    plain = SearchNetwork(4, 3, 3, steps=4, multiplier=4, shared_trace=False, dtype="float64")
+    plain.build((None, 8, 8, 3))
+    _copy_weights(packed, plain)
+    assert len(packed.trainable_variables) < len(plain.trainable_variables) // 4
+    assert _count(packed.trainable_variables) == _count(plain.trainable_variables)
     images, labels = random_batch(dtype="float64")
-    edges = [edge for cell in model.cells for edge in cell.edges]
-
-    def loss_and_grads():
+    results = []
+    for model in (packed, plain):
         with tf.GradientTape() as tape:
             loss = cross_entropy(labels, model(images, training=True))
-        return loss, tape.gradient(loss, model.trainable_variables)
-
-    statistics = [v.numpy().copy() for v in model.non_trainable_variables]
-    loss1, grads1 = loss_and_grads()
-    for v, value in zip(model.non_trainable_variables, statistics):
-        v.assign(value)
-    for edge in edges:
-        edge.shared_trace = False
-    loss2, grads2 = loss_and_grads()
+        grads = tape.gradient(loss, model.trainable_variables)
+        results.append((loss, _by_torch_name(model, grads, model.trainable_variables), _statistics(model)))
+    (loss1, grads1, stats1), (loss2, grads2, stats2) = results
     np.testing.assert_allclose(loss1.numpy(), loss2.numpy(), rtol=1e-12)
-    for a, b, v in zip(grads1, grads2, model.trainable_variables):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-12, err_msg=v.path)
+    assert sorted(grads1) == sorted(grads2)
+    for name in grads2:
+        np.testing.assert_allclose(grads1[name], grads2[name], rtol=1e-9, atol=1e-12, err_msg=name)
+    for name in stats2:
+        np.testing.assert_allclose(stats1[name], stats2[name], rtol=1e-12, atol=1e-15, err_msg=name)
 
 
 def test_same_seed_same_weights_whether_or_not_edge_templates_exist():
