@@ -22,6 +22,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from darts_tf.ops import frozen_batch_stats
+from darts_tf.search_model import arch_gradients_only
 
 HESSIAN_MODES = ("finite_difference", "exact")
 
@@ -58,7 +59,7 @@ def _assign_after(done, variables, values) -> None:
 
 def first_order_arch_gradients(model, val_batch) -> tuple[list, tf.Tensor]:
     """grad_alpha L_val(w, alpha) at the current weights; returns (gradients, val_loss)."""
-    with frozen_batch_stats():
+    with frozen_batch_stats(), arch_gradients_only():
         with tf.GradientTape() as tape:
             loss = model_loss(model, val_batch)
         gradients = tape.gradient(loss, model.arch_variables)
@@ -88,7 +89,7 @@ def finite_difference_hessian_vector_product(model, batch, vector, r: float = 0.
     norm = tf.linalg.global_norm(vector)
     eps = r / tf.maximum(tf.cast(norm, saved[0].dtype), tf.cast(1e-12, saved[0].dtype))
     results, done = [], [eps]
-    with frozen_batch_stats():
+    with frozen_batch_stats(), arch_gradients_only():
         for sign in (1.0, -1.0):
             moved = [w0 + (sign * eps) * tf.cast(v, w0.dtype) for w0, v in zip(saved, vector)]
             _assign_after(done, weights, moved)

@@ -4,12 +4,14 @@ The search network is many small, independent ops (14 edges x 7 ops per
 cell), so on CPU single-threaded kernels run side by side (intra-op 1,
 inter-op = cores) beat multi-threaded kernels run one after another: 2.0 s
 vs 3.0 s per first-order step at batch 16 on 2 cores. The grappler passes
-switched off here cost ~15 s of start-up on the search step's graph and
-gave no measurable step-time gain; function optimisation and pruning, which
-do pay, stay on ("reduced"). "off" switches grappler off altogether: the first
-step comes ~35 s sooner at the paper size, steps are up to ~22% slower. The
-thread settings must be made before TensorFlow runs its first op; the graph
-optimisation applies to functions first run after it is set.
+switched off here ("reduced") cost start-up on the search step's graph and
+gave no measurable step-time gain. Function optimisation is among them: it
+specialised each of the step's ~450-1,100 edge calls to prune the gradients
+the caller does not use (15-45 s of start-up), which the edge functions now
+leave out when traced (`arch_gradients_only`). "off" switches grappler off
+altogether. The thread settings must be made before TensorFlow runs its
+first op; the graph optimisation applies to functions first run after it is
+set.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ GRAPPLER_OPTIONS = {
     "arithmetic_optimization": False,
     "dependency_optimization": False,
     "loop_optimization": False,
+    "function_optimization": False,
     "debug_stripper": False,
     "scoped_allocator_optimization": False,
     "pin_to_host_optimization": False,

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import random
+import threading
+from collections.abc import Iterator
 
 import keras
 import numpy as np
@@ -37,6 +39,31 @@ from darts_tf.ops import (
     preprocess0,
     torch_uniform,
 )
+
+_STATE = threading.local()
+
+
+@contextlib.contextmanager
+def arch_gradients_only() -> Iterator[None]:
+    """Within this context, packed edges give no gradient for their weights (alphas and inputs only).
+
+    For passes that differentiate with respect to the architecture weights
+    alone (first-order alpha step, finite-difference Hessian passes). Read
+    when an edge is called or traced, like `frozen_batch_stats`: the edge
+    function is traced without the weights' gradient, so the conv filter
+    gradients are never computed, with no need for grappler to prune them
+    call by call.
+    """
+    previous = getattr(_STATE, "arch_only", False)
+    _STATE.arch_only = True
+    try:
+        yield
+    finally:
+        _STATE.arch_only = previous
+
+
+def _arch_gradients_only() -> bool:
+    return getattr(_STATE, "arch_only", False)
 
 
 class PackedSlice:
@@ -133,16 +160,20 @@ class MixedOp(keras.layers.Layer):
             return self.weighted_sum(x, op_weights, training=training)
         training = bool(training)
         frozen = batch_stats_frozen()
-        y, updated = self._shared.function(
+        updates = training and not frozen
+        outputs = self._shared.function(
             x,
             op_weights,
             tf.convert_to_tensor(self.packed_weights),
             tf.convert_to_tensor(self.packed_statistics),
             training,
             frozen,
+            _arch_gradients_only(),
         )
-        if training and not frozen:
-            self.packed_statistics.assign(updated)
+        if not updates:
+            return outputs
+        y, updated = outputs
+        self.packed_statistics.assign(updated)
         return y
 
     def weighted_sum(self, x, op_weights, training=None):
@@ -256,13 +287,18 @@ class _SharedEdge:
     def initial_statistics(self, shape, dtype=None):
         return tf.constant(self._statistics0, dtype=dtype)
 
-    def _edge(self, x, op_weights, weights, statistics, training, frozen):
+    def _edge(self, x, op_weights, weights, statistics, training, frozen, arch_only):
+        # Gradients the caller never uses are not in the function's backward pass: the
+        # moving statistics never get one, the weights none under `arch_gradients_only`.
+        statistics = tf.stop_gradient(statistics)
+        if arch_only:
+            weights = tf.stop_gradient(weights)
         trainable = _unflatten(weights, self.shapes["weights"], self.sizes["weights"])
         moving = _unflatten(statistics, self.shapes["statistics"], self.sizes["statistics"])
         with frozen_batch_stats() if frozen else contextlib.nullcontext():
             y, updated = self.template.stateless_call(trainable, moving, x, op_weights, training=training)
-        if not training or frozen:
-            return y, statistics
+        if not training or frozen:  # one output: no zero gradient to feed for unused statistics
+            return y
         return y, _flatten(updated)
 
 
@@ -315,6 +351,8 @@ class SearchCell(keras.layers.Layer):
             offset += node + 2
 
     def call(self, s0, s1, weights, training=None):
+        # One row per edge; a list of rows (`tf.unstack`) saves a slice per edge and its gradient.
+        weights = weights if isinstance(weights, (list, tuple)) else tf.unstack(weights)
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
         offset = 0
         for _ in range(self.steps):
@@ -437,8 +475,8 @@ class SearchNetwork(keras.Model):
 
     def call(self, inputs, training=None):
         x = tf.cast(inputs, self.compute_dtype)
-        weights_normal = tf.nn.softmax(tf.cast(self.alphas_normal, self.compute_dtype), axis=-1)
-        weights_reduce = tf.nn.softmax(tf.cast(self.alphas_reduce, self.compute_dtype), axis=-1)
+        weights_normal = tf.unstack(tf.nn.softmax(tf.cast(self.alphas_normal, self.compute_dtype), axis=-1))
+        weights_reduce = tf.unstack(tf.nn.softmax(tf.cast(self.alphas_reduce, self.compute_dtype), axis=-1))
         s0 = s1 = self.stem_bn(self.stem_conv(x, training=training), training=training)
         for cell in self.cells:
             weights = weights_reduce if cell.reduction else weights_normal

@@ -9,7 +9,7 @@ from darts_tf.checkpoint import make_checkpoint, restore, write_atomic
 from darts_tf.convert import load_pytorch_state_dict, to_pytorch_state_dict, torch_variables
 from darts_tf.genotypes import PRIMITIVES, Genotype
 from darts_tf.ops import DEPTHWISE, Zero, frozen_batch_stats
-from darts_tf.search_model import MixedOp, PackedSlice, SearchNetwork
+from darts_tf.search_model import MixedOp, PackedSlice, SearchNetwork, arch_gradients_only
 
 
 def _count(variables):
@@ -183,6 +183,26 @@ def test_packed_edges_start_from_their_own_pytorch_style_draws():
         assert np.abs(first[name]).max() <= 1.0 / np.sqrt(fan_in), name
         assert first[name].std() > 0.2 / np.sqrt(fan_in), name
         assert not np.array_equal(first[name], second[name]), name
+
+
+def test_arch_gradients_only_drops_the_edge_weight_gradients_and_nothing_else():
+    model = tiny_search_network(dtype="float64")
+    images, labels = random_batch(dtype="float64")
+    edge_weights = [edge.packed_weights for cell in model.cells for edge in cell.edges]
+
+    def gradients():
+        with frozen_batch_stats(), tf.GradientTape() as tape:
+            loss = cross_entropy(labels, model(images, training=True))
+        return tape.gradient(loss, model.arch_variables + edge_weights + [model.stem_conv.kernel])
+
+    full = gradients()
+    with arch_gradients_only():
+        only = gradients()
+    for a, b in zip(full[:2], only[:2]):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-12, atol=1e-15)
+    assert all(g is not None for g in full)
+    assert all(g is None for g in only[2:-1])  # never computed inside the edge functions
+    np.testing.assert_allclose(only[-1].numpy(), full[-1].numpy(), rtol=1e-12)  # layers outside the edges: unchanged
 
 
 def test_shared_trace_network_gradients_equal_the_plain_network():
