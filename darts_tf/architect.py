@@ -53,6 +53,9 @@ def _assign_after(done, variables, values) -> None:
     side and the peak memory holds the activations of both.
     """
     with tf.control_dependencies(done):
+        # One barrier, not len(done) control edges into each of the assignments.
+        barrier = tf.no_op()
+    with tf.control_dependencies([barrier]):
         for variable, value in zip(variables, values):
             variable.assign(value)
 
