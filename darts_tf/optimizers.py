@@ -68,7 +68,7 @@ class SGD(keras.optimizers.Optimizer):
         buf = self.momentums[self._get_variable_index(variable)]
         if keras.backend.backend() == "tensorflow":
             # One kernel for buf = momentum * buf + g; w -= lr * buf (PyTorch's rule, in place):
-            # a search network has ~1,400 weight tensors, so ops per variable count.
+            # a network can have ~1,400 weight tensors (unpacked), so ops per variable count.
             tf.raw_ops.ResourceApplyMomentum(
                 var=_handle(variable),
                 accum=_handle(buf),

@@ -142,11 +142,12 @@ class SearchConfig:
     cutout: int = 0
     eval_batch_size: int = 256
     subset: int = 0  # use only the first `subset` training images (0: all)
-    # Edges as shared out-of-line functions: ~100 s faster start-up and ~1 GiB less at the paper size,
-    # ~15% slower steps (README, Performance); False for long searches.
+    # Packed edges as shared out-of-line functions: ~130 s faster start-up and ~1.7 GiB less at the
+    # paper size, steps as fast (README, Performance); False inlines every edge (the plain reference).
     shared_trace: bool = True
-    # Grappler: "reduced" (default) or "off": first step ~35 s sooner, steps up to ~22% slower
-    # (darts_tf.runtime.set_graph_optimization). A runtime choice: --resume takes it from the command.
+    # Grappler: "reduced" (default) or "off": first step up to ~5 s sooner, +0.2-0.4 GiB peak
+    # memory, same step time (darts_tf.runtime.set_graph_optimization). A runtime choice:
+    # --resume takes it from the command.
     graph_optimization: str = "reduced"
     run_dir: str = "runs/search"
 
