@@ -57,23 +57,32 @@ _STATE = threading.local()
 
 
 @contextlib.contextmanager
-def frozen_batch_stats() -> Iterator[None]:
+def scoped_flag(name: str) -> Iterator[None]:
+    """Sets the thread-local flag `name` for the duration of the context (see `flag_set`)."""
+    previous = getattr(_STATE, name, False)
+    setattr(_STATE, name, True)
+    try:
+        yield
+    finally:
+        setattr(_STATE, name, previous)
+
+
+def flag_set(name: str) -> bool:
+    return getattr(_STATE, name, False)
+
+
+def frozen_batch_stats() -> contextlib.AbstractContextManager[None]:
     """Within this context, training-mode BatchNorm layers leave their moving statistics alone.
 
     The flag is read when a layer's `call` runs (or is traced), so extra
     forward passes, such as those of the architecture gradient, normalize
     with batch statistics without changing the moving averages.
     """
-    previous = getattr(_STATE, "frozen", False)
-    _STATE.frozen = True
-    try:
-        yield
-    finally:
-        _STATE.frozen = previous
+    return scoped_flag("frozen")
 
 
 def batch_stats_frozen() -> bool:
-    return getattr(_STATE, "frozen", False)
+    return flag_set("frozen")
 
 
 def _symmetric_pad(x, padding: int, value: float = 0.0):

@@ -51,7 +51,7 @@ def _check_graph_optimization(mode: str) -> str:
 
 
 def set_graph_optimization(mode: str = "reduced") -> str:
-    """Sets grappler for the search: "reduced" (GRAPPLER_OPTIONS) or "off" (faster start-up, slower steps)."""
+    """Sets grappler for the search: "reduced" (GRAPPLER_OPTIONS) or "off" (none: a little sooner, more memory)."""
     if _check_graph_optimization(mode) == "off":
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     else:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import threading
-from collections.abc import Iterator
 
 import keras
 import numpy as np
@@ -33,18 +31,17 @@ from darts_tf.ops import (
     ReLUConvBN,
     batch_stats_frozen,
     conv_output_size,
+    flag_set,
     frozen_batch_stats,
     make_op,
     prefixed,
     preprocess0,
+    scoped_flag,
     torch_uniform,
 )
 
-_STATE = threading.local()
 
-
-@contextlib.contextmanager
-def arch_gradients_only() -> Iterator[None]:
+def arch_gradients_only() -> contextlib.AbstractContextManager[None]:
     """Within this context, packed edges give no gradient for their weights (alphas and inputs only).
 
     For passes that differentiate with respect to the architecture weights
@@ -54,16 +51,7 @@ def arch_gradients_only() -> Iterator[None]:
     gradients are never computed, with no need for grappler to prune them
     call by call.
     """
-    previous = getattr(_STATE, "arch_only", False)
-    _STATE.arch_only = True
-    try:
-        yield
-    finally:
-        _STATE.arch_only = previous
-
-
-def _arch_gradients_only() -> bool:
-    return getattr(_STATE, "arch_only", False)
+    return scoped_flag("arch_only")
 
 
 class PackedSlice:
@@ -168,7 +156,7 @@ class MixedOp(keras.layers.Layer):
             tf.convert_to_tensor(self.packed_statistics),
             training,
             frozen,
-            _arch_gradients_only(),
+            flag_set("arch_only"),
         )
         if not updates:
             return outputs
