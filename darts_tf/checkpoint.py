@@ -96,7 +96,11 @@ def restore(checkpoint: tf.train.Checkpoint, path: str, partial: bool = False) -
     allows it to hold more (e.g. reading only the model of a model+optimizer checkpoint).
     """
     status = checkpoint.read(path)
-    if partial:
-        status.assert_existing_objects_matched().expect_partial()
-    else:
-        status.assert_consumed()
+    try:
+        if partial:
+            status.assert_existing_objects_matched().expect_partial()
+        else:
+            status.assert_consumed()
+    except AssertionError as error:  # TensorFlow's message runs to many lines
+        first = str(error).strip().splitlines()[0]
+        raise ValueError(f"Checkpoint {path!r} does not match the model's variables: {first}") from None

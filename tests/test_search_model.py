@@ -60,6 +60,15 @@ def test_checkpoint_holds_every_variable_and_the_alphas(tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
+def test_a_checkpoint_of_other_variables_is_refused_in_one_line(tmp_path):
+    plain = SearchNetwork(4, 3, 3, shared_trace=False)  # one variable per tensor, as before packing
+    plain.build((None, 8, 8, 3))
+    path = write_atomic(make_checkpoint(plain), str(tmp_path / "ckpt"))
+    with pytest.raises(ValueError, match=r"Checkpoint .*ckpt.* does not match the model's variables") as error:
+        restore(make_checkpoint(tiny_search_network()), path)
+    assert "\n" not in str(error.value)
+
+
 @pytest.mark.parametrize(
     "kwargs, message", [({"C": 0}, "positive integer C"), ({"multiplier": 5}, "multiplier <= steps")]
 )
