@@ -18,6 +18,8 @@ import time
 
 import numpy as np
 
+from darts_tf.runtime import huge_pages_active
+
 # quark0/darts (PyTorch 2.13 CPU, 2 threads) measured side by side on the 2-core
 # development machine (issue #5): seconds per step and peak RSS in GiB.
 ORIGINAL = {
@@ -86,6 +88,7 @@ def environment(device: str) -> dict:
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(),
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads() or os.cpu_count(),
         "python": platform.python_version(),
+        "malloc_huge_pages": huge_pages_active(),
     }
     if device == "gpu":
         details = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])

@@ -12,6 +12,16 @@ leave out when traced (`arch_gradients_only`). "off" switches grappler off
 altogether. The thread settings must be made before TensorFlow runs its
 first op; the graph optimisation applies to functions first run after it is
 set.
+
+Memory: the first step touches all the memory a step needs (7.4 GiB for a
+second-order step at batch 64), and on the development machine (a virtual
+machine) each 4 KiB page's first touch cost ~13 us of kernel time: 1.8
+million page faults, 24 s of system time, ~15 s of the first step.
+`restart_with_huge_pages` re-executes the command line with glibc's
+`glibc.malloc.hugetlb=1` tunable, so malloc asks for transparent huge pages
+(2 MiB): 60 thousand faults for the same step. The scripts call it first
+thing; TensorFlow is imported only where it is used, so this module is
+cheap to import before that.
 """
 
 from __future__ import annotations
@@ -19,9 +29,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import platform
 import sys
-
-import tensorflow as tf
 
 _M_ARENA_MAX = -8  # glibc mallopt parameter
 
@@ -52,6 +61,8 @@ def _check_graph_optimization(mode: str) -> str:
 
 def set_graph_optimization(mode: str = "reduced") -> str:
     """Sets grappler for the search: "reduced" (GRAPPLER_OPTIONS) or "off" (none: a little sooner, more memory)."""
+    import tensorflow as tf
+
     if _check_graph_optimization(mode) == "off":
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     else:
@@ -84,6 +95,8 @@ def configure_for_search(threads: int | None = None, graph_optimization: str = "
     with a GPU only the grappler options are set. If TensorFlow has already
     started, the thread settings cannot change and are left as they are.
     """
+    import tensorflow as tf
+
     _check_graph_optimization(graph_optimization)
     applied = {}
     on_cpu = not tf.config.list_physical_devices("GPU")
@@ -99,3 +112,67 @@ def configure_for_search(threads: int | None = None, graph_optimization: str = "
         except RuntimeError:  # TensorFlow already initialised its thread pools
             applied["threads"] = "unchanged"
     return applied
+
+
+HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
+HUGE_PAGES_OPT_OUT = "DARTS_TF_HUGE_PAGES"  # set to 0 to keep malloc's default pages
+_THP_MODE_FILE = "/sys/kernel/mm/transparent_hugepage/enabled"
+
+
+def _transparent_huge_pages_mode(path: str = _THP_MODE_FILE) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    start, end = text.find("["), text.find("]")
+    return text[start + 1 : end] if 0 <= start < end else None
+
+
+def huge_pages_environment(environ=None, libc=None, thp_mode=None) -> dict | None:
+    """`environ` (default `os.environ`) with `HUGE_PAGES_TUNABLE` added, or None where it changes nothing.
+
+    None when: not glibc >= 2.35 (older ones ignore the tunable), transparent
+    huge pages are off ("never") or absent, the tunable is already set, or
+    `DARTS_TF_HUGE_PAGES=0` asks to keep the default pages. `libc` (name,
+    version) and `thp_mode` stand in for this machine's, for tests.
+    """
+    environ = dict(os.environ if environ is None else environ)
+    if environ.get(HUGE_PAGES_OPT_OUT, "").strip().lower() in ("0", "off", "false", "no"):
+        return None
+    name, version = libc if libc is not None else platform.libc_ver()
+    try:
+        numbers = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return None
+    if name != "glibc" or numbers < (2, 35):
+        return None
+    if (thp_mode if thp_mode is not None else _transparent_huge_pages_mode()) not in ("always", "madvise"):
+        return None
+    tunables = environ.get("GLIBC_TUNABLES", "")
+    if "glibc.malloc.hugetlb" in tunables:
+        return None
+    environ["GLIBC_TUNABLES"] = f"{tunables}:{HUGE_PAGES_TUNABLE}" if tunables else HUGE_PAGES_TUNABLE
+    return environ
+
+
+def huge_pages_active(environ=None) -> bool:
+    """Whether this process was started with malloc on transparent huge pages (`HUGE_PAGES_TUNABLE`)."""
+    return HUGE_PAGES_TUNABLE in (os.environ if environ is None else environ).get("GLIBC_TUNABLES", "").split(":")
+
+
+def restart_with_huge_pages() -> None:
+    """Re-executes this command line with malloc on transparent huge pages (see the module docstring).
+
+    For scripts, first thing under `if __name__ == "__main__"`: the process
+    is replaced (same interpreter, options and arguments), so nothing done
+    before survives. Does nothing where `huge_pages_environment()` is None,
+    so the restarted process goes on without restarting again.
+    """
+    environ = huge_pages_environment()
+    if environ is None or not sys.executable:
+        return
+    argv = [sys.executable, *getattr(sys, "orig_argv", [sys.executable, *sys.argv])[1:]]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, argv, environ)

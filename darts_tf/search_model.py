@@ -167,6 +167,8 @@ class MixedOp(keras.layers.Layer):
     def weighted_sum(self, x, op_weights, training=None):
         if self.shared_trace:
             raise ValueError(f"MixedOp {self.name!r}: weighted_sum needs the plain layer (shared_trace=False)")
+        if not isinstance(op_weights, (list, tuple)):  # one op instead of a slice (and its gradient) per op
+            op_weights = tf.unstack(op_weights)
         terms = []
         for index, name in enumerate(PRIMITIVES):
             if name == "none":
@@ -218,7 +220,9 @@ def _flatten(values) -> tf.Tensor:
 
 
 def _unflatten(flat, shapes, sizes) -> list:
-    return [tf.reshape(piece, shape) for piece, shape in zip(tf.split(flat, sizes), shapes)]
+    # A 1-D piece of the split already has its shape: no reshape.
+    pieces = tf.split(flat, sizes)
+    return [piece if len(shape) == 1 else tf.reshape(piece, shape) for piece, shape in zip(pieces, shapes)]
 
 
 class _SharedEdge:
@@ -287,7 +291,7 @@ class _SharedEdge:
             y, updated = self.template.stateless_call(trainable, moving, x, op_weights, training=training)
         if not training or frozen:  # one output: no zero gradient to feed for unused statistics
             return y
-        return y, _flatten(updated)
+        return y, tf.stop_gradient(_flatten(updated))  # no backward pass through the statistics update
 
 
 # One template edge (its own placeholder variables) and one tf.function per edge shape.

@@ -62,6 +62,32 @@ class ArchitectureSearch(keras.Model):
     def metrics(self):
         return [self.loss_tracker, self.accuracy_tracker, self.arch_loss_tracker, self.top5_tracker]
 
+    def make_train_function(self, force=False):
+        # Keras calls its step function (a tf.function) from a second one that reads the
+        # iterator; TensorFlow inlines the whole step graph into that one when it first
+        # runs it: ~3 s of start-up for a second-order step. At one step per call
+        # (the default), one function reads the batch and runs the step.
+        if self.train_function is not None and not force:
+            return self.train_function
+        if self.run_eagerly or self.steps_per_execution != 1:
+            return super().make_train_function(force=force)
+        step_on_data = tf.function(self.train_step, autograph=False, reduce_retracing=True)
+
+        @tf.function(autograph=False, reduce_retracing=True)
+        def step_on_iterator(iterator):
+            return self.train_step(iterator.get_next())  # end of data: OutOfRangeError, as Keras's
+
+        def train_function(iterator):
+            if isinstance(iterator, (tf.data.Iterator, tf.distribute.DistributedIterator)):
+                return step_on_iterator(iterator)
+            outputs = None
+            for batches in iterator:  # train_on_batch: a generator of one batch
+                outputs = step_on_data(batches)
+            return outputs
+
+        self.train_function = train_function
+        return train_function
+
     def call(self, inputs, training=None):
         return self.network(inputs, training=training)
 

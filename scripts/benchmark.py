@@ -22,6 +22,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from darts_tf.benchmark import ORIGINAL, default_export_dir, dumps, run_worker  # noqa: E402 (no TensorFlow import)
+from darts_tf.runtime import HUGE_PAGES_OPT_OUT, huge_pages_environment  # noqa: E402
 
 MARKER = "BENCHMARK_RESULT "
 
@@ -52,6 +53,12 @@ def parse_args(argv=None):
         default="reduced",
         help="grappler for the search rows (darts_tf.runtime.set_graph_optimization)",
     )
+    p.add_argument(
+        "--huge-pages",
+        choices=["on", "off"],
+        default="on",
+        help="on: workers start with malloc on transparent huge pages, as the scripts do (darts_tf.runtime)",
+    )
     p.add_argument("--skip-search", action="store_true")
     p.add_argument("--skip-flops", action="store_true")
     p.add_argument("--skip-eval", action="store_true")
@@ -66,11 +73,23 @@ def parse_args(argv=None):
     return args
 
 
-def measure(spec: dict) -> dict:
-    """Runs `spec` in a fresh Python process; returns its result (or {"error": ...})."""
+def measure(spec: dict, huge_pages: bool = True) -> dict:
+    """Runs `spec` in a fresh Python process; returns its result (or {"error": ...}).
+
+    With `huge_pages` the process starts as the scripts restart themselves
+    (`darts_tf.runtime.restart_with_huge_pages`), so its time to first step
+    is what a user of the scripts waits; without, malloc keeps its defaults.
+    """
     spec = {**spec, "t0": time.time()}
     command = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if huge_pages:
+        env = huge_pages_environment(env) or env
+    else:
+        env[HUGE_PAGES_OPT_OUT] = "0"
+        env["GLIBC_TUNABLES"] = ":".join(
+            t for t in env.get("GLIBC_TUNABLES", "").split(":") if t and not t.startswith("glibc.malloc.hugetlb")
+        )
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     for line in result.stdout.splitlines():
         if line.startswith(MARKER):
@@ -150,13 +169,15 @@ def main(argv=None) -> int:
         "runtime": args.runtime,
         "graph_optimization": args.graph_optimization,
     }
-    env = measure({"kind": "environment", **common})
+    huge = args.huge_pages == "on"
+    env = measure({"kind": "environment", **common}, huge)
     print(
         f"TensorFlow {env.get('tensorflow')}, Keras {env.get('keras')}, device {args.device} "
         f"({env.get('gpu') or env.get('cpu')}, {env.get('cpu_cores')} cores, "
         f"intra/inter-op threads {env.get('intra_op_threads')}/{env.get('inter_op_threads')}); "
         f"float32 matmul roof {env.get('matmul_gflops', 0):.0f} GFLOP/s; "
-        f"search grappler: {args.graph_optimization}",
+        f"search grappler: {args.graph_optimization}; malloc huge pages: "
+        f"{'on' if env.get('malloc_huge_pages') else 'off'}",
         flush=True,
     )
     rows = []
@@ -164,11 +185,11 @@ def main(argv=None) -> int:
         for order in args.orders:
             flops = None
             if not args.skip_flops:
-                counted = measure({"kind": "search_flops", "order": order, "C": args.C, "layers": args.layers})
+                counted = measure({"kind": "search_flops", "order": order, "C": args.C, "layers": args.layers}, huge)
                 flops = counted.get("flops_per_image")
             for batch in args.search_batches:
                 spec = {"kind": "search", "order": order, "batch": batch, "C": args.C, "layers": args.layers}
-                r = measure({**spec, **common})
+                r = measure({**spec, **common}, huge)
                 r.update(name=f"search, {order} order", batch=batch, key=("search", order, batch))
                 if flops and "median_s" in r:
                     r["flops_per_image"] = flops
@@ -177,22 +198,22 @@ def main(argv=None) -> int:
                 print(table(rows[-1:]).splitlines()[-1], flush=True)
     if not args.skip_eval:
         for batch in args.eval_batches:
-            r = measure({"kind": "eval_train", "batch": batch, **common})
+            r = measure({"kind": "eval_train", "batch": batch, **common}, huge)
             r.update(name="eval DARTS_V2 train step", batch=batch, key=("eval_train", None, batch))
             rows.append(r)
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     if not args.skip_serve:
-        exported = measure({"kind": "export", "path": default_export_dir(), **common})
+        exported = measure({"kind": "export", "path": default_export_dir(), **common}, huge)
         for batch in args.serve_batches:
             if "error" in exported:
                 rows.append({"name": "serve (SavedModel)", "batch": batch, "error": exported["error"]})
                 continue
-            r = measure({"kind": "serve", "path": exported["path"], "batch": batch, **common})
+            r = measure({"kind": "serve", "path": exported["path"], "batch": batch, **common}, huge)
             r.update(name="serve DARTS_V2 (SavedModel)", batch=batch, key=("serve", None, batch))
             rows.append(r)
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     if not args.skip_data:
-        r = measure({"kind": "data", "batch": 96})
+        r = measure({"kind": "data", "batch": 96}, huge)
         print(f"input pipeline (crop, flip, cutout, normalise): {r.get('images_per_s', 0):.0f} images/s")
         env["input_pipeline_images_per_s"] = r.get("images_per_s")
     print()

@@ -43,3 +43,56 @@ def test_unknown_graph_optimization_is_refused():
 
     with pytest.raises(ValueError, match="graph_optimization must be one of"):
         set_graph_optimization("fast")
+
+
+def test_huge_pages_environment_adds_the_tunable_only_where_it_applies():
+    from darts_tf.runtime import HUGE_PAGES_TUNABLE, huge_pages_active, huge_pages_environment
+
+    glibc, mode = ("glibc", "2.36"), "madvise"
+    env = huge_pages_environment({"PATH": "/bin"}, glibc, mode)
+    assert env == {"PATH": "/bin", "GLIBC_TUNABLES": HUGE_PAGES_TUNABLE} and huge_pages_active(env)
+    env = huge_pages_environment({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, glibc, "always")
+    assert env["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:" + HUGE_PAGES_TUNABLE
+    assert huge_pages_environment({}, ("glibc", "2.31"), mode) is None  # ignores the tunable
+    assert huge_pages_environment({}, ("", ""), mode) is None  # not glibc (musl, macOS)
+    assert huge_pages_environment({}, glibc, "never") is None
+    assert huge_pages_environment({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, glibc, mode) is None
+    assert huge_pages_environment({"DARTS_TF_HUGE_PAGES": "0"}, glibc, mode) is None
+    assert not huge_pages_active({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"})
+
+
+def test_restart_with_huge_pages_keeps_the_command_line(tmp_path):
+    import os
+
+    from darts_tf.runtime import HUGE_PAGES_TUNABLE, huge_pages_environment
+
+    script = tmp_path / "restart.py"
+    script.write_text(
+        "import os, sys\n"
+        "from darts_tf.runtime import restart_with_huge_pages\n"
+        "print('start', flush=True)\n"
+        "restart_with_huge_pages()\n"
+        "print(sys.argv[1:], os.environ.get('GLIBC_TUNABLES'))\n"
+    )
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "DARTS_TF_HUGE_PAGES")}
+    env["PYTHONPATH"] = root
+    out = subprocess.run([sys.executable, "-u", str(script), "a b", "--c"], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    if huge_pages_environment(env) is None:  # this machine: nothing to do, no restart
+        assert lines == ["start", "['a b', '--c'] None"]
+    else:  # restarted once, same arguments, then it goes on
+        assert lines == ["start", "start", f"['a b', '--c'] {HUGE_PAGES_TUNABLE}"]
+    env["DARTS_TF_HUGE_PAGES"] = "0"
+    out = subprocess.run([sys.executable, "-u", str(script), "x"], capture_output=True, text=True, env=env)
+    assert out.stdout.splitlines() == ["start", "['x'] None"]
+
+
+def test_transparent_huge_pages_mode_is_read_from_the_bracketed_choice(tmp_path):
+    from darts_tf.runtime import _transparent_huge_pages_mode
+
+    path = tmp_path / "enabled"
+    path.write_text("always [madvise] never\n")
+    assert _transparent_huge_pages_mode(str(path)) == "madvise"
+    assert _transparent_huge_pages_mode(str(tmp_path / "absent")) is None

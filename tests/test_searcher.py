@@ -83,6 +83,28 @@ def test_train_step_equals_core_functions_by_hand(unrolled):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6, err_msg=a.path)
 
 
+def test_train_function_runs_one_step_per_call_and_stops_at_the_end_of_data():
+    source = data.make_synthetic(num_train=24, num_test=8, image_size=8)
+    search = build_search(SearchConfig(C=4, layers=3, steps=2, multiplier=2), source, steps_per_epoch=3)
+    x = tf.constant(((source.train_images / 255.0) - 0.5).astype("float32"))
+    y = tf.constant(source.train_labels)
+    pairs = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)  # 3 batches
+    history = search.fit(tf.data.Dataset.zip((pairs, pairs)), epochs=2, verbose=0)
+    assert int(search.w_optimizer.iterations.numpy()) == 6
+    assert int(search.alpha_optimizer.iterations.numpy()) == 6
+    assert sorted(history.history) == ["accuracy", "arch_loss", "loss"]
+    iterator = iter(tf.data.Dataset.zip((pairs, pairs)))
+    search.make_train_function()
+    for _ in range(3):
+        logs = search.train_function(iterator)
+    assert set(logs) == {"loss", "accuracy", "arch_loss"}
+    with pytest.raises(tf.errors.OutOfRangeError):
+        search.train_function(iterator)
+    before = int(search.w_optimizer.iterations.numpy())
+    logs = search.train_function(iter([((x[:8], y[:8]), (x[8:16], y[8:16]))]))  # batches not from tf.data
+    assert np.isfinite(float(logs["loss"])) and int(search.w_optimizer.iterations.numpy()) == before + 1
+
+
 class _Interrupt(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if epoch == 0:
