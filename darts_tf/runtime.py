@@ -16,7 +16,7 @@ set.
 Memory: the first step touches all the memory a step needs (7.4 GiB for a
 second-order step at batch 64), and on the development machine (a virtual
 machine) each 4 KiB page's first touch cost ~13 us of kernel time: 1.8
-million page faults, 24 s of system time, ~15 s of the first step.
+million page faults, 24 s of system time, ~15-20 s of the first step.
 `restart_with_huge_pages` re-executes the command line with glibc's
 `glibc.malloc.hugetlb=1` tunable, so malloc asks for transparent huge pages
 (2 MiB): 60 thousand faults for the same step. The scripts call it first
@@ -170,8 +170,8 @@ def restart_with_huge_pages() -> None:
     so the restarted process goes on without restarting again.
     """
     environ = huge_pages_environment()
-    if environ is None or not sys.executable:
-        return
+    if environ is None or not sys.executable or not sys.argv or sys.argv[0] in ("", "-"):
+        return  # nothing to gain, or no command line to run again (interactive, script read from stdin)
     argv = [sys.executable, *getattr(sys, "orig_argv", [sys.executable, *sys.argv])[1:]]
     sys.stdout.flush()
     sys.stderr.flush()

@@ -69,7 +69,7 @@ class ArchitectureSearch(keras.Model):
         # (the default), one function reads the batch and runs the step.
         if self.train_function is not None and not force:
             return self.train_function
-        if self.run_eagerly or self.steps_per_execution != 1:
+        if self.run_eagerly or self.jit_compile or self.steps_per_execution != 1:
             return super().make_train_function(force=force)
         step_on_data = tf.function(self.train_step, autograph=False, reduce_retracing=True)
 
