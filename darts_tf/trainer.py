@@ -22,6 +22,7 @@ from darts_tf.eval_model import NetworkCIFAR, count_parameters, inference_model
 from darts_tf.export import accuracy_summary, export_saved_model
 from darts_tf.genotypes import GENOTYPES, Genotype, get_genotype
 from darts_tf.optimizers import SGD, EpochCosineDecay, clip_by_global_norm
+from darts_tf.runtime import configure_for_training
 
 
 class EvalTrainer(keras.Model):
@@ -229,6 +230,7 @@ def run_training(
     `export_dir/<name>/<version>/`.
     """
     started = time.time()
+    configure_for_training()  # grappler for the functions traced below
     runs.prepare_run_dir(config.run_dir, resume=resume, overwrite=overwrite)
     if resume:
         config, genotype, _ = read_run(config.run_dir)

@@ -45,7 +45,8 @@ def parse_args(argv=None):
         "--runtime",
         choices=["search", "default"],
         default="search",
-        help="search: darts_tf.runtime.configure_for_search for search rows (as scripts/search.py); default: TF's",
+        help="search: darts_tf.runtime.configure_for_search / configure_for_training for the search / training rows "
+        "(as the scripts); default: TensorFlow's settings",
     )
     p.add_argument(
         "--graph-optimization",
