@@ -96,3 +96,17 @@ def test_transparent_huge_pages_mode_is_read_from_the_bracketed_choice(tmp_path)
     path.write_text("always [madvise] never\n")
     assert _transparent_huge_pages_mode(str(path)) == "madvise"
     assert _transparent_huge_pages_mode(str(tmp_path / "absent")) is None
+
+
+def test_configure_for_training_in_a_fresh_process():
+    code = (
+        "import sys; from darts_tf.runtime import configure_for_training; "
+        "assert 'tensorflow' not in sys.modules; "
+        "applied = configure_for_training(); import tensorflow as tf; "
+        "assert applied == {'grappler': {'remapping': False}}, applied; "
+        "assert tf.config.optimizer.get_experimental_options()['remapping'] is False; "
+        "f = tf.function(lambda x: tf.nn.relu(x) * 2.0); "
+        "assert float(f(tf.constant(-1.0))) == 0.0 and float(f(tf.constant(2.0))) == 4.0; "
+        "print('ok')"
+    )
+    _run_in_fresh_process(code)
