@@ -57,7 +57,8 @@ class DropPath(keras.layers.Layer):
             return x
         keep = 1.0 - tf.cast(self.rate, x.dtype)
         noise = keras.random.uniform([tf.shape(x)[0], 1, 1, 1], dtype=x.dtype, seed=self.seed_generator)
-        return x / keep * tf.floor(keep + noise)
+        # The 1/keep scale goes into the per-sample mask: one pass over x each way, not two.
+        return x * (tf.floor(keep + noise) / keep)
 
     def get_config(self):
         config = super().get_config()
