@@ -333,18 +333,18 @@ def run_worker(spec: dict) -> dict:
 
     kind, t0 = spec["kind"], spec["t0"]
     device = setup_device(spec.get("device", "cpu"))
-    if kind in ("search", "search_flops") and spec.get("runtime", "search") == "search":
+    as_scripts = spec.get("runtime", "search") == "search"
+    if kind in ("search", "search_flops") and as_scripts:
         from darts_tf.runtime import configure_for_search
 
         configure_for_search(spec.get("threads") or None, spec.get("graph_optimization", "reduced"))
-    else:
-        if kind == "eval_train" and spec.get("runtime", "search") == "search":
-            from darts_tf.runtime import configure_for_training
+    elif kind == "eval_train" and as_scripts:
+        from darts_tf.runtime import configure_for_training
 
-            configure_for_training()  # as scripts/train_eval.py (run_training)
-        if spec.get("threads"):
-            tf.config.threading.set_intra_op_parallelism_threads(spec["threads"])
-            tf.config.threading.set_inter_op_parallelism_threads(spec["threads"])
+        configure_for_training(spec.get("threads") or None)  # as scripts/train_eval.py (run_training)
+    elif spec.get("threads"):
+        tf.config.threading.set_intra_op_parallelism_threads(spec["threads"])
+        tf.config.threading.set_inter_op_parallelism_threads(spec["threads"])
     steps, warmup = spec.get("steps", 5), spec.get("warmup", 1)
     if kind == "search":
         return bench_search(spec["order"], spec["batch"], spec["C"], spec["layers"], steps, warmup, t0, device)

@@ -104,34 +104,50 @@ def configure_for_search(threads: int | None = None, graph_optimization: str = "
         applied["malloc_arenas"] = 1
     applied["grappler"] = set_graph_optimization(graph_optimization)
     if on_cpu:
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(1)
-            tf.config.threading.set_inter_op_parallelism_threads(threads or os.cpu_count() or 1)
-            applied["intra_op_threads"] = 1
-            applied["inter_op_threads"] = threads or os.cpu_count() or 1
-        except RuntimeError:  # TensorFlow already initialised its thread pools
-            applied["threads"] = "unchanged"
+        applied.update(_single_threaded_kernels(threads))
     return applied
 
 
-def configure_for_training() -> dict:
-    """Grappler for training the evaluation network: its remapper off; returns what was applied.
+def _single_threaded_kernels(threads: int | None) -> dict:
+    """Intra-op 1, inter-op `threads` (default: the cores); what was applied, or "unchanged" if too late."""
+    import tensorflow as tf
 
-    The remapper fuses each BatchNorm with the ReLU after it into one oneDNN
-    kernel, which ran ~3x slower in training than the two apart on this
-    network's first-stage shape (forward at [32, 32, 32, 36]: 4.7 vs 1.5 ms;
-    CPU, TF 2.21). Without it the DARTS_V2 training step's peak memory is
-    0.2-0.5 GiB lower (benchmark, batch 32 and 96); its step time was 12%
-    lower in an A/B script (medians of 10 steps, batch 32, 2 cores, two
-    rounds) but within the noise in the benchmark's 5-step runs. The search
-    already runs without it (`GRAPPLER_OPTIONS`). Applies to functions first
-    run after it; an exported SavedModel is unaffected (its server optimises
-    it anew).
+    inter = threads or os.cpu_count() or 1
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    except RuntimeError:  # TensorFlow already initialised its thread pools
+        return {"threads": "unchanged"}
+    return {"intra_op_threads": 1, "inter_op_threads": inter}
+
+
+def configure_for_training(threads: int | None = None) -> dict:
+    """Threads and grappler for training the evaluation network; returns what was applied.
+
+    On CPU, single-threaded kernels side by side (intra-op 1, inter-op
+    `threads`, default the number of cores), as for the search: the DARTS_V2
+    step (C=36, 20 cells) used 4-10% less CPU time per step than with
+    TensorFlow's default (2 threads per kernel), and its wall time was lower
+    in 5 of 6 interleaved A/B rounds (batch 32 and 96, medians of 8 steps,
+    2 cores; equal in the sixth). If TensorFlow has already started, the
+    threads are left as they are ("unchanged"). On a machine with a GPU only
+    the grappler option is set.
+
+    Grappler's remapper is off: it fuses each BatchNorm with the ReLU after
+    it into one oneDNN kernel, which ran ~3x slower in training than the two
+    apart on this network's first-stage shape (forward at [32, 32, 32, 36]:
+    4.7 vs 1.5 ms; CPU, TF 2.21); without it the peak memory is 0.2-0.5 GiB
+    lower (benchmark, batch 32 and 96). The search already runs without it
+    (`GRAPPLER_OPTIONS`). Applies to functions first run after it; an
+    exported SavedModel is unaffected (its server optimises it anew).
     """
     import tensorflow as tf
 
     tf.config.optimizer.set_experimental_options({"remapping": False})
-    return {"grappler": {"remapping": False}}
+    applied = {"grappler": {"remapping": False}}
+    if not tf.config.list_physical_devices("GPU"):
+        applied.update(_single_threaded_kernels(threads))
+    return applied
 
 
 HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"

@@ -39,7 +39,11 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=5, help="timed steps per configuration (>= 5 for the table)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps after the first")
     p.add_argument(
-        "--threads", type=int, default=0, help="inter-op threads (0: darts_tf.runtime's choice for the search)"
+        "--threads",
+        type=int,
+        default=0,
+        help="inter-op threads of the search and training rows (0: the cores, as darts_tf.runtime chooses); "
+        "with --runtime default: intra- and inter-op threads of every row",
     )
     p.add_argument(
         "--runtime",
@@ -156,6 +160,14 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def _threads_line(args, env: dict) -> str:
+    """The intra/inter-op threads each kind of row runs with."""
+    default = f"{env.get('intra_op_threads')}/{env.get('inter_op_threads')}"
+    if args.runtime != "search":
+        return f"intra/inter-op threads {default}"
+    return f"intra/inter-op threads: search and training 1/{args.threads or env.get('cpu_cores')}, serving {default}"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.worker:
@@ -175,7 +187,7 @@ def main(argv=None) -> int:
     print(
         f"TensorFlow {env.get('tensorflow')}, Keras {env.get('keras')}, device {args.device} "
         f"({env.get('gpu') or env.get('cpu')}, {env.get('cpu_cores')} cores, "
-        f"intra/inter-op threads {env.get('intra_op_threads')}/{env.get('inter_op_threads')}); "
+        f"{_threads_line(args, env)}); "
         f"float32 matmul roof {env.get('matmul_gflops', 0):.0f} GFLOP/s; "
         f"search grappler: {args.graph_optimization}; malloc huge pages: "
         f"{'on' if env.get('malloc_huge_pages') else 'off'}",

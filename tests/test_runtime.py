@@ -102,11 +102,26 @@ def test_configure_for_training_in_a_fresh_process():
     code = (
         "import sys; from darts_tf.runtime import configure_for_training; "
         "assert 'tensorflow' not in sys.modules; "
-        "applied = configure_for_training(); import tensorflow as tf; "
-        "assert applied == {'grappler': {'remapping': False}}, applied; "
+        "applied = configure_for_training(2); import tensorflow as tf; "
+        "assert applied['grappler'] == {'remapping': False}, applied; "
+        "assert applied['intra_op_threads'] == 1 and applied['inter_op_threads'] == 2, applied; "
+        "assert tf.config.threading.get_intra_op_parallelism_threads() == 1; "
+        "assert tf.config.threading.get_inter_op_parallelism_threads() == 2; "
         "assert tf.config.optimizer.get_experimental_options()['remapping'] is False; "
         "f = tf.function(lambda x: tf.nn.relu(x) * 2.0); "
         "assert float(f(tf.constant(-1.0))) == 0.0 and float(f(tf.constant(2.0))) == 4.0; "
+        "print('ok')"
+    )
+    _run_in_fresh_process(code)
+
+
+def test_configure_for_training_after_tensorflow_started_leaves_the_threads():
+    code = (
+        "import tensorflow as tf; from darts_tf.runtime import configure_for_training; "
+        "float(tf.reduce_sum(tf.ones([3]))); "  # TensorFlow's thread pools now exist
+        "applied = configure_for_training(); "
+        "assert applied['threads'] == 'unchanged', applied; "
+        "assert tf.config.optimizer.get_experimental_options()['remapping'] is False; "
         "print('ok')"
     )
     _run_in_fresh_process(code)
