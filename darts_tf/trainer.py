@@ -230,7 +230,8 @@ def run_training(
     `export_dir/<name>/<version>/`.
     """
     started = time.time()
-    configure_for_training()  # grappler for the functions traced below
+    # Threads only if TensorFlow has not started yet; grappler for the functions traced below.
+    configure_for_training()
     runs.prepare_run_dir(config.run_dir, resume=resume, overwrite=overwrite)
     if resume:
         config, genotype, _ = read_run(config.run_dir)
