@@ -1,9 +1,10 @@
-"""TensorFlow runtime settings measured to suit the DARTS search step (see README, Performance).
+"""TensorFlow runtime settings measured to suit the DARTS search and training steps (see README, Performance).
 
 The search network is many small, independent ops (14 edges x 7 ops per
 cell), so on CPU single-threaded kernels run side by side (intra-op 1,
 inter-op = cores) beat multi-threaded kernels run one after another: 2.0 s
-vs 3.0 s per first-order step at batch 16 on 2 cores. The grappler passes
+vs 3.0 s per first-order step at batch 16 on 2 cores. Training the
+evaluation network gains less but gains too (`configure_for_training`). The grappler passes
 switched off here ("reduced") cost start-up on the search step's graph and
 gave no measurable step-time gain. Function optimisation is among them: it
 specialised each of the step's ~450-1,100 edge calls to prune the gradients
