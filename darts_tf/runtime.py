@@ -151,7 +151,8 @@ def configure_for_training(threads: int | None = None) -> dict:
     return applied
 
 
-HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
+_HUGE_PAGES_NAME = "glibc.malloc.hugetlb"
+HUGE_PAGES_TUNABLE = f"{_HUGE_PAGES_NAME}=1"
 HUGE_PAGES_OPT_OUT = "DARTS_TF_HUGE_PAGES"  # set to 0 to keep malloc's default pages
 _THP_MODE_FILE = "/sys/kernel/mm/transparent_hugepage/enabled"
 
@@ -187,9 +188,18 @@ def huge_pages_environment(environ=None, libc=None, thp_mode=None) -> dict | Non
     if (thp_mode if thp_mode is not None else _transparent_huge_pages_mode()) not in ("always", "madvise"):
         return None
     tunables = environ.get("GLIBC_TUNABLES", "")
-    if "glibc.malloc.hugetlb" in tunables:
+    if _HUGE_PAGES_NAME in tunables:
         return None
     environ["GLIBC_TUNABLES"] = f"{tunables}:{HUGE_PAGES_TUNABLE}" if tunables else HUGE_PAGES_TUNABLE
+    return environ
+
+
+def default_pages_environment(environ=None) -> dict:
+    """`environ` (default `os.environ`) opted out of huge pages, its huge-page tunable (any value) removed."""
+    environ = dict(os.environ if environ is None else environ)
+    environ[HUGE_PAGES_OPT_OUT] = "0"
+    kept = [t for t in environ.get("GLIBC_TUNABLES", "").split(":") if t and not t.startswith(_HUGE_PAGES_NAME)]
+    environ["GLIBC_TUNABLES"] = ":".join(kept)
     return environ
 
 

@@ -22,7 +22,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from darts_tf.benchmark import ORIGINAL, default_export_dir, dumps, run_worker  # noqa: E402 (no TensorFlow import)
-from darts_tf.runtime import HUGE_PAGES_OPT_OUT, huge_pages_environment  # noqa: E402
+from darts_tf.runtime import default_pages_environment, huge_pages_environment  # noqa: E402
 
 MARKER = "BENCHMARK_RESULT "
 
@@ -42,8 +42,8 @@ def parse_args(argv=None):
         "--threads",
         type=int,
         default=0,
-        help="inter-op threads of the search and training rows (0: the cores, as darts_tf.runtime chooses); "
-        "with --runtime default: intra- and inter-op threads of every row",
+        help="search and training rows: inter-op threads, intra-op 1 (0: the cores, as darts_tf.runtime chooses); "
+        "other rows, and every row with --runtime default: intra- and inter-op threads (0: TensorFlow's)",
     )
     p.add_argument(
         "--runtime",
@@ -88,13 +88,7 @@ def measure(spec: dict, huge_pages: bool = True) -> dict:
     spec = {**spec, "t0": time.time()}
     command = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    if huge_pages:
-        env = huge_pages_environment(env) or env
-    else:
-        env[HUGE_PAGES_OPT_OUT] = "0"
-        env["GLIBC_TUNABLES"] = ":".join(
-            t for t in env.get("GLIBC_TUNABLES", "").split(":") if t and not t.startswith("glibc.malloc.hugetlb")
-        )
+    env = (huge_pages_environment(env) or env) if huge_pages else default_pages_environment(env)
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     for line in result.stdout.splitlines():
         if line.startswith(MARKER):

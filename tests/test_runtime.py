@@ -126,3 +126,13 @@ def test_configure_for_training_after_tensorflow_started_leaves_the_threads():
         "print('ok')"
     )
     _run_in_fresh_process(code)
+
+
+def test_default_pages_environment_removes_only_the_huge_page_tunable():
+    from darts_tf.runtime import HUGE_PAGES_OPT_OUT, default_pages_environment, huge_pages_active
+
+    environ = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1", "HOME": "/x"}
+    result = default_pages_environment(environ)
+    assert result == {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2", HUGE_PAGES_OPT_OUT: "0", "HOME": "/x"}
+    assert not huge_pages_active(result)
+    assert environ["GLIBC_TUNABLES"].endswith("hugetlb=1")  # the argument is left as it was
