@@ -103,6 +103,20 @@ def load_pytorch_state_dict(model, state_dict: Mapping[str, np.ndarray]) -> None
         variable.assign(value.astype(variable.dtype))
 
 
+def read_npz_state_dict(path: str) -> dict[str, np.ndarray]:
+    """A state dict saved with `np.savez`, read without pickle (an object array is refused, never unpickled)."""
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            return {name: arrays[name] for name in arrays.files}
+    except OSError as error:
+        raise ValueError(f"Cannot read state dict {path!r}: {error.strerror or error}") from None
+    except ValueError as error:  # object arrays (need pickle) and files that are not .npz
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"State dict {path!r} is not a plain .npz of arrays: {reason}") from None
+    except Exception as error:  # zipfile.BadZipFile, EOFError, ... from a damaged file
+        raise ValueError(f"State dict {path!r} is not a readable .npz: {type(error).__name__}") from None
+
+
 def to_pytorch_state_dict(model) -> dict[str, np.ndarray]:
     """The inverse of `load_pytorch_state_dict`: the model's weights in the original's naming."""
     return {

@@ -11,6 +11,7 @@ yields the same batches whether or not the run was interrupted.
 
 from __future__ import annotations
 
+import codecs
 import io
 import os
 import pickle
@@ -48,14 +49,49 @@ class ImageData:
         return tuple(self.train_images.shape[1:])
 
 
-def _unpickle(handle) -> dict:
-    return pickle.load(handle, encoding="bytes")
+# What the official CIFAR python batches (and CIFAR-100's) are made of: dicts, lists, bytes,
+# str and ints, plus NumPy's array reconstruction (written by NumPy 1.x or 2.x, Python 2 or 3).
+_RECONSTRUCT, _ = np.zeros(1).__reduce__()[:2]
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,  # protocol-2 bytes written by Python 3
+    ("builtins", "bytes"): bytes,
+    ("__builtin__", "bytes"): bytes,
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles only the types a CIFAR batch holds; any other global is refused before it is looked up."""
+
+    def find_class(self, module, name):
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            message = f"it asks for the global {module}.{name}, which a CIFAR batch never holds"
+            raise pickle.UnpicklingError(message) from None
+
+
+def _unpickle(handle, source: str) -> dict:
+    """Reads one CIFAR python batch without running code from it (DataError naming `source` otherwise)."""
+    try:
+        batch = _RestrictedUnpickler(handle, encoding="bytes").load()
+    except Exception as error:  # a corrupt pickle can fail in many ways; none may escape as a traceback
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataError(f"refused to read {source!r} as a CIFAR batch: {reason}") from None
+    if not isinstance(batch, dict):
+        raise DataError(f"{source!r} is not a CIFAR batch: expected a dict, found {type(batch).__name__}")
+    return batch
 
 
 def _batch_arrays(batch: dict) -> tuple[np.ndarray, np.ndarray]:
     data = np.asarray(batch[b"data"], dtype=np.uint8)
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     labels = np.asarray(batch[b"labels"], dtype=np.int32)
+    if labels.shape != (len(images),) or labels.min(initial=0) < 0 or labels.max(initial=0) >= 10:
+        raise ValueError(f"{len(images)} images need as many labels in 0..9, found shape {labels.shape}")
     return images, labels
 
 
@@ -69,10 +105,11 @@ def load_cifar10_python(path: str) -> ImageData:
     batches = {}
     if os.path.isfile(path) and tarfile.is_tarfile(path):
         with tarfile.open(path) as archive:
-            for member in archive.getmembers():
+            for member in archive.getmembers():  # read in memory: nothing is extracted to disk
                 base = os.path.basename(member.name)
-                if base in train_names or base == "test_batch":
-                    batches[base] = _unpickle(io.BytesIO(archive.extractfile(member).read()))
+                if member.isfile() and (base in train_names or base == "test_batch"):
+                    source = f"{path}:{member.name}"
+                    batches[base] = _unpickle(io.BytesIO(archive.extractfile(member).read()), source)
     elif os.path.isdir(path):
         folder = path
         nested = os.path.join(path, "cifar-10-batches-py")
@@ -82,7 +119,7 @@ def load_cifar10_python(path: str) -> ImageData:
             file = os.path.join(folder, base)
             if os.path.exists(file):
                 with open(file, "rb") as handle:
-                    batches[base] = _unpickle(handle)
+                    batches[base] = _unpickle(handle, file)
     else:
         raise DataError(f"--data-dir {path!r} does not exist (expected a cifar-10-batches-py folder or .tar.gz)")
     missing = [name for name in train_names + ["test_batch"] if name not in batches]
@@ -91,7 +128,7 @@ def load_cifar10_python(path: str) -> ImageData:
     try:
         train = [_batch_arrays(batches[name]) for name in train_names]
         test_images, test_labels = _batch_arrays(batches["test_batch"])
-    except (KeyError, ValueError) as error:
+    except (KeyError, TypeError, ValueError) as error:
         raise DataError(f"--data-dir {path!r}: unreadable CIFAR-10 batch ({error})") from None
     return ImageData(
         train_images=np.concatenate([t[0] for t in train]),

@@ -162,7 +162,10 @@ class AuxiliaryHead(keras.layers.Layer):
         sub = {"dtype": self.dtype_policy}
         self.conv1 = Conv2D(128, 1, name="conv1", **sub)
         self.bn1 = BatchNorm(name="bn1", **sub)
-        self.conv2 = keras.layers.Conv2D(768, 2, use_bias=False, name="conv2", **sub)
+        # PyTorch's default conv init, as every other conv here (fan_in = 128 * 2 * 2).
+        self.conv2 = keras.layers.Conv2D(
+            768, 2, use_bias=False, kernel_initializer=torch_uniform(128 * 2 * 2), name="conv2", **sub
+        )
         self.bn2 = BatchNorm(name="bn2", **sub) if final_bn else None
         self.classifier = keras.layers.Dense(
             num_classes,

@@ -27,6 +27,10 @@ PRIMITIVES: tuple[str, ...] = (
     "dil_conv_5x5",
 )
 
+# Every op a genotype may name: the search space, then two ops of the genotypes the
+# original ships for comparison (NASNet's and AmoebaNet's cells), never searched over.
+OPERATIONS: tuple[str, ...] = PRIMITIVES + ("sep_conv_7x7", "conv_7x1_1x7")
+
 _NONE_INDEX = PRIMITIVES.index("none")
 
 
@@ -54,9 +58,9 @@ def _validate_cell(kind: str, edges, concat) -> tuple[tuple[tuple[str, int], ...
         if not isinstance(entry, (list, tuple)) or len(entry) != 2:
             raise ValueError(f"Genotype.{kind}[{position}] must be an (op, input) pair. Received: {entry!r}")
         op, index = entry
-        if op not in PRIMITIVES:
+        if op not in OPERATIONS:
             raise ValueError(
-                f"Genotype.{kind}[{position}] names unknown op {op!r}. Expected one of {', '.join(PRIMITIVES)}"
+                f"Genotype.{kind}[{position}] names unknown op {op!r}. Expected one of {', '.join(OPERATIONS)}"
             )
         index = _as_int(index, f"Genotype.{kind}[{position}] input index")
         node = position // 2  # intermediate node fed by this edge; its own index is node + 2
@@ -168,6 +172,66 @@ class Genotype:
         return len(self.normal) // 2
 
 
+# The two hand-designed/evolved cells the original ships (its genotypes.py), as published
+# by Zoph et al. (NASNet-A, CVPR 2018) and Real et al. (AmoebaNet-A, AAAI 2019).
+NASNET = Genotype(
+    normal=[
+        ("sep_conv_5x5", 1),
+        ("sep_conv_3x3", 0),
+        ("sep_conv_5x5", 0),
+        ("sep_conv_3x3", 0),
+        ("avg_pool_3x3", 1),
+        ("skip_connect", 0),
+        ("avg_pool_3x3", 0),
+        ("avg_pool_3x3", 0),
+        ("sep_conv_3x3", 1),
+        ("skip_connect", 1),
+    ],
+    normal_concat=[2, 3, 4, 5, 6],
+    reduce=[
+        ("sep_conv_5x5", 1),
+        ("sep_conv_7x7", 0),
+        ("max_pool_3x3", 1),
+        ("sep_conv_7x7", 0),
+        ("avg_pool_3x3", 1),
+        ("sep_conv_5x5", 0),
+        ("skip_connect", 3),
+        ("avg_pool_3x3", 2),
+        ("sep_conv_3x3", 2),
+        ("max_pool_3x3", 1),
+    ],
+    reduce_concat=[4, 5, 6],
+)
+
+AMOEBANET = Genotype(
+    normal=[
+        ("avg_pool_3x3", 0),
+        ("max_pool_3x3", 1),
+        ("sep_conv_3x3", 0),
+        ("sep_conv_5x5", 2),
+        ("sep_conv_3x3", 0),
+        ("avg_pool_3x3", 3),
+        ("sep_conv_3x3", 1),
+        ("skip_connect", 1),
+        ("skip_connect", 0),
+        ("avg_pool_3x3", 1),
+    ],
+    normal_concat=[4, 5, 6],
+    reduce=[
+        ("avg_pool_3x3", 0),
+        ("sep_conv_3x3", 1),
+        ("max_pool_3x3", 0),
+        ("sep_conv_7x7", 2),
+        ("sep_conv_7x7", 0),
+        ("avg_pool_3x3", 1),
+        ("max_pool_3x3", 0),
+        ("max_pool_3x3", 1),
+        ("conv_7x1_1x7", 0),
+        ("sep_conv_3x3", 5),
+    ],
+    reduce_concat=[3, 4, 6],
+)
+
 DARTS_V1 = Genotype(
     normal=[
         ("sep_conv_3x3", 1),
@@ -220,7 +284,13 @@ DARTS_V2 = Genotype(
 
 DARTS = DARTS_V2
 
-GENOTYPES: dict[str, Genotype] = {"DARTS_V1": DARTS_V1, "DARTS_V2": DARTS_V2, "DARTS": DARTS}
+GENOTYPES: dict[str, Genotype] = {
+    "NASNet": NASNET,
+    "AmoebaNet": AMOEBANET,
+    "DARTS_V1": DARTS_V1,
+    "DARTS_V2": DARTS_V2,
+    "DARTS": DARTS,
+}
 
 
 def get_genotype(name_or_path: str) -> Genotype:

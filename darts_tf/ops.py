@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 import keras
 import tensorflow as tf
 
-from darts_tf.genotypes import PRIMITIVES
+from darts_tf.genotypes import OPERATIONS, PRIMITIVES
 
 # Kinds of parameter layout, used by the PyTorch converter.
 CONV = "conv"  # Keras [kh, kw, in, out]  <-> PyTorch [out, in, kh, kw]
@@ -561,6 +561,66 @@ class FactorizedReduce(_Composite):
         return config
 
 
+@keras.saving.register_keras_serializable(package="darts_tf")
+class FactorizedConv(keras.layers.Layer):
+    """ReLU -> 1xk conv (stride 1 x s) -> kx1 conv (stride s x 1) -> BN: the `conv_7x1_1x7` op.
+
+    Both convolutions are bias-free, C -> C, and pad `(k - 1) / 2` pixels on the
+    side they slide along, as the original's `nn.Conv2d(C, C, (1, 7), stride=(1,
+    s), padding=(0, 3))` then `(7, 1)`. Used by the AmoebaNet genotype that the
+    DARTS code ships (Real et al., 2019; arXiv:1806.09055, genotypes.py); it is
+    not in the DARTS search space.
+    """
+
+    def __init__(self, filters, kernel_size=7, strides=1, affine=True, **kwargs):
+        super().__init__(**kwargs)
+        if kernel_size % 2 != 1:
+            raise ValueError(f"FactorizedConv expected an odd `kernel_size`. Received: kernel_size={kernel_size}")
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.strides = strides
+        self.affine = affine
+        self.bn = BatchNorm(affine=affine, name="bn", dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        k, channels = self.kernel_size, input_shape[-1]
+        # PyTorch's default init: fan_in = in_channels * 1 * k for both kernels.
+        self.kernel_1xk = self.add_weight(
+            name="kernel_1xk", shape=(1, k, channels, self.filters), initializer=torch_uniform(channels * k)
+        )
+        self.kernel_kx1 = self.add_weight(
+            name="kernel_kx1", shape=(k, 1, self.filters, self.filters), initializer=torch_uniform(self.filters * k)
+        )
+        self.bn.build(self.compute_output_shape(input_shape))
+
+    def call(self, x, training=None, output_scale=None):
+        pad, s = (self.kernel_size - 1) // 2, self.strides
+        x = tf.pad(tf.nn.relu(x), [[0, 0], [0, 0], [pad, pad], [0, 0]])
+        x = tf.nn.conv2d(x, tf.cast(self.kernel_1xk, x.dtype), strides=[1, 1, s, 1], padding="VALID")
+        x = tf.pad(x, [[0, 0], [pad, pad], [0, 0], [0, 0]])
+        x = tf.nn.conv2d(x, tf.cast(self.kernel_kx1, x.dtype), strides=[1, s, 1, 1], padding="VALID")
+        return self.bn(x, training=training, scale=output_scale)
+
+    def compute_output_shape(self, input_shape):
+        size = lambda n: conv_output_size(n, self.kernel_size, self.strides)  # noqa: E731
+        return (input_shape[0], size(input_shape[1]), size(input_shape[2]), self.filters)
+
+    def torch_variables(self) -> dict:
+        # PyTorch: the op is a bare Sequential(ReLU, Conv2d (1, k), Conv2d (k, 1), BatchNorm2d), no `op.`
+        return {
+            "1.weight": (self.kernel_1xk, CONV),
+            "2.weight": (self.kernel_kx1, CONV),
+            **prefixed("3", self.bn.torch_variables()),
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {"filters": self.filters, "kernel_size": self.kernel_size, "strides": self.strides, "affine": self.affine}
+        )
+        return config
+
+
 def max_pool(x, pool_size: int, strides: int, padding: str) -> tf.Tensor:
     """`tf.nn.max_pool2d` whose gradient pools again beside its `MaxPoolGrad`.
 
@@ -681,13 +741,16 @@ OPS: dict[str, OpFactory] = {
     "sep_conv_5x5": lambda C, stride, affine, **kw: SepConv(C, 5, stride, affine=affine, **kw),
     "dil_conv_3x3": lambda C, stride, affine, **kw: DilConv(C, 3, stride, 2, affine=affine, **kw),
     "dil_conv_5x5": lambda C, stride, affine, **kw: DilConv(C, 5, stride, 2, affine=affine, **kw),
+    # Evaluation only (the NASNet and AmoebaNet genotypes), not in the search space:
+    "sep_conv_7x7": lambda C, stride, affine, **kw: SepConv(C, 7, stride, affine=affine, **kw),
+    "conv_7x1_1x7": lambda C, stride, affine, **kw: FactorizedConv(C, 7, stride, affine=affine, **kw),
 }
-assert tuple(OPS) == PRIMITIVES
+assert tuple(OPS) == OPERATIONS and OPERATIONS[: len(PRIMITIVES)] == PRIMITIVES
 
 
 def make_op(primitive: str, channels: int, stride: int, affine: bool = True, **kwargs) -> keras.layers.Layer:
-    """Builds `primitive` for `channels` channels; ValueError on unknown primitive or stride."""
+    """Builds op `primitive` for `channels` channels; ValueError on unknown op or stride."""
     if primitive not in OPS:
-        raise ValueError(f"Unknown DARTS op {primitive!r}. Expected one of: {', '.join(PRIMITIVES)}")
+        raise ValueError(f"Unknown DARTS op {primitive!r}. Expected one of: {', '.join(OPERATIONS)}")
     _check_stride(stride, f"op {primitive!r}")
     return OPS[primitive](channels, stride, affine, **kwargs)

@@ -453,9 +453,14 @@ class SearchNetwork(keras.Model):
         if len(input_shape) != 4:
             raise ValueError(f"SearchNetwork expected NHWC images. Received: input_shape={input_shape}")
         k, n = num_edges(self.steps), len(PRIMITIVES)
-        init = keras.initializers.RandomNormal(stddev=1e-3)
-        self.alphas_normal = self.add_weight(name="alphas_normal", shape=(k, n), initializer=init)
-        self.alphas_reduce = self.add_weight(name="alphas_reduce", shape=(k, n), initializer=init)
+        # One initializer per tensor: a Keras initializer draws its seed once, so a shared
+        # instance would give both the same values (the original: two `1e-3 * torch.randn`).
+        self.alphas_normal = self.add_weight(
+            name="alphas_normal", shape=(k, n), initializer=keras.initializers.RandomNormal(stddev=1e-3)
+        )
+        self.alphas_reduce = self.add_weight(
+            name="alphas_reduce", shape=(k, n), initializer=keras.initializers.RandomNormal(stddev=1e-3)
+        )
         self.stem_conv.build(input_shape)
         stem_shape = self.stem_conv.compute_output_shape(input_shape)
         self.stem_bn.build(stem_shape)

@@ -38,10 +38,8 @@ def main(argv=None) -> int:
     from darts_tf.cli import fail
 
     try:
-        import numpy as np
-
         from darts_tf import data
-        from darts_tf.convert import load_pytorch_state_dict
+        from darts_tf.convert import load_pytorch_state_dict, read_npz_state_dict
         from darts_tf.eval_model import NetworkCIFAR
         from darts_tf.export import export_saved_model
         from darts_tf.genotypes import get_genotype
@@ -55,8 +53,7 @@ def main(argv=None) -> int:
             if not os.path.isfile(args.pytorch_weights):
                 raise ValueError(f"--pytorch-weights {args.pytorch_weights!r}: no such file")
             network = NetworkCIFAR(args.C, args.num_classes, args.layers, True, get_genotype(args.arch))
-            with np.load(args.pytorch_weights) as arrays:
-                load_pytorch_state_dict(network, dict(arrays))
+            load_pytorch_state_dict(network, read_npz_state_dict(args.pytorch_weights))
             name = args.name or "darts_pytorch"
             mean, std = data.CIFAR_MEAN, data.CIFAR_STD
         path = export_saved_model(

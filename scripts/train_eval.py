@@ -22,7 +22,10 @@ def parse_args(argv=None):
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(p, PRESETS, TrainConfig().run_dir)
-    p.add_argument("--arch", help="published genotype (DARTS_V1, DARTS_V2) or a genotype JSON file; default DARTS_V2")
+    p.add_argument(
+        "--arch",
+        help="published genotype (NASNet, AmoebaNet, DARTS_V1, DARTS_V2) or a genotype JSON file; default DARTS_V2",
+    )
     p.add_argument("--genotype", dest="arch", help="same as --arch: a genotype JSON file written by search.py")
     add_training_arguments(p, cutout_help="cutout length (0: off; default 16)")
     p.add_argument("--no-auxiliary", dest="auxiliary", action="store_false", default=None)

@@ -62,3 +62,23 @@ def test_rejects_missing_extra_and_misshaped(models):
     assert "\n" not in message
     for v, b in zip(other.variables, before):  # nothing assigned
         np.testing.assert_array_equal(v.numpy(), b)
+
+
+def test_npz_state_dicts_are_read_without_pickle(models, tmp_path):
+    from darts_tf.convert import read_npz_state_dict
+
+    model, _ = models
+    sd = to_pytorch_state_dict(model)
+    np.savez(tmp_path / "plain.npz", **sd)
+    back = read_npz_state_dict(str(tmp_path / "plain.npz"))
+    assert back.keys() == sd.keys() and all(np.array_equal(back[k], sd[k]) for k in sd)
+    # An object array needs pickle to load: refused in one line, nothing unpickled.
+    np.savez(tmp_path / "object.npz", weight=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match=r"object.npz' is not a plain .npz of arrays") as info:
+        read_npz_state_dict(str(tmp_path / "object.npz"))
+    assert "\n" not in str(info.value)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match=r"junk.npz'"):
+        read_npz_state_dict(str(tmp_path / "junk.npz"))
+    with pytest.raises(ValueError, match=r"Cannot read state dict .*missing.npz"):
+        read_npz_state_dict(str(tmp_path / "missing.npz"))

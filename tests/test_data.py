@@ -75,3 +75,76 @@ def test_reads_the_tar_gz_archive(cifar_sample, tmp_path):
         tar.add(cifar_sample, arcname="cifar-10-batches-py")
     d = data.load_cifar10_python(str(archive))
     assert d.train_images.shape == (3805, 32, 32, 3) and d.test_images.shape == (761, 32, 32, 3)
+
+
+class _WritesAFile:
+    """Unpickling this runs `open(path, "w")`: what a crafted batch could do with plain pickle."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _crafted_sample(folder, cifar_sample, payload):
+    import pickle
+    import shutil
+
+    folder.mkdir()
+    for name in [f"data_batch_{i}" for i in range(2, 6)] + ["test_batch"]:
+        shutil.copy(f"{cifar_sample}/{name}", folder / name)
+    with open(folder / "data_batch_1", "wb") as handle:
+        pickle.dump({b"data": payload, b"labels": [0]}, handle, protocol=2)
+
+
+def test_a_crafted_batch_runs_no_code(cifar_sample, tmp_path):
+    target = tmp_path / "pwned"
+    _crafted_sample(tmp_path / "data", cifar_sample, _WritesAFile(str(target)))
+    with pytest.raises(data.DataError) as info:
+        data.load_cifar10_python(str(tmp_path / "data"))
+    message = str(info.value)
+    assert "\n" not in message and "data_batch_1" in message and "global io.open" in message
+    assert not target.exists()
+
+
+def test_search_command_refuses_a_crafted_batch(cifar_sample, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    target = tmp_path / "pwned"
+    _crafted_sample(tmp_path / "data", cifar_sample, _WritesAFile(str(target)))
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "search.py")
+    run_dir = tmp_path / "run"
+    argv = [sys.executable, script, "--preset", "quick", "--data-dir", str(tmp_path / "data")]
+    argv += ["--run-dir", str(run_dir)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "refused" in errors[0] and "io.open" in errors[0], result.stderr
+    assert not target.exists() and not run_dir.exists()  # no code ran, no run folder left behind
+
+
+def test_batches_written_by_numpy_1_and_2_load(cifar_sample, tmp_path):
+    import pickle
+    import shutil
+
+    with open(f"{cifar_sample}/test_batch", "rb") as handle:
+        raw = handle.read()
+    # The sample is written by NumPy 2 (numpy._core); the official files by NumPy 1 (numpy.core).
+    assert b"numpy._core.multiarray" in raw
+    folder = tmp_path / "numpy1"
+    shutil.copytree(cifar_sample, folder)
+    (folder / "test_batch").write_bytes(raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    d = data.load_cifar10_python(str(folder))
+    assert d.test_images.shape == (761, 32, 32, 3)
+    np.testing.assert_array_equal(d.test_images, data.load_cifar10_python(cifar_sample).test_images)
+    # Truncated or non-dict files are refused with one line naming the file.
+    (folder / "test_batch").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(data.DataError, match="refused to read .*test_batch"):
+        data.load_cifar10_python(str(folder))
+    (folder / "test_batch").write_bytes(pickle.dumps([1, 2, 3]))
+    with pytest.raises(data.DataError, match="test_batch.* expected a dict, found list"):
+        data.load_cifar10_python(str(folder))

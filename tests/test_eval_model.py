@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from darts_tf.convert import load_pytorch_state_dict, to_pytorch_state_dict
 from darts_tf.eval_model import DropPath, NetworkCIFAR, NetworkImageNet, count_parameters, inference_model
-from darts_tf.genotypes import DARTS_V1, DARTS_V2
+from darts_tf.genotypes import AMOEBANET, DARTS_V1, DARTS_V2, NASNET, get_genotype
 
 
 @pytest.mark.parametrize(
@@ -122,3 +122,61 @@ def test_auxiliary_head_needs_its_input_size():
     with pytest.raises(ValueError, match="auxiliary=False"):
         NetworkCIFAR(4, 10, 3, True, DARTS_V2, input_shape=(16, 16, 3))
     assert NetworkCIFAR(4, 10, 3, False, DARTS_V2, input_shape=(16, 16, 3)).output["logits"].shape == (None, 10)
+
+
+def test_every_random_tensor_is_drawn_independently():
+    keras.utils.set_random_seed(0)
+    model = NetworkCIFAR(8, 10, 5, True, DARTS_V2)
+    arrays = [v.numpy() for v in model.trainable_variables if np.unique(v.numpy()).size > 1]
+    firsts = [float(a.ravel()[0]) for a in arrays]
+    assert len(arrays) > 50 and len(set(firsts)) == len(firsts)
+
+
+def test_auxiliary_head_2x2_conv_uses_pytorch_default_init():
+    """nn.Conv2d(128, 768, 2)'s default: U(+-1/sqrt(fan_in)), fan_in = 128 * 2 * 2 (not glorot's +-0.0409)."""
+    keras.utils.set_random_seed(0)
+    model = NetworkCIFAR(8, 10, 5, True, DARTS_V2)
+    kernel = model.get_layer("auxiliary_head").conv2.kernel.numpy()
+    assert kernel.shape == (2, 2, 128, 768)
+    bound = 1 / np.sqrt(512)
+    assert 0.999 * bound < np.abs(kernel).max() <= bound
+    np.testing.assert_allclose(kernel.std(), bound / np.sqrt(3), rtol=0.01)
+
+
+@pytest.mark.parametrize(
+    "builder, genotype, expected",
+    [
+        (lambda g: NetworkCIFAR(36, 10, 20, True, g), NASNET, 3_830_950),
+        (lambda g: NetworkCIFAR(36, 10, 20, True, g), AMOEBANET, 3_145_078),
+        (lambda g: NetworkImageNet(48, 1000, 14, True, g), NASNET, 5_564_320),
+        (lambda g: NetworkImageNet(48, 1000, 14, True, g), AMOEBANET, 4_627_360),
+        (lambda g: NetworkImageNet(48, 1000, 14, True, g), DARTS_V1, 4_510_432),
+    ],
+    ids=["cifar-NASNet", "cifar-AmoebaNet", "imagenet-NASNet", "imagenet-AmoebaNet", "imagenet-DARTS_V1"],
+)
+def test_parameter_counts_of_the_original_genotypes(builder, genotype, expected):
+    assert count_parameters(builder(genotype)) == expected
+
+
+@pytest.mark.parametrize("name", ["NASNet", "AmoebaNet"])
+def test_original_genotypes_round_trip_pytorch_state_dicts(name):
+    keras.utils.set_random_seed(0)
+    genotype = get_genotype(name)
+    model = NetworkCIFAR(4, 10, 3, True, genotype)
+    sd = to_pytorch_state_dict(model)
+    if name == "AmoebaNet":  # conv_7x1_1x7 in the first reduction cell, 9th edge: a bare Sequential there
+        assert sd["cells.1._ops.8.1.weight"].shape == (8, 8, 1, 7)
+        assert sd["cells.1._ops.8.2.weight"].shape == (8, 8, 7, 1)
+        assert sd["cells.1._ops.8.3.running_var"].shape == (8,)
+    else:  # sep_conv_7x7 in the reduction cell's 2nd edge
+        assert sd["cells.1._ops.1.op.1.weight"].shape == (8, 1, 7, 7)
+    other = NetworkCIFAR(4, 10, 3, True, genotype)
+    load_pytorch_state_dict(other, sd)
+    back = to_pytorch_state_dict(other)
+    assert back.keys() == sd.keys()
+    for key, value in sd.items():
+        np.testing.assert_array_equal(back[key], value)
+    images = tf.random.normal([2, 32, 32, 3])
+    np.testing.assert_array_equal(
+        model(images, training=False)["logits"].numpy(), other(images, training=False)["logits"].numpy()
+    )

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from darts_tf.genotypes import PRIMITIVES
+from darts_tf.genotypes import OPERATIONS, PRIMITIVES
 from darts_tf.ops import (
     OPS,
     BatchNorm,
@@ -46,7 +46,7 @@ def np_pool(x, mode, stride):
 
 @pytest.mark.parametrize("size", [7, 8, 9])
 @pytest.mark.parametrize("stride", [1, 2])
-@pytest.mark.parametrize("primitive", PRIMITIVES)
+@pytest.mark.parametrize("primitive", OPERATIONS)
 def test_op_output_shapes(primitive, stride, size):
     op = make_op(primitive, 4, stride, affine=True)
     shape = (2, size, size, 4)
@@ -62,7 +62,8 @@ def test_unknown_op_and_stride():
         make_op("conv_7x7", 4, 1)
     with pytest.raises(ValueError, match="stride must be 1 or 2. Received: stride=3"):
         make_op("sep_conv_3x3", 4, 3)
-    assert tuple(OPS) == PRIMITIVES
+    # The search space is the paper's 8 ops; two more exist for the original's NASNet/AmoebaNet genotypes.
+    assert tuple(OPS) == OPERATIONS == PRIMITIVES + ("sep_conv_7x7", "conv_7x1_1x7")
 
 
 def test_stride2_max_pool_samples_like_pytorch():
@@ -266,3 +267,20 @@ def test_batchnorm_scale_is_a_product_of_the_output(affine, fused, training, rng
     for a, b in zip(*results):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
     assert abs(float(results[0][2])) > 1e-3
+
+
+def test_conv_7x1_1x7_against_a_direct_computation():
+    """1x7 conv (stride 1 x s, pad 0 x 3), 7x1 conv (stride s x 1, pad 3 x 0), checked in NumPy."""
+    rng = np.random.default_rng(0)
+    for stride in (1, 2):
+        op = make_op("conv_7x1_1x7", 3, stride, affine=True, dtype="float64")
+        x = rng.normal(size=(2, 9, 9, 3))
+        op.build(x.shape)
+        assert [tuple(v.shape) for v in op.trainable_variables][:2] == [(1, 7, 3, 3), (7, 1, 3, 3)]
+        y = op(tf.constant(x), training=False).numpy()  # fresh BN statistics: y = x / sqrt(1 + eps)
+        a, b = op.kernel_1xk.numpy(), op.kernel_kx1.numpy()
+        h = np.pad(np.maximum(x, 0), [(0, 0), (0, 0), (3, 3), (0, 0)])
+        mid = np.stack([np.einsum("nhwc,wcd->nhd", h[:, :, j : j + 7], a[0]) for j in range(0, 9, stride)], axis=2)
+        mid = np.pad(mid, [(0, 0), (3, 3), (0, 0), (0, 0)])
+        out = np.stack([np.einsum("nhwc,hcd->nwd", mid[:, i : i + 7], b[:, 0]) for i in range(0, 9, stride)], axis=1)
+        np.testing.assert_allclose(y, out / np.sqrt(1 + 1e-5), rtol=1e-10, atol=1e-12)

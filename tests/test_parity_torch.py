@@ -20,7 +20,7 @@ from helpers import random_batch, tiny_search_network
 from darts_tf.architect import first_order_arch_gradients
 from darts_tf.convert import to_pytorch_state_dict
 from darts_tf.eval_model import NetworkCIFAR
-from darts_tf.genotypes import DARTS_V1, DARTS_V2, PRIMITIVES
+from darts_tf.genotypes import AMOEBANET, DARTS_V1, DARTS_V2, NASNET, PRIMITIVES
 
 if os.environ.get("DARTS_TF_REQUIRE_TORCH") == "1":
     import torch
@@ -103,6 +103,13 @@ def make_op(name, c, stride, affine):
         return nn.MaxPool2d(3, stride=stride, padding=1)
     if name == "skip_connect":
         return nn.Identity() if stride == 1 else FactorizedReduce(c, c, affine)
+    if name == "conv_7x1_1x7":
+        return nn.Sequential(
+            nn.ReLU(),
+            nn.Conv2d(c, c, (1, 7), stride=(1, stride), padding=(0, 3), bias=False),
+            nn.Conv2d(c, c, (7, 1), stride=(stride, 1), padding=(3, 0), bias=False),
+            nn.BatchNorm2d(c, affine=affine),
+        )
     k = int(name[-1])
     if name.startswith("sep_conv"):
         return SepConv(c, k, stride, k // 2, affine)
@@ -253,7 +260,9 @@ def _randomize_statistics(model, rng):
             v.assign(rng.uniform(0.5, 2.0, size=v.shape).astype(v.dtype))
 
 
-@pytest.mark.parametrize("genotype", [DARTS_V2, DARTS_V1], ids=["DARTS_V2", "DARTS_V1"])
+@pytest.mark.parametrize(
+    "genotype", [DARTS_V2, DARTS_V1, NASNET, AMOEBANET], ids=["DARTS_V2", "DARTS_V1", "NASNet", "AmoebaNet"]
+)
 def test_eval_network_matches_pytorch(genotype):
     keras.utils.set_random_seed(0)
     keras.config.set_floatx("float64")

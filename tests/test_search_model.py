@@ -256,3 +256,19 @@ def test_shared_trace_is_a_network_option():
     plain.build((None, 8, 8, 3))
     assert not any(edge.shared_trace for cell in plain.cells for edge in cell.edges)
     assert SearchNetwork.from_config(plain.get_config()).shared_trace is False
+
+
+def test_every_random_tensor_is_drawn_independently():
+    """No initializer instance serves two tensors: a Keras initializer draws its seed once."""
+    keras.utils.set_random_seed(0)
+    model = SearchNetwork(4, 10, 5)
+    model.build((None, 32, 32, 3))
+    normal, reduce = (a.numpy() for a in model.arch_variables)
+    assert not np.array_equal(normal, reduce)  # the original: two `1e-3 * torch.randn` calls
+    assert 1e-4 < normal.std() < 1e-2 and 1e-4 < reduce.std() < 1e-2
+    # Every tensor under the original's names (packed edge weights as their per-op slices, alphas too).
+    mapped = {name: variable.numpy() for name, (variable, _) in torch_variables(model).items()}
+    assert "alphas_normal" in mapped
+    arrays = [a for a in mapped.values() if np.unique(a).size > 1]  # not BatchNorm's constant ones/zeros
+    firsts = [float(a.ravel()[0]) for a in arrays]
+    assert len(arrays) > 500 and len(set(firsts)) == len(firsts)  # no two tensors start from the same draw
