@@ -1,4 +1,4 @@
-"""Measurements behind `scripts/benchmark.py`: step times, start-up, memory, throughput, FLOPs.
+"""Measurements behind `darts-tf benchmark`: step times, start-up, memory, throughput, FLOPs.
 
 Each measurement runs in its own process (the script starts one per
 configuration) so that peak resident memory and time to first step belong
@@ -205,6 +205,7 @@ def _summary(times: list[float], batch: int) -> dict:
 
 
 def _search_model(C: int, layers: int, order: str, shared_trace: bool = True):
+    from darts_tf.optimizers import cosine_schedule
     from darts_tf.searcher import SearchConfig, build_search
 
     class Source:  # only what build_search reads
@@ -212,7 +213,7 @@ def _search_model(C: int, layers: int, order: str, shared_trace: bool = True):
         input_shape = (32, 32, 3)
 
     config = SearchConfig(C=C, layers=layers, unrolled=order == "second", shared_trace=shared_trace)
-    return build_search(config, Source(), steps_per_epoch=390)
+    return build_search(config, Source(), cosine_schedule(config, 390))
 
 
 def _batches(batch: int, count: int, seed: int = 0):
@@ -272,13 +273,14 @@ def bench_eval_train(batch: int, steps: int, warmup: int, t0: float, device: str
     """A training step of DARTS_V2 (C=36, 20 cells, auxiliary 0.4, drop path 0.2) through Keras's train_function."""
     import tensorflow as tf
 
+    from darts_tf.optimizers import cosine_schedule
     from darts_tf.trainer import TrainConfig, build_trainer, drop_path_variables
 
     with tf.device(device):
         network = _eval_network()
         for rate in drop_path_variables(network):
             rate.assign(0.2)
-        trainer = build_trainer(TrainConfig(), network, steps_per_epoch=520)
+        trainer = build_trainer(TrainConfig(), network, cosine_schedule(TrainConfig(), 520))
         iterator = iter(tf.data.Dataset.from_tensors(_batches(batch, 1)[0]).repeat())
         trainer.make_train_function()
         train_function = trainer.train_function
@@ -341,7 +343,7 @@ def run_worker(spec: dict) -> dict:
     elif kind == "eval_train" and as_scripts:
         from darts_tf.runtime import configure_for_training
 
-        configure_for_training(spec.get("threads") or None)  # as scripts/train_eval.py (run_training)
+        configure_for_training(spec.get("threads") or None)  # as `darts-tf train`
     elif spec.get("threads"):
         tf.config.threading.set_intra_op_parallelism_threads(spec["threads"])
         tf.config.threading.set_inter_op_parallelism_threads(spec["threads"])

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 
 import tensorflow as tf
+
+from darts_tf.files import atomic_directory
 
 
 def _key(path: str) -> str:
@@ -59,34 +59,14 @@ def write_atomic(
 ) -> str:
     """Writes `checkpoint` (and `json_files`, name -> data) into `directory`, whole or not at all.
 
-    The files are written into a temporary sibling folder that is renamed
-    over `directory` once complete. Returns the checkpoint path inside it.
+    Returns the checkpoint path inside it (see `darts_tf.files.atomic_directory`).
     """
-    directory = os.path.abspath(directory)
-    parent = os.path.dirname(directory)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-", dir=parent)
-    try:
+    with atomic_directory(directory) as tmp:
         checkpoint.write(os.path.join(tmp, prefix))
         for name, data in (json_files or {}).items():
             with open(os.path.join(tmp, name), "w", encoding="utf-8") as handle:
                 json.dump(data, handle, indent=2, sort_keys=True)
-        move_into_place(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return os.path.join(directory, prefix)
-
-
-def move_into_place(tmp: str, directory: str) -> None:
-    """Renames the complete folder `tmp` to `directory`, replacing what was there."""
-    if os.path.exists(directory):
-        old = f"{tmp}.old"
-        os.replace(directory, old)
-        os.replace(tmp, directory)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, directory)
+    return os.path.join(os.path.abspath(directory), prefix)
 
 
 def restore(checkpoint: tf.train.Checkpoint, path: str, partial: bool = False) -> None:

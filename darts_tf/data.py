@@ -22,9 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from darts_tf.config import DATASETS
+
 CIFAR_MEAN = (0.49139968, 0.48215827, 0.44653124)
 CIFAR_STD = (0.24703233, 0.24348505, 0.26158768)
-DATASETS = ("cifar10", "synthetic")
 
 
 class DataError(ValueError):
@@ -278,6 +279,13 @@ def epoch_dataset(
 
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size, drop_remainder=drop_remainder)
+
+
+def evaluation_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, mean, std) -> tf.data.Dataset:
+    """Every image once, in order, normalised and un-augmented (the last batch may be smaller)."""
+    return epoch_dataset(
+        images, labels, batch_size, mean, std, seed=0, epoch=0, shuffle=False, augment=False, drop_remainder=False
+    )
 
 
 def epochs_dataset(make_epoch, first_epoch: int, epochs: int) -> tf.data.Dataset:

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from darts_tf.checkpoint import move_into_place
 from darts_tf.eval_model import inference_model
+from darts_tf.files import atomic_directory
 
 SIGNATURE = "serving_default"
 
@@ -81,14 +79,8 @@ def export_saved_model(
     archive = keras.export.ExportArchive()
     archive.track(network)
     archive.add_endpoint(SIGNATURE, serve)
-    os.makedirs(base_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=base_dir)
-    try:
+    with atomic_directory(target) as tmp:
         archive.write_out(tmp, verbose=False)
-        move_into_place(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from darts_tf.files import atomic_file
+
 PRIMITIVES: tuple[str, ...] = (
     "none",
     "max_pool_3x3",
@@ -148,11 +150,8 @@ class Genotype:
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes the genotype as JSON to `path` atomically (temp file, then rename)."""
-        path = os.fspath(path)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as handle:
+        with atomic_file(path) as handle:
             handle.write(self.to_json(indent=2) + "\n")
-        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Genotype:

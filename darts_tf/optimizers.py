@@ -195,3 +195,8 @@ def clip_by_global_norm(gradients: list, max_norm: float) -> tuple[list, tf.Tens
     norm = tf.linalg.global_norm(gradients)
     scale = tf.minimum(1.0, max_norm / (norm + 1e-6))
     return [g * tf.cast(scale, g.dtype) for g in gradients], norm
+
+
+def cosine_schedule(config, steps_per_epoch: int) -> EpochCosineDecay:
+    """The weight learning rate of a run: `config.learning_rate` to `config.learning_rate_min`, per epoch."""
+    return EpochCosineDecay(config.learning_rate, config.learning_rate_min, config.epochs, steps_per_epoch)

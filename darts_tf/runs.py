@@ -10,7 +10,10 @@ import shutil
 import keras
 import numpy as np
 
+from darts_tf import data
 from darts_tf.checkpoint import make_checkpoint, restore, write_atomic
+from darts_tf.config import config_from_dict
+from darts_tf.files import atomic_file
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
@@ -21,18 +24,14 @@ class RunDirError(ValueError):
 
 
 def write_json_atomic(path: str, data) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
+    with atomic_file(path) as handle:
         json.dump(data, handle, indent=2, sort_keys=True)
         handle.write("\n")
-    os.replace(tmp, path)
 
 
 def save_npz_atomic(path: str, **arrays) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_file(path, "wb") as handle:
+        np.savez(handle, **arrays)
 
 
 def prepare_run_dir(run_dir: str, resume: bool, overwrite: bool) -> None:
@@ -50,9 +49,42 @@ def prepare_run_dir(run_dir: str, resume: bool, overwrite: bool) -> None:
     # that fails before it starts (bad data, bad genotype) leaves nothing behind.
 
 
-def read_state(run_dir: str) -> dict:
-    with open(os.path.join(run_dir, CHECKPOINT_DIR, STATE_FILE), encoding="utf-8") as handle:
+def begin_run(config, resume: bool, overwrite: bool):
+    """Checks the run folder (see `prepare_run_dir`); on `resume`, the config saved there (same run_dir)."""
+    prepare_run_dir(config.run_dir, resume=resume, overwrite=overwrite)
+    if not resume:
+        return config
+    saved = read_json(os.path.join(config.run_dir, "config.json"))
+    return config_from_dict(type(config), saved, run_dir=config.run_dir)
+
+
+def read_json(path: str):
+    with open(path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def load_run_data(config) -> data.ImageData:
+    """The dataset a run's config names, cut to its first `config.subset` training images when set."""
+    source = data.load_data(config.dataset, config.data_dir, seed=config.seed)
+    if config.subset:
+        source.train_images = source.train_images[: config.subset]
+        source.train_labels = source.train_labels[: config.subset]
+    return source
+
+
+def resume_epoch(run_dir: str, what: str, model, **optimizers) -> int:
+    """Restores the run's checkpoint into `model` and `optimizers`; the epoch to continue from.
+
+    A run that already finished is refused (RunDirError naming it), `what` says what finished.
+    """
+    state = load_checkpoint(run_dir, model, **optimizers)
+    if state.get("finished"):
+        raise RunDirError(f"--resume {run_dir!r}: the {what} already finished ({state['epoch']} epochs)")
+    return state["epoch"]
+
+
+def read_state(run_dir: str) -> dict:
+    return read_json(os.path.join(run_dir, CHECKPOINT_DIR, STATE_FILE))
 
 
 def save_checkpoint(run_dir: str, model, state: dict, **optimizers) -> None:

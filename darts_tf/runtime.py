@@ -20,9 +20,13 @@ machine) each 4 KiB page's first touch cost ~13 us of kernel time: 1.8
 million page faults, 24 s of system time, ~15-20 s of the first step.
 `restart_with_huge_pages` re-executes the command line with glibc's
 `glibc.malloc.hugetlb=1` tunable, so malloc asks for transparent huge pages
-(2 MiB): 60 thousand faults for the same step. The scripts call it first
+(2 MiB): 60 thousand faults for the same step. The commands call it first
 thing; TensorFlow is imported only where it is used, so this module is
 cheap to import before that.
+
+Nothing here runs on import or from the library's run functions: the
+`darts-tf` commands apply these settings (`configure`), and so can a
+user's own program, explicitly.
 """
 
 from __future__ import annotations
@@ -149,6 +153,25 @@ def configure_for_training(threads: int | None = None) -> dict:
     if not tf.config.list_physical_devices("GPU"):
         applied.update(_single_threaded_kernels(threads))
     return applied
+
+
+WORKLOADS = ("search", "training")
+
+
+def configure(workload: str, threads: int | None = None, graph_optimization: str = "reduced") -> dict:
+    """Applies the runtime settings measured for `workload` ("search" or "training"); returns what was applied.
+
+    The explicit call behind `darts-tf search` / `darts-tf train` (the library's
+    `run_search` / `run_training` never change process-wide state themselves).
+    Call it before TensorFlow runs its first op for the thread settings to take
+    effect. "search": `configure_for_search(threads, graph_optimization)`;
+    "training": `configure_for_training(threads)`.
+    """
+    if workload not in WORKLOADS:
+        raise ValueError(f"runtime.configure expected a workload in {WORKLOADS}. Received: workload={workload!r}")
+    if workload == "search":
+        return configure_for_search(threads, graph_optimization)
+    return configure_for_training(threads)
 
 
 _HUGE_PAGES_NAME = "glibc.malloc.hugetlb"

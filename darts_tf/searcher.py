@@ -9,7 +9,6 @@ clipping by global norm. `fit(tf.data.Dataset.zip((train, val)))` drives it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 
@@ -17,9 +16,9 @@ import keras
 import tensorflow as tf
 
 from darts_tf import architect, data, runs
+from darts_tf.config import SearchConfig
 from darts_tf.genotypes import format_alphas
-from darts_tf.optimizers import SGD, Adam, EpochCosineDecay, clip_by_global_norm
-from darts_tf.runtime import configure_for_search
+from darts_tf.optimizers import SGD, Adam, EpochCosineDecay, clip_by_global_norm, cosine_schedule
 from darts_tf.search_model import SearchNetwork
 
 
@@ -142,49 +141,6 @@ class ArchitectureSearch(keras.Model):
         }
 
 
-@dataclasses.dataclass
-class SearchConfig:
-    """Every setting of a search run; the defaults are the paper's (arXiv:1806.09055, Sec. 3.1.2)."""
-
-    epochs: int = 50
-    batch_size: int = 64
-    C: int = 16
-    layers: int = 8
-    steps: int = 4
-    multiplier: int = 4
-    seed: int = 2
-    unrolled: bool = False
-    hessian: str = "finite_difference"
-    dataset: str = "cifar10"
-    data_dir: str | None = None
-    train_portion: float = 0.5
-    learning_rate: float = 0.025
-    learning_rate_min: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    grad_clip: float = 5.0
-    arch_learning_rate: float = 3e-4
-    arch_weight_decay: float = 1e-3
-    cutout: int = 0
-    eval_batch_size: int = 256
-    subset: int = 0  # use only the first `subset` training images (0: all)
-    # Packed edges as shared out-of-line functions: ~130 s faster start-up and ~1.7 GiB less at the
-    # paper size, steps as fast (README, Performance); False inlines every edge (the plain reference).
-    shared_trace: bool = True
-    # Grappler: "reduced" (default) or "off": first step up to ~5 s sooner, +0.2-0.4 GiB peak
-    # memory, same step time (darts_tf.runtime.set_graph_optimization). A runtime choice:
-    # --resume takes it from the command.
-    graph_optimization: str = "reduced"
-    run_dir: str = "runs/search"
-
-
-PRESETS = {
-    "paper": {},
-    # A CPU-sized search: a narrow, shallow network for a few epochs.
-    "quick": {"epochs": 3, "batch_size": 64, "C": 8, "layers": 5},
-}
-
-
 def _network(config: SearchConfig, source: data.ImageData) -> SearchNetwork:
     keras.utils.set_random_seed(config.seed)
     network = SearchNetwork(
@@ -194,10 +150,10 @@ def _network(config: SearchConfig, source: data.ImageData) -> SearchNetwork:
     return network
 
 
-def build_search(config: SearchConfig, source: data.ImageData, steps_per_epoch: int) -> ArchitectureSearch:
+def build_search(config: SearchConfig, source: data.ImageData, schedule: EpochCosineDecay) -> ArchitectureSearch:
+    """The compiled `ArchitectureSearch` of `config` (weights on `schedule`, alphas with Adam)."""
     network = _network(config, source)
     search = ArchitectureSearch(network, unrolled=config.unrolled, hessian=config.hessian)
-    schedule = EpochCosineDecay(config.learning_rate, config.learning_rate_min, config.epochs, steps_per_epoch)
     search.compile(
         w_optimizer=SGD(schedule, momentum=config.momentum, coupled_weight_decay=config.weight_decay),
         alpha_optimizer=Adam(
@@ -239,22 +195,15 @@ class _SearchEpochEnd(keras.callbacks.Callback):
 def run_search(
     config: SearchConfig, resume: bool = False, overwrite: bool = False, verbose: int = 1, callbacks=()
 ) -> dict:
-    """Runs (or resumes) a search; returns {"genotype", "history", "seconds", "config"}.
+    """Runs (or resumes) a search; returns {"genotype", "history", "seconds", "config", "first_epoch"}.
 
     Writes the run folder; `callbacks` (Keras callbacks) run after the run's own.
+    Process-wide runtime settings (threads, grappler) are the caller's choice:
+    `darts_tf.runtime.configure("search")` is what `darts-tf search` applies.
     """
     started = time.time()
-    # Threads only if TensorFlow has not started yet; grappler for the functions traced below.
-    configure_for_search(graph_optimization=config.graph_optimization)
-    runs.prepare_run_dir(config.run_dir, resume=resume, overwrite=overwrite)
-    if resume:
-        with open(os.path.join(config.run_dir, "config.json"), encoding="utf-8") as handle:
-            saved = json.load(handle)
-        config = SearchConfig(**{**saved, "run_dir": config.run_dir, "graph_optimization": config.graph_optimization})
-    source = data.load_data(config.dataset, config.data_dir, seed=config.seed)
-    if config.subset:
-        source.train_images = source.train_images[: config.subset]
-        source.train_labels = source.train_labels[: config.subset]
+    config = runs.begin_run(config, resume, overwrite)
+    source = runs.load_run_data(config)
     (train_x, train_y), (val_x, val_y) = data.split_for_search(source, config.train_portion)
     smallest = min(len(train_x), len(val_x))
     if config.batch_size > smallest:
@@ -262,15 +211,12 @@ def run_search(
             f"--batch-size {config.batch_size} is larger than the search split ({smallest} images per half)"
         )
     steps_per_epoch = smallest // config.batch_size
-    search = build_search(config, source, steps_per_epoch)
+    schedule = cosine_schedule(config, steps_per_epoch)
+    search = build_search(config, source, schedule)
     first_epoch = 0
     if resume:
-        state = runs.load_checkpoint(
-            config.run_dir, search.network, w_optimizer=search.w_optimizer, alpha_optimizer=search.alpha_optimizer
-        )
-        first_epoch = state["epoch"]
-        if state.get("finished"):
-            raise runs.RunDirError(f"--resume {config.run_dir!r}: the search already finished ({first_epoch} epochs)")
+        optimizers = {"w_optimizer": search.w_optimizer, "alpha_optimizer": search.alpha_optimizer}
+        first_epoch = runs.resume_epoch(config.run_dir, "search", search.network, **optimizers)
     else:
         runs.write_json_atomic(os.path.join(config.run_dir, "config.json"), dataclasses.asdict(config))
 
@@ -283,11 +229,7 @@ def run_search(
         return tf.data.Dataset.zip((train, val))
 
     batches = data.epochs_dataset(epoch_pair, first_epoch, config.epochs)
-    val_eval = data.epoch_dataset(
-        val_x, val_y, config.eval_batch_size, source.mean, source.std, config.seed, 0,
-        shuffle=False, augment=False, drop_remainder=False,
-    )  # fmt: skip
-    schedule = EpochCosineDecay(config.learning_rate, config.learning_rate_min, config.epochs, steps_per_epoch)
+    val_eval = data.evaluation_dataset(val_x, val_y, config.eval_batch_size, source.mean, source.std)
     history = runs.fit_run(
         search, batches, config.run_dir, config.epochs, first_epoch, steps_per_epoch, val_eval,
         callbacks=[_SearchEpochEnd(search, config, verbose)],

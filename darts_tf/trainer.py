@@ -9,7 +9,6 @@ drop_path_prob * e / epochs (Liu et al., arXiv:1806.09055, Sec. 3.2 and A.2).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 
@@ -18,11 +17,11 @@ import tensorflow as tf
 
 from darts_tf import data, runs
 from darts_tf.architect import cross_entropy
+from darts_tf.config import TrainConfig, config_from_dict
 from darts_tf.eval_model import NetworkCIFAR, count_parameters, inference_model
 from darts_tf.export import accuracy_summary, export_saved_model
 from darts_tf.genotypes import GENOTYPES, Genotype, get_genotype
-from darts_tf.optimizers import SGD, EpochCosineDecay, clip_by_global_norm
-from darts_tf.runtime import configure_for_training
+from darts_tf.optimizers import SGD, EpochCosineDecay, clip_by_global_norm, cosine_schedule
 
 
 class EvalTrainer(keras.Model):
@@ -101,42 +100,6 @@ class DropPathSchedule(keras.callbacks.Callback):
             variable.assign(self.rate(epoch))
 
 
-@dataclasses.dataclass
-class TrainConfig:
-    """Every setting of an evaluation training run; the defaults are the paper's CIFAR-10 ones."""
-
-    arch: str = "DARTS_V2"  # a published genotype name, or a genotype JSON file
-    epochs: int = 600
-    batch_size: int = 96
-    C: int = 36
-    layers: int = 20
-    auxiliary: bool = True
-    auxiliary_weight: float = 0.4
-    cutout: int = 16
-    drop_path_prob: float = 0.2
-    learning_rate: float = 0.025
-    learning_rate_min: float = 0.0
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    grad_clip: float = 5.0
-    seed: int = 0
-    dataset: str = "cifar10"
-    data_dir: str | None = None
-    subset: int = 0  # use only the first `subset` training images (0: all)
-    eval_batch_size: int = 256
-    run_dir: str = "runs/eval"
-    export: bool = True
-    export_dir: str = "saved_models"
-    export_name: str | None = None  # default: the arch name (lower case) or "darts_eval"
-
-
-PRESETS = {
-    "paper": {},
-    # A CPU-sized run: a narrow 8-cell network for a few epochs on the CIFAR sample.
-    "quick": {"epochs": 8, "batch_size": 64, "C": 16, "layers": 8},
-}
-
-
 def export_name(config: TrainConfig) -> str:
     if config.export_name:
         return config.export_name
@@ -161,9 +124,9 @@ def data_info(source: data.ImageData) -> dict:
     }
 
 
-def build_trainer(config: TrainConfig, network: keras.Model, steps_per_epoch: int) -> EvalTrainer:
+def build_trainer(config: TrainConfig, network: keras.Model, schedule: EpochCosineDecay) -> EvalTrainer:
+    """The compiled `EvalTrainer` of `config` (SGD on `schedule`)."""
     trainer = EvalTrainer(network, auxiliary_weight=config.auxiliary_weight)
-    schedule = EpochCosineDecay(config.learning_rate, config.learning_rate_min, config.epochs, steps_per_epoch)
     trainer.compile(
         SGD(schedule, momentum=config.momentum, coupled_weight_decay=config.weight_decay), grad_clip=config.grad_clip
     )
@@ -175,11 +138,8 @@ def read_run(run_dir: str) -> tuple[TrainConfig, Genotype, dict]:
     paths = [os.path.join(run_dir, name) for name in ("config.json", "data.json")]
     if not all(os.path.exists(path) for path in paths):
         raise runs.RunDirError(f"{run_dir!r} holds no training run (no config.json/data.json)")
-    with open(paths[0], encoding="utf-8") as handle:
-        config = TrainConfig(**{**json.load(handle), "run_dir": run_dir})
-    with open(paths[1], encoding="utf-8") as handle:
-        info = json.load(handle)
-    return config, Genotype.load(os.path.join(run_dir, "genotype.json")), info
+    config = config_from_dict(TrainConfig, runs.read_json(paths[0]), run_dir=run_dir)
+    return config, Genotype.load(os.path.join(run_dir, "genotype.json")), runs.read_json(paths[1])
 
 
 def load_trained_network(run_dir: str) -> tuple[keras.Model, TrainConfig, dict]:
@@ -201,10 +161,7 @@ def evaluate_run(run_dir: str, dataset: str | None = None, data_dir: str | None 
             f"{source.name} images {source.input_shape} with {source.num_classes} classes do not fit the run in "
             f"{run_dir!r} ({tuple(info['input_shape'])}, {info['num_classes']} classes)"
         )
-    test = data.epoch_dataset(
-        source.test_images, source.test_labels, batch_size, info["mean"], info["std"], 0, 0,
-        shuffle=False, augment=False, drop_remainder=False,
-    )  # fmt: skip
+    test = data.evaluation_dataset(source.test_images, source.test_labels, batch_size, info["mean"], info["std"])
     return accuracy_summary(inference_model(network).predict(test, verbose=0), source.test_labels)
 
 
@@ -225,22 +182,16 @@ def run_training(
 ) -> dict:
     """Trains (or resumes training) an evaluation network and exports it; returns a summary dict.
 
-    Writes the run folder (config.json, genotype.json, metrics.csv,
+    Writes the run folder (config.json, genotype.json, data.json, metrics.csv,
     tensorboard/, checkpoint/) and, when `config.export`, a SavedModel under
-    `export_dir/<name>/<version>/`.
+    `export_dir/<name>/<version>/`. Process-wide runtime settings are the
+    caller's choice: `darts_tf.runtime.configure("training")` is what
+    `darts-tf train` applies.
     """
     started = time.time()
-    # Threads only if TensorFlow has not started yet; grappler for the functions traced below.
-    configure_for_training()
-    runs.prepare_run_dir(config.run_dir, resume=resume, overwrite=overwrite)
-    if resume:
-        config, genotype, _ = read_run(config.run_dir)
-    else:
-        genotype = get_genotype(config.arch)
-    source = data.load_data(config.dataset, config.data_dir, seed=config.seed)
-    if config.subset:
-        source.train_images = source.train_images[: config.subset]
-        source.train_labels = source.train_labels[: config.subset]
+    config = runs.begin_run(config, resume, overwrite)
+    genotype = read_run(config.run_dir)[1] if resume else get_genotype(config.arch)
+    source = runs.load_run_data(config)
     if config.batch_size > len(source.train_images):
         raise data.DataError(
             f"--batch-size {config.batch_size} is larger than the training set ({len(source.train_images)} images)"
@@ -248,14 +199,12 @@ def run_training(
     # Every step sees a full batch (one traced shape); the at most batch_size - 1
     # images left over change from epoch to epoch with the shuffle.
     steps_per_epoch = len(source.train_images) // config.batch_size
+    schedule = cosine_schedule(config, steps_per_epoch)
     network = build_network(config, genotype, source.num_classes, source.input_shape)
-    trainer = build_trainer(config, network, steps_per_epoch)
+    trainer = build_trainer(config, network, schedule)
     first_epoch = 0
     if resume:
-        state = runs.load_checkpoint(config.run_dir, network, optimizer=trainer.w_optimizer)
-        first_epoch = state["epoch"]
-        if state.get("finished"):
-            raise runs.RunDirError(f"--resume {config.run_dir!r}: the training already finished ({first_epoch} epochs)")
+        first_epoch = runs.resume_epoch(config.run_dir, "training", network, optimizer=trainer.w_optimizer)
     else:
         runs.write_json_atomic(os.path.join(config.run_dir, "config.json"), dataclasses.asdict(config))
         genotype.save(os.path.join(config.run_dir, "genotype.json"))
@@ -268,11 +217,9 @@ def run_training(
         ).take(steps_per_epoch)  # fmt: skip
 
     batches = data.epochs_dataset(epoch, first_epoch, config.epochs)
-    test = data.epoch_dataset(
-        source.test_images, source.test_labels, config.eval_batch_size, source.mean, source.std, config.seed, 0,
-        shuffle=False, augment=False, drop_remainder=False,
-    )  # fmt: skip
-    schedule = EpochCosineDecay(config.learning_rate, config.learning_rate_min, config.epochs, steps_per_epoch)
+    test = data.evaluation_dataset(
+        source.test_images, source.test_labels, config.eval_batch_size, source.mean, source.std
+    )
     drop_path = DropPathSchedule(network, config.drop_path_prob, config.epochs)
     history = runs.fit_run(
         trainer, batches, config.run_dir, config.epochs, first_epoch, steps_per_epoch, test,

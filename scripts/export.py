@@ -1,72 +1,9 @@
 #!/usr/bin/env python
-"""Export a trained evaluation network as a SavedModel (TF Serving layout: NAME/VERSION/).
+"""`darts-tf export` (see `darts-tf export --help`), for a checkout used without the command on PATH."""
 
-python scripts/export.py --run-dir runs/eval                      # latest checkpoint of a training run
-python scripts/export.py --pytorch-weights weights.npz --arch DARTS_V2 --name darts_v2_pytorch
-    # the original's weights (a state dict saved as .npz, see README) for CIFAR-10
-
-The served signature takes uint8 images [N, H, W, 3] and returns logits and probabilities.
-"""
-
-from __future__ import annotations
-
-import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run-dir", help="a train_eval.py run folder (its latest checkpoint is exported)")
-    source.add_argument("--pytorch-weights", help=".npz of the original's NetworkCIFAR state dict")
-    p.add_argument("--arch", default="DARTS_V2", help="genotype for --pytorch-weights (name or JSON file)")
-    p.add_argument("--C", type=int, default=36, help="initial channels for --pytorch-weights")
-    p.add_argument("--layers", type=int, default=20, help="cells for --pytorch-weights")
-    p.add_argument("--num-classes", type=int, default=10, help="classes for --pytorch-weights")
-    p.add_argument("--export-dir", default="saved_models")
-    p.add_argument("--name", help="model name under --export-dir (default: the run's export name)")
-    p.add_argument("--version", type=int, help="version folder (default: the next free integer)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing version folder")
-    return p, p.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    parser, args = parse_args(argv)
-    from darts_tf.cli import fail
-
-    try:
-        from darts_tf import data
-        from darts_tf.convert import load_pytorch_state_dict, read_npz_state_dict
-        from darts_tf.eval_model import NetworkCIFAR
-        from darts_tf.export import export_saved_model
-        from darts_tf.genotypes import get_genotype
-        from darts_tf.trainer import export_name, load_trained_network
-
-        if args.run_dir:
-            network, config, info = load_trained_network(args.run_dir)
-            name = args.name or export_name(config)
-            mean, std = info["mean"], info["std"]
-        else:
-            if not os.path.isfile(args.pytorch_weights):
-                raise ValueError(f"--pytorch-weights {args.pytorch_weights!r}: no such file")
-            network = NetworkCIFAR(args.C, args.num_classes, args.layers, True, get_genotype(args.arch))
-            load_pytorch_state_dict(network, read_npz_state_dict(args.pytorch_weights))
-            name = args.name or "darts_pytorch"
-            mean, std = data.CIFAR_MEAN, data.CIFAR_STD
-        path = export_saved_model(
-            network, os.path.join(args.export_dir, name), mean, std, version=args.version, overwrite=args.overwrite
-        )
-    except ValueError as error:
-        fail(parser, error)
-    print(f"SavedModel: {path}")
-    return 0
-
+from darts_tf.commands import main
 
 if __name__ == "__main__":
-    from darts_tf.runtime import restart_with_huge_pages
-
-    restart_with_huge_pages()  # malloc on 2 MiB pages: a much sooner first step (see darts_tf.runtime)
-    sys.exit(main())
+    sys.exit(main(["export", *sys.argv[1:]]))

@@ -272,3 +272,14 @@ def test_every_random_tensor_is_drawn_independently():
     arrays = [a for a in mapped.values() if np.unique(a).size > 1]  # not BatchNorm's constant ones/zeros
     firsts = [float(a.ravel()[0]) for a in arrays]
     assert len(arrays) > 500 and len(set(firsts)) == len(firsts)  # no two tensors start from the same draw
+
+
+def test_plain_tf_checkpoint_misses_keras_sublayer_variables_ours_does_not(tmp_path):
+    """Why darts_tf.checkpoint exists: Keras 3 keeps list-held sublayers where tf.train.Checkpoint does not look."""
+    model = tiny_search_network(C=4, layers=3, steps=2)
+    plain = tf.train.Checkpoint(model=model).write(str(tmp_path / "plain" / "ckpt"))
+    saved = [name for name, _ in tf.train.list_variables(plain) if name.endswith("VARIABLE_VALUE")]
+    assert len(saved) < len(model.variables) // 2  # most of the network is silently left out
+    ours = make_checkpoint(model).write(str(tmp_path / "ours" / "ckpt"))
+    saved = [name for name, _ in tf.train.list_variables(ours) if name.endswith("VARIABLE_VALUE")]
+    assert len(saved) == len(model.variables)

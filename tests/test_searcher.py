@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import tensorflow as tf
 
 from darts_tf import architect, data, runs
 from darts_tf.genotypes import Genotype
+from darts_tf.optimizers import cosine_schedule
 from darts_tf.runtime import set_graph_optimization
 from darts_tf.searcher import SearchConfig, _network, build_search, run_search
 
@@ -51,7 +53,7 @@ def _numpy_adam_step(alpha, g, lr=3e-4, b1=0.5, b2=0.999, eps=1e-8, wd=1e-3):
 def test_train_step_equals_core_functions_by_hand(unrolled):
     source = data.make_synthetic(num_train=32, num_test=8, image_size=8)
     config = SearchConfig(C=4, layers=3, steps=2, multiplier=2, unrolled=unrolled, epochs=10)
-    search = build_search(config, source, steps_per_epoch=4)
+    search = build_search(config, source, cosine_schedule(config, 4))
     by_hand = _network(config, source)  # same seed, same initial weights and alphas
     for a, b in zip(search.network.variables, by_hand.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -85,7 +87,8 @@ def test_train_step_equals_core_functions_by_hand(unrolled):
 
 def test_train_function_runs_one_step_per_call_and_stops_at_the_end_of_data():
     source = data.make_synthetic(num_train=24, num_test=8, image_size=8)
-    search = build_search(SearchConfig(C=4, layers=3, steps=2, multiplier=2), source, steps_per_epoch=3)
+    config = SearchConfig(C=4, layers=3, steps=2, multiplier=2)
+    search = build_search(config, source, cosine_schedule(config, 3))
     x = tf.constant(((source.train_images / 255.0) - 0.5).astype("float32"))
     y = tf.constant(source.train_labels)
     pairs = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)  # 3 batches
@@ -117,12 +120,15 @@ def test_resume_gives_the_same_search(cifar_sample, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run_search(tiny_config(tmp_path / "b", **kwargs), verbose=0, callbacks=[_Interrupt()])
     assert runs.read_state(str(tmp_path / "b"))["epoch"] == 1
-    try:  # resumed with grappler off (a runtime choice): the same search
-        resumed = run_search(tiny_config(tmp_path / "b", graph_optimization="off"), resume=True, verbose=0)
-        assert tf.config.optimizer.get_experimental_options()["disable_meta_optimizer"] is True
+    # A config.json written before runtime settings left the config still resumes.
+    saved = json.loads((tmp_path / "b" / "config.json").read_text())
+    (tmp_path / "b" / "config.json").write_text(json.dumps({**saved, "graph_optimization": "reduced"}))
+    before = tf.config.optimizer.get_experimental_options()
+    try:  # resumed with grappler off (the caller's runtime choice): the same search
+        set_graph_optimization("off")
+        resumed = run_search(tiny_config(tmp_path / "b"), resume=True, verbose=0)
     finally:
-        set_graph_optimization("reduced")
-    assert resumed["config"].graph_optimization == "off"
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": False, **before})
     assert resumed["genotype"] == straight["genotype"]
     for name in ("alphas_normal", "alphas_reduce"):
         with (

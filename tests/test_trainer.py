@@ -12,6 +12,7 @@ from darts_tf import data, runs
 from darts_tf.architect import cross_entropy
 from darts_tf.export import evaluate_saved_model
 from darts_tf.genotypes import DARTS_V2, Genotype
+from darts_tf.optimizers import cosine_schedule
 from darts_tf.trainer import (
     DropPathSchedule,
     TrainConfig,
@@ -34,7 +35,7 @@ def tiny_config(tmp_path, **overrides):
 
 def test_train_step_equals_the_original_update_by_hand():
     config = TrainConfig(C=4, layers=3, epochs=10, drop_path_prob=0.0)
-    trainer = build_trainer(config, build_network(config, DARTS_V2, 10, (32, 32, 3)), steps_per_epoch=5)
+    trainer = build_trainer(config, build_network(config, DARTS_V2, 10, (32, 32, 3)), cosine_schedule(config, 5))
     by_hand = build_network(config, DARTS_V2, 10, (32, 32, 3))  # same seed: same initial weights
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(8, 32, 32, 3)).astype("float32"))
@@ -134,7 +135,7 @@ def test_script_errors_are_one_line(tmp_path):
     missing = _script("--data-dir", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path / "r"))
     assert missing.returncode == 2
     last = missing.stderr.strip().splitlines()[-1]
-    assert last.startswith("train_eval.py: error:") and "nowhere" in last
+    assert last.startswith("darts-tf train: error:") and "nowhere" in last
     bad = tmp_path / "g.json"
     bad.write_text("{not json")
     result = _script("--dataset", "synthetic", "--genotype", str(bad), "--run-dir", str(tmp_path / "r2"))

@@ -1,10 +1,24 @@
-"""Shared command-line plumbing for the scripts: presets + flags -> a config dataclass."""
+"""Shared command-line plumbing: presets + flags -> a config dataclass, one-line errors, quiet logs."""
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import os
+import re
+import sys
+import threading
+
+from darts_tf.config import DATASETS
+
+# TensorFlow's C++ logs (absl format: "I0000 00:00:1795939113.218200    2913 port.cc:153] ..."), the
+# line absl prints before them, and the continuation of the CPU-feature notice. TF_CPP_MIN_LOG_LEVEL
+# no longer silences the ones printed at import (TensorFlow 2.19+), so the commands filter stderr.
+_TF_LOG_LINE = re.compile(
+    rb"^([IWE]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] |WARNING: All log messages before absl::InitializeLog"
+    rb"|To enable the following instructions: )"
+)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, presets: dict, default_run_dir: str) -> None:
@@ -12,7 +26,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, presets: dict, default_ru
     parser.add_argument(
         "--preset", choices=sorted(presets), default="paper", help="paper (default) or quick (CPU-sized)"
     )
-    parser.add_argument("--dataset", choices=["cifar10", "synthetic"], default=None, help="default cifar10 (tfds)")
+    parser.add_argument("--dataset", choices=DATASETS, default=None, help="default cifar10 (tfds)")
     parser.add_argument("--data-dir", default=None, help="CIFAR-10 python batches (folder or .tar.gz); default: tfds")
     parser.add_argument("--subset", type=int, help="use only the first N training images")
     parser.add_argument("--run-dir", default=None, help=f"output folder (default {default_run_dir})")
@@ -57,3 +71,40 @@ def config_from_args(parser, args, config_class, presets: dict, positive=()):
 def fail(parser: argparse.ArgumentParser, error: Exception) -> None:
     """Exits with status 2 and one line naming the problem."""
     parser.exit(2, f"{parser.prog}: error: {str(error).splitlines()[0] if str(error) else type(error).__name__}\n")
+
+
+def quiet_tensorflow_logs() -> None:
+    """Drops TensorFlow's C++ info/warning/error log lines from this process's stderr (fatal ones pass).
+
+    Everything else written to file descriptor 2 (Python tracebacks, our one-line
+    errors, subprocesses' output) passes through unchanged. For the commands only
+    (`--verbose` skips it): it replaces descriptor 2 with a pipe read by a thread.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Python-side TensorFlow warnings
+    sys.stderr.flush()
+    original = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def forward():
+        pending = b""
+        with os.fdopen(read_end, "rb", buffering=0) as source:
+            while chunk := source.read(65536):
+                lines = (pending + chunk).split(b"\n")
+                pending = lines.pop()
+                kept = b"".join(line + b"\n" for line in lines if not _TF_LOG_LINE.match(line))
+                if kept:
+                    os.write(original, kept)
+        if pending and not _TF_LOG_LINE.match(pending):
+            os.write(original, pending)
+
+    thread = threading.Thread(target=forward, name="darts-tf-stderr", daemon=True)
+    thread.start()
+
+    def restore():
+        sys.stderr.flush()
+        os.dup2(original, 2)  # closes the pipe's last write end here: the thread sees the end and finishes
+        thread.join(timeout=5)
+
+    atexit.register(restore)

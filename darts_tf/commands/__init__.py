@@ -1,0 +1,64 @@
+"""The `darts-tf` command line: one program, a subcommand per step of the pipeline.
+
+    darts-tf search    # DARTS architecture search (a genotype)
+    darts-tf train     # train an evaluation network from a genotype, export it
+    darts-tf evaluate  # test accuracy of a training run or a SavedModel
+    darts-tf export    # a SavedModel from a training run or the original's weights
+    darts-tf pipeline  # search -> train -> evaluate -> export -> a served prediction
+    darts-tf benchmark # speed and memory against the original
+
+Parsing (and `--help`) imports no TensorFlow. Before a subcommand runs, the
+process restarts once with malloc on transparent huge pages (see
+`darts_tf.runtime`; `DARTS_TF_HUGE_PAGES=0` opts out) and TensorFlow's C++
+start-up logs are filtered from stderr unless `--verbose` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help); each module has `add_arguments(parser)` and `run(args, parser) -> int`.
+COMMANDS = {
+    "search": ("darts_tf.commands.search", "DARTS architecture search: a genotype"),
+    "train": ("darts_tf.commands.train", "train an evaluation network from a genotype and export it"),
+    "evaluate": ("darts_tf.commands.evaluate", "test accuracy of a training run or a SavedModel"),
+    "export": ("darts_tf.commands.export", "a SavedModel from a training run or the original's PyTorch weights"),
+    "pipeline": ("darts_tf.commands.pipeline", "search -> train -> evaluate -> export -> a served prediction"),
+    "benchmark": ("darts_tf.commands.benchmark", "speed and memory against the original DARTS code"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="darts-tf", description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub = subparsers.add_parser(
+            name,
+            help=help_text,
+            description=module.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(sub)
+        sub.add_argument("--verbose", action="store_true", help="show TensorFlow's C++ start-up and runtime logs")
+        sub.set_defaults(_module=module, _parser=sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs `darts-tf` with `argv` (default: the command line); returns the exit status."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    module = args._module
+    if getattr(module, "RESTART_WITH_HUGE_PAGES", True):
+        from darts_tf.runtime import restart_with_huge_pages
+
+        restart_with_huge_pages()  # replaces the process once; nothing above has touched TensorFlow
+    if not args.verbose:
+        from darts_tf.commands.common import quiet_tensorflow_logs
+
+        quiet_tensorflow_logs()
+    return module.run(args, args._parser)

@@ -1,0 +1,232 @@
+"""Speed and memory of darts_tf against the original PyTorch DARTS: prints a table (and JSON with --json).
+
+darts-tf benchmark                                   # everything (CPU; about 30 minutes on 2 cores)
+darts-tf benchmark --search-batches 16 --orders first --skip-eval --skip-serve --skip-data   # one quick row
+darts-tf benchmark --device gpu --json gpu.json
+
+Every configuration runs in a fresh process: its time to first step counts from that
+process's start (Python and TensorFlow imports, model building, tracing, graph
+optimisation and the first step), and its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+from darts_tf.benchmark import ORIGINAL, default_export_dir, dumps, run_worker  # no TensorFlow import
+from darts_tf.commands.common import fail
+from darts_tf.files import atomic_file
+from darts_tf.runtime import default_pages_environment, huge_pages_environment
+
+MARKER = "BENCHMARK_RESULT "
+# The workers start with the malloc pages this command chooses (--huge-pages), not by restarting.
+RESTART_WITH_HUGE_PAGES = False
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--orders", nargs="+", choices=["first", "second"], default=["first", "second"])
+    p.add_argument("--search-batches", nargs="+", type=int, default=[16, 32, 64])
+    p.add_argument("--C", type=int, default=16, help="search network channels (paper: 16)")
+    p.add_argument("--layers", type=int, default=8, help="search network cells (paper: 8)")
+    p.add_argument("--eval-batches", nargs="+", type=int, default=[32, 96])
+    p.add_argument("--serve-batches", nargs="+", type=int, default=[32, 96, 256])
+    p.add_argument("--steps", type=int, default=5, help="timed steps per configuration (>= 5 for the table)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps after the first")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="search and training rows: inter-op threads, intra-op 1 (0: the cores, as darts_tf.runtime chooses); "
+        "other rows, and every row with --runtime default: intra- and inter-op threads (0: TensorFlow's)",
+    )
+    p.add_argument(
+        "--runtime",
+        choices=["search", "default"],
+        default="search",
+        help="search: darts_tf.runtime.configure_for_search / configure_for_training for the search / training rows "
+        "(as the scripts); default: TensorFlow's settings",
+    )
+    p.add_argument(
+        "--graph-optimization",
+        choices=["reduced", "off"],
+        default="reduced",
+        help="grappler for the search rows (darts_tf.runtime.set_graph_optimization)",
+    )
+    p.add_argument(
+        "--huge-pages",
+        choices=["on", "off"],
+        default="on",
+        help="on: workers start with malloc on transparent huge pages, as the scripts do (darts_tf.runtime)",
+    )
+    p.add_argument("--skip-search", action="store_true")
+    p.add_argument("--skip-flops", action="store_true")
+    p.add_argument("--skip-eval", action="store_true")
+    p.add_argument("--skip-serve", action="store_true")
+    p.add_argument("--skip-data", action="store_true")
+    p.add_argument("--json", metavar="PATH", help="also write every measurement as JSON")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+
+
+def measure(spec: dict, huge_pages: bool = True) -> dict:
+    """Runs `spec` in a fresh Python process; returns its result (or {"error": ...}).
+
+    With `huge_pages` the process starts as the scripts restart themselves
+    (`darts_tf.runtime.restart_with_huge_pages`), so its time to first step
+    is what a user of the scripts waits; without, malloc keeps its defaults.
+    """
+    spec = {**spec, "t0": time.time()}
+    command = [sys.executable, "-m", "darts_tf.commands", "benchmark", "--worker", json.dumps(spec), "--verbose"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = (huge_pages_environment(env) or env) if huge_pages else default_pages_environment(env)
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    for line in result.stdout.splitlines():
+        if line.startswith(MARKER):
+            return json.loads(line[len(MARKER) :])
+    tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"error": f"exit {result.returncode}: {tail}"}
+
+
+def _fmt(value, spec="{:.2f}"):
+    return "-" if value is None else spec.format(value)
+
+
+def _row(cells, widths):
+    return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
+
+
+def table(rows: list[dict]) -> str:
+    header = [
+        "configuration",
+        "batch",
+        "median s/step",
+        "min s/step",
+        "images/s",
+        "first step s",
+        "peak RSS GiB",
+        "GFLOP/s",
+        "original",
+        "speed-up",
+    ]
+    lines = [[*header]]
+    for r in rows:
+        if "error" in r:
+            lines.append([r["name"], r["batch"], r["error"], "", "", "", "", "", "", ""])
+            continue
+        original = ORIGINAL.get(r["key"], {})
+        if "seconds" in original:
+            ref = f"{original['seconds']:.2f} s/step"
+            speedup = original["seconds"] / r["median_s"]
+        elif "images_per_s" in original:
+            ref = f"{original['images_per_s']:.0f} img/s"
+            speedup = r["images_per_s"] / original["images_per_s"]
+        else:
+            ref, speedup = "-", None
+        if original.get("rss_gib"):
+            ref += f", {original['rss_gib']:.1f} GiB"
+        lines.append(
+            [
+                r["name"],
+                r["batch"],
+                _fmt(r.get("median_s")),
+                _fmt(r.get("min_s")),
+                _fmt(r.get("images_per_s"), "{:.1f}"),
+                _fmt(r.get("first_step_s"), "{:.0f}"),
+                _fmt(r.get("peak_rss_gib")),
+                _fmt(r.get("gflops"), "{:.1f}"),
+                ref,
+                _fmt(speedup, "{:.2f}x"),
+            ]
+        )
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    out = [_row(lines[0], widths), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [_row(line, widths) for line in lines[1:]]
+    return "\n".join(out)
+
+
+def _threads_line(args, env: dict) -> str:
+    """The intra/inter-op threads each kind of row runs with."""
+    default = f"{env.get('intra_op_threads')}/{env.get('inter_op_threads')}"
+    if args.runtime != "search":
+        return f"intra/inter-op threads {default}"
+    return f"intra/inter-op threads: search and training 1/{args.threads or env.get('cpu_cores')}, serving {default}"
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    for name in ("steps", "C", "layers"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name} must be positive. Received: {getattr(args, name)}")
+    if args.worker:
+        result = run_worker(json.loads(args.worker))
+        print(MARKER + dumps(result), flush=True)
+        return 0
+    common = {
+        "device": args.device,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "threads": args.threads,
+        "runtime": args.runtime,
+        "graph_optimization": args.graph_optimization,
+    }
+    huge = args.huge_pages == "on"
+    env = measure({"kind": "environment", **common}, huge)
+    print(
+        f"TensorFlow {env.get('tensorflow')}, Keras {env.get('keras')}, device {args.device} "
+        f"({env.get('gpu') or env.get('cpu')}, {env.get('cpu_cores')} cores, "
+        f"{_threads_line(args, env)}); "
+        f"float32 matmul roof {env.get('matmul_gflops', 0):.0f} GFLOP/s; "
+        f"search grappler: {args.graph_optimization}; malloc huge pages: "
+        f"{'on' if env.get('malloc_huge_pages') else 'off'}",
+        flush=True,
+    )
+    rows = []
+    if not args.skip_search:
+        for order in args.orders:
+            flops = None
+            if not args.skip_flops:
+                counted = measure({"kind": "search_flops", "order": order, "C": args.C, "layers": args.layers}, huge)
+                flops = counted.get("flops_per_image")
+            for batch in args.search_batches:
+                spec = {"kind": "search", "order": order, "batch": batch, "C": args.C, "layers": args.layers}
+                r = measure({**spec, **common}, huge)
+                r.update(name=f"search, {order} order", batch=batch, key=("search", order, batch))
+                if flops and "median_s" in r:
+                    r["flops_per_image"] = flops
+                    r["gflops"] = flops * batch / r["median_s"] / 1e9
+                rows.append(r)
+                print(table(rows[-1:]).splitlines()[-1], flush=True)
+    if not args.skip_eval:
+        for batch in args.eval_batches:
+            r = measure({"kind": "eval_train", "batch": batch, **common}, huge)
+            r.update(name="eval DARTS_V2 train step", batch=batch, key=("eval_train", None, batch))
+            rows.append(r)
+            print(table(rows[-1:]).splitlines()[-1], flush=True)
+    if not args.skip_serve:
+        exported = measure({"kind": "export", "path": default_export_dir(), **common}, huge)
+        for batch in args.serve_batches:
+            if "error" in exported:
+                rows.append({"name": "serve (SavedModel)", "batch": batch, "error": exported["error"]})
+                continue
+            r = measure({"kind": "serve", "path": exported["path"], "batch": batch, **common}, huge)
+            r.update(name="serve DARTS_V2 (SavedModel)", batch=batch, key=("serve", None, batch))
+            rows.append(r)
+            print(table(rows[-1:]).splitlines()[-1], flush=True)
+    if not args.skip_data:
+        r = measure({"kind": "data", "batch": 96}, huge)
+        print(f"input pipeline (crop, flip, cutout, normalise): {r.get('images_per_s', 0):.0f} images/s")
+        env["input_pipeline_images_per_s"] = r.get("images_per_s")
+    print()
+    print(table(rows))
+    if args.json:
+        report = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+        try:
+            with atomic_file(args.json) as handle:
+                json.dump({"environment": env, "rows": rows, "args": report}, handle, indent=2, default=str)
+        except OSError as error:
+            fail(parser, ValueError(f"--json {args.json!r}: {error.strerror or error}"))
+    return 0

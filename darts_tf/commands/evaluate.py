@@ -1,0 +1,46 @@
+"""Test-set accuracy (top-1, top-5) of a trained network: a SavedModel or a training run's checkpoint.
+
+darts-tf evaluate --saved-model saved_models/darts_v2/1 --data-dir ../shared/data/cifar10-sample
+darts-tf evaluate --run-dir runs/eval --data-dir ../shared/data/cifar10-sample
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from darts_tf.commands.common import fail
+from darts_tf.config import DATASETS
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument("--saved-model", help="a SavedModel folder (NAME/VERSION) exported by darts_tf")
+    model.add_argument("--run-dir", help="a training run folder (its latest checkpoint)")
+    p.add_argument("--dataset", choices=DATASETS, default=None, help="default: the run's, or cifar10")
+    p.add_argument("--data-dir", default=None, help="CIFAR-10 python batches (folder or .tar.gz); default: tfds")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.batch_size <= 0:
+        parser.error(f"--batch-size must be positive. Received: {args.batch_size}")
+    try:
+        from darts_tf import data
+        from darts_tf.export import evaluate_saved_model, load_serving_signature
+        from darts_tf.trainer import evaluate_run
+
+        if args.saved_model:
+            load_serving_signature(args.saved_model)  # fails fast, before loading data
+            source = data.load_data(args.dataset or "cifar10", args.data_dir)
+            result = evaluate_saved_model(args.saved_model, source.test_images, source.test_labels, args.batch_size)
+        else:
+            result = evaluate_run(args.run_dir, args.dataset, args.data_dir, args.batch_size)
+    except ValueError as error:
+        fail(parser, error)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"test images: {result['images']}  top-1: {result['accuracy']:.4f}  top-5: {result['top5']:.4f}")
+    return 0

@@ -1,0 +1,89 @@
+"""The whole DARTS pipeline on one preset: search -> train the found cell -> evaluate -> export -> serve.
+
+darts-tf pipeline --preset quick --data-dir ../shared/data/cifar10-sample   # ~8 minutes on 2 CPU cores
+darts-tf pipeline --run-dir runs/pipeline                                   # the paper's settings (days on a GPU)
+
+RUN_DIR/search and RUN_DIR/train are an ordinary search and training run
+(`darts-tf search/train --resume` continue them); the SavedModel goes to
+EXPORT_DIR/NAME/VERSION; the last step loads it with TensorFlow alone and
+classifies the first test images through its `serving_default` signature.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from darts_tf.commands.common import fail
+from darts_tf.config import DATASETS, SEARCH_PRESETS, TRAIN_PRESETS, SearchConfig, TrainConfig
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=sorted(SEARCH_PRESETS), default="paper", help="paper (default) or quick")
+    p.add_argument("--dataset", choices=DATASETS, default="cifar10", help="default cifar10 (tfds)")
+    p.add_argument("--data-dir", default=None, help="CIFAR-10 python batches (folder or .tar.gz); default: tfds")
+    p.add_argument("--run-dir", default="runs/pipeline", help="holds search/ and train/ (default runs/pipeline)")
+    p.add_argument("--export-dir", default="saved_models", help="SavedModel base folder (default saved_models)")
+    p.add_argument("--export-name", default="darts_pipeline", help="model name under --export-dir")
+    p.add_argument("--subset", type=int, default=0, help="use only the first N training images (both runs)")
+    p.add_argument("--seed", type=int, help="seed of both runs (default: each preset's)")
+    p.add_argument("--overwrite", action="store_true", help="replace runs already in --run-dir")
+    p.add_argument("--quiet", action="store_true", help="no per-step progress")
+
+
+def _served_prediction(path: str, images, labels, classes: int = 8) -> str:
+    """Loads the SavedModel with TensorFlow alone and classifies the first test images."""
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    predicted = serve(images=tf.constant(images[:classes]))["probabilities"].numpy().argmax(axis=1)
+    return f"served prediction (first {classes} test images): {predicted.tolist()} (labels {labels[:classes].tolist()})"
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.subset < 0:
+        parser.error(f"--subset must be positive. Received: {args.subset}")
+    seed = {} if args.seed is None else {"seed": args.seed}
+    shared = {"dataset": args.dataset, "data_dir": args.data_dir, "subset": args.subset, **seed}
+    search_config = SearchConfig(
+        **{**SEARCH_PRESETS[args.preset], **shared, "run_dir": os.path.join(args.run_dir, "search")}
+    )
+    train_config = TrainConfig(
+        **{
+            **TRAIN_PRESETS[args.preset],
+            **shared,
+            "run_dir": os.path.join(args.run_dir, "train"),
+            "arch": os.path.join(search_config.run_dir, "genotype.json"),
+            "export_dir": args.export_dir,
+            "export_name": args.export_name,
+        }
+    )
+    verbose = 0 if args.quiet else 1
+    from darts_tf.runtime import configure
+
+    configure("search")  # before TensorFlow runs anything; the training settings follow below
+    from darts_tf import data
+    from darts_tf.export import evaluate_saved_model
+    from darts_tf.searcher import run_search
+    from darts_tf.trainer import run_training
+
+    try:
+        print(f"1/4 search ({args.preset}): {search_config.run_dir}", flush=True)
+        searched = run_search(search_config, overwrite=args.overwrite, verbose=verbose)
+        print(f"    {searched['seconds']:.0f} s; genotype: {searched['genotype'].to_json()}", flush=True)
+        configure("training")
+        print(f"2/4 train the found cell ({args.preset}): {train_config.run_dir}", flush=True)
+        trained = run_training(train_config, overwrite=args.overwrite, verbose=verbose)
+        path = trained["export_path"]
+        print(f"    {trained['seconds']:.0f} s; {trained['parameters']:,} parameters", flush=True)
+        print(f"3/4 export: SavedModel {path}", flush=True)
+        source = data.load_data(args.dataset, args.data_dir, seed=train_config.seed)
+        result = evaluate_saved_model(path, source.test_images, source.test_labels)
+        print(f"4/4 serve: {result['images']} test images through the SavedModel: top-1 {result['accuracy']:.4f}, "
+              f"top-5 {result['top5']:.4f}")  # fmt: skip
+        print("    " + _served_prediction(path, source.test_images, source.test_labels))
+    except ValueError as error:  # DataError, RunDirError, ExportError: one line
+        fail(parser, error)
+    summary = {"search": search_config.run_dir, "train": train_config.run_dir, "saved_model": path}
+    print("pipeline finished: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+    return 0

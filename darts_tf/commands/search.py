@@ -1,0 +1,59 @@
+"""DARTS architecture search (Liu et al., ICLR 2019) on CIFAR-10 or a local copy of it.
+
+darts-tf search --preset quick --data-dir ../shared/data/cifar10-sample
+darts-tf search                                # the paper's search, CIFAR-10 from tfds
+darts-tf search --unrolled --run-dir runs/second_order
+darts-tf search --resume runs/search           # continue an interrupted search
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from darts_tf.commands.common import add_run_arguments, add_training_arguments, config_from_args, fail
+from darts_tf.config import SEARCH_PRESETS, SearchConfig
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_run_arguments(p, SEARCH_PRESETS, SearchConfig().run_dir)
+    add_training_arguments(p, cutout_help="cutout length (0: off, the search default)")
+    p.add_argument("--unrolled", action="store_true", default=None, help="second-order architecture gradient")
+    p.add_argument("--hessian", choices=["finite_difference", "exact"], default=None)
+    p.add_argument("--train-portion", type=float)
+    p.add_argument("--arch-learning-rate", type=float)
+    p.add_argument("--arch-weight-decay", type=float)
+    p.add_argument(
+        "--no-shared-trace",
+        dest="shared_trace",
+        action="store_false",
+        default=None,
+        help="inline every edge, one variable per tensor: first step ~130 s later, +1.7 GiB at the paper size",
+    )
+    p.add_argument(
+        "--graph-optimization",
+        choices=["reduced", "off"],
+        default="reduced",
+        help="grappler (a runtime setting): reduced (default) or off: first step up to ~5 s sooner, "
+        "+0.2-0.4 GiB peak memory",
+    )
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    config = config_from_args(
+        parser, args, SearchConfig, SEARCH_PRESETS, positive=["epochs", "batch_size", "C", "layers"]
+    )
+    from darts_tf.runtime import configure
+
+    configure("search", graph_optimization=args.graph_optimization)  # before TensorFlow runs anything
+    from darts_tf.searcher import run_search
+
+    try:
+        result = run_search(config, resume=bool(args.resume), overwrite=args.overwrite, verbose=0 if args.quiet else 1)
+    except ValueError as error:  # DataError, RunDirError, bad flags: one line
+        fail(parser, error)
+    history = result["history"]
+    print(f"search finished in {result['seconds']:.0f} s; run folder: {result['config'].run_dir}")
+    for i, (acc, top5) in enumerate(zip(history.get("val_accuracy", []), history.get("val_top5", []))):
+        print(f"  epoch {result['first_epoch'] + i + 1}: val top-1 {acc:.4f}, top-5 {top5:.4f}")
+    print(f"genotype: {result['genotype'].to_json()}")
+    return 0

@@ -1,0 +1,56 @@
+"""Train a DARTS evaluation network from a genotype, then export it as a SavedModel.
+
+darts-tf train --preset quick --data-dir ../shared/data/cifar10-sample
+darts-tf train --arch DARTS_V2                    # the paper's 600 epochs, tfds CIFAR-10
+darts-tf train --genotype runs/search/genotype.json
+darts-tf train --resume runs/eval                 # continue an interrupted run
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from darts_tf.commands.common import add_run_arguments, add_training_arguments, config_from_args, fail
+from darts_tf.config import TRAIN_PRESETS, TrainConfig
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_run_arguments(p, TRAIN_PRESETS, TrainConfig().run_dir)
+    p.add_argument(
+        "--arch",
+        help="published genotype (NASNet, AmoebaNet, DARTS_V1, DARTS_V2) or a genotype JSON file; default DARTS_V2",
+    )
+    p.add_argument("--genotype", dest="arch", help="same as --arch: a genotype JSON file written by the search")
+    add_training_arguments(p, cutout_help="cutout length (0: off; default 16)")
+    p.add_argument("--no-auxiliary", dest="auxiliary", action="store_false", default=None)
+    p.add_argument("--auxiliary-weight", type=float)
+    p.add_argument("--drop-path-prob", type=float)
+    p.add_argument("--eval-batch-size", type=int)
+    p.add_argument("--no-export", dest="export", action="store_false", default=None, help="skip the SavedModel")
+    p.add_argument("--export-dir", help="SavedModel base folder (default saved_models)")
+    p.add_argument("--export-name", help="model name under --export-dir (default: the arch name)")
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    positive = ["epochs", "batch_size", "C", "layers", "eval_batch_size"]
+    config = config_from_args(parser, args, TrainConfig, TRAIN_PRESETS, positive=positive)
+    from darts_tf.runtime import configure
+
+    configure("training")  # before TensorFlow runs anything
+    from darts_tf.trainer import run_training
+
+    try:
+        result = run_training(
+            config, resume=bool(args.resume), overwrite=args.overwrite, verbose=0 if args.quiet else 1
+        )
+    except ValueError as error:  # DataError, RunDirError, ExportError, bad genotype: one line
+        fail(parser, error)
+    history = result["history"]
+    config = result["config"]
+    print(f"training finished in {result['seconds']:.0f} s; run folder: {config.run_dir}")
+    print(f"parameters (without the auxiliary head): {result['parameters']:,}")
+    for i, (acc, top5) in enumerate(zip(history.get("val_accuracy", []), history.get("val_top5", []))):
+        print(f"  epoch {result['first_epoch'] + i + 1}: test top-1 {acc:.4f}, top-5 {top5:.4f}")
+    if result["export_path"]:
+        print(f"SavedModel: {result['export_path']}")
+    return 0

@@ -1,0 +1,56 @@
+"""Atomic writes: a file or a folder is either complete at its path or not there (no TensorFlow).
+
+Everything darts_tf writes into a run folder or an export goes through these
+two context managers: the content is written beside the target under a
+temporary name and renamed over it once complete; on an error (or an
+interrupt) the temporary is removed and the target is left as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import IO
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+    """Opens a temporary file beside `path` (`mode` "w" or "wb"); renamed to `path` when the block ends."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_file expected mode 'w' or 'wb'. Received: mode={mode!r}")
+    path = os.fspath(path)
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    descriptor, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=folder)
+    try:
+        with open(descriptor, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as handle:
+            yield handle
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[str]:
+    """Yields a temporary folder beside `path`; it replaces `path` (and what was there) when the block ends."""
+    path = os.path.abspath(os.fspath(path))
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+    try:
+        yield tmp
+        if os.path.exists(path):
+            old = f"{tmp}.old"
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,90 @@
+"""The darts-tf command line: parsing without TensorFlow, quiet logs, one-line errors, the pipeline."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+
+def _darts_tf(*args, **kwargs):
+    command = [sys.executable, "-m", "darts_tf.commands", *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=kwargs.pop("cwd", ROOT), **kwargs)
+
+
+def test_help_parses_every_command_without_tensorflow():
+    code = (
+        "import sys; from darts_tf.commands import COMMANDS, build_parser; parser = build_parser(); "
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'imported'; print(sorted(COMMANDS))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['benchmark', 'evaluate', 'export', 'pipeline', 'search', 'train']"
+    for command in ("search", "train", "evaluate", "export", "pipeline", "benchmark"):
+        result = _darts_tf(command, "--help")
+        assert result.returncode == 0 and f"darts-tf {command}" in result.stdout and "--verbose" in result.stdout
+
+
+def test_tensorflow_log_lines_are_filtered_unless_verbose():
+    code = (
+        "import os, sys; from darts_tf.commands.common import quiet_tensorflow_logs; quiet_tensorflow_logs(); "
+        "os.write(2, b'WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n'); "
+        "os.write(2, b'I0000 00:00:1795939113.218200    2913 port.cc:153] oneDNN custom operations are on.\\n'); "
+        "os.write(2, b'E0000 00:00:1795940028.871767    5247 cuda_platform.cc:52] failed call to cuInit\\n'); "
+        "os.write(2, b'W1129 08:03:47.123456    2913 foo.cc:1] a warning\\n'); "
+        "print('kept: one line', file=sys.stderr); os.write(2, b'and a partial line')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stderr == "kept: one line\nand a partial line"
+
+
+def test_errors_are_one_line_and_exit_2(tmp_path):
+    result = _darts_tf("search", "--data-dir", str(tmp_path / "missing"), "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 2
+    # TensorFlow's start-up logs are gone: the error is all there is.
+    assert result.stderr.strip().splitlines() == [
+        f"darts-tf search: error: --data-dir {str(tmp_path / 'missing')!r} does not exist "
+        "(expected a cifar-10-batches-py folder or .tar.gz)"
+    ]
+    assert not (tmp_path / "run").exists()
+    assert _darts_tf("train", "--epochs", "0").returncode == 2
+    assert _darts_tf("pipeline", "--subset", "-1").returncode == 2
+    assert _darts_tf("nonsense").returncode == 2
+
+
+def test_the_library_leaves_process_wide_settings_alone(tmp_path):
+    """run_search/run_training do not set threads or grappler; the commands do (runtime.configure)."""
+    code = (
+        "import tensorflow as tf; from darts_tf.config import SearchConfig, TrainConfig; "
+        "from darts_tf.searcher import run_search; from darts_tf.trainer import run_training; "
+        "threads = tf.config.threading; "
+        "before = (tf.config.optimizer.get_experimental_options(), "
+        "threads.get_inter_op_parallelism_threads(), threads.get_intra_op_parallelism_threads()); "
+        f"run_search(SearchConfig(epochs=1, batch_size=8, C=4, layers=3, steps=2, multiplier=2, subset=32, "
+        f"dataset='synthetic', run_dir={str(tmp_path / 's')!r}), verbose=0); "
+        f"run_training(TrainConfig(epochs=1, batch_size=8, C=4, layers=3, subset=16, dataset='synthetic', "
+        f"export=False, run_dir={str(tmp_path / 't')!r}), verbose=0); "
+        "after = (tf.config.optimizer.get_experimental_options(), "
+        "threads.get_inter_op_parallelism_threads(), threads.get_intra_op_parallelism_threads()); "
+        "assert before == after, (before, after); print('unchanged', after)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("unchanged") and "}, 0, 0)" in out.stdout, out.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_pipeline_runs_search_train_export_and_serves(tmp_path):
+    result = _darts_tf(
+        "pipeline", "--preset", "quick", "--dataset", "synthetic", "--subset", "256", "--quiet",
+        "--run-dir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "sm"),
+        timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert [line[:3] for line in lines if line[:2] in ("1/", "2/", "3/", "4/")] == ["1/4", "2/4", "3/4", "4/4"]
+    saved = tmp_path / "sm" / "darts_pipeline" / "1"
+    assert (saved / "saved_model.pb").exists() and (tmp_path / "runs" / "search" / "genotype.json").exists()
+    assert any(line.startswith("4/4 serve: 128 test images through the SavedModel: top-1 ") for line in lines)
+    assert any("served prediction (first 8 test images): [" in line for line in lines)
+    assert result.stderr.strip() == ""  # quiet: no TensorFlow logs
