@@ -17,16 +17,12 @@ import tensorflow as tf
 
 from darts_tf.genotypes import Genotype
 from darts_tf.ops import (
-    CONV,
-    LINEAR,
-    VECTOR,
     BatchNorm,
     Conv2D,
     FactorizedReduce,
     Identity,
     ReLUConvBN,
     make_op,
-    prefixed,
     preprocess0,
     torch_uniform,
 )
@@ -122,16 +118,6 @@ class EvalCell(keras.layers.Layer):
             states.append(total[0] + total[1])
         return tf.concat([states[i] for i in self.concat], axis=-1)
 
-    def torch_variables(self) -> dict:
-        variables = {
-            **prefixed("preprocess0", self.preprocess0.torch_variables()),
-            **prefixed("preprocess1", self.preprocess1.torch_variables()),
-        }
-        for position, op in enumerate(self.cell_ops):
-            if hasattr(op, "torch_variables"):
-                variables.update(prefixed(f"_ops.{position}", op.torch_variables()))
-        return variables
-
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -200,18 +186,6 @@ class AuxiliaryHead(keras.layers.Layer):
         x = tf.nn.relu(x)
         return self.classifier(tf.reshape(x, [-1, 768]))
 
-    def torch_variables(self) -> dict:
-        variables = {
-            **prefixed("features.2", self.conv1.torch_variables()),
-            **prefixed("features.3", self.bn1.torch_variables()),
-            "features.5.weight": (self.conv2.kernel, CONV),
-            "classifier.weight": (self.classifier.kernel, LINEAR),
-            "classifier.bias": (self.classifier.bias, VECTOR),
-        }
-        if self.bn2 is not None:
-            variables.update(prefixed("features.6", self.bn2.torch_variables()))
-        return variables
-
     def get_config(self):
         config = super().get_config()
         config.update({"num_classes": self.num_classes, "pool_strides": self.pool_strides, "final_bn": self.final_bn})
@@ -249,46 +223,103 @@ def _outputs(s1, aux_input, num_classes, auxiliary, aux_pool_strides, aux_final_
     return outputs
 
 
-def NetworkCIFAR(
-    C: int = 36,
-    num_classes: int = 10,
-    layers: int = 20,
-    auxiliary: bool = True,
-    genotype: Genotype | None = None,
-    input_shape: tuple = (32, 32, 3),
-    name: str = "network_cifar",
-) -> keras.Model:
-    """The DARTS CIFAR evaluation network (arXiv:1806.09055, Sec. 3.2): outputs logits (+ aux logits)."""
-    if genotype is None:
-        raise ValueError("NetworkCIFAR expected a genotype. Received: genotype=None")
-    inputs = keras.Input(input_shape, name="images")
-    x = Conv2D(3 * C, 3, name="stem_conv")(inputs)
-    x = BatchNorm(name="stem_bn")(x)
-    _, s1, aux_input = _cells(genotype, C, layers, x, x, False, 2 * layers // 3)
-    return keras.Model(inputs, _outputs(s1, aux_input, num_classes, auxiliary, 3, True), name=name)
+def _check_genotype(genotype, where: str) -> Genotype:
+    if isinstance(genotype, dict):
+        genotype = Genotype.from_dict(genotype)
+    if not isinstance(genotype, Genotype):
+        raise ValueError(f"{where} expected a genotype. Received: genotype={genotype!r}")
+    return genotype
 
 
-def NetworkImageNet(
-    C: int = 48,
-    num_classes: int = 1000,
-    layers: int = 14,
-    auxiliary: bool = True,
-    genotype: Genotype | None = None,
-    input_shape: tuple = (224, 224, 3),
-    name: str = "network_imagenet",
-) -> keras.Model:
-    """The DARTS ImageNet (mobile setting) evaluation network with its two-stage stem."""
-    if genotype is None:
-        raise ValueError("NetworkImageNet expected a genotype. Received: genotype=None")
-    inputs = keras.Input(input_shape, name="images")
-    x = Conv2D(C // 2, 3, 2, name="stem0_conv1")(inputs)
-    x = keras.layers.ReLU()(BatchNorm(name="stem0_bn1")(x))
-    x = Conv2D(C, 3, 2, name="stem0_conv2")(x)
-    s0 = BatchNorm(name="stem0_bn2")(x)
-    x = Conv2D(C, 3, 2, name="stem1_conv")(keras.layers.ReLU()(s0))
-    s1 = BatchNorm(name="stem1_bn")(x)
-    _, s1, aux_input = _cells(genotype, C, layers, s0, s1, True, 2 * layers // 3)
-    return keras.Model(inputs, _outputs(s1, aux_input, num_classes, auxiliary, 2, False), name=name)
+class _EvaluationNetwork(keras.Model):
+    """What NetworkCIFAR and NetworkImageNet share: their arguments, config and `.keras` round trip.
+
+    Functional models built on `keras.Input` inside `__init__`, as KerasHub's
+    backbones: `summary()`, `get_layer`, export and `.keras` files work as for
+    any functional model, and `from_config` rebuilds the graph from the arguments.
+    """
+
+    def _set_arguments(self, C, num_classes, layers, auxiliary, genotype, input_shape):
+        self.C = C
+        self.num_classes = num_classes
+        self.num_layers = layers
+        self.auxiliary = auxiliary
+        self.genotype = genotype
+        self.image_shape = tuple(input_shape)
+
+    def get_config(self):
+        return {
+            "C": self.C,
+            "num_classes": self.num_classes,
+            "layers": self.num_layers,
+            "auxiliary": self.auxiliary,
+            "genotype": self.genotype.to_dict(),
+            "input_shape": list(self.image_shape),
+            "name": self.name,
+            "trainable": self.trainable,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="darts_tf")
+class NetworkCIFAR(_EvaluationNetwork):
+    """The DARTS CIFAR evaluation network (arXiv:1806.09055, Sec. 3.2 and Appendix A.2).
+
+    A 3x3 conv + BN stem with `3 * C` channels, `layers` cells compiled from
+    `genotype` (reduction cells at 1/3 and 2/3 of the depth), the auxiliary
+    head after the cell at 2/3 depth when `auxiliary`, global average pooling
+    and a linear classifier. Outputs a dict: "logits", and "aux_logits" with
+    `auxiliary=True` (a training-time loss only; `inference_model` gives the
+    logits-only graph that is exported).
+
+    Args:
+        C: channels of the first cells.
+        num_classes: number of classes.
+        layers: number of cells.
+        auxiliary: whether to add the auxiliary head.
+        genotype: a `Genotype` (or its dict).
+        input_shape: (height, width, channels) of the images.
+    """
+
+    def __init__(self, C=36, num_classes=10, layers=20, auxiliary=True, genotype=None, input_shape=(32, 32, 3),
+                 name="network_cifar", **kwargs):  # fmt: skip
+        genotype = _check_genotype(genotype, "NetworkCIFAR")
+        inputs = keras.Input(tuple(input_shape), name="images")
+        x = Conv2D(3 * C, 3, name="stem_conv")(inputs)
+        x = BatchNorm(name="stem_bn")(x)
+        _, s1, aux_input = _cells(genotype, C, layers, x, x, False, 2 * layers // 3)
+        outputs = _outputs(s1, aux_input, num_classes, auxiliary, 3, True)
+        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+        self._set_arguments(C, num_classes, layers, auxiliary, genotype, input_shape)
+
+
+@keras.saving.register_keras_serializable(package="darts_tf")
+class NetworkImageNet(_EvaluationNetwork):
+    """The DARTS ImageNet (mobile setting) evaluation network (arXiv:1806.09055, Sec. 3.3 and A.2).
+
+    As `NetworkCIFAR`, with the original's two-stage stem (three stride-2 3x3
+    convs: 224 -> 28 pixels; the first cell takes both stems, so it reduces
+    its first input) and an auxiliary head without its last BatchNorm
+    (pooling stride 2). Defaults: C=48, 1000 classes, 14 cells, 224x224 images.
+    """
+
+    def __init__(self, C=48, num_classes=1000, layers=14, auxiliary=True, genotype=None, input_shape=(224, 224, 3),
+                 name="network_imagenet", **kwargs):  # fmt: skip
+        genotype = _check_genotype(genotype, "NetworkImageNet")
+        inputs = keras.Input(tuple(input_shape), name="images")
+        x = Conv2D(C // 2, 3, 2, name="stem0_conv1")(inputs)
+        x = keras.layers.ReLU()(BatchNorm(name="stem0_bn1")(x))
+        x = Conv2D(C, 3, 2, name="stem0_conv2")(x)
+        s0 = BatchNorm(name="stem0_bn2")(x)
+        x = Conv2D(C, 3, 2, name="stem1_conv")(keras.layers.ReLU()(s0))
+        s1 = BatchNorm(name="stem1_bn")(x)
+        _, s1, aux_input = _cells(genotype, C, layers, s0, s1, True, 2 * layers // 3)
+        outputs = _outputs(s1, aux_input, num_classes, auxiliary, 2, False)
+        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+        self._set_arguments(C, num_classes, layers, auxiliary, genotype, input_shape)
 
 
 def count_parameters(model: keras.Model, include_auxiliary: bool = False) -> int:
@@ -302,39 +333,8 @@ def count_parameters(model: keras.Model, include_auxiliary: bool = False) -> int
 
 
 def is_eval_network(model) -> bool:
-    """True for a model built by NetworkCIFAR or NetworkImageNet (or loaded from their `.keras` file)."""
-    names = {layer.name for layer in getattr(model, "layers", [])}
-    return "classifier" in names and ("stem_conv" in names or "stem0_conv1" in names)
-
-
-def network_torch_variables(model: keras.Model) -> dict:
-    """name -> (variable, layout) in the original's `NetworkCIFAR`/`NetworkImageNet` state-dict naming."""
-    if not is_eval_network(model):
-        raise ValueError(f"Model {model.name!r} is not a NetworkCIFAR/NetworkImageNet model")
-    layer = {item.name: item for item in model.layers}
-    if "stem_conv" in layer:
-        stems = {"stem.0": "stem_conv", "stem.1": "stem_bn"}
-    else:
-        stems = {
-            "stem0.0": "stem0_conv1",
-            "stem0.1": "stem0_bn1",
-            "stem0.3": "stem0_conv2",
-            "stem0.4": "stem0_bn2",
-            "stem1.1": "stem1_conv",
-            "stem1.2": "stem1_bn",
-        }
-    variables = {}
-    for prefix, name in stems.items():
-        variables.update(prefixed(prefix, layer[name].torch_variables()))
-    cells = sorted((int(name.split("_")[1]), item) for name, item in layer.items() if name.startswith("cell_"))
-    for index, cell in cells:
-        variables.update(prefixed(f"cells.{index}", cell.torch_variables()))
-    if "auxiliary_head" in layer:
-        variables.update(prefixed("auxiliary_head", layer["auxiliary_head"].torch_variables()))
-    classifier = layer["classifier"]
-    variables["classifier.weight"] = (classifier.kernel, LINEAR)
-    variables["classifier.bias"] = (classifier.bias, VECTOR)
-    return variables
+    """True for a NetworkCIFAR or NetworkImageNet (built, or loaded from a `.keras` file)."""
+    return isinstance(model, _EvaluationNetwork)
 
 
 def inference_model(model: keras.Model) -> keras.Model:

@@ -9,9 +9,8 @@ unbiased one, as `torch.nn.BatchNorm2d` does. TensorFlow's `"SAME"` padding
 pads stride-2 ops at the bottom/right only, which would shift the sampling
 grid by one pixel; the layers here pad explicitly where that matters.
 
-Layout is NHWC. Each layer that holds weights can list them under the
-original code's parameter names (`torch_variables()`), which is how
-`darts_tf.convert.load_pytorch_state_dict` maps PyTorch state dicts.
+Layout is NHWC. The original code's parameter names for these layers live in
+`darts_tf.convert`, which maps PyTorch state dicts.
 
 Reference: Liu, Simonyan & Yang, "DARTS: Differentiable Architecture Search",
 ICLR 2019 (arXiv:1806.09055), Section 3.1 and Appendix A.1.
@@ -28,12 +27,6 @@ import keras
 import tensorflow as tf
 
 from darts_tf.genotypes import OPERATIONS, PRIMITIVES
-
-# Kinds of parameter layout, used by the PyTorch converter.
-CONV = "conv"  # Keras [kh, kw, in, out]  <-> PyTorch [out, in, kh, kw]
-DEPTHWISE = "depthwise"  # Keras [kh, kw, C, 1] <-> PyTorch [C, 1, kh, kw]
-LINEAR = "linear"  # Keras [in, out]  <-> PyTorch [out, in]
-VECTOR = "vector"  # same layout
 
 BN_MOMENTUM = 0.9  # PyTorch momentum 0.1
 BN_EPSILON = 1e-5
@@ -125,10 +118,6 @@ def pointwise_conv(x, kernel):
     return tf.ensure_shape(y, x.shape[:-1] + [channels_out])
 
 
-def prefixed(prefix: str, variables: dict) -> dict:
-    return {f"{prefix}.{name}": value for name, value in variables.items()}
-
-
 def _check_stride(stride: int, where: str) -> int:
     if stride not in (1, 2):
         raise ValueError(f"{where}: stride must be 1 or 2. Received: stride={stride!r}")
@@ -166,6 +155,7 @@ class Conv2D(keras.layers.Layer):
         else:
             shape = (k, k, channels, self.filters)
             fan_in = channels * k * k
+        self.fan_in = fan_in  # in_channels / groups * kh * kw, as PyTorch's default init
         self.kernel = self.add_weight(name="kernel", shape=shape, initializer=torch_uniform(fan_in))
 
     def call(self, x, training=None):
@@ -196,9 +186,6 @@ class Conv2D(keras.layers.Layer):
         size = lambda n: conv_output_size(n, self.kernel_size, self.strides, self.dilation_rate)  # noqa: E731
         channels = input_shape[-1] if self.depthwise else self.filters
         return (input_shape[0], size(input_shape[1]), size(input_shape[2]), channels)
-
-    def torch_variables(self) -> dict:
-        return {"weight": (self.kernel, DEPTHWISE if self.depthwise else CONV)}
 
     def get_config(self):
         config = super().get_config()
@@ -313,15 +300,6 @@ class BatchNorm(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
-    def torch_variables(self) -> dict:
-        variables = {}
-        if self.affine:
-            variables["weight"] = (self.gamma, VECTOR)
-            variables["bias"] = (self.beta, VECTOR)
-        variables["running_mean"] = (self.moving_mean, VECTOR)
-        variables["running_var"] = (self.moving_variance, VECTOR)
-        return variables
-
     def get_config(self):
         config = super().get_config()
         config.update({"affine": self.affine, "momentum": self.momentum, "epsilon": self.epsilon, "fused": self.fused})
@@ -375,10 +353,6 @@ class ReLUConvBN(_Composite):
     def call(self, x, training=None, output_scale=None):
         return self.bn(self.conv(tf.nn.relu(x), training=training), training=training, scale=output_scale)
 
-    def torch_variables(self) -> dict:
-        # PyTorch: op = Sequential(ReLU, Conv2d, BatchNorm2d)
-        return {**prefixed("op.1", self.conv.torch_variables()), **prefixed("op.2", self.bn.torch_variables())}
-
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -412,14 +386,6 @@ class DilConv(_Composite):
     def call(self, x, training=None, output_scale=None):
         x = self.depthwise(tf.nn.relu(x), training=training)
         return self.bn(self.pointwise(x, training=training), training=training, scale=output_scale)
-
-    def torch_variables(self) -> dict:
-        # PyTorch: op = Sequential(ReLU, Conv2d(groups=C), Conv2d(1x1), BatchNorm2d)
-        return {
-            **prefixed("op.1", self.depthwise.torch_variables()),
-            **prefixed("op.2", self.pointwise.torch_variables()),
-            **prefixed("op.3", self.bn.torch_variables()),
-        }
 
     def get_config(self):
         config = super().get_config()
@@ -473,17 +439,6 @@ class SepConv(_Composite):
         x = self.bn1(self.pointwise1(x, training=training), training=training)
         x = self.depthwise2(tf.nn.relu(x), training=training)
         return self.bn2(self.pointwise2(x, training=training), training=training, scale=output_scale)
-
-    def torch_variables(self) -> dict:
-        # PyTorch: op = Sequential(ReLU, dw, pw, BN, ReLU, dw, pw, BN)
-        return {
-            **prefixed("op.1", self.depthwise1.torch_variables()),
-            **prefixed("op.2", self.pointwise1.torch_variables()),
-            **prefixed("op.3", self.bn1.torch_variables()),
-            **prefixed("op.5", self.depthwise2.torch_variables()),
-            **prefixed("op.6", self.pointwise2.torch_variables()),
-            **prefixed("op.7", self.bn2.torch_variables()),
-        }
 
     def get_config(self):
         config = super().get_config()
@@ -548,13 +503,6 @@ class FactorizedReduce(_Composite):
         half = lambda n: None if n is None else (n + 1) // 2  # noqa: E731
         return (input_shape[0], half(input_shape[1]), half(input_shape[2]), self.filters)
 
-    def torch_variables(self) -> dict:
-        return {
-            **prefixed("conv_1", self.conv_1.torch_variables()),
-            **prefixed("conv_2", self.conv_2.torch_variables()),
-            **prefixed("bn", self.bn.torch_variables()),
-        }
-
     def get_config(self):
         config = super().get_config()
         config.update({"filters": self.filters, "affine": self.affine})
@@ -604,14 +552,6 @@ class FactorizedConv(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         size = lambda n: conv_output_size(n, self.kernel_size, self.strides)  # noqa: E731
         return (input_shape[0], size(input_shape[1]), size(input_shape[2]), self.filters)
-
-    def torch_variables(self) -> dict:
-        # PyTorch: the op is a bare Sequential(ReLU, Conv2d (1, k), Conv2d (k, 1), BatchNorm2d), no `op.`
-        return {
-            "1.weight": (self.kernel_1xk, CONV),
-            "2.weight": (self.kernel_kx1, CONV),
-            **prefixed("3", self.bn.torch_variables()),
-        }
 
     def get_config(self):
         config = super().get_config()

@@ -21,10 +21,6 @@ import tensorflow as tf
 
 from darts_tf.genotypes import PRIMITIVES, Genotype, derive_genotype, num_edges
 from darts_tf.ops import (
-    CONV,
-    DEPTHWISE,
-    LINEAR,
-    VECTOR,
     BatchNorm,
     Conv2D,
     Identity,
@@ -34,7 +30,6 @@ from darts_tf.ops import (
     flag_set,
     frozen_batch_stats,
     make_op,
-    prefixed,
     preprocess0,
     scoped_flag,
     torch_uniform,
@@ -57,7 +52,7 @@ def arch_gradients_only() -> contextlib.AbstractContextManager[None]:
 class PackedSlice:
     """One named tensor stored inside a packed variable (see `MixedOp`).
 
-    What `torch_variables()` hands out for a packed edge: it has the tensor's
+    What `darts_tf.convert.torch_variables` hands out for a packed edge: it has the tensor's
     `shape` and `dtype`, reads with `numpy()` and writes with `assign()`, so
     weight conversion and inspection work as with a variable of its own.
     """
@@ -105,7 +100,7 @@ class MixedOp(keras.layers.Layer):
     cuts building, tracing and graph optimisation time several-fold. The
     result is the same computation (`shared_trace=False` gives the plain
     layer, one variable per tensor; a test pins their equality), and
-    `torch_variables()` names every packed tensor as the original does.
+    `darts_tf.convert.torch_variables` names every packed tensor as the original does.
     """
 
     def __init__(self, channels, strides=1, shared_trace=True, **kwargs):
@@ -186,24 +181,6 @@ class MixedOp(keras.layers.Layer):
         size = lambda n: conv_output_size(n, 3, self.strides)  # noqa: E731
         return (input_shape[0], size(input_shape[1]), size(input_shape[2]), self.channels)
 
-    def torch_variables(self) -> dict:
-        if self.shared_trace:
-            packed = {"weights": self.packed_weights, "statistics": self.packed_statistics}
-            return {
-                name: (PackedSlice(packed[which], offset, shape), kind)
-                for name, (which, offset, shape, kind) in self._shared.layout.items()
-            }
-        variables = {}
-        for index, name in enumerate(PRIMITIVES):
-            if name == "none":
-                continue
-            op = self.primitive_ops[name]
-            if name in self.pool_bns:  # PyTorch: Sequential(pool, BatchNorm2d)
-                variables.update(prefixed(f"_ops.{index}.1", self.pool_bns[name].torch_variables()))
-            elif hasattr(op, "torch_variables"):
-                variables.update(prefixed(f"_ops.{index}", op.torch_variables()))
-        return variables
-
     def get_config(self):
         config = super().get_config()
         config.update({"channels": self.channels, "strides": self.strides, "shared_trace": self.shared_trace})
@@ -228,8 +205,8 @@ def _unflatten(flat, shapes, sizes) -> list:
 class _SharedEdge:
     """What every packed edge of one shape shares: a plain template MixedOp and its traced function.
 
-    `layout` maps each of the template's tensors, by its name in the original
-    code, to (packed variable, offset, shape, layout kind). The function
+    `slots` maps each of the template's tensors to (packed variable, offset,
+    shape); `darts_tf.convert` names them as the original does. The function
     computes the edge from packed values (stateless: variables are read
     outside, once per edge) and returns the updated packed statistics.
     """
@@ -247,9 +224,8 @@ class _SharedEdge:
             random.setstate(python_state)
             np.random.set_state(numpy_state)
         self.template = template
-        names = {id(variable): (name, kind) for name, (variable, kind) in template.torch_variables().items()}
-        self.layout = {}
-        self.fan_ins = []
+        # Where each of the template's tensors sits: id(variable) -> (packed variable, offset, shape).
+        self.slots = {}
         self.shapes, self.sizes = {}, {}
         for which, variables in (("weights", template.trainable_variables),
                                  ("statistics", template.non_trainable_variables)):  # fmt: skip
@@ -257,15 +233,14 @@ class _SharedEdge:
             self.shapes[which] = [tuple(v.shape) for v in variables]
             self.sizes[which] = [int(np.prod(s, dtype=np.int64)) for s in self.shapes[which]]
             for variable, size in zip(variables, self.sizes[which]):
-                name, kind = names[id(variable)]
-                self.layout[name] = (which, offset, tuple(variable.shape), kind)
+                self.slots[id(variable)] = (which, offset, tuple(variable.shape))
                 offset += size
-                if which == "weights":
-                    if kind not in (CONV, DEPTHWISE):
-                        raise ValueError(f"Packed edge: {name!r} is not a conv kernel. Received: kind={kind!r}")
-                    # PyTorch's default conv init; fan_in = in_channels / groups * kh * kw.
-                    fan_in = int(np.prod(variable.shape[:2])) * (1 if kind == DEPTHWISE else int(variable.shape[2]))
-                    self.fan_ins.append(fan_in)
+        # PyTorch's default conv init for each packed kernel (every trainable tensor is one).
+        fan_ins = {id(layer.kernel): layer.fan_in for layer in template._flatten_layers() if isinstance(layer, Conv2D)}
+        unknown = [v.path for v in template.trainable_variables if id(v) not in fan_ins]
+        if unknown:
+            raise ValueError(f"Packed edge: every trainable tensor must be a conv kernel. Received: {unknown}")
+        self.fan_ins = [fan_ins[id(v)] for v in template.trainable_variables]
         self.weights_size = sum(self.sizes["weights"])
         self.statistics_size = sum(self.sizes["statistics"])
         self._statistics0 = np.concatenate([np.ravel(v.numpy()) for v in template.non_trainable_variables])
@@ -358,15 +333,6 @@ class SearchCell(keras.layers.Layer):
     def compute_output_shape(self, s0_shape, s1_shape):
         shape = self.edges[0].compute_output_shape(self.preprocess1.compute_output_shape(s1_shape))
         return shape[:-1] + (self.multiplier * self.channels,)
-
-    def torch_variables(self) -> dict:
-        variables = {
-            **prefixed("preprocess0", self.preprocess0.torch_variables()),
-            **prefixed("preprocess1", self.preprocess1.torch_variables()),
-        }
-        for index, edge in enumerate(self.edges):
-            variables.update(prefixed(f"_ops.{index}", edge.torch_variables()))
-        return variables
 
     def get_config(self):
         config = super().get_config()
@@ -498,19 +464,6 @@ class SearchNetwork(keras.Model):
             steps=self.steps,
             multiplier=self.multiplier,
         )
-
-    def torch_variables(self) -> dict:
-        variables = {
-            **prefixed("stem.0", self.stem_conv.torch_variables()),
-            **prefixed("stem.1", self.stem_bn.torch_variables()),
-        }
-        for index, cell in enumerate(self.cells):
-            variables.update(prefixed(f"cells.{index}", cell.torch_variables()))
-        variables["classifier.weight"] = (self.classifier.kernel, LINEAR)
-        variables["classifier.bias"] = (self.classifier.bias, VECTOR)
-        variables["alphas_normal"] = (self.alphas_normal, VECTOR)
-        variables["alphas_reduce"] = (self.alphas_reduce, VECTOR)
-        return variables
 
     def get_config(self):
         config = super().get_config()

@@ -82,3 +82,28 @@ def test_npz_state_dicts_are_read_without_pickle(models, tmp_path):
         read_npz_state_dict(str(tmp_path / "junk.npz"))
     with pytest.raises(ValueError, match=r"Cannot read state dict .*missing.npz"):
         read_npz_state_dict(str(tmp_path / "missing.npz"))
+
+
+def test_naming_lives_in_convert_and_refuses_what_it_cannot_name():
+    import keras
+
+    from darts_tf.convert import torch_variables
+    from darts_tf.ops import Pool, SepConv
+
+    op = SepConv(4, 3, 1)
+    op.build((1, 8, 8, 4))
+    names = torch_variables(op)
+    assert list(names) == [
+        "op.1.weight", "op.2.weight", "op.3.weight", "op.3.bias", "op.3.running_mean", "op.3.running_var",
+        "op.5.weight", "op.6.weight", "op.7.weight", "op.7.bias", "op.7.running_mean", "op.7.running_var",
+    ]  # fmt: skip
+    assert not hasattr(op, "torch_variables")  # the layers do not carry the original's naming
+    pool = Pool("max", 3, 1)
+    pool.build((1, 8, 8, 4))
+    assert torch_variables(pool) == {}
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="has no PyTorch weight mapping"):
+        torch_variables(other)
+    unbuilt = SepConv(4, 3, 1)
+    with pytest.raises(ValueError, match="must be built"):
+        torch_variables(unbuilt)

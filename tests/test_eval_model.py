@@ -4,7 +4,14 @@ import pytest
 import tensorflow as tf
 
 from darts_tf.convert import load_pytorch_state_dict, to_pytorch_state_dict
-from darts_tf.eval_model import DropPath, NetworkCIFAR, NetworkImageNet, count_parameters, inference_model
+from darts_tf.eval_model import (
+    DropPath,
+    NetworkCIFAR,
+    NetworkImageNet,
+    count_parameters,
+    inference_model,
+    is_eval_network,
+)
 from darts_tf.genotypes import AMOEBANET, DARTS_V1, DARTS_V2, NASNET, get_genotype
 
 
@@ -89,14 +96,36 @@ def test_pytorch_state_dict_imagenet_names_and_errors():
         load_pytorch_state_dict(model, sd)
 
 
-def test_keras_file_round_trip(tmp_path):
-    model = NetworkCIFAR(4, 10, 3, True, DARTS_V2)
+@pytest.mark.parametrize(
+    "builder, size",
+    [
+        (lambda: NetworkCIFAR(4, 10, 3, True, AMOEBANET), 32),
+        (lambda: NetworkImageNet(8, 7, 3, False, DARTS_V2, input_shape=(64, 64, 3)), 64),
+    ],
+    ids=["cifar", "imagenet"],
+)
+def test_keras_file_round_trip(tmp_path, builder, size):
+    model = builder()
     _randomize_statistics(model)
     model.save(tmp_path / "net.keras")
     loaded = keras.saving.load_model(tmp_path / "net.keras")
-    images = tf.random.normal([2, 32, 32, 3])
+    assert type(loaded) is type(model) and loaded.get_config() == model.get_config()
+    assert loaded.genotype == model.genotype and is_eval_network(loaded)
+    images = tf.random.normal([2, size, size, 3])
     np.testing.assert_array_equal(loaded(images)["logits"].numpy(), model(images)["logits"].numpy())
     assert count_parameters(loaded) == count_parameters(model)
+    # from_config(get_config()) builds the same architecture (fresh weights).
+    rebuilt = type(model).from_config(model.get_config())
+    assert [v.shape for v in rebuilt.weights] == [v.shape for v in model.weights]
+
+
+def test_networks_are_model_classes_and_reject_a_missing_genotype():
+    model = NetworkCIFAR(4, 10, 3, False, DARTS_V2.to_dict())  # a genotype's dict works too
+    assert isinstance(model, keras.Model) and model.genotype == DARTS_V2 and "aux_logits" not in model.output
+    assert model.get_config()["layers"] == 3 and model.get_config()["input_shape"] == [32, 32, 3]
+    assert not is_eval_network(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="classifier")]))
+    with pytest.raises(ValueError, match="NetworkImageNet expected a genotype. Received: genotype='DARTS_V2'"):
+        NetworkImageNet(genotype="DARTS_V2")
 
 
 def test_inference_model_has_no_auxiliary_head():

@@ -6,9 +6,9 @@ from helpers import random_batch, tiny_search_network
 
 from darts_tf.architect import cross_entropy
 from darts_tf.checkpoint import make_checkpoint, restore, write_atomic
-from darts_tf.convert import load_pytorch_state_dict, to_pytorch_state_dict, torch_variables
+from darts_tf.convert import DEPTHWISE, load_pytorch_state_dict, to_pytorch_state_dict, torch_variables
 from darts_tf.genotypes import PRIMITIVES, Genotype
-from darts_tf.ops import DEPTHWISE, Zero, frozen_batch_stats
+from darts_tf.ops import Zero, frozen_batch_stats
 from darts_tf.search_model import MixedOp, PackedSlice, SearchNetwork, arch_gradients_only
 
 
@@ -161,7 +161,7 @@ def test_shared_trace_mixed_op_equals_the_sum_of_all_eight_ops(strides):
 def test_packed_slices_read_and_write_their_own_piece():
     edge = MixedOp(4, 1)
     edge.build((2, 6, 6, 4))
-    slices = {name: v for name, (v, _) in edge.torch_variables().items()}
+    slices = {name: v for name, (v, _) in torch_variables(edge).items()}
     target = slices["_ops.4.op.2.weight"]  # sep_conv_3x3's first pointwise kernel, Keras layout
     assert target.shape == (1, 1, 4, 4)
     before = edge.packed_weights.numpy().copy()
@@ -182,8 +182,8 @@ def test_packed_edges_start_from_their_own_pytorch_style_draws():
     edges = [MixedOp(4, 1) for _ in range(2)]
     for edge in edges:
         edge.build((2, 6, 6, 4))
-    first, second = ({name: v.numpy() for name, (v, _) in e.torch_variables().items()} for e in edges)
-    for name, (variable, kind) in edges[0].torch_variables().items():
+    first, second = ({name: v.numpy() for name, (v, _) in torch_variables(e).items()} for e in edges)
+    for name, (variable, kind) in torch_variables(edges[0]).items():
         if "running" in name:
             np.testing.assert_array_equal(first[name], 0.0 if "mean" in name else 1.0)
             continue
