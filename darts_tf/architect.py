@@ -21,9 +21,6 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from darts_tf.ops import frozen_batch_stats
-from darts_tf.search_model import arch_gradients_only
-
 HESSIAN_MODES = ("finite_difference", "exact")
 
 
@@ -35,10 +32,16 @@ def cross_entropy(labels, logits) -> tf.Tensor:
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
 
 
-def model_loss(model, batch) -> tf.Tensor:
-    """Training-mode cross-entropy of `model` on `batch = (images, labels)`."""
+def model_loss(model, batch, **passes) -> tf.Tensor:
+    """Training-mode cross-entropy of `model` on `batch = (images, labels)`; `passes` go to the model's call."""
     images, labels = batch
-    return cross_entropy(labels, model(images, training=True))
+    return cross_entropy(labels, model(images, training=True, **passes))
+
+
+# The architecture gradient's extra passes: batch statistics, moving averages left alone ...
+FROZEN = {"update_statistics": False}
+# ... and, where only the alphas' gradient is taken, no weight gradients traced in the edges.
+ALPHAS_ONLY = {"update_statistics": False, "weight_gradients": False}
 
 
 def _dense(gradients, variables):
@@ -62,23 +65,21 @@ def _assign_after(done, variables, values) -> None:
 
 def first_order_arch_gradients(model, val_batch) -> tuple[list, tf.Tensor]:
     """grad_alpha L_val(w, alpha) at the current weights; returns (gradients, val_loss)."""
-    with frozen_batch_stats(), arch_gradients_only():
-        with tf.GradientTape() as tape:
-            loss = model_loss(model, val_batch)
-        gradients = tape.gradient(loss, model.arch_variables)
+    with tf.GradientTape() as tape:
+        loss = model_loss(model, val_batch, **ALPHAS_ONLY)
+    gradients = tape.gradient(loss, model.arch_variables)
     return _dense(gradients, model.arch_variables), loss
 
 
 def exact_hessian_vector_product(model, batch, vector) -> list:
     """grad_alpha [grad_w L(w, alpha) . vector] by nested GradientTapes (double backprop)."""
     weights, alphas = model.weight_variables, model.arch_variables
-    with frozen_batch_stats():
-        with tf.GradientTape() as outer:
-            with tf.GradientTape() as inner:
-                loss = model_loss(model, batch)
-            grads = _dense(inner.gradient(loss, weights), weights)
-            dot = tf.add_n([tf.reduce_sum(g * tf.cast(v, g.dtype)) for g, v in zip(grads, vector)])
-        return _dense(outer.gradient(dot, alphas), alphas)
+    with tf.GradientTape() as outer:
+        with tf.GradientTape() as inner:
+            loss = model_loss(model, batch, **FROZEN)
+        grads = _dense(inner.gradient(loss, weights), weights)
+        dot = tf.add_n([tf.reduce_sum(g * tf.cast(v, g.dtype)) for g, v in zip(grads, vector)])
+    return _dense(outer.gradient(dot, alphas), alphas)
 
 
 def finite_difference_hessian_vector_product(model, batch, vector, r: float = 0.01) -> list:
@@ -92,14 +93,13 @@ def finite_difference_hessian_vector_product(model, batch, vector, r: float = 0.
     norm = tf.linalg.global_norm(vector)
     eps = r / tf.maximum(tf.cast(norm, saved[0].dtype), tf.cast(1e-12, saved[0].dtype))
     results, done = [], [eps]
-    with frozen_batch_stats(), arch_gradients_only():
-        for sign in (1.0, -1.0):
-            moved = [w0 + (sign * eps) * tf.cast(v, w0.dtype) for w0, v in zip(saved, vector)]
-            _assign_after(done, weights, moved)
-            with tf.GradientTape() as tape:
-                loss = model_loss(model, batch)
-            done = _dense(tape.gradient(loss, alphas), alphas)
-            results.append(done)
+    for sign in (1.0, -1.0):
+        moved = [w0 + (sign * eps) * tf.cast(v, w0.dtype) for w0, v in zip(saved, vector)]
+        _assign_after(done, weights, moved)
+        with tf.GradientTape() as tape:
+            loss = model_loss(model, batch, **ALPHAS_ONLY)
+        done = _dense(tape.gradient(loss, alphas), alphas)
+        results.append(done)
     _assign_after(done, weights, saved)
     return [(gp - gn) / tf.cast(2.0 * eps, gp.dtype) for gp, gn in zip(*results)]
 
@@ -118,7 +118,8 @@ def second_order_arch_gradients(
     """The unrolled (second-order) DARTS architecture gradient; returns (gradients, val_loss).
 
     Args:
-        model: a `SearchNetwork` (anything with `weight_variables`, `arch_variables`).
+        model: a `SearchNetwork` (anything with `weight_variables`, `arch_variables`, and a call
+            taking `training`, `update_statistics` and `weight_gradients`).
         train_batch, val_batch: `(images, labels)`.
         xi: the virtual step size (the original uses the current weight lr).
         momentum_buffers: the weight optimizer's PyTorch-style momentum buffers,
@@ -133,16 +134,15 @@ def second_order_arch_gradients(
     saved = [tf.identity(w) for w in weights]
     if momentum_buffers is None:
         momentum_buffers = [tf.zeros_like(w) for w in saved]
-    with frozen_batch_stats():
-        with tf.GradientTape() as tape:
-            train_loss = model_loss(model, train_batch)
-        train_grads = _dense(tape.gradient(train_loss, weights), weights)
-        for w, w0, g, buf in zip(weights, saved, train_grads, momentum_buffers):
-            step = momentum * tf.cast(buf, w0.dtype) + g + weight_decay * w0
-            w.assign(w0 - tf.cast(xi, w0.dtype) * step)
-        with tf.GradientTape() as tape:
-            val_loss = model_loss(model, val_batch)
-        grads = _dense(tape.gradient(val_loss, alphas + weights), alphas + weights)
+    with tf.GradientTape() as tape:
+        train_loss = model_loss(model, train_batch, **FROZEN)
+    train_grads = _dense(tape.gradient(train_loss, weights), weights)
+    for w, w0, g, buf in zip(weights, saved, train_grads, momentum_buffers):
+        step = momentum * tf.cast(buf, w0.dtype) + g + weight_decay * w0
+        w.assign(w0 - tf.cast(xi, w0.dtype) * step)
+    with tf.GradientTape() as tape:
+        val_loss = model_loss(model, val_batch, **FROZEN)
+    grads = _dense(tape.gradient(val_loss, alphas + weights), alphas + weights)
     alpha_grads, vector = grads[: len(alphas)], grads[len(alphas) :]
     _assign_after(grads, weights, saved)
     if hessian == "exact":

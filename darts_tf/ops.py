@@ -18,10 +18,8 @@ ICLR 2019 (arXiv:1806.09055), Section 3.1 and Appendix A.1.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import keras
 import tensorflow as tf
@@ -44,38 +42,6 @@ def conv_output_size(size, kernel_size: int, stride: int = 1, dilation: int = 1)
         return None
     padding = dilation * (kernel_size - 1) // 2
     return (size + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1
-
-
-_STATE = threading.local()
-
-
-@contextlib.contextmanager
-def scoped_flag(name: str) -> Iterator[None]:
-    """Sets the thread-local flag `name` for the duration of the context (see `flag_set`)."""
-    previous = getattr(_STATE, name, False)
-    setattr(_STATE, name, True)
-    try:
-        yield
-    finally:
-        setattr(_STATE, name, previous)
-
-
-def flag_set(name: str) -> bool:
-    return getattr(_STATE, name, False)
-
-
-def frozen_batch_stats() -> contextlib.AbstractContextManager[None]:
-    """Within this context, training-mode BatchNorm layers leave their moving statistics alone.
-
-    The flag is read when a layer's `call` runs (or is traced), so extra
-    forward passes, such as those of the architecture gradient, normalize
-    with batch statistics without changing the moving averages.
-    """
-    return scoped_flag("frozen")
-
-
-def batch_stats_frozen() -> bool:
-    return flag_set("frozen")
 
 
 def _symmetric_pad(x, padding: int, value: float = 0.0):
@@ -212,7 +178,10 @@ class BatchNorm(keras.layers.Layer):
     folded into the normalization's own scale and offset: the product is
     not a separate op, so its input need not be kept for the backward pass
     (the search network weights each op's output this way).
-    With `fused=None` the single fused TensorFlow kernel is used for
+    `call(x, training=True, update_statistics=False)` normalises with the
+    batch statistics and leaves the moving averages alone (the extra passes
+    of the architecture gradient); every op here passes the argument on to
+    its BatchNorms. With `fused=None` the single fused TensorFlow kernel is used for
     float16/bfloat16/float32 inputs, the composite formula otherwise (float64).
     (Ioffe & Szegedy 2015; used throughout DARTS, arXiv:1806.09055.)
     """
@@ -247,7 +216,7 @@ class BatchNorm(keras.layers.Layer):
             return tf.broadcast_to(tf.cast(factor, dtype), [channels]), tf.zeros([channels], dtype)
         return tf.ones([channels], dtype), tf.zeros([channels], dtype)
 
-    def call(self, x, training=None, scale=None):
+    def call(self, x, training=None, scale=None, update_statistics=True):
         channels = x.shape[-1]
         param_dtype = tf.float32 if x.dtype in (tf.float16, tf.bfloat16) else x.dtype
         scale, offset = self._scale_offset(channels, param_dtype, scale)
@@ -288,7 +257,7 @@ class BatchNorm(keras.layers.Layer):
             y = (x - mean) * (tf.math.rsqrt(variance + self.epsilon) * scale) + offset
             count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), variance.dtype)
             unbiased_variance = variance * count / tf.maximum(count - 1.0, 1.0)
-        if batch_stats_frozen():
+        if not update_statistics:
             return y
         m = self.momentum
         self.moving_mean.assign(self.moving_mean * m + tf.cast(mean, self.moving_mean.dtype) * (1.0 - m))
@@ -350,8 +319,9 @@ class ReLUConvBN(_Composite):
     def build(self, input_shape):
         self._build_chain(input_shape, self._chain())
 
-    def call(self, x, training=None, output_scale=None):
-        return self.bn(self.conv(tf.nn.relu(x), training=training), training=training, scale=output_scale)
+    def call(self, x, training=None, output_scale=None, update_statistics=True):
+        x = self.conv(tf.nn.relu(x), training=training)
+        return self.bn(x, training=training, scale=output_scale, update_statistics=update_statistics)
 
     def get_config(self):
         config = super().get_config()
@@ -383,9 +353,10 @@ class DilConv(_Composite):
     def build(self, input_shape):
         self._build_chain(input_shape, self._chain())
 
-    def call(self, x, training=None, output_scale=None):
+    def call(self, x, training=None, output_scale=None, update_statistics=True):
         x = self.depthwise(tf.nn.relu(x), training=training)
-        return self.bn(self.pointwise(x, training=training), training=training, scale=output_scale)
+        x = self.pointwise(x, training=training)
+        return self.bn(x, training=training, scale=output_scale, update_statistics=update_statistics)
 
     def get_config(self):
         config = super().get_config()
@@ -434,11 +405,12 @@ class SepConv(_Composite):
     def _chain(self):
         return [self.depthwise1, self.pointwise1, self.bn1, self.depthwise2, self.pointwise2, self.bn2]
 
-    def call(self, x, training=None, output_scale=None):
+    def call(self, x, training=None, output_scale=None, update_statistics=True):
         x = self.depthwise1(tf.nn.relu(x), training=training)
-        x = self.bn1(self.pointwise1(x, training=training), training=training)
+        x = self.bn1(self.pointwise1(x, training=training), training=training, update_statistics=update_statistics)
         x = self.depthwise2(tf.nn.relu(x), training=training)
-        return self.bn2(self.pointwise2(x, training=training), training=training, scale=output_scale)
+        x = self.pointwise2(x, training=training)
+        return self.bn2(x, training=training, scale=output_scale, update_statistics=update_statistics)
 
     def get_config(self):
         config = super().get_config()
@@ -474,7 +446,7 @@ class FactorizedReduce(_Composite):
         self.conv_2.build(input_shape)
         self.bn.build(tuple(input_shape[:-1]) + (self.filters,))
 
-    def call(self, x, training=None, output_scale=None):
+    def call(self, x, training=None, output_scale=None, update_statistics=True):
         x = tf.nn.relu(x)
         height, width = x.shape[1], x.shape[2]
         if height is not None and width is not None and height % 2 == 0 and width % 2 == 0:
@@ -488,7 +460,7 @@ class FactorizedReduce(_Composite):
                 ],
                 axis=-1,
             )
-            return self.bn(out, training=training, scale=output_scale)
+            return self.bn(out, training=training, scale=output_scale, update_statistics=update_statistics)
         shifted = x[:, 1:, 1:, :]
         if height is None or width is None:
             dynamic = tf.shape(x)
@@ -497,7 +469,7 @@ class FactorizedReduce(_Composite):
         elif height % 2 or width % 2:
             shifted = tf.pad(shifted, [[0, 0], [0, height % 2], [0, width % 2], [0, 0]])
         out = tf.concat([self.conv_1(x, training=training), self.conv_2(shifted, training=training)], axis=-1)
-        return self.bn(out, training=training, scale=output_scale)
+        return self.bn(out, training=training, scale=output_scale, update_statistics=update_statistics)
 
     def compute_output_shape(self, input_shape):
         half = lambda n: None if n is None else (n + 1) // 2  # noqa: E731
@@ -541,13 +513,13 @@ class FactorizedConv(keras.layers.Layer):
         )
         self.bn.build(self.compute_output_shape(input_shape))
 
-    def call(self, x, training=None, output_scale=None):
+    def call(self, x, training=None, output_scale=None, update_statistics=True):
         pad, s = (self.kernel_size - 1) // 2, self.strides
         x = tf.pad(tf.nn.relu(x), [[0, 0], [0, 0], [pad, pad], [0, 0]])
         x = tf.nn.conv2d(x, tf.cast(self.kernel_1xk, x.dtype), strides=[1, 1, s, 1], padding="VALID")
         x = tf.pad(x, [[0, 0], [pad, pad], [0, 0], [0, 0]])
         x = tf.nn.conv2d(x, tf.cast(self.kernel_kx1, x.dtype), strides=[1, s, 1, 1], padding="VALID")
-        return self.bn(x, training=training, scale=output_scale)
+        return self.bn(x, training=training, scale=output_scale, update_statistics=update_statistics)
 
     def compute_output_shape(self, input_shape):
         size = lambda n: conv_output_size(n, self.kernel_size, self.strides)  # noqa: E731

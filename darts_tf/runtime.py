@@ -9,7 +9,7 @@ switched off here ("reduced") cost start-up on the search step's graph and
 gave no measurable step-time gain. Function optimisation is among them: it
 specialised each of the step's ~450-1,100 edge calls to prune the gradients
 the caller does not use (15-45 s of start-up), which the edge functions now
-leave out when traced (`arch_gradients_only`). "off" switches grappler off
+leave out when traced (`weight_gradients=False`). "off" switches grappler off
 altogether. The thread settings must be made before TensorFlow runs its
 first op; the graph optimisation applies to functions first run after it is
 set.

@@ -12,7 +12,6 @@ ICLR 2019 (arXiv:1806.09055), Section 2.2 (continuous relaxation) and 3.1.
 
 from __future__ import annotations
 
-import contextlib
 import random
 
 import keras
@@ -25,28 +24,11 @@ from darts_tf.ops import (
     Conv2D,
     Identity,
     ReLUConvBN,
-    batch_stats_frozen,
     conv_output_size,
-    flag_set,
-    frozen_batch_stats,
     make_op,
     preprocess0,
-    scoped_flag,
     torch_uniform,
 )
-
-
-def arch_gradients_only() -> contextlib.AbstractContextManager[None]:
-    """Within this context, packed edges give no gradient for their weights (alphas and inputs only).
-
-    For passes that differentiate with respect to the architecture weights
-    alone (first-order alpha step, finite-difference Hessian passes). Read
-    when an edge is called or traced, like `frozen_batch_stats`: the edge
-    function is traced without the weights' gradient, so the conv filter
-    gradients are never computed, with no need for grappler to prune them
-    call by call.
-    """
-    return scoped_flag("arch_only")
 
 
 class PackedSlice:
@@ -103,11 +85,13 @@ class MixedOp(keras.layers.Layer):
     `darts_tf.convert.torch_variables` names every packed tensor as the original does.
     """
 
-    def __init__(self, channels, strides=1, shared_trace=True, **kwargs):
+    def __init__(self, channels, strides=1, shared_trace=True, edge_functions=None, **kwargs):
         super().__init__(**kwargs)
         self.channels = channels
         self.strides = strides
         self.shared_trace = shared_trace
+        # Shared with the other edges of a network (which passes its own); a lone edge has its own.
+        self.edge_functions = edge_functions if edge_functions is not None else EdgeFunctions()
         sub = {"dtype": self.dtype_policy}
         self.primitive_ops = {}
         self.pool_bns = {}
@@ -122,7 +106,7 @@ class MixedOp(keras.layers.Layer):
 
     def build(self, input_shape):
         if self.shared_trace:
-            self._shared = _shared_edge(self.channels, self.strides, input_shape, self.dtype_policy)
+            self._shared = self.edge_functions.get(self.channels, self.strides, input_shape, self.dtype_policy)
             self.packed_weights = self.add_weight(
                 name="packed_weights", shape=(self._shared.weights_size,), initializer=self._shared.initial_weights
             )
@@ -138,11 +122,19 @@ class MixedOp(keras.layers.Layer):
             if name in self.pool_bns:
                 self.pool_bns[name].build(op.compute_output_shape(input_shape))
 
-    def call(self, x, op_weights, training=None):
+    def call(self, x, op_weights, training=None, update_statistics=True, weight_gradients=True):
+        """The weighted sum of the ops on `x`.
+
+        `update_statistics=False`: training-mode BatchNorms leave their moving
+        averages alone. `weight_gradients=False`: the packed edge function is
+        traced without its weights' gradient (for passes that differentiate
+        with respect to the alphas and inputs only), so the conv filter
+        gradients are never built; the plain layer ignores it.
+        """
         if not self.shared_trace:
-            return self.weighted_sum(x, op_weights, training=training)
+            return self.weighted_sum(x, op_weights, training=training, update_statistics=update_statistics)
         training = bool(training)
-        frozen = batch_stats_frozen()
+        frozen = not update_statistics
         updates = training and not frozen
         outputs = self._shared.function(
             x,
@@ -151,7 +143,7 @@ class MixedOp(keras.layers.Layer):
             tf.convert_to_tensor(self.packed_statistics),
             training,
             frozen,
-            flag_set("arch_only"),
+            not weight_gradients,
         )
         if not updates:
             return outputs
@@ -159,7 +151,7 @@ class MixedOp(keras.layers.Layer):
         self.packed_statistics.assign(updated)
         return y
 
-    def weighted_sum(self, x, op_weights, training=None):
+    def weighted_sum(self, x, op_weights, training=None, update_statistics=True):
         if self.shared_trace:
             raise ValueError(f"MixedOp {self.name!r}: weighted_sum needs the plain layer (shared_trace=False)")
         if not isinstance(op_weights, (list, tuple)):  # one op instead of a slice (and its gradient) per op
@@ -169,12 +161,13 @@ class MixedOp(keras.layers.Layer):
             if name == "none":
                 continue
             op, weight = self.primitive_ops[name], op_weights[index]
+            bn = {"training": training, "update_statistics": update_statistics}
             if name in self.pool_bns:
-                terms.append(self.pool_bns[name](op(x, training=training), training=training, scale=weight))
+                terms.append(self.pool_bns[name](op(x, training=training), scale=weight, **bn))
             elif isinstance(op, Identity):
                 terms.append(weight * x)
             else:  # ends in a BatchNorm, which applies the weight (no extra op or stored output)
-                terms.append(op(x, training=training, output_scale=weight))
+                terms.append(op(x, output_scale=weight, **bn))
         return tf.add_n(terms)
 
     def compute_output_shape(self, input_shape):
@@ -256,28 +249,39 @@ class _SharedEdge:
 
     def _edge(self, x, op_weights, weights, statistics, training, frozen, arch_only):
         # Gradients the caller never uses are not in the function's backward pass: the
-        # moving statistics never get one, the weights none under `arch_gradients_only`.
+        # moving statistics never get one, the weights none when `arch_only`.
         statistics = tf.stop_gradient(statistics)
         if arch_only:
             weights = tf.stop_gradient(weights)
         trainable = _unflatten(weights, self.shapes["weights"], self.sizes["weights"])
         moving = _unflatten(statistics, self.shapes["statistics"], self.sizes["statistics"])
-        with frozen_batch_stats() if frozen else contextlib.nullcontext():
-            y, updated = self.template.stateless_call(trainable, moving, x, op_weights, training=training)
+        y, updated = self.template.stateless_call(
+            trainable, moving, x, op_weights, training=training, update_statistics=not frozen
+        )
         if not training or frozen:  # one output: no zero gradient to feed for unused statistics
             return y
         return y, tf.stop_gradient(_flatten(updated))  # no backward pass through the statistics update
 
 
-# One template edge (its own placeholder variables) and one tf.function per edge shape.
-_SHARED_EDGES: dict = {}
+class EdgeFunctions:
+    """The `_SharedEdge` of each edge shape, for the edges of one network.
 
+    A `SearchNetwork` makes one and hands it to all its edges, so each edge
+    shape is built and traced once per network; nothing is kept beyond the
+    network's life (no module-level cache survives `keras.backend.clear_session`).
+    """
 
-def _shared_edge(channels, strides, input_shape, dtype_policy) -> _SharedEdge:
-    key = (channels, strides, tuple(input_shape[1:]), dtype_policy.name)
-    if key not in _SHARED_EDGES:
-        _SHARED_EDGES[key] = _SharedEdge(channels, strides, input_shape, dtype_policy)
-    return _SHARED_EDGES[key]
+    def __init__(self):
+        self._edges = {}
+
+    def get(self, channels, strides, input_shape, dtype_policy) -> _SharedEdge:
+        key = (channels, strides, tuple(input_shape[1:]), dtype_policy.name)
+        if key not in self._edges:
+            self._edges[key] = _SharedEdge(channels, strides, input_shape, dtype_policy)
+        return self._edges[key]
+
+    def __len__(self) -> int:
+        return len(self._edges)
 
 
 class SearchCell(keras.layers.Layer):
@@ -289,9 +293,13 @@ class SearchCell(keras.layers.Layer):
     stride 2.
     """
 
-    def __init__(self, channels, reduction, reduction_prev, steps=4, multiplier=4, shared_trace=True, **kwargs):
+    def __init__(
+        self, channels, reduction, reduction_prev, steps=4, multiplier=4, shared_trace=True, edge_functions=None,
+        **kwargs,
+    ):  # fmt: skip
         super().__init__(**kwargs)
         self.shared_trace = shared_trace
+        edge_functions = edge_functions if edge_functions is not None else EdgeFunctions()
         self.channels = channels
         self.reduction = reduction
         self.reduction_prev = reduction_prev
@@ -304,7 +312,8 @@ class SearchCell(keras.layers.Layer):
         for node in range(steps):
             for j in range(node + 2):
                 stride = 2 if reduction and j < 2 else 1
-                self.edges.append(MixedOp(channels, stride, shared_trace, name=f"edge_{j}_{node + 2}", **sub))
+                name = f"edge_{j}_{node + 2}"
+                self.edges.append(MixedOp(channels, stride, shared_trace, edge_functions, name=name, **sub))
 
     def build(self, s0_shape, s1_shape):
         self.preprocess0.build(s0_shape)
@@ -317,15 +326,15 @@ class SearchCell(keras.layers.Layer):
                 self.edges[offset + j].build(state_shape if j < 2 else reduced_shape)
             offset += node + 2
 
-    def call(self, s0, s1, weights, training=None):
+    def call(self, s0, s1, weights, training=None, update_statistics=True, weight_gradients=True):
         # One row per edge; a list of rows (`tf.unstack`) saves a slice per edge and its gradient.
         weights = weights if isinstance(weights, (list, tuple)) else tf.unstack(weights)
-        states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
+        bn = {"training": training, "update_statistics": update_statistics}
+        states = [self.preprocess0(s0, **bn), self.preprocess1(s1, **bn)]
+        edge = {**bn, "weight_gradients": weight_gradients}
         offset = 0
         for _ in range(self.steps):
-            node = tf.add_n(
-                [self.edges[offset + j](h, weights[offset + j], training=training) for j, h in enumerate(states)]
-            )
+            node = tf.add_n([self.edges[offset + j](h, weights[offset + j], **edge) for j, h in enumerate(states)])
             offset += len(states)
             states.append(node)
         return tf.concat(states[-self.multiplier :], axis=-1)
@@ -376,6 +385,7 @@ class SearchNetwork(keras.Model):
     ):
         super().__init__(**kwargs)
         self.shared_trace = shared_trace
+        self.edge_functions = EdgeFunctions()  # this network's edge functions, one per edge shape
         for name, value in (("C", C), ("num_classes", num_classes), ("layers", layers), ("steps", steps)):
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"SearchNetwork expected a positive integer {name}. Received: {name}={value!r}")
@@ -401,8 +411,16 @@ class SearchNetwork(keras.Model):
                 channels *= 2
             self.cells.append(
                 SearchCell(
-                    channels, reduction, reduction_prev, steps, multiplier, shared_trace, name=f"cell_{i}", **sub
-                )
+                    channels,
+                    reduction,
+                    reduction_prev,
+                    steps,
+                    multiplier,
+                    shared_trace,
+                    self.edge_functions,
+                    name=f"cell_{i}",
+                    **sub,
+                )  # fmt: skip
             )
             reduction_prev = reduction
         self.classifier_fan_in = multiplier * channels
@@ -436,14 +454,25 @@ class SearchNetwork(keras.Model):
             s0, s1 = s1, cell.compute_output_shape(s0, s1)
         self.classifier.build((input_shape[0], s1[-1]))
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, update_statistics=True, weight_gradients=True):
+        """Logits of `inputs`.
+
+        `update_statistics=False`: training-mode BatchNorms normalise with batch
+        statistics and leave their moving averages alone (the architecture
+        gradient's extra passes). `weight_gradients=False`: the edges are traced
+        without their weights' gradients (passes that differentiate with
+        respect to the alphas only); see `MixedOp.call`.
+        """
         x = tf.cast(inputs, self.compute_dtype)
         weights_normal = tf.unstack(tf.nn.softmax(tf.cast(self.alphas_normal, self.compute_dtype), axis=-1))
         weights_reduce = tf.unstack(tf.nn.softmax(tf.cast(self.alphas_reduce, self.compute_dtype), axis=-1))
-        s0 = s1 = self.stem_bn(self.stem_conv(x, training=training), training=training)
+        s0 = s1 = self.stem_bn(
+            self.stem_conv(x, training=training), training=training, update_statistics=update_statistics
+        )
+        passes = {"training": training, "update_statistics": update_statistics, "weight_gradients": weight_gradients}
         for cell in self.cells:
             weights = weights_reduce if cell.reduction else weights_normal
-            s0, s1 = s1, cell(s0, s1, weights, training=training)
+            s0, s1 = s1, cell(s0, s1, weights, **passes)
         return self.classifier(tf.reduce_mean(s1, axis=[1, 2]), training=training)
 
     @property

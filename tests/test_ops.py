@@ -9,7 +9,6 @@ from darts_tf.ops import (
     Conv2D,
     FactorizedReduce,
     Pool,
-    frozen_batch_stats,
     make_op,
     max_pool,
     subsample,
@@ -158,12 +157,11 @@ def test_batchnorm_fused_and_composite_agree_with_gradients(rng):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_frozen_batch_stats(rng):
+def test_batch_norm_without_statistics_update(rng):
     bn = BatchNorm(affine=False)
     x = tf.constant(rng.normal(size=(2, 3, 3, 4)), tf.float32)
     bn.build(x.shape)
-    with frozen_batch_stats():
-        bn(x, training=True)
+    bn(x, training=True, update_statistics=False)
     np.testing.assert_array_equal(bn.moving_mean.numpy(), np.zeros(4))
     np.testing.assert_array_equal(bn.moving_variance.numpy(), np.ones(4))
     bn(x, training=True)
@@ -260,8 +258,8 @@ def test_batchnorm_scale_is_a_product_of_the_output(affine, fused, training, rng
     for folded in (True, False):
         with tf.GradientTape() as tape:
             tape.watch([x, s])
-            with frozen_batch_stats():
-                y = bn(x, training=training, scale=s) if folded else s * bn(x, training=training)
+            frozen = {"training": training, "update_statistics": False}
+            y = bn(x, scale=s, **frozen) if folded else s * bn(x, **frozen)
             loss = tf.reduce_sum(tf.sin(y))
         results.append([y, *tape.gradient(loss, [x, s, *bn.trainable_variables])])
     for a, b in zip(*results):

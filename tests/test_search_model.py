@@ -8,8 +8,8 @@ from darts_tf.architect import cross_entropy
 from darts_tf.checkpoint import make_checkpoint, restore, write_atomic
 from darts_tf.convert import DEPTHWISE, load_pytorch_state_dict, to_pytorch_state_dict, torch_variables
 from darts_tf.genotypes import PRIMITIVES, Genotype
-from darts_tf.ops import Zero, frozen_batch_stats
-from darts_tf.search_model import MixedOp, PackedSlice, SearchNetwork, arch_gradients_only
+from darts_tf.ops import Zero
+from darts_tf.search_model import EdgeFunctions, MixedOp, PackedSlice, SearchNetwork
 
 
 def _count(variables):
@@ -152,8 +152,7 @@ def test_shared_trace_mixed_op_equals_the_sum_of_all_eight_ops(strides):
     np.testing.assert_allclose(
         edge(x, op_weights, training=False).numpy(), _all_eight_ops_by_hand(plain, x, op_weights, False).numpy()
     )
-    with frozen_batch_stats():
-        edge(x, op_weights, training=True)
+    edge(x, op_weights, training=True, update_statistics=False)
     for name, value in _statistics(edge).items():
         np.testing.assert_array_equal(value, s1[name], err_msg=name)
 
@@ -194,19 +193,21 @@ def test_packed_edges_start_from_their_own_pytorch_style_draws():
         assert not np.array_equal(first[name], second[name]), name
 
 
-def test_arch_gradients_only_drops_the_edge_weight_gradients_and_nothing_else():
+def test_no_weight_gradients_drops_the_edge_weight_gradients_and_nothing_else():
     model = tiny_search_network(dtype="float64")
     images, labels = random_batch(dtype="float64")
     edge_weights = [edge.packed_weights for cell in model.cells for edge in cell.edges]
+    statistics = [v.numpy() for v in model.non_trainable_variables]
 
-    def gradients():
-        with frozen_batch_stats(), tf.GradientTape() as tape:
-            loss = cross_entropy(labels, model(images, training=True))
+    def gradients(**passes):
+        with tf.GradientTape() as tape:
+            loss = cross_entropy(labels, model(images, training=True, update_statistics=False, **passes))
         return tape.gradient(loss, model.arch_variables + edge_weights + [model.stem_conv.kernel])
 
     full = gradients()
-    with arch_gradients_only():
-        only = gradients()
+    only = gradients(weight_gradients=False)
+    for before, variable in zip(statistics, model.non_trainable_variables):  # no moving average moved
+        np.testing.assert_array_equal(variable.numpy(), before)
     for a, b in zip(full[:2], only[:2]):
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-12, atol=1e-15)
     assert all(g is not None for g in full)
@@ -283,3 +284,18 @@ def test_plain_tf_checkpoint_misses_keras_sublayer_variables_ours_does_not(tmp_p
     ours = make_checkpoint(model).write(str(tmp_path / "ours" / "ckpt"))
     saved = [name for name, _ in tf.train.list_variables(ours) if name.endswith("VARIABLE_VALUE")]
     assert len(saved) == len(model.variables)
+
+
+def test_edge_functions_belong_to_their_network():
+    """No module-level cache: each network traces its own edge functions, one per edge shape."""
+    first, second = SearchNetwork(4, 10, 3, steps=2, multiplier=2), SearchNetwork(4, 10, 3, steps=2, multiplier=2)
+    for model in (first, second):
+        model.build((None, 8, 8, 3))
+    assert first.edge_functions is not second.edge_functions
+    edges = [edge for cell in first.cells for edge in cell.edges]
+    assert all(edge.edge_functions is first.edge_functions for edge in edges)
+    # normal cell at 8x8 (stride 1); first reduction cell: stride 2 and 1 at C=8; second: at C=16
+    assert len(first.edge_functions) == 5
+    lone = MixedOp(4, 1)
+    lone.build((1, 6, 6, 4))
+    assert isinstance(lone.edge_functions, EdgeFunctions) and len(lone.edge_functions) == 1
