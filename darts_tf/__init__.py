@@ -1,24 +1,41 @@
 """darts_tf: DARTS (Liu, Simonyan & Yang, ICLR 2019, arXiv:1806.09055) on TensorFlow 2 / Keras 3.
 
-The genotype names are imported eagerly (NumPy only); everything that needs
-TensorFlow is imported on first use, so `import darts_tf.genotypes` stays light.
+The genotypes and configs are imported eagerly (NumPy only); everything that
+needs TensorFlow is imported on first use, so `import darts_tf` stays light.
 """
 
 import importlib
 
-from darts_tf.genotypes import DARTS, DARTS_V1, DARTS_V2, PRIMITIVES, Genotype, derive_genotype
+from darts_tf.config import SearchConfig, TrainConfig
+from darts_tf.genotypes import AMOEBANET, DARTS, DARTS_V1, DARTS_V2, NASNET, PRIMITIVES, Genotype, derive_genotype
 
 _LAZY = {
     "OPS": "darts_tf.ops",
     "MixedOp": "darts_tf.search_model",
     "SearchCell": "darts_tf.search_model",
     "SearchNetwork": "darts_tf.search_model",
+    "NetworkCIFAR": "darts_tf.eval_model",
+    "NetworkImageNet": "darts_tf.eval_model",
+    "run_search": "darts_tf.searcher",
+    "run_training": "darts_tf.trainer",
     "load_pytorch_state_dict": "darts_tf.convert",
     "to_pytorch_state_dict": "darts_tf.convert",
     "architect": None,
 }
 
-__all__ = ["DARTS", "DARTS_V1", "DARTS_V2", "PRIMITIVES", "Genotype", "derive_genotype", *_LAZY]
+__all__ = [
+    "AMOEBANET",
+    "DARTS",
+    "DARTS_V1",
+    "DARTS_V2",
+    "NASNET",
+    "PRIMITIVES",
+    "Genotype",
+    "SearchConfig",
+    "TrainConfig",
+    "derive_genotype",
+    *_LAZY,
+]
 __version__ = "0.1.0"
 
 

@@ -22,7 +22,7 @@ _TF_LOG_LINE = re.compile(
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, presets: dict, default_run_dir: str) -> None:
-    """Flags every run script has: preset, data source, run folder, resume/overwrite, quiet."""
+    """Flags every run command has: preset, data source, run folder, resume/overwrite, quiet."""
     parser.add_argument(
         "--preset", choices=sorted(presets), default="paper", help="paper (default) or quick (CPU-sized)"
     )
@@ -36,7 +36,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, presets: dict, default_ru
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, cutout_help: str) -> None:
-    """Network size and weight-optimizer flags shared by search.py and train_eval.py."""
+    """Network size and weight-optimizer flags shared by `darts-tf search` and `darts-tf train`."""
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--C", type=int, help="initial channels")

@@ -1,6 +1,6 @@
 """The whole DARTS pipeline on one preset: search -> train the found cell -> evaluate -> export -> serve.
 
-darts-tf pipeline --preset quick --data-dir ../shared/data/cifar10-sample   # ~8 minutes on 2 CPU cores
+darts-tf pipeline --preset quick --data-dir ../shared/data/cifar10-sample   # ~13 minutes on 2 CPU cores
 darts-tf pipeline --run-dir runs/pipeline                                   # the paper's settings (days on a GPU)
 
 RUN_DIR/search and RUN_DIR/train are an ordinary search and training run
