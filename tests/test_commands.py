@@ -33,6 +33,7 @@ def test_tensorflow_log_lines_are_filtered_unless_verbose():
         "os.write(2, b'I0000 00:00:1795939113.218200    2913 port.cc:153] oneDNN custom operations are on.\\n'); "
         "os.write(2, b'E0000 00:00:1795940028.871767    5247 cuda_platform.cc:52] failed call to cuInit\\n'); "
         "os.write(2, b'W1129 08:03:47.123456    2913 foo.cc:1] a warning\\n'); "
+        "from absl import logging; logging.warning('a tfds cache warning'); "
         "print('kept: one line', file=sys.stderr); os.write(2, b'and a partial line')"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -81,6 +81,12 @@ def quiet_tensorflow_logs() -> None:
     (`--verbose` skips it): it replaces descriptor 2 with a pipe read by a thread.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Python-side TensorFlow warnings
+    try:  # absl's Python logging (tensorflow-datasets' cache warnings); a TensorFlow dependency
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except ImportError:
+        pass
     sys.stderr.flush()
     original = os.dup(2)
     read_end, write_end = os.pipe()
