@@ -138,9 +138,12 @@ class AuxiliaryHead(keras.layers.Layer):
     ReLU, 5x5 average pooling (stride 3 for CIFAR's 8x8 input, 2 for
     ImageNet's 7x7, no padding), 1x1 conv 128 + BN + ReLU, 2x2 conv 768
     (+ BN for CIFAR; the original's ImageNet head omits it) + ReLU, linear.
+    `pool_strides=None` picks the stride that pools the features to 2x2
+    (size - 5: 3 at 8x8, 2 at 7x7, as the original), so other image sizes
+    work (features of at least 6x6: 24-pixel CIFAR-style images).
     """
 
-    def __init__(self, num_classes, pool_strides=3, final_bn=True, **kwargs):
+    def __init__(self, num_classes, pool_strides=None, final_bn=True, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = num_classes
         self.pool_strides = pool_strides
@@ -161,13 +164,18 @@ class AuxiliaryHead(keras.layers.Layer):
             **sub,
         )
 
+    def _strides(self, size):
+        if self.pool_strides is not None:
+            return self.pool_strides
+        return size - 5 if size is not None and size > 5 else 1
+
     def build(self, input_shape):
         height, width = input_shape[1], input_shape[2]
-        sizes = [None if n is None else (n - 5) // self.pool_strides + 1 for n in (height, width)]
-        if sizes != [2, 2]:
+        sizes = [None if n is None else (n - 5) // self._strides(n) + 1 for n in (height, width)]
+        if sizes != [2, 2] or height != width:
             raise ValueError(
-                "AuxiliaryHead expected features that pool to 2x2 (8x8 for CIFAR, 7x7 for ImageNet: 32x32 or 224x224 "
-                f"images). Received: {height}x{width} features; build the network with auxiliary=False for this size"
+                "AuxiliaryHead expected square features that pool to 2x2 (at least 6x6: 24-pixel images or larger). "
+                f"Received: {height}x{width} features; build the network with auxiliary=False for this size"
             )
         pooled = (input_shape[0], 2, 2, input_shape[-1])
         self.conv1.build(pooled)
@@ -178,7 +186,7 @@ class AuxiliaryHead(keras.layers.Layer):
         self.classifier.build((input_shape[0], 768))
 
     def call(self, x, training=None):
-        x = tf.nn.avg_pool2d(tf.nn.relu(x), 5, self.pool_strides, "VALID")
+        x = tf.nn.avg_pool2d(tf.nn.relu(x), 5, self._strides(x.shape[1]), "VALID")
         x = tf.nn.relu(self.bn1(self.conv1(x, training=training), training=training))
         x = self.conv2(x)
         if self.bn2 is not None:
@@ -291,7 +299,7 @@ class NetworkCIFAR(_EvaluationNetwork):
         x = Conv2D(3 * C, 3, name="stem_conv")(inputs)
         x = BatchNorm(name="stem_bn")(x)
         _, s1, aux_input = _cells(genotype, C, layers, x, x, False, 2 * layers // 3)
-        outputs = _outputs(s1, aux_input, num_classes, auxiliary, 3, True)
+        outputs = _outputs(s1, aux_input, num_classes, auxiliary, None, True)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         self._set_arguments(C, num_classes, layers, auxiliary, genotype, input_shape)
 

@@ -35,14 +35,22 @@ def next_version(base_dir: str) -> int:
     return max(versions, default=0) + 1
 
 
-def serving_function(model: keras.Model, mean, std, image_shape: tuple | None = None):
-    """The uint8-in, {"logits", "probabilities"}-out tf.function served as `serving_default`."""
+def serving_function(model: keras.Model, mean, std, image_shape: tuple | None = None, class_names=None):
+    """The uint8-in tf.function served as `serving_default`: {"logits", "probabilities", "classes"}.
+
+    "classes" is the top-1 class name (a string) of each image; names default to "0", "1", ...
+    """
     network = inference_model(model)
     shape = tuple(image_shape or network.input.shape[1:])
     if len(shape) != 3 or None in shape:
         raise ExportError(f"Export needs a fixed image shape (H, W, C). Received: image_shape={shape}")
     mean_t = tf.constant(np.asarray(mean, np.float32))
     std_t = tf.constant(np.asarray(std, np.float32))
+    classes = int(network.output.shape[-1])
+    names = [str(n) for n in class_names] if class_names is not None else [str(i) for i in range(classes)]
+    if len(names) != classes:
+        raise ExportError(f"Export expected {classes} class names. Received: {len(names)}")
+    names_t = tf.constant(names)
 
     @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.uint8, name="images")])
     def serve(images):
@@ -50,7 +58,8 @@ def serving_function(model: keras.Model, mean, std, image_shape: tuple | None = 
         images = tf.ensure_shape(images, [None, *shape], name="check_image_shape")
         x = (tf.cast(images, tf.float32) / 255.0 - mean_t) / std_t
         logits = tf.cast(network(x, training=False), tf.float32)
-        return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
+        top = tf.gather(names_t, tf.argmax(logits, axis=-1))
+        return {"logits": logits, "probabilities": tf.nn.softmax(logits), "classes": top}
 
     return network, serve
 
@@ -63,6 +72,7 @@ def export_saved_model(
     version: int | None = None,
     image_shape: tuple | None = None,
     overwrite: bool = False,
+    class_names=None,
 ) -> str:
     """Exports `model` to `base_dir/<version>/` (next free version by default); returns that path.
 
@@ -75,12 +85,16 @@ def export_saved_model(
     target = os.path.join(base_dir, str(version))
     if os.path.exists(target) and not overwrite:
         raise ExportError(f"{target!r} already exists; choose another --version or pass --overwrite")
-    network, serve = serving_function(model, mean, std, image_shape)
+    network, serve = serving_function(model, mean, std, image_shape, class_names)
     archive = keras.export.ExportArchive()
     archive.track(network)
     archive.add_endpoint(SIGNATURE, serve)
     with atomic_directory(target) as tmp:
         archive.write_out(tmp, verbose=False)
+        names = class_names if class_names is not None else range(int(network.output.shape[-1]))
+        os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)  # TF Serving's place for side files
+        with open(os.path.join(tmp, "assets.extra", "class_names.txt"), "w", encoding="utf-8") as handle:
+            handle.write("".join(f"{name}\n" for name in names))
     return target
 
 

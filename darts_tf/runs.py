@@ -65,7 +65,10 @@ def read_json(path: str):
 
 def load_run_data(config) -> data.ImageData:
     """The dataset a run's config names, cut to its first `config.subset` training images when set."""
-    source = data.load_data(config.dataset, config.data_dir, seed=config.seed)
+    source = data.load_data(
+        config.dataset, config.data_dir, seed=config.seed, image_size=config.image_size,
+        channels=config.channels, tfds_data_dir=config.tfds_data_dir, skip_bad_images=config.skip_bad_images,
+    )  # fmt: skip
     if config.subset:
         source.train_images = source.train_images[: config.subset]
         source.train_labels = source.train_labels[: config.subset]

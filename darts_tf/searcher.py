@@ -204,6 +204,8 @@ def run_search(
     started = time.time()
     config = runs.begin_run(config, resume, overwrite)
     source = runs.load_run_data(config)
+    if verbose:
+        print(f"data: {source.description}", flush=True)
     (train_x, train_y), (val_x, val_y) = data.split_for_search(source, config.train_portion)
     smallest = min(len(train_x), len(val_x))
     if config.batch_size > smallest:

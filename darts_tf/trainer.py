@@ -121,6 +121,9 @@ def data_info(source: data.ImageData) -> dict:
         "input_shape": [int(n) for n in source.input_shape],
         "mean": [float(v) for v in source.mean],
         "std": [float(v) for v in source.std],
+        "class_names": list(source.class_names),
+        "test_split": source.test_split,
+        "source": source.description,
     }
 
 
@@ -155,7 +158,9 @@ def load_trained_network(run_dir: str) -> tuple[keras.Model, TrainConfig, dict]:
 def evaluate_run(run_dir: str, dataset: str | None = None, data_dir: str | None = None, batch_size: int = 256) -> dict:
     """Top-1/top-5 test accuracy of a training run's latest checkpoint (inference mode)."""
     network, config, info = load_trained_network(run_dir)
-    source = data.load_data(dataset or config.dataset, data_dir or config.data_dir, seed=config.seed)
+    if dataset or data_dir:  # other data, converted to the run's image shape
+        config = dataclasses.replace(config, dataset=dataset or config.dataset, data_dir=data_dir)
+    source = data.adapt(runs.load_run_data(dataclasses.replace(config, subset=0)), *_shape_of(info))
     if list(source.input_shape) != list(info["input_shape"]) or source.num_classes != info["num_classes"]:
         raise data.DataError(
             f"{source.name} images {source.input_shape} with {source.num_classes} classes do not fit the run in "
@@ -163,6 +168,12 @@ def evaluate_run(run_dir: str, dataset: str | None = None, data_dir: str | None 
         )
     test = data.evaluation_dataset(source.test_images, source.test_labels, batch_size, info["mean"], info["std"])
     return accuracy_summary(inference_model(network).predict(test, verbose=0), source.test_labels)
+
+
+def _shape_of(info: dict) -> tuple[int, int]:
+    """(image size, channels) of a run's data.json, for `data.adapt`."""
+    height, _, channels = info["input_shape"]
+    return int(height), int(channels)
 
 
 class _TrainEpochEnd(keras.callbacks.Callback):
@@ -192,6 +203,8 @@ def run_training(
     config = runs.begin_run(config, resume, overwrite)
     genotype = read_run(config.run_dir)[1] if resume else get_genotype(config.arch)
     source = runs.load_run_data(config)
+    if verbose:
+        print(f"data: {source.description}", flush=True)
     if config.batch_size > len(source.train_images):
         raise data.DataError(
             f"--batch-size {config.batch_size} is larger than the training set ({len(source.train_images)} images)"
@@ -238,6 +251,8 @@ def run_training(
     }
     if config.export:
         base = os.path.join(config.export_dir, export_name(config))
-        result["export_path"] = export_saved_model(network, base, source.mean, source.std)
+        result["export_path"] = export_saved_model(
+            network, base, source.mean, source.std, class_names=source.class_names
+        )
     result["seconds"] = time.time() - started
     return result

@@ -26,13 +26,38 @@ def add_run_arguments(parser: argparse.ArgumentParser, presets: dict, default_ru
     parser.add_argument(
         "--preset", choices=sorted(presets), default="paper", help="paper (default) or quick (CPU-sized)"
     )
-    parser.add_argument("--dataset", choices=DATASETS, default=None, help="default cifar10 (tfds)")
-    parser.add_argument("--data-dir", default=None, help="CIFAR-10 python batches (folder or .tar.gz); default: tfds")
+    add_data_arguments(parser)
     parser.add_argument("--subset", type=int, help="use only the first N training images")
     parser.add_argument("--run-dir", default=None, help=f"output folder (default {default_run_dir})")
     parser.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --run-dir")
     parser.add_argument("--quiet", action="store_true")
+
+
+def dataset_name(value: str) -> str:
+    """argparse type of --dataset: cifar10, synthetic or tfds:NAME."""
+    if value in DATASETS or (value.startswith("tfds:") and len(value) > 5):
+        return value
+    raise argparse.ArgumentTypeError(f"expected one of {', '.join(DATASETS)} or tfds:NAME. Received: {value!r}")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, defaults: bool = False) -> None:
+    """Where the images come from and their shape: the same flags in every command."""
+    parser.add_argument(
+        "--dataset", type=dataset_name, default="cifar10" if defaults else None,
+        help="cifar10 (tfds, the default), synthetic, or tfds:NAME (any tensorflow-datasets image classification)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--data-dir", default=None,
+        help="CIFAR-10 or CIFAR-100 python batches, an image folder (train/<class>/*, test/<class>/*) or an .npz "
+        "(x_train, y_train, x_test, y_test); detected",
+    )  # fmt: skip
+    parser.add_argument("--image-size", type=int, help="resize images to this square size (default: their own)")
+    parser.add_argument("--channels", type=int, choices=[1, 3], help="1 (grey) or 3 (colour); default: the data's")
+    parser.add_argument("--tfds-data-dir", help="an existing tensorflow-datasets cache folder")
+    parser.add_argument(
+        "--skip-bad-images", action="store_true", default=None, help="skip unreadable image files (and count them)"
+    )
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, cutout_help: str) -> None:

@@ -9,16 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from darts_tf.commands.common import fail
-from darts_tf.config import DATASETS
+from darts_tf.commands.common import add_data_arguments, fail
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     model = p.add_mutually_exclusive_group(required=True)
     model.add_argument("--saved-model", help="a SavedModel folder (NAME/VERSION) exported by darts_tf")
     model.add_argument("--run-dir", help="a training run folder (its latest checkpoint)")
-    p.add_argument("--dataset", choices=DATASETS, default=None, help="default: the run's, or cifar10")
-    p.add_argument("--data-dir", default=None, help="CIFAR-10 python batches (folder or .tar.gz); default: tfds")
+    add_data_arguments(p)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -33,7 +31,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
         if args.saved_model:
             load_serving_signature(args.saved_model)  # fails fast, before loading data
-            source = data.load_data(args.dataset or "cifar10", args.data_dir)
+            source = data.load_data(
+                args.dataset or "cifar10", args.data_dir, image_size=args.image_size or 0,
+                channels=args.channels or 0, tfds_data_dir=args.tfds_data_dir,
+                skip_bad_images=bool(args.skip_bad_images),
+            )  # fmt: skip
+            print(f"data: {source.description}")
             result = evaluate_saved_model(args.saved_model, source.test_images, source.test_labels, args.batch_size)
         else:
             result = evaluate_run(args.run_dir, args.dataset, args.data_dir, args.batch_size)

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if args.run_dir:
             network, config, info = load_trained_network(args.run_dir)
             name = args.name or export_name(config)
-            mean, std = info["mean"], info["std"]
+            mean, std, class_names = info["mean"], info["std"], info.get("class_names")
         else:
             if not os.path.isfile(args.pytorch_weights):
                 raise ValueError(f"--pytorch-weights {args.pytorch_weights!r}: no such file")
@@ -49,9 +49,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             load_pytorch_state_dict(network, read_npz_state_dict(args.pytorch_weights))
             name = args.name or "darts_pytorch"
             mean, std = data.CIFAR_MEAN, data.CIFAR_STD
+            class_names = data.sources.CIFAR10_CLASSES if args.num_classes == 10 else None
         path = export_saved_model(
-            network, os.path.join(args.export_dir, name), mean, std, version=args.version, overwrite=args.overwrite
-        )
+            network, os.path.join(args.export_dir, name), mean, std, version=args.version,
+            overwrite=args.overwrite, class_names=class_names,
+        )  # fmt: skip
     except ValueError as error:
         fail(parser, error)
     print(f"SavedModel: {path}")

@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 
-from darts_tf.commands.common import fail
-from darts_tf.config import DATASETS, SEARCH_PRESETS, TRAIN_PRESETS, SearchConfig, TrainConfig
+from darts_tf.commands.common import add_data_arguments, fail
+from darts_tf.config import SEARCH_PRESETS, TRAIN_PRESETS, SearchConfig, TrainConfig
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=sorted(SEARCH_PRESETS), default="paper", help="paper (default) or quick")
-    p.add_argument("--dataset", choices=DATASETS, default="cifar10", help="default cifar10 (tfds)")
-    p.add_argument("--data-dir", default=None, help="CIFAR-10 python batches (folder or .tar.gz); default: tfds")
+    add_data_arguments(p, defaults=True)
     p.add_argument("--run-dir", default="runs/pipeline", help="holds search/ and train/ (default runs/pipeline)")
     p.add_argument("--export-dir", default="saved_models", help="SavedModel base folder (default saved_models)")
     p.add_argument("--export-name", default="darts_pipeline", help="model name under --export-dir")
@@ -36,8 +35,8 @@ def _served_prediction(path: str, images, labels, classes: int = 8) -> str:
     import tensorflow as tf
 
     serve = tf.saved_model.load(path).signatures["serving_default"]
-    predicted = serve(images=tf.constant(images[:classes]))["probabilities"].numpy().argmax(axis=1)
-    return f"served prediction (first {classes} test images): {predicted.tolist()} (labels {labels[:classes].tolist()})"
+    predicted = [name.decode() for name in serve(images=tf.constant(images[:classes]))["classes"].numpy()]
+    return f"served prediction (first {classes} test images): {predicted} (labels {labels[:classes]})"
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -45,6 +44,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"--subset must be positive. Received: {args.subset}")
     seed = {} if args.seed is None else {"seed": args.seed}
     shared = {"dataset": args.dataset, "data_dir": args.data_dir, "subset": args.subset, **seed}
+    for name in ("image_size", "channels", "tfds_data_dir", "skip_bad_images"):
+        if getattr(args, name) is not None:
+            shared[name] = getattr(args, name)
     search_config = SearchConfig(
         **{**SEARCH_PRESETS[args.preset], **shared, "run_dir": os.path.join(args.run_dir, "search")}
     )
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from darts_tf.runtime import configure
 
     configure("search")  # before TensorFlow runs anything; the training settings follow below
-    from darts_tf import data
+    from darts_tf import runs
     from darts_tf.export import evaluate_saved_model
     from darts_tf.searcher import run_search
     from darts_tf.trainer import run_training
@@ -77,11 +79,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         path = trained["export_path"]
         print(f"    {trained['seconds']:.0f} s; {trained['parameters']:,} parameters", flush=True)
         print(f"3/4 export: SavedModel {path}", flush=True)
-        source = data.load_data(args.dataset, args.data_dir, seed=train_config.seed)
+        source = runs.load_run_data(train_config)
         result = evaluate_saved_model(path, source.test_images, source.test_labels)
         print(f"4/4 serve: {result['images']} test images through the SavedModel: top-1 {result['accuracy']:.4f}, "
               f"top-5 {result['top5']:.4f}")  # fmt: skip
-        print("    " + _served_prediction(path, source.test_images, source.test_labels))
+        truth = [source.class_names[i] for i in source.test_labels[:8]]
+        print("    " + _served_prediction(path, source.test_images, truth))
     except ValueError as error:  # DataError, RunDirError, ExportError: one line
         fail(parser, error)
     summary = {"search": search_config.run_dir, "train": train_config.run_dir, "saved_model": path}

@@ -1,0 +1,51 @@
+"""Datasets (`sources`) and input pipelines (`pipeline`) for search and evaluation."""
+
+from darts_tf.data.pipeline import (
+    cutout,
+    epoch_dataset,
+    epochs_dataset,
+    evaluation_dataset,
+    split_for_search,
+)
+from darts_tf.data.sources import (
+    CIFAR_MEAN,
+    CIFAR_STD,
+    DATASETS,
+    DataError,
+    ImageData,
+    adapt,
+    channel_statistics,
+    detect_data_dir,
+    load_cifar10_python,
+    load_cifar10_tfds,
+    load_cifar100_python,
+    load_data,
+    load_image_folder,
+    load_npz,
+    load_tfds,
+    make_synthetic,
+)
+
+__all__ = [
+    "CIFAR_MEAN",
+    "CIFAR_STD",
+    "DATASETS",
+    "DataError",
+    "ImageData",
+    "adapt",
+    "channel_statistics",
+    "detect_data_dir",
+    "load_cifar100_python",
+    "load_image_folder",
+    "load_npz",
+    "load_tfds",
+    "cutout",
+    "epoch_dataset",
+    "epochs_dataset",
+    "evaluation_dataset",
+    "load_cifar10_python",
+    "load_cifar10_tfds",
+    "load_data",
+    "make_synthetic",
+    "split_for_search",
+]

@@ -1,0 +1,519 @@
+"""Where images come from: every data source darts_tf reads, as an in-memory `ImageData`.
+
+`--dataset`: `cifar10` (tensorflow-datasets, the default), `tfds:NAME` (any
+tensorflow-datasets image classification dataset), `synthetic` (smoke tests).
+`--data-dir` (detected from what is there): CIFAR-10 python batches (a
+`cifar-10-batches-py` folder or `cifar-10-python.tar.gz`), CIFAR-100 python
+batches (`train`, `test`, `meta`), an image folder tree (`train/<class>/*` and
+`test/<class>/*` or `val/<class>/*`: JPEG, PNG, BMP, GIF), or an `.npz` with
+`x_train, y_train, x_test, y_test` (and optionally `class_names`). No file is
+ever unpickled beyond what CIFAR batches hold (see docs/security.md); images
+are decoded by TensorFlow.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import os
+import pickle
+import socket
+import tarfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from darts_tf.config import DATASETS
+
+CIFAR_MEAN = (0.49139968, 0.48215827, 0.44653124)
+CIFAR_STD = (0.24703233, 0.24348505, 0.26158768)
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+class DataError(ValueError):
+    """A dataset could not be loaded; the message is one line naming the cause and the fix."""
+
+
+@dataclass
+class ImageData:
+    """An in-memory image classification dataset (uint8 NHWC images, int labels)."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    num_classes: int
+    mean: tuple
+    std: tuple
+    name: str
+    class_names: tuple = ()  # default: "0", "1", ...
+    description: str = ""  # what was read, for the start-up line
+    test_split: str = "test"  # the split the test images come from
+
+    def __post_init__(self):
+        if not self.class_names:
+            self.class_names = tuple(str(i) for i in range(self.num_classes))
+        self.class_names = tuple(str(name) for name in self.class_names)
+        if len(self.class_names) != self.num_classes:
+            raise DataError(f"{self.name}: {len(self.class_names)} class names for {self.num_classes} classes")
+        self.description = self.description or self.name
+
+    @property
+    def input_shape(self) -> tuple:
+        return tuple(self.train_images.shape[1:])
+
+
+# What the official CIFAR python batches (and CIFAR-100's) are made of: dicts, lists, bytes,
+# str and ints, plus NumPy's array reconstruction (written by NumPy 1.x or 2.x, Python 2 or 3).
+_RECONSTRUCT, _ = np.zeros(1).__reduce__()[:2]
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,  # protocol-2 bytes written by Python 3
+    ("builtins", "bytes"): bytes,
+    ("__builtin__", "bytes"): bytes,
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles only the types a CIFAR batch holds; any other global is refused before it is looked up."""
+
+    def find_class(self, module, name):
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            message = f"it asks for the global {module}.{name}, which a CIFAR batch never holds"
+            raise pickle.UnpicklingError(message) from None
+
+
+def _unpickle(handle, source: str) -> dict:
+    """Reads one CIFAR python batch without running code from it (DataError naming `source` otherwise)."""
+    try:
+        batch = _RestrictedUnpickler(handle, encoding="bytes").load()
+    except Exception as error:  # a corrupt pickle can fail in many ways; none may escape as a traceback
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataError(f"refused to read {source!r} as a CIFAR batch: {reason}") from None
+    if not isinstance(batch, dict):
+        raise DataError(f"{source!r} is not a CIFAR batch: expected a dict, found {type(batch).__name__}")
+    return batch
+
+
+def _batch_arrays(batch: dict, label_key: bytes = b"labels", classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    data = np.asarray(batch[b"data"], dtype=np.uint8)
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    labels = np.asarray(batch[label_key], dtype=np.int32)
+    if labels.shape != (len(images),) or labels.min(initial=0) < 0 or labels.max(initial=0) >= classes:
+        raise ValueError(f"{len(images)} images need as many labels in 0..{classes - 1}, found shape {labels.shape}")
+    return images, labels
+
+
+def load_cifar10_python(path: str) -> ImageData:
+    """Reads CIFAR-10 in the official python-batch format (folder or .tar.gz archive).
+
+    The image count is read from the files (partial copies are fine).
+    """
+    path = os.path.expanduser(path)
+    train_names = [f"data_batch_{i}" for i in range(1, 6)]
+    batches = {}
+    if os.path.isfile(path) and tarfile.is_tarfile(path):
+        with tarfile.open(path) as archive:
+            for member in archive.getmembers():  # read in memory: nothing is extracted to disk
+                base = os.path.basename(member.name)
+                if member.isfile() and (base in train_names or base == "test_batch"):
+                    source = f"{path}:{member.name}"
+                    batches[base] = _unpickle(io.BytesIO(archive.extractfile(member).read()), source)
+    elif os.path.isdir(path):
+        folder = path
+        nested = os.path.join(path, "cifar-10-batches-py")
+        if not os.path.exists(os.path.join(path, "data_batch_1")) and os.path.isdir(nested):
+            folder = nested
+        for base in train_names + ["test_batch"]:
+            file = os.path.join(folder, base)
+            if os.path.exists(file):
+                with open(file, "rb") as handle:
+                    batches[base] = _unpickle(handle, file)
+    else:
+        raise DataError(f"--data-dir {path!r} does not exist (expected a cifar-10-batches-py folder or .tar.gz)")
+    missing = [name for name in train_names + ["test_batch"] if name not in batches]
+    if missing:
+        raise DataError(f"--data-dir {path!r} is not CIFAR-10 python batches: missing {', '.join(missing)}")
+    try:
+        train = [_batch_arrays(batches[name]) for name in train_names]
+        test_images, test_labels = _batch_arrays(batches["test_batch"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise DataError(f"--data-dir {path!r}: unreadable CIFAR-10 batch ({error})") from None
+    return ImageData(
+        train_images=np.concatenate([t[0] for t in train]),
+        train_labels=np.concatenate([t[1] for t in train]),
+        test_images=test_images,
+        test_labels=test_labels,
+        num_classes=10,
+        mean=CIFAR_MEAN,
+        std=CIFAR_STD,
+        name="cifar10",
+        class_names=CIFAR10_CLASSES,
+        description=f"CIFAR-10 python batches at {path}",
+    )
+
+
+def _online(host: str = "storage.googleapis.com", port: int = 443, timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def load_cifar10_tfds(tfds_data_dir: str | None = None) -> ImageData:
+    """CIFAR-10 through tensorflow-datasets, failing in seconds (not minutes) when offline."""
+    hint = "pass --data-dir pointing at CIFAR-10 python batches, or --dataset synthetic for a smoke test"
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as error:
+        raise DataError(f"tensorflow-datasets cannot be imported ({error}); {hint}") from None
+    builder = tfds.builder("cifar10", data_dir=tfds_data_dir)
+    if not builder.is_prepared() and not _online():
+        raise DataError(f"CIFAR-10 is not in the tfds cache and the download server is unreachable; {hint}")
+    try:
+        builder.download_and_prepare()
+        train = tfds.as_numpy(builder.as_dataset(split="train", batch_size=-1, as_supervised=True))
+        test = tfds.as_numpy(builder.as_dataset(split="test", batch_size=-1, as_supervised=True))
+    except Exception as error:  # network and cache failures come in many types
+        raise DataError(f"tensorflow-datasets could not load CIFAR-10 ({type(error).__name__}); {hint}") from None
+    return ImageData(
+        train_images=np.asarray(train[0], np.uint8),
+        train_labels=np.asarray(train[1], np.int32),
+        test_images=np.asarray(test[0], np.uint8),
+        test_labels=np.asarray(test[1], np.int32),
+        num_classes=10,
+        mean=CIFAR_MEAN,
+        std=CIFAR_STD,
+        name="cifar10",
+        class_names=CIFAR10_CLASSES,
+        description="CIFAR-10 from tensorflow-datasets",
+    )
+
+
+def make_synthetic(
+    num_train: int = 512, num_test: int = 128, num_classes: int = 10, image_size: int = 32, seed: int = 0
+) -> ImageData:
+    """Random images with a learnable class signal (a per-class colour pattern), for smoke tests."""
+    rng = np.random.default_rng(seed)
+    patterns = rng.uniform(0, 255, size=(num_classes, image_size, image_size, 3))
+
+    def draw(n):
+        labels = rng.integers(0, num_classes, size=n).astype(np.int32)
+        noise = rng.normal(0, 40, size=(n, image_size, image_size, 3))
+        images = np.clip(0.5 * patterns[labels] + 64 + noise, 0, 255).astype(np.uint8)
+        return images, labels
+
+    train_images, train_labels = draw(num_train)
+    test_images, test_labels = draw(num_test)
+    mean = tuple(float(v) for v in train_images.mean(axis=(0, 1, 2)) / 255.0)
+    std = tuple(float(v) for v in train_images.std(axis=(0, 1, 2)) / 255.0)
+    return ImageData(train_images, train_labels, test_images, test_labels, num_classes, mean, std, "synthetic")
+
+
+def channel_statistics(images: np.ndarray, chunk: int = 4096) -> tuple[tuple, tuple]:
+    """Per-channel mean and std of uint8 NHWC images, scaled to [0, 1], in one streaming pass."""
+    channels = images.shape[-1]
+    total, squares, count = np.zeros(channels), np.zeros(channels), 0
+    for start in range(0, len(images), chunk):
+        block = images[start : start + chunk].reshape(-1, channels).astype(np.float64) / 255.0
+        total += block.sum(axis=0)
+        squares += np.square(block).sum(axis=0)
+        count += len(block)
+    mean = total / max(count, 1)
+    std = np.sqrt(np.maximum(squares / max(count, 1) - np.square(mean), 1e-12))
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+def _from_arrays(name, train, test, class_names, description, test_split="test") -> ImageData:
+    num_classes = len(class_names)
+    mean, std = channel_statistics(train[0])
+    return ImageData(
+        train[0], train[1], test[0], test[1], num_classes, mean, std, name, tuple(class_names), description, test_split
+    )
+
+
+def _check_labels(labels: np.ndarray, num_classes: int, where: str) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{where}: labels must be a 1-D integer array. Received: shape {labels.shape}, {labels.dtype}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(f"{where}: labels must be in 0..{num_classes - 1}. Received: {labels.min()}..{labels.max()}")
+    return labels.astype(np.int32)
+
+
+def load_cifar100_python(path: str) -> ImageData:
+    """CIFAR-100 in the official python format: a folder with `train`, `test` and `meta` (fine labels)."""
+    batches = {}
+    for base in ("train", "test", "meta"):
+        file = os.path.join(path, base)
+        with open(file, "rb") as handle:
+            batches[base] = _unpickle(handle, file)
+    try:
+        names = [bytes(n).decode() for n in batches["meta"][b"fine_label_names"]]
+        train = _batch_arrays(batches["train"], b"fine_labels", len(names))
+        test = _batch_arrays(batches["test"], b"fine_labels", len(names))
+    except (KeyError, TypeError, ValueError) as error:
+        raise DataError(f"--data-dir {path!r}: unreadable CIFAR-100 batch ({error})") from None
+    return _from_arrays("cifar100", train, test, names, f"CIFAR-100 python batches at {path}")
+
+
+def load_npz(path: str) -> ImageData:
+    """`x_train, y_train, x_test, y_test` (uint8 NHWC or NHW images, integer labels), optional `class_names`."""
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            content = {name: arrays[name] for name in arrays.files}
+    except (OSError, ValueError, EOFError) as error:
+        raise DataError(f"--data-dir {path!r} is not a readable .npz of plain arrays ({error})") from None
+    except Exception as error:  # zipfile.BadZipFile and other damage
+        raise DataError(f"--data-dir {path!r} is not a readable .npz ({type(error).__name__})") from None
+    missing = [key for key in ("x_train", "y_train", "x_test", "y_test") if key not in content]
+    if missing:
+        raise DataError(f"--data-dir {path!r}: the .npz lacks {', '.join(missing)}")
+    images = {}
+    for split in ("train", "test"):
+        x = content[f"x_{split}"]
+        if x.ndim == 3:
+            x = x[..., None]
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] not in (1, 3):
+            raise DataError(
+                f"--data-dir {path!r}: x_{split} must be uint8 images [N, H, W, 1 or 3]. Received: {x.dtype} {x.shape}"
+            )
+        images[split] = x
+    if images["train"].shape[1:] != images["test"].shape[1:]:
+        raise DataError(
+            f"--data-dir {path!r}: x_train {images['train'].shape} and x_test {images['test'].shape} differ"
+        )
+    labels = {split: np.asarray(content[f"y_{split}"]).reshape(-1) for split in ("train", "test")}
+    if "class_names" in content:
+        names = [str(n) for n in content["class_names"].reshape(-1)]
+    else:
+        names = [str(i) for i in range(int(max(labels["train"].max(initial=0), labels["test"].max(initial=0))) + 1)]
+    for split in ("train", "test"):
+        labels[split] = _check_labels(labels[split], len(names), f"--data-dir {path!r} y_{split}")
+        if len(labels[split]) != len(images[split]):
+            raise DataError(f"--data-dir {path!r}: {len(images[split])} x_{split} but {len(labels[split])} y_{split}")
+    train, test = (images["train"], labels["train"]), (images["test"], labels["test"])
+    return _from_arrays(os.path.basename(path), train, test, names, f"NumPy arrays at {path}")
+
+
+def _class_folders(root: str) -> list[str]:
+    return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+
+
+def _image_files(folder: str) -> list[str]:
+    return sorted(
+        os.path.join(folder, e.name)
+        for e in os.scandir(folder)
+        if e.is_file() and not e.name.startswith(".") and e.name.lower().endswith(IMAGE_EXTENSIONS)
+    )
+
+
+def load_image_folder(path: str, channels: int = 0, image_size: int = 0, skip_bad_images: bool = False) -> ImageData:
+    """An image folder tree: `train/<class>/*` and `test/<class>/*` (or `val/<class>/*`), decoded by TensorFlow.
+
+    Class names are the sorted sub-folder names of `train` (the test split must have the
+    same set). `channels`: 1 or 3 (default: 3 if any training image has colour, else 1).
+    `image_size`: resize every image to that square size (needed when sizes differ).
+    """
+    import tensorflow as tf
+
+    test_split = "test" if os.path.isdir(os.path.join(path, "test")) else "val"
+    roots = {"train": os.path.join(path, "train"), "test": os.path.join(path, test_split)}
+    if not os.path.isdir(roots["test"]):
+        raise DataError(f"--data-dir {path!r}: an image folder needs train/ and test/ (or val/) sub-folders")
+    classes = _class_folders(roots["train"])
+    test_classes = _class_folders(roots["test"])
+    if len(classes) < 2:
+        raise DataError(f"--data-dir {path!r}: train/ must hold at least 2 class folders. Received: {classes}")
+    if classes != test_classes:
+        only_train = sorted(set(classes) - set(test_classes))
+        only_test = sorted(set(test_classes) - set(classes))
+        raise DataError(
+            f"--data-dir {path!r}: train/ and {test_split}/ must hold the same classes; "
+            f"only in train: {only_train}, only in {test_split}: {only_test}"
+        )
+    decoded, skipped = {"train": [], "test": []}, 0
+    for split, root in roots.items():
+        for label, name in enumerate(classes):
+            files = _image_files(os.path.join(root, name))
+            if not files:
+                raise DataError(f"--data-dir {path!r}: class folder {os.path.join(root, name)!r} holds no images")
+            for file in files:
+                try:
+                    image = tf.io.decode_image(tf.io.read_file(file), expand_animations=False).numpy()
+                except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
+                    if skip_bad_images:
+                        skipped += 1
+                        continue
+                    raise DataError(f"{file!r} is not a readable image (--skip-bad-images skips such files)") from None
+                decoded[split].append((image, label))
+    if not decoded["train"] or not decoded["test"]:
+        raise DataError(f"--data-dir {path!r}: no readable images in train/ or {test_split}/")
+    colour = any(image.shape[-1] >= 3 for image, _ in decoded["train"])
+    channels = channels or (3 if colour else 1)
+    sizes = {image.shape[:2] for split in decoded.values() for image, _ in split}
+    if not image_size and len(sizes) > 1:
+        shown = ", ".join(f"{h}x{w}" for h, w in sorted(sizes)[:4])
+        raise DataError(f"--data-dir {path!r}: images of different sizes ({shown}, ...); pass --image-size N")
+    arrays = {}
+    for split, items in decoded.items():
+        images = [_to_channels(image, channels) for image, _ in items]
+        if image_size:
+            images = [_resize(image, image_size) for image in images]
+        arrays[split] = (np.stack(images).astype(np.uint8), np.array([label for _, label in items], np.int32))
+    note = f", {skipped} unreadable files skipped" if skipped else ""
+    description = (
+        f"image folder at {path}: {len(classes)} classes, {len(arrays['train'][0])} train / "
+        f"{len(arrays['test'][0])} {test_split} images{note}"
+    )
+    return _from_arrays(
+        os.path.basename(os.path.normpath(path)), arrays["train"], arrays["test"], classes, description, test_split
+    )
+
+
+def _to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 HWC with 1-4 channels -> `channels` (1 or 3): drops alpha, converts colour <-> grey."""
+    if image.shape[-1] in (2, 4):
+        image = image[..., :-1]
+    if image.shape[-1] == channels:
+        return image
+    if channels == 1:  # ITU-R 601-2 luma, as tf.image.rgb_to_grayscale
+        grey = image.astype(np.float32) @ np.array([0.2989, 0.587, 0.114], np.float32)
+        return np.clip(np.round(grey), 0, 255).astype(np.uint8)[..., None]
+    return np.repeat(image, 3, axis=-1)
+
+
+def _resize(image: np.ndarray, size: int) -> np.ndarray:
+    import tensorflow as tf
+
+    if image.shape[:2] == (size, size):
+        return image
+    resized = tf.image.resize(image, (size, size), antialias=True).numpy()
+    return np.clip(np.round(resized), 0, 255).astype(np.uint8)
+
+
+def load_tfds(name: str, tfds_data_dir: str | None = None) -> ImageData:
+    """Any tensorflow-datasets image classification dataset (`image` and a class `label`), in memory.
+
+    The test images come from its `test` split, or `validation` where there is none
+    (`ImageData.test_split` says which). Offline and not cached: one line, in seconds.
+    """
+    hint = "pass --data-dir with a local copy, or --dataset synthetic for a smoke test"
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as error:
+        raise DataError(f"tensorflow-datasets cannot be imported ({error}); {hint}") from None
+    try:
+        builder = tfds.builder(name, data_dir=tfds_data_dir)
+    except Exception as error:  # DatasetNotFoundError and config errors
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DataError(f"--dataset tfds:{name}: not a tensorflow-datasets dataset ({first})") from None
+    features = builder.info.features
+    image, label = features.get("image") if "image" in features else None, features.get("label")
+    if image is None or label is None or not hasattr(label, "names") or str(image.dtype) != "<dtype: 'uint8'>":
+        raise DataError(f"--dataset tfds:{name} is not image classification (needs uint8 'image' and a class 'label')")
+    splits = builder.info.splits
+    test_split = "test" if "test" in splits else "validation" if "validation" in splits else None
+    if "train" not in splits or test_split is None:
+        raise DataError(f"--dataset tfds:{name} needs a train split and a test or validation split")
+    if not builder.is_prepared() and not _online():
+        raise DataError(f"tfds:{name} is not in the tfds cache and the download server is unreachable; {hint}")
+    try:
+        builder.download_and_prepare()
+        train = tfds.as_numpy(builder.as_dataset(split="train", batch_size=-1, as_supervised=True))
+        test = tfds.as_numpy(builder.as_dataset(split=test_split, batch_size=-1, as_supervised=True))
+    except Exception as error:  # network and cache failures come in many types
+        raise DataError(f"tensorflow-datasets could not load {name} ({type(error).__name__}); {hint}") from None
+    arrays = [(np.asarray(x, np.uint8), np.asarray(y, np.int32)) for x, y in (train, test)]
+    return _from_arrays(name, arrays[0], arrays[1], label.names, f"tensorflow-datasets {name}", test_split)
+
+
+def detect_data_dir(path: str) -> str:
+    """What `--data-dir` holds: "cifar10", "cifar100", "folder" or "npz" (DataError naming the layouts otherwise)."""
+    path = os.path.expanduser(path)
+    if os.path.isfile(path):
+        if path.lower().endswith(".npz"):
+            return "npz"
+        if tarfile.is_tarfile(path):
+            return "cifar10"
+    elif os.path.isdir(path):
+        if os.path.exists(os.path.join(path, "data_batch_1")) or os.path.isdir(
+            os.path.join(path, "cifar-10-batches-py")
+        ):
+            return "cifar10"
+        if all(os.path.isfile(os.path.join(path, name)) for name in ("train", "test", "meta")):
+            return "cifar100"
+        if os.path.isdir(os.path.join(path, "train")):
+            return "folder"
+    else:
+        raise DataError(f"--data-dir {path!r} does not exist (expected a cifar-10-batches-py folder or .tar.gz)")
+    raise DataError(
+        f"--data-dir {path!r} is not a dataset darts_tf reads: expected CIFAR-10 python batches (data_batch_1..5, "
+        "test_batch) or their .tar.gz, CIFAR-100 python batches (train, test, meta), an image folder "
+        "(train/<class>/*, test/<class>/*) or an .npz (x_train, y_train, x_test, y_test)"
+    )
+
+
+def load_data(
+    dataset: str = "cifar10",
+    data_dir: str | None = None,
+    seed: int = 0,
+    image_size: int = 0,
+    channels: int = 0,
+    tfds_data_dir: str | None = None,
+    skip_bad_images: bool = False,
+) -> ImageData:
+    """The dataset a run asked for: `--data-dir` (detected) wins, else `--dataset` (tfds CIFAR-10 by default).
+
+    `image_size` (square, pixels) and `channels` (1 or 3) convert every source;
+    without them the data keeps its own.
+    """
+    if dataset not in DATASETS and not (dataset.startswith("tfds:") and len(dataset) > 5):
+        raise DataError(f"--dataset {dataset!r} is not supported; expected one of {', '.join(DATASETS)} or tfds:NAME")
+    if channels not in (0, 1, 3):
+        raise DataError(f"--channels must be 1 or 3. Received: {channels}")
+    if image_size and image_size < 8:
+        raise DataError(f"--image-size must be at least 8 pixels. Received: {image_size}")
+    if data_dir:
+        kind = detect_data_dir(data_dir)
+        if kind == "folder":
+            source = load_image_folder(data_dir, channels, image_size, skip_bad_images)
+        else:
+            source = {"cifar10": load_cifar10_python, "cifar100": load_cifar100_python, "npz": load_npz}[kind](
+                os.path.expanduser(data_dir)
+            )
+    elif dataset == "synthetic":
+        source = make_synthetic(seed=seed)
+    elif dataset.startswith("tfds:"):
+        source = load_tfds(dataset[5:], tfds_data_dir)
+    else:
+        source = load_cifar10_tfds(tfds_data_dir)
+    return adapt(source, image_size, channels)
+
+
+def adapt(source: ImageData, image_size: int = 0, channels: int = 0) -> ImageData:
+    """`source` resized to `image_size` and converted to `channels` (statistics recomputed when it changes)."""
+    height, width, have = source.input_shape
+    if (not image_size or (height, width) == (image_size, image_size)) and (not channels or channels == have):
+        return source
+    convert = lambda images: np.stack(  # noqa: E731
+        [_resize(_to_channels(image, channels or have), image_size) if image_size else _to_channels(image, channels)
+         for image in images]
+    )  # fmt: skip
+    train, test = convert(source.train_images), convert(source.test_images)
+    shape = f"{train.shape[1]}x{train.shape[2]}x{train.shape[3]}"
+    return _from_arrays(
+        source.name,
+        (train, source.train_labels),
+        (test, source.test_labels),
+        source.class_names,
+        f"{source.description}, converted to {shape}",
+        source.test_split,
+    )
