@@ -38,7 +38,11 @@ def test_image_folder_reads_classes_shapes_and_statistics(tmp_path):
     assert data.detect_data_dir(str(root)) == "folder"
     assert source.class_names == tuple(CLASSES) and source.num_classes == 3
     assert source.train_images.shape == (24, 28, 28, 1) and source.test_images.shape == (9, 28, 28, 1)
-    assert source.train_images.dtype == np.uint8 and list(source.train_labels[:9]) == [0] * 8 + [1]
+    assert source.train_images.dtype == np.uint8 and sorted(source.train_labels) == [0] * 8 + [1] * 8 + [2] * 8
+    # A fixed mixed order, not class by class: both halves of the search split hold every class.
+    (_, first), (_, second) = data.split_for_search(source)
+    assert set(first) == set(second) == {0, 1, 2}
+    np.testing.assert_array_equal(source.train_labels, data.load_data(data_dir=str(root)).train_labels)
     expected = source.train_images.astype(np.float64) / 255.0
     np.testing.assert_allclose(source.mean, [expected.mean()], rtol=1e-9)
     np.testing.assert_allclose(source.std, [expected.std()], rtol=1e-6)

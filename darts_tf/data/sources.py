@@ -319,8 +319,10 @@ def load_image_folder(path: str, channels: int = 0, image_size: int = 0, skip_ba
     """An image folder tree: `train/<class>/*` and `test/<class>/*` (or `val/<class>/*`), decoded by TensorFlow.
 
     Class names are the sorted sub-folder names of `train` (the test split must have the
-    same set). `channels`: 1 or 3 (default: 3 if any training image has colour, else 1).
-    `image_size`: resize every image to that square size (needed when sizes differ).
+    same set). The training images come in a fixed shuffled order (not class by class), so
+    the search's split into halves and `--subset` keep every class. `channels`: 1 or 3
+    (default: 3 if any training image has colour, else 1). `image_size`: resize every
+    image to that square size (needed when sizes differ).
     """
     import tensorflow as tf
 
@@ -368,6 +370,10 @@ def load_image_folder(path: str, channels: int = 0, image_size: int = 0, skip_ba
         if image_size:
             images = [_resize(image, image_size) for image in images]
         arrays[split] = (np.stack(images).astype(np.uint8), np.array([label for _, label in items], np.int32))
+    # Files are read class by class; the training images are put in one fixed mixed order (the same
+    # for every run), as CIFAR's batches are: the search's two halves and `--subset` then hold every class.
+    order = np.random.default_rng(0).permutation(len(arrays["train"][1]))
+    arrays["train"] = (arrays["train"][0][order], arrays["train"][1][order])
     note = f", {skipped} unreadable files skipped" if skipped else ""
     description = (
         f"image folder at {path}: {len(classes)} classes, {len(arrays['train'][0])} train / "
