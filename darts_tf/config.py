@@ -18,7 +18,20 @@ _RETIRED_KEYS = ("graph_optimization",)
 
 
 @dataclasses.dataclass
-class SearchConfig:
+class DataSettings:
+    """Where a run's images come from and their shape (`darts_tf.data.load_data`'s arguments)."""
+
+    dataset: str = "cifar10"  # cifar10, synthetic or tfds:NAME
+    data_dir: str | None = None  # CIFAR-10/100 python batches, an image folder or an .npz (detected)
+    image_size: int = 0  # resize to this square size (0: the data's own)
+    channels: int = 0  # 1 or 3 (0: the data's own)
+    tfds_data_dir: str | None = None
+    skip_bad_images: bool = False
+    subset: int = 0  # use only the first `subset` training images (0: all)
+
+
+@dataclasses.dataclass
+class SearchConfig(DataSettings):
     """Every setting of a search run; the defaults are the paper's (arXiv:1806.09055, Sec. 3.1.2)."""
 
     epochs: int = 50
@@ -30,12 +43,6 @@ class SearchConfig:
     seed: int = 2
     unrolled: bool = False
     hessian: str = "finite_difference"
-    dataset: str = "cifar10"  # cifar10, synthetic or tfds:NAME
-    data_dir: str | None = None  # CIFAR-10/100 python batches, an image folder or an .npz (detected)
-    image_size: int = 0  # resize to this square size (0: the data's own)
-    channels: int = 0  # 1 or 3 (0: the data's own)
-    tfds_data_dir: str | None = None
-    skip_bad_images: bool = False
     train_portion: float = 0.5
     learning_rate: float = 0.025
     learning_rate_min: float = 0.001
@@ -46,7 +53,6 @@ class SearchConfig:
     arch_weight_decay: float = 1e-3
     cutout: int = 0
     eval_batch_size: int = 256
-    subset: int = 0  # use only the first `subset` training images (0: all)
     # Packed edges as shared out-of-line functions: ~130 s faster start-up and ~1.7 GiB less at the
     # paper size, steps as fast (README, Performance); False inlines every edge (the plain reference).
     shared_trace: bool = True
@@ -61,7 +67,7 @@ SEARCH_PRESETS = {
 
 
 @dataclasses.dataclass
-class TrainConfig:
+class TrainConfig(DataSettings):
     """Every setting of an evaluation training run; the defaults are the paper's CIFAR-10 ones."""
 
     arch: str = "DARTS_V2"  # a published genotype name, or a genotype JSON file
@@ -79,13 +85,6 @@ class TrainConfig:
     weight_decay: float = 3e-4
     grad_clip: float = 5.0
     seed: int = 0
-    dataset: str = "cifar10"  # cifar10, synthetic or tfds:NAME
-    data_dir: str | None = None  # CIFAR-10/100 python batches, an image folder or an .npz (detected)
-    image_size: int = 0  # resize to this square size (0: the data's own)
-    channels: int = 0  # 1 or 3 (0: the data's own)
-    tfds_data_dir: str | None = None
-    skip_bad_images: bool = False
-    subset: int = 0  # use only the first `subset` training images (0: all)
     eval_batch_size: int = 256
     run_dir: str = "runs/eval"
     export: bool = True
