@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from darts_tf import eval_model, ops, search_model
+from darts_tf.files import read_npz
 from darts_tf.genotypes import PRIMITIVES
 
 # Kinds of parameter layout.
@@ -254,15 +255,11 @@ def load_pytorch_state_dict(model, state_dict: Mapping[str, np.ndarray]) -> None
 def read_npz_state_dict(path: str) -> dict[str, np.ndarray]:
     """A state dict saved with `np.savez`, read without pickle (an object array is refused, never unpickled)."""
     try:
-        with np.load(path, allow_pickle=False) as arrays:
-            return {name: arrays[name] for name in arrays.files}
+        return read_npz(path)
     except OSError as error:
         raise ValueError(f"Cannot read state dict {path!r}: {error.strerror or error}") from None
-    except ValueError as error:  # object arrays (need pickle) and files that are not .npz
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ValueError(f"State dict {path!r} is not a plain .npz of arrays: {reason}") from None
-    except Exception as error:  # zipfile.BadZipFile, EOFError, ... from a damaged file
-        raise ValueError(f"State dict {path!r} is not a readable .npz: {type(error).__name__}") from None
+    except ValueError as error:
+        raise ValueError(f"State dict {path!r} is not a plain .npz of arrays: {error}") from None
 
 
 def to_pytorch_state_dict(model) -> dict[str, np.ndarray]:

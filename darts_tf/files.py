@@ -1,4 +1,4 @@
-"""Atomic writes: a file or a folder is either complete at its path or not there (no TensorFlow).
+"""Safe file I/O (no TensorFlow): atomic writes, and .npz reads that never unpickle.
 
 Everything darts_tf writes into a run folder or an export goes through these
 two context managers: the content is written beside the target under a
@@ -14,6 +14,8 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from typing import IO
+
+import numpy as np
 
 
 @contextlib.contextmanager
@@ -54,3 +56,20 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[str]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every array of an `.npz`, read without pickle: an object array is refused, never unpickled.
+
+    OSError (missing, unreadable) passes through; anything else wrong with the file
+    (object arrays, not an .npz, damage) is a ValueError with a one-line reason.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            return {name: arrays[name] for name in arrays.files}
+    except OSError:
+        raise
+    except ValueError as error:  # object arrays (need pickle) and files that are not .npz
+        raise ValueError(str(error).splitlines()[0] if str(error) else type(error).__name__) from None
+    except Exception as error:  # zipfile.BadZipFile, EOFError, ... from a damaged file
+        raise ValueError(f"a damaged or non-.npz file ({type(error).__name__})") from None

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from darts_tf.config import DATASETS
+from darts_tf.files import read_npz
 
 CIFAR_MEAN = (0.49139968, 0.48215827, 0.44653124)
 CIFAR_STD = (0.24703233, 0.24348505, 0.26158768)
@@ -267,12 +268,9 @@ def load_cifar100_python(path: str) -> ImageData:
 def load_npz(path: str) -> ImageData:
     """`x_train, y_train, x_test, y_test` (uint8 NHWC or NHW images, integer labels), optional `class_names`."""
     try:
-        with np.load(path, allow_pickle=False) as arrays:
-            content = {name: arrays[name] for name in arrays.files}
-    except (OSError, ValueError, EOFError) as error:
+        content = read_npz(path)
+    except (OSError, ValueError) as error:
         raise DataError(f"--data-dir {path!r} is not a readable .npz of plain arrays ({error})") from None
-    except Exception as error:  # zipfile.BadZipFile and other damage
-        raise DataError(f"--data-dir {path!r} is not a readable .npz ({type(error).__name__})") from None
     missing = [key for key in ("x_train", "y_train", "x_test", "y_test") if key not in content]
     if missing:
         raise DataError(f"--data-dir {path!r}: the .npz lacks {', '.join(missing)}")
