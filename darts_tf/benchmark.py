@@ -205,7 +205,7 @@ def _summary(times: list[float], batch: int) -> dict:
 
 
 def _search_model(C: int, layers: int, order: str, shared_trace: bool = True):
-    from darts_tf.optimizers import cosine_schedule
+    from darts_tf.optimizers import learning_rate_schedule
     from darts_tf.searcher import SearchConfig, build_search
 
     class Source:  # only what build_search reads
@@ -213,7 +213,7 @@ def _search_model(C: int, layers: int, order: str, shared_trace: bool = True):
         input_shape = (32, 32, 3)
 
     config = SearchConfig(C=C, layers=layers, unrolled=order == "second", shared_trace=shared_trace)
-    return build_search(config, Source(), cosine_schedule(config, 390))
+    return build_search(config, Source(), learning_rate_schedule(config, 390))
 
 
 def _batches(batch: int, count: int, seed: int = 0):
@@ -273,14 +273,14 @@ def bench_eval_train(batch: int, steps: int, warmup: int, t0: float, device: str
     """A training step of DARTS_V2 (C=36, 20 cells, auxiliary 0.4, drop path 0.2) through Keras's train_function."""
     import tensorflow as tf
 
-    from darts_tf.optimizers import cosine_schedule
+    from darts_tf.optimizers import learning_rate_schedule
     from darts_tf.trainer import TrainConfig, build_trainer, drop_path_variables
 
     with tf.device(device):
         network = _eval_network()
         for rate in drop_path_variables(network):
             rate.assign(0.2)
-        trainer = build_trainer(TrainConfig(), network, cosine_schedule(TrainConfig(), 520))
+        trainer = build_trainer(TrainConfig(), network, learning_rate_schedule(TrainConfig(), 520))
         iterator = iter(tf.data.Dataset.from_tensors(_batches(batch, 1)[0]).repeat())
         trainer.make_train_function()
         train_function = trainer.train_function

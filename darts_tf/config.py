@@ -12,6 +12,9 @@ import dataclasses
 
 # Dataset names `--dataset` accepts (a local copy is named by `--data-dir` instead).
 DATASETS = ("cifar10", "synthetic")
+NETWORKS = ("cifar", "imagenet")  # NetworkCIFAR or NetworkImageNet (three stride-2 stem convolutions)
+AUGMENTATIONS = ("cifar", "imagenet")  # see darts_tf.data.pipeline
+LR_SCHEDULES = ("cosine", "exponential")
 
 # Keys that older run folders' config.json may hold and that are no longer part of a config.
 _RETIRED_KEYS = ("graph_optimization",)
@@ -27,7 +30,9 @@ class DataSettings:
     channels: int = 0  # 1 or 3 (0: the data's own)
     tfds_data_dir: str | None = None
     skip_bad_images: bool = False
-    subset: int = 0  # use only the first `subset` training images (0: all)
+    subset: int = 0  # use only `subset` training images, as many of each class (0: all)
+    stream: bool = False  # image folders: decode on the fly from disk (automatic above 4 GiB decoded)
+    cache: str | None = None  # image folders: decode once into this folder, then read it memory-mapped
 
 
 @dataclasses.dataclass
@@ -71,6 +76,8 @@ class TrainConfig(DataSettings):
     """Every setting of an evaluation training run; the defaults are the paper's CIFAR-10 ones."""
 
     arch: str = "DARTS_V2"  # a published genotype name, or a genotype JSON file
+    network: str = "cifar"  # cifar (NetworkCIFAR) or imagenet (NetworkImageNet)
+    augmentation: str = "cifar"  # cifar (pad-4 crop, flip) or imagenet (random-resized crop, flip, colour jitter)
     epochs: int = 600
     batch_size: int = 96
     C: int = 36
@@ -79,8 +86,11 @@ class TrainConfig(DataSettings):
     auxiliary_weight: float = 0.4
     cutout: int = 16
     drop_path_prob: float = 0.2
+    label_smoothing: float = 0.0
     learning_rate: float = 0.025
+    lr_schedule: str = "cosine"  # cosine (to learning_rate_min) or exponential (x lr_decay every epoch)
     learning_rate_min: float = 0.0
+    lr_decay: float = 0.97
     momentum: float = 0.9
     weight_decay: float = 3e-4
     grad_clip: float = 5.0
@@ -96,6 +106,24 @@ TRAIN_PRESETS = {
     "paper": {},
     # A CPU-sized run: a narrow 8-cell network for a few epochs on the CIFAR sample.
     "quick": {"epochs": 8, "batch_size": 64, "C": 16, "layers": 8},
+    # The original's train_imagenet.py: the mobile setting (C=48, 14 cells, 224x224) for 250 epochs.
+    "imagenet": {
+        "network": "imagenet",
+        "augmentation": "imagenet",
+        "image_size": 224,
+        "C": 48,
+        "layers": 14,
+        "epochs": 250,
+        "batch_size": 128,
+        "learning_rate": 0.1,
+        "lr_schedule": "exponential",
+        "lr_decay": 0.97,
+        "weight_decay": 3e-5,
+        "label_smoothing": 0.1,
+        "auxiliary_weight": 0.4,
+        "drop_path_prob": 0.0,
+        "cutout": 0,
+    },  # fmt: skip
 }
 
 
@@ -103,3 +131,16 @@ def config_from_dict(config_class, values: dict, **overrides):
     """A config from a saved `config.json` (retired keys dropped), with `overrides` applied."""
     kept = {key: value for key, value in values.items() if key not in _RETIRED_KEYS}
     return config_class(**{**kept, **overrides})
+
+
+def check_choices(config) -> None:
+    """ValueError naming the flag when a config field holds a value outside its choices."""
+    for field, choices in (("network", NETWORKS), ("augmentation", AUGMENTATIONS), ("lr_schedule", LR_SCHEDULES)):
+        value = getattr(config, field, None)
+        if value is not None and value not in choices:
+            flag = "--" + field.replace("_", "-")
+            raise ValueError(f"{flag} must be one of {', '.join(choices)}. Received: {value!r}")
+    if not 0.0 <= getattr(config, "label_smoothing", 0.0) < 1.0:
+        raise ValueError(f"--label-smoothing must be in [0, 1). Received: {config.label_smoothing}")
+    if not 0.0 < getattr(config, "lr_decay", 1.0) <= 1.0:
+        raise ValueError(f"--lr-decay must be in (0, 1]. Received: {config.lr_decay}")

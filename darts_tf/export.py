@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from darts_tf import data
 from darts_tf.eval_model import inference_model
 from darts_tf.files import atomic_directory
 
@@ -122,11 +123,17 @@ def accuracy_summary(logits: np.ndarray, labels: np.ndarray) -> dict:
     }
 
 
-def evaluate_saved_model(path: str, images: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> dict:
-    """Top-1/top-5 accuracy of the SavedModel's `serving_default` on uint8 images."""
+def evaluate_saved_model(
+    path: str, images, labels: np.ndarray, batch_size: int = 256, augmentation: str = "cifar",
+    skip_bad_images: bool = False,
+) -> dict:  # fmt: skip
+    """Top-1/top-5 accuracy of the SavedModel's `serving_default` on uint8 images (arrays or `ImageFiles`).
+
+    Files get the test transform of `augmentation` (see `darts_tf.data.test_dataset`).
+    """
     serve = load_serving_signature(path)
-    logits = []
-    for start in range(0, len(images), batch_size):
-        batch = tf.constant(images[start : start + batch_size], tf.uint8)
+    logits, kept = [], []
+    for batch, batch_labels in data.test_dataset(images, labels, augmentation, skip_bad_images).batch(batch_size):
         logits.append(serve(images=batch)["logits"].numpy())
-    return accuracy_summary(np.concatenate(logits), labels)
+        kept.append(batch_labels.numpy())
+    return accuracy_summary(np.concatenate(logits), np.concatenate(kept))

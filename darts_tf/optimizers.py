@@ -190,6 +190,34 @@ class EpochCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
+@keras.saving.register_keras_serializable(package="darts_tf")
+class EpochExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """lr(epoch) = initial * gamma ** epoch, stepped once per epoch, as `torch.optim.lr_scheduler.StepLR(1, gamma)`.
+
+    The original's ImageNet schedule (train_imagenet.py: gamma 0.97, decay period 1 epoch).
+    """
+
+    def __init__(self, initial, gamma, steps_per_epoch):
+        if steps_per_epoch <= 0 or not 0.0 < gamma <= 1.0:
+            raise ValueError(
+                "EpochExponentialDecay expected 0 < gamma <= 1 and positive steps_per_epoch. "
+                f"Received: gamma={gamma}, steps_per_epoch={steps_per_epoch}"
+            )
+        self.initial = initial
+        self.gamma = gamma
+        self.steps_per_epoch = steps_per_epoch
+
+    def __call__(self, step):
+        epoch = tf.cast(tf.math.floordiv(tf.cast(step, tf.int64), self.steps_per_epoch), tf.float32)
+        return self.initial * tf.pow(tf.constant(self.gamma, tf.float32), epoch)
+
+    def value_at_epoch(self, epoch: int) -> float:
+        return self.initial * self.gamma**epoch
+
+    def get_config(self):
+        return {"initial": self.initial, "gamma": self.gamma, "steps_per_epoch": self.steps_per_epoch}
+
+
 def clip_by_global_norm(gradients: list, max_norm: float) -> tuple[list, tf.Tensor]:
     """`torch.nn.utils.clip_grad_norm_`: scale by max_norm / (norm + 1e-6) when that is < 1."""
     norm = tf.linalg.global_norm(gradients)
@@ -197,6 +225,10 @@ def clip_by_global_norm(gradients: list, max_norm: float) -> tuple[list, tf.Tens
     return [g * tf.cast(scale, g.dtype) for g in gradients], norm
 
 
-def cosine_schedule(config, steps_per_epoch: int) -> EpochCosineDecay:
-    """The weight learning rate of a run: `config.learning_rate` to `config.learning_rate_min`, per epoch."""
+def learning_rate_schedule(config, steps_per_epoch: int):
+    """The weight learning rate of a run, per epoch: cosine from `config.learning_rate` to
+    `config.learning_rate_min`, or exponential (x `config.lr_decay` every epoch) when
+    `config.lr_schedule` says so."""
+    if getattr(config, "lr_schedule", "cosine") == "exponential":
+        return EpochExponentialDecay(config.learning_rate, config.lr_decay, steps_per_epoch)
     return EpochCosineDecay(config.learning_rate, config.learning_rate_min, config.epochs, steps_per_epoch)

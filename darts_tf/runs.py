@@ -9,6 +9,7 @@ import shutil
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from darts_tf import data
 from darts_tf.checkpoint import make_checkpoint, restore, write_atomic
@@ -64,15 +65,39 @@ def read_json(path: str):
 
 
 def load_run_data(config) -> data.ImageData:
-    """The dataset a run's config names, cut to its first `config.subset` training images when set."""
+    """The dataset a run's config names, cut to `config.subset` training images (as many per class) when set."""
     source = data.load_data(
         config.dataset, config.data_dir, seed=config.seed, image_size=config.image_size,
         channels=config.channels, tfds_data_dir=config.tfds_data_dir, skip_bad_images=config.skip_bad_images,
+        stream=config.stream, cache=config.cache,
     )  # fmt: skip
     if config.subset:
-        source.train_images = source.train_images[: config.subset]
-        source.train_labels = source.train_labels[: config.subset]
+        keep = subset_indices(source.train_labels, config.subset, source.num_classes)
+        source.train_images = source.train_images[keep]
+        source.train_labels = source.train_labels[keep]
+        source.description += f", subset of {len(keep)} training images"
     return source
+
+
+def subset_indices(labels: np.ndarray, size: int, num_classes: int) -> np.ndarray:
+    """Indices of `size` images, the first of each class in the data's order, in that order.
+
+    Every class gets size // num_classes (the first size % num_classes classes one
+    more); a class with fewer images gives all it has and the rest go to the others.
+    """
+    labels = np.asarray(labels)
+    if size >= len(labels):
+        return np.arange(len(labels))
+    counts = np.bincount(labels, minlength=num_classes)
+    quota = np.zeros(num_classes, np.int64)
+    left = size
+    while left > 0:  # share what is left among the classes that still have images
+        open_classes = np.flatnonzero(counts > quota)
+        share, extra = divmod(left, len(open_classes))
+        grant = np.minimum(counts[open_classes] - quota[open_classes], share + (np.arange(len(open_classes)) < extra))
+        quota[open_classes] += grant
+        left -= int(grant.sum())
+    return np.sort(np.concatenate([np.flatnonzero(labels == c)[: quota[c]] for c in range(num_classes)]))
 
 
 def resume_epoch(run_dir: str, what: str, model, **optimizers) -> int:
@@ -142,13 +167,20 @@ def fit_run(model, batches, run_dir: str, epochs: int, first_epoch: int, steps_p
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),
         *user_callbacks,
     ]
-    return model.fit(
-        batches,
-        epochs=epochs,
-        initial_epoch=first_epoch,
-        steps_per_epoch=steps_per_epoch,
-        validation_data=validation_data,
-        callbacks=callbacks,
-        verbose=verbose,
-        shuffle=False,  # the epoch datasets are shuffled (reproducibly) already
-    )
+    try:
+        return model.fit(
+            batches,
+            epochs=epochs,
+            initial_epoch=first_epoch,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=validation_data,
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,  # the epoch datasets are shuffled (reproducibly) already
+        )
+    except tf.errors.InvalidArgumentError as error:  # a streamed file that does not decode: name it
+        if "not a readable image" not in str(error):
+            raise
+        raise data.DataError(
+            f"{data.unreadable_file(error)}; the run stopped (--resume continues from its last checkpoint)"
+        ) from None

@@ -18,7 +18,7 @@ import tensorflow as tf
 from darts_tf import architect, data, runs
 from darts_tf.config import SearchConfig
 from darts_tf.genotypes import format_alphas
-from darts_tf.optimizers import SGD, Adam, EpochCosineDecay, clip_by_global_norm, cosine_schedule
+from darts_tf.optimizers import SGD, Adam, EpochCosineDecay, clip_by_global_norm, learning_rate_schedule
 from darts_tf.search_model import SearchNetwork
 
 
@@ -213,7 +213,7 @@ def run_search(
             f"--batch-size {config.batch_size} is larger than the search split ({smallest} images per half)"
         )
     steps_per_epoch = smallest // config.batch_size
-    schedule = cosine_schedule(config, steps_per_epoch)
+    schedule = learning_rate_schedule(config, steps_per_epoch)
     search = build_search(config, source, schedule)
     first_epoch = 0
     if resume:
@@ -223,7 +223,10 @@ def run_search(
         runs.write_json_atomic(os.path.join(config.run_dir, "config.json"), dataclasses.asdict(config))
 
     def epoch_pair(epoch):
-        kwargs = dict(mean=source.mean, std=source.std, seed=config.seed, epoch=epoch, cutout_length=config.cutout)
+        kwargs = dict(
+            mean=source.mean, std=source.std, seed=config.seed, epoch=epoch, cutout_length=config.cutout,
+            skip_bad_images=config.skip_bad_images,
+        )  # fmt: skip
         # The two halves use different seeds so their shuffles are independent.
         train = data.epoch_dataset(train_x, train_y, config.batch_size, **kwargs).take(steps_per_epoch)
         kwargs["seed"] = config.seed + 1
@@ -231,7 +234,9 @@ def run_search(
         return tf.data.Dataset.zip((train, val))
 
     batches = data.epochs_dataset(epoch_pair, first_epoch, config.epochs)
-    val_eval = data.evaluation_dataset(val_x, val_y, config.eval_batch_size, source.mean, source.std)
+    val_eval = data.evaluation_dataset(
+        val_x, val_y, config.eval_batch_size, source.mean, source.std, skip_bad_images=config.skip_bad_images
+    )
     history = runs.fit_run(
         search, batches, config.run_dir, config.epochs, first_epoch, steps_per_epoch, val_eval,
         callbacks=[_SearchEpochEnd(search, config, verbose)],

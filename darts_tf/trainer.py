@@ -1,9 +1,10 @@
-"""Training an evaluation network from a genotype, as the original's `train.py`.
+"""Training an evaluation network from a genotype, as the original's `train.py` and `train_imagenet.py`.
 
-Per step: loss = CE(logits) + auxiliary_weight * CE(aux_logits), gradients
-clipped by global norm, SGD with momentum and coupled L2 weight decay on a
-per-epoch cosine schedule; the drop-path rate of epoch e is
-drop_path_prob * e / epochs (Liu et al., arXiv:1806.09055, Sec. 3.2 and A.2).
+Per step: loss = CE(logits) + auxiliary_weight * CE(aux_logits) (label-smoothed
+CE for the ImageNet recipe), gradients clipped by global norm, SGD with
+momentum and coupled L2 weight decay on a per-epoch cosine (or exponential)
+schedule; the drop-path rate of epoch e is drop_path_prob * e / epochs
+(Liu et al., arXiv:1806.09055, Sec. 3.2 and A.2).
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ import os
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from darts_tf import data, runs
 from darts_tf.architect import cross_entropy
-from darts_tf.config import TrainConfig, config_from_dict
-from darts_tf.eval_model import NetworkCIFAR, count_parameters, inference_model
+from darts_tf.config import TrainConfig, check_choices, config_from_dict
+from darts_tf.eval_model import NetworkCIFAR, NetworkImageNet, count_parameters, inference_model
 from darts_tf.export import accuracy_summary, export_saved_model
 from darts_tf.genotypes import GENOTYPES, Genotype, get_genotype
-from darts_tf.optimizers import SGD, EpochCosineDecay, clip_by_global_norm, cosine_schedule
+from darts_tf.optimizers import SGD, clip_by_global_norm, learning_rate_schedule
 
 
 class EvalTrainer(keras.Model):
@@ -29,12 +31,15 @@ class EvalTrainer(keras.Model):
 
     `compile(optimizer, grad_clip)` then `fit(train_batches)`; evaluation
     uses the inference-mode logits (no drop path, no auxiliary head).
+    `label_smoothing` > 0 trains on label-smoothed cross-entropy (the original's
+    CrossEntropyLabelSmooth, for both heads).
     """
 
-    def __init__(self, network, auxiliary_weight=0.4, **kwargs):
+    def __init__(self, network, auxiliary_weight=0.4, label_smoothing=0.0, **kwargs):
         super().__init__(**kwargs)
         self.network = network
         self.auxiliary_weight = auxiliary_weight
+        self.label_smoothing = label_smoothing
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self.top5_tracker = keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5")
@@ -66,9 +71,10 @@ class EvalTrainer(keras.Model):
         variables = self.network.trainable_variables
         with tf.GradientTape() as tape:
             outputs = self.network(images, training=True)
-            loss = cross_entropy(labels, outputs["logits"])
+            loss = smoothed_cross_entropy(labels, outputs["logits"], self.label_smoothing)
             if "aux_logits" in outputs and self.auxiliary_weight:
-                loss += self.auxiliary_weight * cross_entropy(labels, outputs["aux_logits"])
+                aux_loss = smoothed_cross_entropy(labels, outputs["aux_logits"], self.label_smoothing)
+                loss += self.auxiliary_weight * aux_loss
         gradients, _ = clip_by_global_norm(tape.gradient(loss, variables), self.grad_clip)
         self.w_optimizer.apply(gradients, variables)
         return self._update(labels, loss, outputs["logits"])
@@ -77,6 +83,15 @@ class EvalTrainer(keras.Model):
         images, labels = batch
         logits = self.network(images, training=False)["logits"]
         return self._update(labels, cross_entropy(labels, logits), logits)
+
+
+def smoothed_cross_entropy(labels, logits, smoothing: float = 0.0) -> tf.Tensor:
+    """Mean cross-entropy against (1 - smoothing) * one_hot + smoothing / classes (plain CE at 0)."""
+    if not smoothing:
+        return cross_entropy(labels, logits)
+    log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
+    picked = tf.gather(log_probs, tf.cast(labels, tf.int32), batch_dims=1)
+    return tf.reduce_mean(-(1.0 - smoothing) * picked - smoothing * tf.reduce_mean(log_probs, axis=-1))
 
 
 def drop_path_variables(network: keras.Model) -> list:
@@ -107,8 +122,10 @@ def export_name(config: TrainConfig) -> str:
 
 
 def build_network(config: TrainConfig, genotype: Genotype, num_classes: int, input_shape: tuple) -> keras.Model:
+    """NetworkCIFAR, or NetworkImageNet when `config.network == "imagenet"`, seeded by `config.seed`."""
     keras.utils.set_random_seed(config.seed)
-    return NetworkCIFAR(
+    network_class = NetworkImageNet if config.network == "imagenet" else NetworkCIFAR
+    return network_class(
         config.C, num_classes, config.layers, config.auxiliary, genotype, input_shape=tuple(input_shape)
     )
 
@@ -127,9 +144,9 @@ def data_info(source: data.ImageData) -> dict:
     }
 
 
-def build_trainer(config: TrainConfig, network: keras.Model, schedule: EpochCosineDecay) -> EvalTrainer:
+def build_trainer(config: TrainConfig, network: keras.Model, schedule) -> EvalTrainer:
     """The compiled `EvalTrainer` of `config` (SGD on `schedule`)."""
-    trainer = EvalTrainer(network, auxiliary_weight=config.auxiliary_weight)
+    trainer = EvalTrainer(network, auxiliary_weight=config.auxiliary_weight, label_smoothing=config.label_smoothing)
     trainer.compile(
         SGD(schedule, momentum=config.momentum, coupled_weight_decay=config.weight_decay), grad_clip=config.grad_clip
     )
@@ -166,8 +183,13 @@ def evaluate_run(run_dir: str, dataset: str | None = None, data_dir: str | None 
             f"{source.name} images {source.input_shape} with {source.num_classes} classes do not fit the run in "
             f"{run_dir!r} ({tuple(info['input_shape'])}, {info['num_classes']} classes)"
         )
-    test = data.evaluation_dataset(source.test_images, source.test_labels, batch_size, info["mean"], info["std"])
-    return accuracy_summary(inference_model(network).predict(test, verbose=0), source.test_labels)
+    test = data.evaluation_dataset(
+        source.test_images, source.test_labels, batch_size, info["mean"], info["std"], config.augmentation,
+        config.skip_bad_images,
+    )  # fmt: skip
+    # Unreadable files skipped: the labels of the images that were read.
+    labels = np.concatenate([y for _, y in test.as_numpy_iterator()]) if config.skip_bad_images else source.test_labels
+    return accuracy_summary(inference_model(network).predict(test, verbose=0), labels)
 
 
 def _shape_of(info: dict) -> tuple[int, int]:
@@ -200,19 +222,20 @@ def run_training(
     `darts-tf train` applies.
     """
     started = time.time()
+    check_choices(config)
     config = runs.begin_run(config, resume, overwrite)
     genotype = read_run(config.run_dir)[1] if resume else get_genotype(config.arch)
     source = runs.load_run_data(config)
     if verbose:
         print(f"data: {source.description}", flush=True)
-    if config.batch_size > len(source.train_images):
+    if config.batch_size > len(source.train_labels):
         raise data.DataError(
-            f"--batch-size {config.batch_size} is larger than the training set ({len(source.train_images)} images)"
+            f"--batch-size {config.batch_size} is larger than the training set ({len(source.train_labels)} images)"
         )
     # Every step sees a full batch (one traced shape); the at most batch_size - 1
     # images left over change from epoch to epoch with the shuffle.
-    steps_per_epoch = len(source.train_images) // config.batch_size
-    schedule = cosine_schedule(config, steps_per_epoch)
+    steps_per_epoch = len(source.train_labels) // config.batch_size
+    schedule = learning_rate_schedule(config, steps_per_epoch)
     network = build_network(config, genotype, source.num_classes, source.input_shape)
     trainer = build_trainer(config, network, schedule)
     first_epoch = 0
@@ -226,13 +249,15 @@ def run_training(
     def epoch(e):
         return data.epoch_dataset(
             source.train_images, source.train_labels, config.batch_size, source.mean, source.std,
-            config.seed, e, cutout_length=config.cutout,
+            config.seed, e, cutout_length=config.cutout, augmentation=config.augmentation,
+            skip_bad_images=config.skip_bad_images,
         ).take(steps_per_epoch)  # fmt: skip
 
     batches = data.epochs_dataset(epoch, first_epoch, config.epochs)
     test = data.evaluation_dataset(
-        source.test_images, source.test_labels, config.eval_batch_size, source.mean, source.std
-    )
+        source.test_images, source.test_labels, config.eval_batch_size, source.mean, source.std,
+        config.augmentation, config.skip_bad_images,
+    )  # fmt: skip
     drop_path = DropPathSchedule(network, config.drop_path_prob, config.epochs)
     history = runs.fit_run(
         trainer, batches, config.run_dir, config.epochs, first_epoch, steps_per_epoch, test,

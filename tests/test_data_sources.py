@@ -184,3 +184,119 @@ def test_resume_on_an_image_folder_gives_the_same_search(tmp_path):
     assert resumed["genotype"] == straight["genotype"]
     with np.load(tmp_path / "a" / "alphas_epoch_002.npz") as a, np.load(tmp_path / "b" / "alphas_epoch_002.npz") as b:
         np.testing.assert_allclose(a["alphas_normal"], b["alphas_normal"], rtol=1e-5, atol=1e-7)
+
+
+# --- Streaming from disk, the cache, per-class subsets -------------------------------------------------------------
+
+
+def _mixed_folder(root):
+    """PNG and JPEG files of different sizes, grey and colour: what a real folder holds."""
+    rng = np.random.default_rng(1)
+    for split, count in (("train", 6), ("test", 2)):
+        for label, name in enumerate(CLASSES):
+            os.makedirs(root / split / name, exist_ok=True)
+            for i in range(count):
+                channels = 1 if (i + label) % 3 == 0 else 3
+                image = rng.integers(0, 256, size=(20 + 3 * i, 24 + label, channels), dtype=np.uint8)
+                encoded = tf.io.encode_png(image) if i % 2 else tf.io.encode_jpeg(image)
+                tf.io.write_file(str(root / split / name / f"{i}.{'png' if i % 2 else 'jpg'}"), encoded)
+    return root
+
+
+def _batches(images, labels, **kwargs):
+    ds = data.epoch_dataset(images, labels, 6, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), seed=3, epoch=2, **kwargs)
+    return [(x.numpy(), y.numpy()) for x, y in ds]
+
+
+def test_streamed_and_cached_folders_give_the_in_memory_batches_bit_for_bit(tmp_path):
+    root = _mixed_folder(tmp_path / "mixed")
+    memory = data.load_data(data_dir=str(root), image_size=16)
+    streamed = data.load_data(data_dir=str(root), image_size=16, stream=True)
+    assert isinstance(streamed.train_images, data.ImageFiles) and streamed.train_images.shape == (18, 16, 16, 3)
+    assert "streamed from disk at 16x16x3" in streamed.description
+    np.testing.assert_array_equal(streamed.train_labels, memory.train_labels)
+    np.testing.assert_allclose(streamed.mean, memory.mean, rtol=1e-12)  # all 18 images are the sample here
+    expected = _batches(memory.train_images, memory.train_labels, cutout_length=4)
+    assert len(expected) == 3
+    for got in (
+        _batches(streamed.train_images, streamed.train_labels, cutout_length=4),
+        _batches(*_cached(tmp_path, root)[:2], cutout_length=4),
+    ):
+        for (x, y), (x_ref, y_ref) in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(x, x_ref)
+            np.testing.assert_array_equal(y, y_ref)
+    test = [x for x, _ in data.test_dataset(streamed.test_images, streamed.test_labels).as_numpy_iterator()]
+    np.testing.assert_array_equal(np.stack(test), memory.test_images)
+
+
+def _cached(tmp_path, root):
+    cache = tmp_path / "cache"
+    first = data.load_data(data_dir=str(root), image_size=16, cache=str(cache))
+    assert isinstance(first.train_images, np.memmap) and "cache in" in first.description
+    written = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+    assert len(written) == 4 and not [name for name in written if ".tmp-" in name]
+    again = data.load_data(data_dir=str(root), image_size=16, cache=str(cache))  # reused, not rewritten
+    assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == written
+    np.testing.assert_array_equal(again.train_images, first.train_images)
+    return first.train_images, first.train_labels
+
+
+def test_large_folders_stream_by_themselves_and_need_an_image_size(tmp_path, monkeypatch):
+    root = _mixed_folder(tmp_path / "mixed")
+    monkeypatch.setattr(data.sources, "STREAM_ABOVE_BYTES", 1000)
+    assert data.is_streamed(data.load_data(data_dir=str(root), image_size=16).train_images)
+    with pytest.raises(data.DataError, match="more than is held in memory .* needs --image-size N"):
+        data.load_data(data_dir=str(root))
+    with pytest.raises(data.DataError, match="streaming .* needs --image-size N"):
+        data.load_data(data_dir=str(root), stream=True)
+    with pytest.raises(data.DataError, match="--stream and --cache apply to image folders"):
+        data.load_data(dataset="synthetic", stream=True)
+
+
+def test_streamed_bad_files_are_named_or_skipped(tmp_path, monkeypatch):
+    root = _mixed_folder(tmp_path / "mixed")
+    (root / "train" / "square" / "zz_broken.png").write_bytes(b"not an image at all")
+    with pytest.raises(data.DataError, match=r"zz_broken.png' is not a readable image \(--skip-bad-images"):
+        data.load_data(data_dir=str(root), image_size=16, stream=True)
+    source = data.load_data(data_dir=str(root), image_size=16, stream=True, skip_bad_images=True)
+    assert len(source.train_labels) == 18 and "1 unreadable files skipped" in source.description
+    # A file that first fails in an epoch (not among the start-up sample) stops the run with one line naming it.
+    monkeypatch.setattr(data.sources, "STATISTICS_SAMPLE", 4)
+    os.remove(root / "train" / "square" / "zz_broken.png")
+    victim = str(source.train_images.paths[-1])
+    with open(victim, "wb") as handle:
+        handle.write(b"garbage")
+    config = TrainConfig(
+        data_dir=str(root), image_size=16, stream=True, epochs=1, batch_size=6, C=4, layers=3, auxiliary=False,
+        run_dir=str(tmp_path / "run"), export=False,
+    )  # fmt: skip
+    with pytest.raises(data.DataError) as info:
+        run_training(config, verbose=0)
+    assert str(info.value).startswith(f"{victim!r} is not a readable image") and "\n" not in str(info.value)
+
+
+def test_subset_keeps_as_many_images_of_every_class():
+    labels = np.array([0, 0, 0, 0, 0, 0, 1, 2, 2, 2, 0, 1, 2, 2])
+    keep = runs.subset_indices(labels, 7, 3)
+    assert list(keep) == [0, 1, 2, 6, 7, 8, 11]  # class 1 has only 2 images: class 0 takes the extra one
+    np.testing.assert_array_equal(np.bincount(labels[keep]), [3, 2, 2])
+    assert list(runs.subset_indices(labels, 3, 3)) == [0, 6, 7]
+    assert len(runs.subset_indices(labels, 100, 3)) == len(labels)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["in-memory", "streamed"])
+def test_resume_on_an_image_folder_gives_the_same_training(tmp_path, stream):
+    root = _image_folder(tmp_path / "images", size=20, channels=3, fmt="jpg", train=6, test=2)
+
+    def config(run_dir):
+        return TrainConfig(
+            data_dir=str(root), image_size=16, stream=stream, epochs=2, batch_size=6, C=4, layers=3,
+            auxiliary=False, run_dir=str(run_dir), export=False, cutout=4,
+        )  # fmt: skip
+
+    straight = run_training(config(tmp_path / "a"), verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(config(tmp_path / "b"), verbose=0, callbacks=[_Interrupt()])
+    resumed = run_training(config(tmp_path / "b"), resume=True, verbose=0)
+    for a, b in zip(straight["network"].weights, resumed["network"].weights, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from darts_tf import architect, data, runs
 from darts_tf.genotypes import Genotype
-from darts_tf.optimizers import cosine_schedule
+from darts_tf.optimizers import learning_rate_schedule
 from darts_tf.runtime import set_graph_optimization
 from darts_tf.searcher import SearchConfig, _network, build_search, run_search
 
@@ -53,7 +53,7 @@ def _numpy_adam_step(alpha, g, lr=3e-4, b1=0.5, b2=0.999, eps=1e-8, wd=1e-3):
 def test_train_step_equals_core_functions_by_hand(unrolled):
     source = data.make_synthetic(num_train=32, num_test=8, image_size=8)
     config = SearchConfig(C=4, layers=3, steps=2, multiplier=2, unrolled=unrolled, epochs=10)
-    search = build_search(config, source, cosine_schedule(config, 4))
+    search = build_search(config, source, learning_rate_schedule(config, 4))
     by_hand = _network(config, source)  # same seed, same initial weights and alphas
     for a, b in zip(search.network.variables, by_hand.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -88,7 +88,7 @@ def test_train_step_equals_core_functions_by_hand(unrolled):
 def test_train_function_runs_one_step_per_call_and_stops_at_the_end_of_data():
     source = data.make_synthetic(num_train=24, num_test=8, image_size=8)
     config = SearchConfig(C=4, layers=3, steps=2, multiplier=2)
-    search = build_search(config, source, cosine_schedule(config, 3))
+    search = build_search(config, source, learning_rate_schedule(config, 3))
     x = tf.constant(((source.train_images / 255.0) - 0.5).astype("float32"))
     y = tf.constant(source.train_labels)
     pairs = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)  # 3 batches

@@ -12,7 +12,7 @@ from darts_tf import data, runs
 from darts_tf.architect import cross_entropy
 from darts_tf.export import evaluate_saved_model
 from darts_tf.genotypes import DARTS_V2, Genotype
-from darts_tf.optimizers import cosine_schedule
+from darts_tf.optimizers import learning_rate_schedule
 from darts_tf.trainer import (
     DropPathSchedule,
     TrainConfig,
@@ -35,7 +35,7 @@ def tiny_config(tmp_path, **overrides):
 
 def test_train_step_equals_the_original_update_by_hand():
     config = TrainConfig(C=4, layers=3, epochs=10, drop_path_prob=0.0)
-    trainer = build_trainer(config, build_network(config, DARTS_V2, 10, (32, 32, 3)), cosine_schedule(config, 5))
+    trainer = build_trainer(config, build_network(config, DARTS_V2, 10, (32, 32, 3)), learning_rate_schedule(config, 5))
     by_hand = build_network(config, DARTS_V2, 10, (32, 32, 3))  # same seed: same initial weights
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(8, 32, 32, 3)).astype("float32"))

@@ -17,17 +17,19 @@ from darts_tf.config import DATASETS
 # no longer silences the ones printed at import (TensorFlow 2.19+), so the commands filter stderr.
 _TF_LOG_LINE = re.compile(
     rb"^([IWE]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] |WARNING: All log messages before absl::InitializeLog"
-    rb"|To enable the following instructions: )"
+    rb"|To enable the following instructions: |\t \[\[\{\{node )"
 )
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, presets: dict, default_run_dir: str) -> None:
     """Flags every run command has: preset, data source, run folder, resume/overwrite, quiet."""
+    names = ", ".join(sorted(set(presets) - {"paper", "quick"}))
     parser.add_argument(
-        "--preset", choices=sorted(presets), default="paper", help="paper (default) or quick (CPU-sized)"
-    )
+        "--preset", choices=sorted(presets), default="paper",
+        help="paper (default), quick (CPU-sized)" + (f" or {names}" if names else ""),
+    )  # fmt: skip
     add_data_arguments(parser)
-    parser.add_argument("--subset", type=int, help="use only the first N training images")
+    parser.add_argument("--subset", type=int, help="use only N training images, as many of each class")
     parser.add_argument("--run-dir", default=None, help=f"output folder (default {default_run_dir})")
     parser.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --run-dir")
@@ -57,6 +59,13 @@ def add_data_arguments(parser: argparse.ArgumentParser, defaults: bool = False) 
     parser.add_argument("--tfds-data-dir", help="an existing tensorflow-datasets cache folder")
     parser.add_argument(
         "--skip-bad-images", action="store_true", default=None, help="skip unreadable image files (and count them)"
+    )
+    parser.add_argument(
+        "--stream", action="store_true", default=None,
+        help="image folders: decode images from disk on the fly (automatic above 4 GiB decoded; needs --image-size)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cache", metavar="DIR", help="image folders: decode once into DIR (.npy), then read it memory-mapped"
     )
 
 

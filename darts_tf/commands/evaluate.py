@@ -10,6 +10,7 @@ import argparse
 import json
 
 from darts_tf.commands.common import add_data_arguments, fail
+from darts_tf.config import AUGMENTATIONS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,6 +18,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     model.add_argument("--saved-model", help="a SavedModel folder (NAME/VERSION) exported by darts_tf")
     model.add_argument("--run-dir", help="a training run folder (its latest checkpoint)")
     add_data_arguments(p)
+    p.add_argument(
+        "--augmentation", choices=AUGMENTATIONS, default="cifar",
+        help="with --saved-model: the training augmentation, which picks the test transform of streamed files "
+        "(imagenet: shorter side to 256/224 x size, centre crop); a run folder knows its own",
+    )  # fmt: skip
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -34,10 +40,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             source = data.load_data(
                 args.dataset or "cifar10", args.data_dir, image_size=args.image_size or 0,
                 channels=args.channels or 0, tfds_data_dir=args.tfds_data_dir,
-                skip_bad_images=bool(args.skip_bad_images),
+                skip_bad_images=bool(args.skip_bad_images), stream=bool(args.stream), cache=args.cache,
             )  # fmt: skip
             print(f"data: {source.description}")
-            result = evaluate_saved_model(args.saved_model, source.test_images, source.test_labels, args.batch_size)
+            result = evaluate_saved_model(
+                args.saved_model, source.test_images, source.test_labels, args.batch_size, args.augmentation,
+                bool(args.skip_bad_images),
+            )  # fmt: skip
         else:
             result = evaluate_run(args.run_dir, args.dataset, args.data_dir, args.batch_size)
     except ValueError as error:

@@ -24,19 +24,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", default="runs/pipeline", help="holds search/ and train/ (default runs/pipeline)")
     p.add_argument("--export-dir", default="saved_models", help="SavedModel base folder (default saved_models)")
     p.add_argument("--export-name", default="darts_pipeline", help="model name under --export-dir")
-    p.add_argument("--subset", type=int, default=0, help="use only the first N training images (both runs)")
+    p.add_argument("--subset", type=int, default=0, help="use only N training images, as many per class (both runs)")
     p.add_argument("--seed", type=int, help="seed of both runs (default: each preset's)")
     p.add_argument("--overwrite", action="store_true", help="replace runs already in --run-dir")
     p.add_argument("--quiet", action="store_true", help="no per-step progress")
 
 
-def _served_prediction(path: str, images, labels, classes: int = 8) -> str:
+def _served_prediction(path: str, source, classes: int = 8) -> str:
     """Loads the SavedModel with TensorFlow alone and classifies the first test images."""
     import tensorflow as tf
 
+    from darts_tf import data
+
+    images, labels = next(iter(data.test_dataset(source.test_images, source.test_labels).batch(classes)))
     serve = tf.saved_model.load(path).signatures["serving_default"]
-    predicted = [name.decode() for name in serve(images=tf.constant(images[:classes]))["classes"].numpy()]
-    return f"served prediction (first {classes} test images): {predicted} (labels {labels[:classes]})"
+    predicted = [name.decode() for name in serve(images=images)["classes"].numpy()]
+    truth = [source.class_names[i] for i in labels.numpy()]
+    return f"served prediction (first {classes} test images): {predicted} (labels {truth})"
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -44,7 +48,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"--subset must be positive. Received: {args.subset}")
     seed = {} if args.seed is None else {"seed": args.seed}
     shared = {"dataset": args.dataset, "data_dir": args.data_dir, "subset": args.subset, **seed}
-    for name in ("image_size", "channels", "tfds_data_dir", "skip_bad_images"):
+    for name in ("image_size", "channels", "tfds_data_dir", "skip_bad_images", "stream", "cache"):
         if getattr(args, name) is not None:
             shared[name] = getattr(args, name)
     search_config = SearchConfig(
@@ -80,11 +84,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"    {trained['seconds']:.0f} s; {trained['parameters']:,} parameters", flush=True)
         print(f"3/4 export: SavedModel {path}", flush=True)
         source = runs.load_run_data(train_config)
-        result = evaluate_saved_model(path, source.test_images, source.test_labels)
+        result = evaluate_saved_model(
+            path, source.test_images, source.test_labels, skip_bad_images=train_config.skip_bad_images
+        )
         print(f"4/4 serve: {result['images']} test images through the SavedModel: top-1 {result['accuracy']:.4f}, "
               f"top-5 {result['top5']:.4f}")  # fmt: skip
-        truth = [source.class_names[i] for i in source.test_labels[:8]]
-        print("    " + _served_prediction(path, source.test_images, truth))
+        print("    " + _served_prediction(path, source))
     except ValueError as error:  # DataError, RunDirError, ExportError: one line
         fail(parser, error)
     summary = {"search": search_config.run_dir, "train": train_config.run_dir, "saved_model": path}

@@ -4,6 +4,7 @@ darts-tf train --preset quick --data-dir ../shared/data/cifar10-sample
 darts-tf train --arch DARTS_V2                    # the paper's 600 epochs, tfds CIFAR-10
 darts-tf train --genotype runs/search/genotype.json
 darts-tf train --resume runs/eval                 # continue an interrupted run
+darts-tf train --preset imagenet --data-dir ~/imagenet --stream   # the original's ImageNet recipe
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from darts_tf.commands.common import add_run_arguments, add_training_arguments, config_from_args, fail
-from darts_tf.config import TRAIN_PRESETS, TrainConfig
+from darts_tf.config import AUGMENTATIONS, LR_SCHEDULES, NETWORKS, TRAIN_PRESETS, TrainConfig
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,6 +23,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--genotype", dest="arch", help="same as --arch: a genotype JSON file written by the search")
     add_training_arguments(p, cutout_help="cutout length (0: off; default 16)")
+    p.add_argument("--network", choices=NETWORKS, help="cifar (NetworkCIFAR, default) or imagenet (NetworkImageNet)")
+    p.add_argument(
+        "--augmentation", choices=AUGMENTATIONS,
+        help="cifar (pad-4 crop, flip; default) or imagenet (random-resized crop, flip, colour jitter)",
+    )  # fmt: skip
+    p.add_argument("--label-smoothing", type=float, help="label smoothing of the loss (default 0; imagenet 0.1)")
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="cosine (default) or exponential (x --lr-decay/epoch)")
+    p.add_argument("--lr-decay", type=float, help="exponential schedule's factor per epoch (default 0.97)")
     p.add_argument("--no-auxiliary", dest="auxiliary", action="store_false", default=None)
     p.add_argument("--auxiliary-weight", type=float)
     p.add_argument("--drop-path-prob", type=float)

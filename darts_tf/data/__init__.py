@@ -1,11 +1,17 @@
 """Datasets (`sources`) and input pipelines (`pipeline`) for search and evaluation."""
 
+from darts_tf.data.images import ImageFiles, is_streamed
 from darts_tf.data.pipeline import (
+    AUGMENTATIONS,
+    centre_crop,
+    colour_jitter,
     cutout,
     epoch_dataset,
     epochs_dataset,
     evaluation_dataset,
+    random_resized_crop,
     split_for_search,
+    test_dataset,
 )
 from darts_tf.data.sources import (
     CIFAR_MEAN,
@@ -14,6 +20,7 @@ from darts_tf.data.sources import (
     DataError,
     ImageData,
     adapt,
+    cache_images,
     channel_statistics,
     detect_data_dir,
     load_cifar10_python,
@@ -24,15 +31,24 @@ from darts_tf.data.sources import (
     load_npz,
     load_tfds,
     make_synthetic,
+    unreadable_file,
 )
 
 __all__ = [
+    "AUGMENTATIONS",
     "CIFAR_MEAN",
     "CIFAR_STD",
     "DATASETS",
     "DataError",
     "ImageData",
+    "ImageFiles",
     "adapt",
+    "cache_images",
+    "centre_crop",
+    "colour_jitter",
+    "is_streamed",
+    "random_resized_crop",
+    "test_dataset",
     "channel_statistics",
     "detect_data_dir",
     "load_cifar100_python",
@@ -48,4 +64,5 @@ __all__ = [
     "load_data",
     "make_synthetic",
     "split_for_search",
+    "unreadable_file",
 ]

@@ -14,9 +14,12 @@ are decoded by TensorFlow.
 from __future__ import annotations
 
 import codecs
+import dataclasses
+import hashlib
 import io
 import os
 import pickle
+import re
 import socket
 import tarfile
 from dataclasses import dataclass
@@ -24,7 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from darts_tf.config import DATASETS
-from darts_tf.files import read_npz
+from darts_tf.data import images as image_ops
+from darts_tf.files import atomic_file, read_npz
 
 CIFAR_MEAN = (0.49139968, 0.48215827, 0.44653124)
 CIFAR_STD = (0.24703233, 0.24348505, 0.26158768)
@@ -313,17 +317,8 @@ def _image_files(folder: str) -> list[str]:
     )
 
 
-def load_image_folder(path: str, channels: int = 0, image_size: int = 0, skip_bad_images: bool = False) -> ImageData:
-    """An image folder tree: `train/<class>/*` and `test/<class>/*` (or `val/<class>/*`), decoded by TensorFlow.
-
-    Class names are the sorted sub-folder names of `train` (the test split must have the
-    same set). The training images come in a fixed shuffled order (not class by class), so
-    the search's split into halves and `--subset` keep every class. `channels`: 1 or 3
-    (default: 3 if any training image has colour, else 1). `image_size`: resize every
-    image to that square size (needed when sizes differ).
-    """
-    import tensorflow as tf
-
+def _folder_files(path: str) -> tuple[list[str], str, dict]:
+    """Class names, the test split's name and {split: (paths, labels)}; training files in one fixed shuffled order."""
     test_split = "test" if os.path.isdir(os.path.join(path, "test")) else "val"
     roots = {"train": os.path.join(path, "train"), "test": os.path.join(path, test_split)}
     if not os.path.isdir(roots["test"]):
@@ -339,39 +334,118 @@ def load_image_folder(path: str, channels: int = 0, image_size: int = 0, skip_ba
             f"--data-dir {path!r}: train/ and {test_split}/ must hold the same classes; "
             f"only in train: {only_train}, only in {test_split}: {only_test}"
         )
-    decoded, skipped = {"train": [], "test": []}, 0
+    files = {}
     for split, root in roots.items():
+        paths, labels = [], []
         for label, name in enumerate(classes):
-            files = _image_files(os.path.join(root, name))
-            if not files:
+            found = _image_files(os.path.join(root, name))
+            if not found:
                 raise DataError(f"--data-dir {path!r}: class folder {os.path.join(root, name)!r} holds no images")
-            for file in files:
-                try:
-                    image = tf.io.decode_image(tf.io.read_file(file), expand_animations=False).numpy()
-                except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
-                    if skip_bad_images:
-                        skipped += 1
-                        continue
-                    raise DataError(f"{file!r} is not a readable image (--skip-bad-images skips such files)") from None
-                decoded[split].append((image, label))
+            paths += found
+            labels += [label] * len(found)
+        files[split] = (np.array(paths, dtype=str), np.array(labels, np.int32))
+    # Files are listed class by class; the training images are put in one fixed mixed order (the same
+    # for every run), as CIFAR's batches are: the search's two halves and `--subset` then hold every class.
+    order = np.random.default_rng(0).permutation(len(files["train"][1]))
+    files["train"] = (files["train"][0][order], files["train"][1][order])
+    return classes, test_split, files
+
+
+def unreadable_file(error: Exception, skip_hint: bool = True) -> DataError:
+    """A DataError for a decode failure; names the file when the failure came from `image_ops.read_image`'s check."""
+    message = getattr(error, "message", str(error))
+    found = re.search(r"not a readable image:\] \[(.*?)\]", message)
+    what = repr(found.group(1)) if found else f"an image file ({message.strip().splitlines()[0][:200]})"
+    hint = " (--skip-bad-images skips such files)" if skip_hint else ""
+    return DataError(f"{what} is not a readable image{hint}")
+
+
+# Decoded training images above this size are streamed from disk instead of held in memory.
+STREAM_ABOVE_BYTES = 4 << 30
+# Streamed data: mean/std and the default channel count come from this many training images.
+STATISTICS_SAMPLE = 5000
+
+
+def load_image_folder(
+    path: str,
+    channels: int = 0,
+    image_size: int = 0,
+    skip_bad_images: bool = False,
+    stream: bool = False,
+    cache: str | None = None,
+) -> ImageData:
+    """An image folder tree: `train/<class>/*` and `test/<class>/*` (or `val/<class>/*`), decoded by TensorFlow.
+
+    Class names are the sorted sub-folder names of `train` (the test split must have the
+    same set). The training images come in a fixed shuffled order (not class by class), so
+    the search's split into halves and `--subset` keep every class. `channels`: 1 or 3
+    (default: 3 if any training image has colour, else 1). `image_size`: resize every
+    image to that square size (needed when sizes differ, and to stream).
+
+    Held in memory (uint8) unless `stream` is set or the decoded training images would
+    exceed `STREAM_ABOVE_BYTES`: then the images stay files (`image_ops.ImageFiles`), decoded
+    on the fly by the input pipeline, and mean/std come from `STATISTICS_SAMPLE` of them.
+    `cache`: a folder where the decoded images are written once (`.npy`) and read from
+    later (memory-mapped), for data too large for memory that is slow to decode.
+    """
+    classes, test_split, files = _folder_files(path)
+    if not stream and not cache:
+        if image_size:
+            estimate = len(files["train"][1]) * image_size * image_size * (channels or 3)
+        else:
+            import tensorflow as tf
+
+            try:
+                first = tf.io.decode_image(tf.io.read_file(files["train"][0][0]), expand_animations=False)
+            except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
+                if not skip_bad_images:
+                    raise DataError(
+                        f"{str(files['train'][0][0])!r} is not a readable image (--skip-bad-images skips such files)"
+                    ) from None
+                first = tf.zeros([image_size or 1, image_size or 1, 3])  # the full decode counts and skips it
+            estimate = len(files["train"][1]) * int(np.prod(first.shape[:2])) * (channels or 3)
+        stream = estimate > STREAM_ABOVE_BYTES
+        if stream and not image_size:
+            raise DataError(
+                f"--data-dir {path!r} decodes to ~{estimate / 2**30:.0f} GiB, more than is held in memory "
+                f"({STREAM_ABOVE_BYTES >> 30} GiB): it streams from disk, which needs --image-size N"
+            )
+    if stream or cache:
+        if not image_size:
+            raise DataError(f"--data-dir {path!r}: streaming (--stream, --cache) needs --image-size N")
+        source = _streamed_folder(path, classes, test_split, files, channels, image_size, skip_bad_images)
+        return cache_images(source, cache, skip_bad_images) if cache else source
+    return _decoded_folder(path, classes, test_split, files, channels, image_size, skip_bad_images)
+
+
+def _decoded_folder(path, classes, test_split, files, channels, image_size, skip_bad_images) -> ImageData:
+    import tensorflow as tf
+
+    decoded, skipped = {"train": [], "test": []}, 0
+    for split, (paths, labels) in files.items():
+        for file, label in zip(paths, labels):
+            try:
+                image = tf.io.decode_image(tf.io.read_file(file), expand_animations=False)
+            except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
+                if skip_bad_images:
+                    skipped += 1
+                    continue
+                raise DataError(f"{str(file)!r} is not a readable image (--skip-bad-images skips such files)") from None
+            decoded[split].append((image, int(label)))
     if not decoded["train"] or not decoded["test"]:
         raise DataError(f"--data-dir {path!r}: no readable images in train/ or {test_split}/")
     colour = any(image.shape[-1] >= 3 for image, _ in decoded["train"])
     channels = channels or (3 if colour else 1)
-    sizes = {image.shape[:2] for split in decoded.values() for image, _ in split}
+    sizes = {tuple(image.shape[:2]) for split in decoded.values() for image, _ in split}
     if not image_size and len(sizes) > 1:
         shown = ", ".join(f"{h}x{w}" for h, w in sorted(sizes)[:4])
         raise DataError(f"--data-dir {path!r}: images of different sizes ({shown}, ...); pass --image-size N")
     arrays = {}
     for split, items in decoded.items():
-        images = [_to_channels(image, channels) for image, _ in items]
+        converted = [image_ops.to_channels(image, channels) for image, _ in items]
         if image_size:
-            images = [_resize(image, image_size) for image in images]
-        arrays[split] = (np.stack(images).astype(np.uint8), np.array([label for _, label in items], np.int32))
-    # Files are read class by class; the training images are put in one fixed mixed order (the same
-    # for every run), as CIFAR's batches are: the search's two halves and `--subset` then hold every class.
-    order = np.random.default_rng(0).permutation(len(arrays["train"][1]))
-    arrays["train"] = (arrays["train"][0][order], arrays["train"][1][order])
+            converted = [image_ops.resize_square(image, image_size) for image in converted]
+        arrays[split] = (np.stack([image.numpy() for image in converted]), np.array([y for _, y in items], np.int32))
     note = f", {skipped} unreadable files skipped" if skipped else ""
     description = (
         f"image folder at {path}: {len(classes)} classes, {len(arrays['train'][0])} train / "
@@ -382,25 +456,130 @@ def load_image_folder(path: str, channels: int = 0, image_size: int = 0, skip_ba
     )
 
 
+def _streamed_folder(path, classes, test_split, files, channels, image_size, skip_bad_images) -> ImageData:
+    """The folder as `ImageFiles` (decoded by the input pipeline); channels and mean/std from a sample."""
+    import tensorflow as tf
+
+    skipped = 0
+    if skip_bad_images:  # drop files that are not images at all (by their first bytes) before counting batches
+        for split, (paths, labels) in files.items():
+            good = np.array([_has_image_header(path) for path in paths], bool)
+            skipped += int((~good).sum())
+            files[split] = (paths[good], labels[good])
+    sample = files["train"][0][:STATISTICS_SAMPLE]
+
+    def load(file):
+        native = image_ops.decode_file(file)
+        image = image_ops.to_channels(native, channels or 3)
+        return image_ops.resize_square(image, image_size), tf.shape(native)[-1]
+
+    ds = tf.data.Dataset.from_tensor_slices(sample).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    if skip_bad_images:
+        ds = ds.ignore_errors()
+    decoded, natives = [], []
+    try:
+        for image, native in ds.batch(256).as_numpy_iterator():
+            decoded.append(image)
+            natives.append(native)
+    except tf.errors.InvalidArgumentError as error:
+        raise unreadable_file(error) from None
+    if not decoded:
+        raise DataError(f"--data-dir {path!r}: no readable images in train/")
+    sample_images = np.concatenate(decoded)
+    if not channels:
+        channels = 3 if np.concatenate(natives).max() >= 3 else 1
+        if channels == 1:
+            sample_images = sample_images[..., :1]  # grey images were tiled to 3 equal channels
+    mean, std = channel_statistics(sample_images)
+    shape = (image_size, image_size, channels)
+    description = (
+        f"image folder at {path}: {len(classes)} classes, {len(files['train'][1])} train / "
+        f"{len(files['test'][1])} {test_split} images, streamed from disk at {image_size}x{image_size}x{channels} "
+        f"(mean/std of {len(sample_images)} training images)"
+        + (f", {skipped} unreadable files skipped" if skipped else "")
+    )
+    return ImageData(
+        image_ops.ImageFiles(files["train"][0], shape), files["train"][1],
+        image_ops.ImageFiles(files["test"][0], shape), files["test"][1],
+        len(classes), mean, std, os.path.basename(os.path.normpath(path)), tuple(classes), description, test_split,
+    )  # fmt: skip
+
+
+def _has_image_header(path: str) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(4)
+    except OSError:
+        return False
+    return any(start.startswith(magic) for magic, _ in image_ops.MAGIC)
+
+
+def cache_images(source: ImageData, cache_dir: str, skip_bad_images: bool = False) -> ImageData:
+    """`source`'s streamed images decoded once into `cache_dir` (`.npy`, memory-mapped when read back).
+
+    The cache files are named by a hash of the file list and the image shape, written
+    atomically, and reused by every later run on the same files at the same shape.
+    """
+    import tensorflow as tf
+
+    os.makedirs(cache_dir, exist_ok=True)
+    arrays = {}
+    for split, files, labels in (
+        ("train", source.train_images, source.train_labels),
+        ("test", source.test_images, source.test_labels),
+    ):
+        digest = hashlib.sha256("\n".join(map(str, files.paths)).encode() + repr(files.image_shape).encode())
+        target = os.path.join(cache_dir, f"{source.name}-{split}-{digest.hexdigest()[:16]}.npz")
+        if not os.path.exists(target):
+            ds = tf.data.Dataset.from_tensor_slices((files.paths, labels))
+            shape = files.image_shape
+            ds = ds.map(
+                lambda file, label, shape=shape: (image_ops.read_resized(file, shape), label),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
+            if skip_bad_images:
+                ds = ds.ignore_errors()
+            with atomic_file(target + ".npy", "wb") as handle:
+                kept = _write_npy(handle, ds.batch(256).as_numpy_iterator(), len(files), files.image_shape)
+            save_labels = {"labels": kept[1], "count": np.int64(kept[0])}
+            with atomic_file(target, "wb") as handle:
+                np.savez(handle, **save_labels)
+        index = read_npz(target)
+        count = int(index["count"])
+        arrays[split] = (np.load(target + ".npy", mmap_mode="r")[:count], index["labels"][:count])
+    description = f"{source.description.replace('streamed from disk', 'cached')}, cache in {cache_dir}"
+    return ImageData(
+        arrays["train"][0], arrays["train"][1], arrays["test"][0], arrays["test"][1], source.num_classes,
+        source.mean, source.std, source.name, source.class_names, description, source.test_split,
+    )  # fmt: skip
+
+
+def _write_npy(handle, batches, capacity: int, image_shape: tuple) -> tuple[int, np.ndarray]:
+    """Writes uint8 image batches into an .npy of `capacity` images at `handle`; (images written, their labels)."""
+    import tensorflow as tf
+
+    header = {"descr": "|u1", "fortran_order": False, "shape": (capacity, *image_shape)}
+    np.lib.format.write_array_header_1_0(handle, header)
+    start = handle.tell()
+    labels, count = [], 0
+    try:
+        for batch, batch_labels in batches:
+            handle.write(np.ascontiguousarray(batch, np.uint8).tobytes())
+            labels.append(batch_labels)
+            count += len(batch)
+    except tf.errors.InvalidArgumentError as error:
+        raise unreadable_file(error) from None
+    handle.truncate(start + capacity * int(np.prod(image_shape)))  # images skipped leave zeros at the end
+    return count, np.concatenate(labels).astype(np.int32) if labels else np.zeros(0, np.int32)
+
+
 def _to_channels(image: np.ndarray, channels: int) -> np.ndarray:
-    """uint8 HWC with 1-4 channels -> `channels` (1 or 3): drops alpha, converts colour <-> grey."""
-    if image.shape[-1] in (2, 4):
-        image = image[..., :-1]
-    if image.shape[-1] == channels:
-        return image
-    if channels == 1:  # ITU-R 601-2 luma, as tf.image.rgb_to_grayscale
-        grey = image.astype(np.float32) @ np.array([0.2989, 0.587, 0.114], np.float32)
-        return np.clip(np.round(grey), 0, 255).astype(np.uint8)[..., None]
-    return np.repeat(image, 3, axis=-1)
+    """uint8 HWC with 1-4 channels -> `channels` (1 or 3), as the streaming pipeline converts."""
+    return image_ops.to_channels(image, channels).numpy()
 
 
 def _resize(image: np.ndarray, size: int) -> np.ndarray:
-    import tensorflow as tf
-
-    if image.shape[:2] == (size, size):
-        return image
-    resized = tf.image.resize(image, (size, size), antialias=True).numpy()
-    return np.clip(np.round(resized), 0, 255).astype(np.uint8)
+    return image_ops.resize_square(image, size).numpy()
 
 
 def load_tfds(name: str, tfds_data_dir: str | None = None) -> ImageData:
@@ -473,11 +652,14 @@ def load_data(
     channels: int = 0,
     tfds_data_dir: str | None = None,
     skip_bad_images: bool = False,
+    stream: bool = False,
+    cache: str | None = None,
 ) -> ImageData:
     """The dataset a run asked for: `--data-dir` (detected) wins, else `--dataset` (tfds CIFAR-10 by default).
 
     `image_size` (square, pixels) and `channels` (1 or 3) convert every source;
-    without them the data keeps its own.
+    without them the data keeps its own. `stream` and `cache` (image folders only):
+    see `load_image_folder`.
     """
     if dataset not in DATASETS and not (dataset.startswith("tfds:") and len(dataset) > 5):
         raise DataError(f"--dataset {dataset!r} is not supported; expected one of {', '.join(DATASETS)} or tfds:NAME")
@@ -487,12 +669,16 @@ def load_data(
         raise DataError(f"--image-size must be at least 8 pixels. Received: {image_size}")
     if data_dir:
         kind = detect_data_dir(data_dir)
+        if (stream or cache) and kind != "folder":
+            raise DataError(f"--stream and --cache apply to image folders; --data-dir {data_dir!r} is {kind}")
         if kind == "folder":
-            source = load_image_folder(data_dir, channels, image_size, skip_bad_images)
+            source = load_image_folder(data_dir, channels, image_size, skip_bad_images, stream, cache)
         else:
             source = {"cifar10": load_cifar10_python, "cifar100": load_cifar100_python, "npz": load_npz}[kind](
                 os.path.expanduser(data_dir)
             )
+    elif stream or cache:
+        raise DataError("--stream and --cache apply to image folders (--data-dir DIR with train/ and test/)")
     elif dataset == "synthetic":
         source = make_synthetic(seed=seed)
     elif dataset.startswith("tfds:"):
@@ -505,6 +691,11 @@ def load_data(
 def adapt(source: ImageData, image_size: int = 0, channels: int = 0) -> ImageData:
     """`source` resized to `image_size` and converted to `channels` (statistics recomputed when it changes)."""
     height, width, have = source.input_shape
+    if image_ops.is_streamed(source.train_images):  # decoded on the fly: only the target shape changes
+        shape = (image_size or height, image_size or width, channels or have)
+        train = image_ops.ImageFiles(source.train_images.paths, shape)
+        test = image_ops.ImageFiles(source.test_images.paths, shape)
+        return dataclasses.replace(source, train_images=train, test_images=test)
     if (not image_size or (height, width) == (image_size, image_size)) and (not channels or channels == have):
         return source
     convert = lambda images: np.stack(  # noqa: E731
