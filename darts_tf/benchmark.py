@@ -291,6 +291,76 @@ def bench_eval_train(batch: int, steps: int, warmup: int, t0: float, device: str
     return result
 
 
+def bench_imagenet_train(batch: int, steps: int, warmup: int, t0: float, device: str) -> dict:
+    """A training step of DARTS_V2 in the ImageNet mobile setting (NetworkImageNet C=48, 14 cells, 224 px, 1000
+    classes, auxiliary 0.4, label smoothing 0.1: `--preset imagenet`) through Keras's train_function."""
+    import tensorflow as tf
+
+    from darts_tf.config import TRAIN_PRESETS
+    from darts_tf.eval_model import NetworkImageNet
+    from darts_tf.genotypes import DARTS_V2
+    from darts_tf.optimizers import learning_rate_schedule
+    from darts_tf.trainer import TrainConfig, build_trainer
+
+    config = TrainConfig(**TRAIN_PRESETS["imagenet"])
+    with tf.device(device):
+        network = NetworkImageNet(config.C, 1000, config.layers, True, DARTS_V2)
+        trainer = build_trainer(config, network, learning_rate_schedule(config, 10000))
+        rng = np.random.default_rng(0)
+        images = tf.constant(rng.normal(size=(batch, 224, 224, 3)).astype("float32"))
+        labels = tf.constant(rng.integers(0, 1000, size=batch).astype("int32"))
+        iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
+        trainer.make_train_function()
+        train_function = trainer.train_function
+        _sync(train_function(iterator))
+        first = time.time()
+        times = _timed_steps(lambda: train_function(iterator), steps, warmup)
+    return {"first_step_s": first - t0, **_summary(times, batch), "peak_rss_gib": peak_rss_gib()}
+
+
+def _jpeg_folder(root: str, height: int, width: int, per_class: int, classes: int = 4) -> str:
+    """train/ and test/ folders of JPEGs of natural-image-like content (smooth colour fields plus noise)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    for split in ("train", "test"):
+        for label in range(classes):
+            folder = os.path.join(root, split, f"class_{label}")
+            os.makedirs(folder, exist_ok=True)
+            for i in range(per_class if split == "train" else 1):
+                phase = rng.uniform(0, 6.28, size=3)
+                field = 127 + 100 * np.sin(6 * x[..., None] + 4 * y[..., None] + phase)
+                image = np.clip(field + rng.normal(0, 12, size=field.shape), 0, 255).astype(np.uint8)
+                tf.io.write_file(os.path.join(folder, f"{i}.jpg"), tf.io.encode_jpeg(image, quality=90))
+    return root
+
+
+def bench_folder(size: int, batch: int, files: int = 256, epochs: int = 3) -> dict:
+    """Images/s of the streamed image-folder pipeline: JPEG decode + the training augmentation + normalise.
+
+    32 px: 32x32 JPEGs, CIFAR augmentation (pad-4 crop, flip, cutout 16). 224 px: 500x375
+    JPEGs (ImageNet's typical size), ImageNet augmentation (random-resized crop, flip, colour jitter).
+    """
+    from darts_tf import data
+
+    imagenet = size > 64
+    height, width = (375, 500) if imagenet else (size, size)
+    with tempfile.TemporaryDirectory() as root:
+        _jpeg_folder(root, height, width, files // 4)
+        source = data.load_data(data_dir=root, image_size=size, stream=True)
+        kwargs = {"augmentation": "imagenet"} if imagenet else {"cutout_length": 16}
+        counts, seconds = 0, 0.0
+        for epoch in range(epochs):  # the first epoch warms up (tracing, thread pools)
+            ds = data.epoch_dataset(source.train_images, source.train_labels, batch, source.mean, source.std, 0,
+                                    epoch, **kwargs).prefetch(2)  # fmt: skip
+            start = time.perf_counter()
+            n = sum(int(x.shape[0]) for x, _ in ds)
+            if epoch:
+                counts, seconds = counts + n, seconds + time.perf_counter() - start
+    return {"images_per_s": counts / seconds, "file_shape": [height, width, 3]}
+
+
 def export_for_serving(path: str) -> str:
     """Exports a DARTS_V2 CIFAR network (random weights: throughput does not depend on them)."""
     from darts_tf.data import CIFAR_MEAN, CIFAR_STD
@@ -340,7 +410,7 @@ def run_worker(spec: dict) -> dict:
         from darts_tf.runtime import configure_for_search
 
         configure_for_search(spec.get("threads") or None, spec.get("graph_optimization", "reduced"))
-    elif kind == "eval_train" and as_scripts:
+    elif kind in ("eval_train", "imagenet_train") and as_scripts:
         from darts_tf.runtime import configure_for_training
 
         configure_for_training(spec.get("threads") or None)  # as `darts-tf train`
@@ -360,6 +430,10 @@ def run_worker(spec: dict) -> dict:
         return bench_serve(spec["path"], spec["batch"], steps, warmup, t0, device)
     if kind == "data":
         return bench_data(spec["batch"])
+    if kind == "folder":
+        return bench_folder(spec["size"], spec["batch"])
+    if kind == "imagenet_train":
+        return bench_imagenet_train(spec["batch"], steps, warmup, t0, device)
     if kind == "environment":
         return {**environment(spec.get("device", "cpu")), "matmul_gflops": matmul_roof(device)}
     raise ValueError(f"Unknown benchmark kind {kind!r}")

@@ -2,6 +2,7 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from darts_tf import data
 
@@ -148,3 +149,48 @@ def test_batches_written_by_numpy_1_and_2_load(cifar_sample, tmp_path):
     (folder / "test_batch").write_bytes(pickle.dumps([1, 2, 3]))
     with pytest.raises(data.DataError, match="test_batch.* expected a dict, found list"):
         data.load_cifar10_python(str(folder))
+
+
+def test_imagenet_augmentation_is_deterministic_and_crops_like_the_original():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(8, 40, 40, 3), dtype=np.uint8)
+    labels = np.arange(8, dtype=np.int32)
+
+    def epoch(e):
+        ds = data.epoch_dataset(images, labels, 4, (0.5,) * 3, (0.25,) * 3, seed=1, epoch=e, augmentation="imagenet")
+        return np.concatenate([x.numpy() for x, _ in ds])
+
+    first = epoch(0)
+    assert first.shape == (8, 40, 40, 3)
+    np.testing.assert_array_equal(first, epoch(0))
+    assert np.abs(first - epoch(1)).max() > 0.5
+    # Random-resized crops hold 8%..100% of the area at aspect 3/4..4/3: crop a ramp and read the crop's extent.
+    ramp = np.tile(np.arange(200, dtype=np.float32)[None, :, None], (200, 1, 3)).astype(np.uint8)
+    for i in range(20):
+        crop = data.random_resized_crop(tf.constant(ramp), 50, tf.constant([i, 7], tf.int64)).numpy() * 255.0
+        width = crop[0, -1, 0] - crop[0, 0, 0]
+        assert np.sqrt(0.08) * 200 * np.sqrt(3 / 4) - 2 <= width <= 200
+    with pytest.raises(ValueError, match="augmentation must be one of"):
+        data.epoch_dataset(images, labels, 4, (0.5,) * 3, (0.25,) * 3, seed=1, epoch=0, augmentation="autoaugment")
+
+
+def test_colour_jitter_follows_torchvision_formulas():
+    x = tf.constant(np.random.default_rng(1).uniform(0.1, 0.9, size=(6, 5, 3)), tf.float32)
+    seed = tf.constant([3, 4], tf.int64)
+    np.testing.assert_allclose(data.colour_jitter(x, seed, 0.0, 0.0, 0.0, 0.0), x, atol=1e-6)
+    bright = data.colour_jitter(x, seed, 0.4, 0.0, 0.0, 0.0).numpy()
+    factor = bright / x.numpy()
+    assert np.ptp(factor) < 1e-5 and 0.6 <= factor.mean() <= 1.4
+    grey_mean = float(np.mean(x.numpy() @ np.array([0.299, 0.587, 0.114])))
+    contrast = data.colour_jitter(x, seed, 0.0, 0.4, 0.0, 0.0).numpy()
+    c = (contrast - grey_mean) / (x.numpy() - grey_mean)  # blend with the mean grey level
+    assert np.ptp(c) < 1e-3 and 0.6 <= c.mean() <= 1.4
+
+
+def test_centre_crop_is_resize_256_then_centre_224():
+    image = np.zeros((300, 600, 3), np.uint8)
+    image[:, 300:] = 200  # left half dark, right half bright
+    crop = data.centre_crop(tf.constant(image), 224).numpy()
+    assert crop.shape == (224, 224, 3)
+    # Shorter side 300 -> 256 (width 512), centre 224 columns are 144..368: the half boundary (256) at column 112.
+    assert crop[:, :111].max() == 0 and crop[:, 113:].min() == 200

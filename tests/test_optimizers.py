@@ -56,3 +56,17 @@ def test_epoch_cosine_decay():
     assert float(schedule(9)) == pytest.approx(0.025)  # constant within an epoch
     assert float(schedule(250)) == pytest.approx(0.013)
     assert schedule.value_at_epoch(49) == pytest.approx(0.001 + 0.024 * (1 + np.cos(np.pi * 49 / 50)) / 2)
+
+
+def test_epoch_exponential_decay_is_steplr_every_epoch():
+    from darts_tf.config import TRAIN_PRESETS, TrainConfig
+    from darts_tf.optimizers import EpochExponentialDecay, learning_rate_schedule
+
+    schedule = learning_rate_schedule(TrainConfig(**TRAIN_PRESETS["imagenet"]), steps_per_epoch=10)
+    assert isinstance(schedule, EpochExponentialDecay)
+    for step, epoch in ((0, 0), (9, 0), (10, 1), (2499, 249)):
+        np.testing.assert_allclose(float(schedule(step)), 0.1 * 0.97**epoch, rtol=1e-5)
+        np.testing.assert_allclose(schedule.value_at_epoch(epoch), 0.1 * 0.97**epoch, rtol=1e-12)
+    assert EpochExponentialDecay.from_config(schedule.get_config()).gamma == 0.97
+    with pytest.raises(ValueError, match="0 < gamma <= 1"):
+        EpochExponentialDecay(0.1, 1.5, 10)

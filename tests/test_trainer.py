@@ -219,3 +219,55 @@ def test_failed_start_leaves_no_run_folder(tmp_path):
     with pytest.raises(ValueError, match="Unknown genotype"):
         run_training(tiny_config(tmp_path, dataset="synthetic", arch="nope.json"), verbose=0)
     assert not (tmp_path / "run").exists()
+
+
+def test_label_smoothing_is_the_originals_cross_entropy_label_smooth():
+    from darts_tf.trainer import smoothed_cross_entropy
+
+    rng = np.random.default_rng(0)
+    logits, labels = rng.normal(size=(6, 5)), rng.integers(0, 5, size=6)
+    log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    targets = 0.9 * np.eye(5)[labels] + 0.1 / 5  # CrossEntropyLabelSmooth(num_classes=5, epsilon=0.1)
+    expected = (-targets * log_probs).mean(0).sum()
+    np.testing.assert_allclose(float(smoothed_cross_entropy(labels, tf.constant(logits, tf.float32), 0.1)), expected,
+                               rtol=1e-5)  # fmt: skip
+    plain = smoothed_cross_entropy(labels, tf.constant(logits, tf.float32), 0.0)
+    np.testing.assert_allclose(float(plain), -log_probs[np.arange(6), labels].mean(), rtol=1e-5)
+
+
+def test_imagenet_recipe_trains_network_imagenet_on_streamed_files(tmp_path):
+    from darts_tf.config import TRAIN_PRESETS
+    from darts_tf.eval_model import NetworkImageNet
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 6), ("val", 2)):
+        for label, name in enumerate(["n01", "n02"]):
+            os.makedirs(tmp_path / "imagenet" / split / name)
+            for i in range(count):
+                image = np.clip(rng.normal(80 + 80 * label, 40, size=(70 + 5 * i, 90, 3)), 0, 255).astype(np.uint8)
+                tf.io.write_file(str(tmp_path / "imagenet" / split / name / f"{i}.jpg"), tf.io.encode_jpeg(image))
+    preset = TRAIN_PRESETS["imagenet"]
+    assert (preset["learning_rate"], preset["weight_decay"], preset["label_smoothing"], preset["lr_decay"]) == (
+        0.1, 3e-5, 0.1, 0.97,
+    )  # fmt: skip
+    config = TrainConfig(
+        **{**preset, "image_size": 64, "C": 8, "layers": 3, "auxiliary": False, "epochs": 2, "batch_size": 4},
+        data_dir=str(tmp_path / "imagenet"), stream=True, run_dir=str(tmp_path / "run"),
+        export_dir=str(tmp_path / "sm"), eval_batch_size=3,
+    )  # fmt: skip
+    result = run_training(config, verbose=0)
+    assert isinstance(result["network"], NetworkImageNet) and result["network"].input_shape == (None, 64, 64, 3)
+    with open(tmp_path / "run" / "metrics.csv") as handle:
+        rows = handle.read().splitlines()
+    lr = [float(row.split(",")[rows[0].split(",").index("lr")]) for row in rows[1:]]
+    np.testing.assert_allclose(lr, [0.1, 0.097])
+    summary = evaluate_run(str(tmp_path / "run"))
+    served = evaluate_saved_model(result["export_path"], *_streamed_test(config), augmentation="imagenet")
+    assert summary["images"] == served["images"] == 4
+    assert summary["accuracy"] == pytest.approx(served["accuracy"])
+
+
+def _streamed_test(config):
+    source = runs.load_run_data(config)
+    assert data.is_streamed(source.test_images) and source.test_split == "val"
+    return source.test_images, source.test_labels

@@ -1,7 +1,7 @@
 """Speed and memory of darts_tf against the original PyTorch DARTS: prints a table (and JSON with --json).
 
 darts-tf benchmark                                   # everything (CPU; about 30 minutes on 2 cores)
-darts-tf benchmark --search-batches 16 --orders first --skip-eval --skip-serve --skip-data   # one quick row
+darts-tf benchmark --search-batches 16 --orders first --skip-eval --skip-serve --skip-data --skip-folder   # one row
 darts-tf benchmark --device gpu --json gpu.json
 
 Every configuration runs in a fresh process: its time to first step counts from that
@@ -69,6 +69,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-eval", action="store_true")
     p.add_argument("--skip-serve", action="store_true")
     p.add_argument("--skip-data", action="store_true")
+    p.add_argument(
+        "--skip-folder", action="store_true",
+        help="skip the image-folder pipeline rows (32 and 224 px JPEGs) and the ImageNet training step they feed",
+    )  # fmt: skip
+    p.add_argument("--imagenet-batch", type=int, default=16, help="batch of the ImageNet training-step row")
     p.add_argument("--json", metavar="PATH", help="also write every measurement as JSON")
     p.add_argument("--worker", help=argparse.SUPPRESS)
 
@@ -157,6 +162,26 @@ def _threads_line(args, env: dict) -> str:
     return f"intra/inter-op threads: search and training 1/{args.threads or env.get('cpu_cores')}, serving {default}"
 
 
+def _folder_rows(args, common: dict, huge: bool, rows: list, env: dict) -> None:
+    """Streamed image-folder pipeline at 32 and 224 px beside the rate the steps it feeds consume."""
+    r = measure({"kind": "imagenet_train", "batch": args.imagenet_batch, **common}, huge)
+    r.update(name="eval DARTS_V2 ImageNet train step", batch=args.imagenet_batch, key=("imagenet_train", None, 0))
+    rows.append(r)
+    print(table(rows[-1:]).splitlines()[-1], flush=True)
+    searched = [row.get("images_per_s") for row in rows if row.get("key", ("",))[0] == "search"]
+    consumers = {32: (max(filter(None, searched), default=None), "the fastest search row"),
+                 224: (r.get("images_per_s"), "the ImageNet training step")}  # fmt: skip
+    for size in (32, 224):
+        folder = measure({"kind": "folder", "size": size, "batch": 64 if size == 32 else args.imagenet_batch}, huge)
+        rate, consumer = consumers[size]
+        what = "crop, flip, cutout" if size == 32 else "random-resized crop, flip, colour jitter"
+        needs = f"; {consumer} consumes {rate:.0f} images/s" if rate else ""
+        print(f"input pipeline, image folder {size} px (JPEG decode, {what}, normalise): "
+              f"{folder.get('images_per_s', 0):.0f} images/s{needs}", flush=True)  # fmt: skip
+        env[f"folder_{size}_images_per_s"] = folder.get("images_per_s")
+        env[f"folder_{size}_consumer_images_per_s"] = rate
+
+
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for name in ("steps", "C", "layers"):
         if getattr(args, name) <= 0:
@@ -220,6 +245,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         r = measure({"kind": "data", "batch": 96}, huge)
         print(f"input pipeline (crop, flip, cutout, normalise): {r.get('images_per_s', 0):.0f} images/s")
         env["input_pipeline_images_per_s"] = r.get("images_per_s")
+    if not args.skip_folder:
+        _folder_rows(args, common, huge, rows, env)
     print()
     print(table(rows))
     if args.json:
