@@ -45,16 +45,17 @@ def serving_function(model: keras.Model, mean, std, image_shape: tuple | None = 
     shape = tuple(image_shape or network.input.shape[1:])
     if len(shape) != 3 or None in shape:
         raise ExportError(f"Export needs a fixed image shape (H, W, C). Received: image_shape={shape}")
-    mean_t = tf.constant(np.asarray(mean, np.float32))
-    std_t = tf.constant(np.asarray(std, np.float32))
+    mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
     classes = int(network.output.shape[-1])
     names = [str(n) for n in class_names] if class_names is not None else [str(i) for i in range(classes)]
     if len(names) != classes:
         raise ExportError(f"Export expected {classes} class names. Received: {len(names)}")
-    names_t = tf.constant(names)
 
     @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.uint8, name="images")])
     def serve(images):
+        # Constants made inside the graph (not captured from outside): converters such as tf2onnx
+        # would otherwise turn them into inputs.
+        mean_t, std_t, names_t = tf.constant(mean), tf.constant(std), tf.constant(names)
         # Signature calls do not check shapes: fail clearly instead of computing on a wrong size.
         images = tf.ensure_shape(images, [None, *shape], name="check_image_shape")
         x = (tf.cast(images, tf.float32) / 255.0 - mean_t) / std_t
@@ -123,17 +124,26 @@ def accuracy_summary(logits: np.ndarray, labels: np.ndarray) -> dict:
     }
 
 
+def evaluate_predictor(
+    predict, images, labels: np.ndarray, batch_size: int = 256, augmentation: str = "cifar",
+    skip_bad_images: bool = False,
+) -> dict:  # fmt: skip
+    """Top-1/top-5 of `predict` (uint8 NumPy batch -> logits) on uint8 images (arrays or `ImageFiles`).
+
+    Files get the test transform of `augmentation` (see `darts_tf.data.test_dataset`).
+    """
+    logits, kept = [], []
+    for batch, batch_labels in data.test_dataset(images, labels, augmentation, skip_bad_images).batch(batch_size):
+        logits.append(np.asarray(predict(batch.numpy())))
+        kept.append(batch_labels.numpy())
+    return accuracy_summary(np.concatenate(logits), np.concatenate(kept))
+
+
 def evaluate_saved_model(
     path: str, images, labels: np.ndarray, batch_size: int = 256, augmentation: str = "cifar",
     skip_bad_images: bool = False,
 ) -> dict:  # fmt: skip
-    """Top-1/top-5 accuracy of the SavedModel's `serving_default` on uint8 images (arrays or `ImageFiles`).
-
-    Files get the test transform of `augmentation` (see `darts_tf.data.test_dataset`).
-    """
+    """Top-1/top-5 accuracy of the SavedModel's `serving_default` on uint8 images (see `evaluate_predictor`)."""
     serve = load_serving_signature(path)
-    logits, kept = [], []
-    for batch, batch_labels in data.test_dataset(images, labels, augmentation, skip_bad_images).batch(batch_size):
-        logits.append(serve(images=batch)["logits"].numpy())
-        kept.append(batch_labels.numpy())
-    return accuracy_summary(np.concatenate(logits), np.concatenate(kept))
+    predict = lambda images: serve(images=tf.constant(images))["logits"].numpy()  # noqa: E731
+    return evaluate_predictor(predict, images, labels, batch_size, augmentation, skip_bad_images)

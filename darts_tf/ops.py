@@ -1,7 +1,7 @@
 """Keras layers for the eight DARTS primitives, with PyTorch's numerics.
 
 Every spatial op pads symmetrically like PyTorch (`dilation * (k - 1) / 2`
-pixels on every side), max pooling pads with -inf, average pooling excludes
+pixels on every side), max pooling ignores its padding, average pooling excludes
 the padding (`count_include_pad=False`) and batch normalization uses
 epsilon 1e-5, Keras momentum 0.9 (PyTorch's 0.1) and normalizes with the
 biased batch variance in training, updating its moving variance with the
@@ -80,8 +80,9 @@ def pointwise_conv(x, kernel):
     y = tf.matmul(tf.reshape(x, [-1, channels_in]), tf.reshape(kernel, [channels_in, channels_out]))
     if x.shape.is_fully_defined():  # static shapes: no shape arithmetic in the graph
         return tf.reshape(y, x.shape[:-1] + [channels_out])
-    y = tf.reshape(y, tf.concat([tf.shape(x)[:-1], [channels_out]], axis=0))
-    return tf.ensure_shape(y, x.shape[:-1] + [channels_out])
+    if None not in x.shape[1:-1]:  # only the batch unknown (serving): a constant shape with -1 keeps it static
+        return tf.reshape(y, [-1, *x.shape[1:-1], channels_out])
+    return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [channels_out]], axis=0))
 
 
 def _check_stride(stride: int, where: str) -> int:
@@ -561,7 +562,7 @@ def max_pool(x, pool_size: int, strides: int, padding: str) -> tf.Tensor:
 class Pool(keras.layers.Layer):
     """3x3 max or average pooling with PyTorch's padding (1 on every side).
 
-    Max pooling pads with -inf; average pooling divides by the number of
+    Max pooling ignores the padding (as -inf); average pooling divides by the number of
     real (non-padding) pixels in each window (`count_include_pad=False`).
     DARTS `max_pool_3x3` / `avg_pool_3x3` (arXiv:1806.09055).
     """
@@ -582,7 +583,11 @@ class Pool(keras.layers.Layer):
             return pool(x, k, 1, "SAME")
         pad = (k - 1) // 2
         if self.mode == "max":
-            return max_pool(_symmetric_pad(x, pad, float("-inf")), k, s, "VALID")
+            # Mirroring the edge pixels ("SYMMETRIC") equals padding with -inf for a max: every padded
+            # value is a copy of a pixel in the same window, and the first maximum (which the gradient
+            # takes) is the same pixel. Unlike an -inf constant it quantises (LiteRT int8).
+            paddings = [[0, 0], [pad, pad], [pad, pad], [0, 0]]
+            return max_pool(tf.pad(x, paddings, mode="SYMMETRIC"), k, s, "VALID")
         total = tf.nn.avg_pool2d(_symmetric_pad(x, pad), k, s, "VALID")
         ones = tf.ones(tf.concat([[1], tf.shape(x)[1:3], [1]], axis=0), x.dtype)
         fraction = tf.nn.avg_pool2d(_symmetric_pad(ones, pad), k, s, "VALID")

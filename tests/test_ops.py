@@ -282,3 +282,21 @@ def test_conv_7x1_1x7_against_a_direct_computation():
         mid = np.pad(mid, [(0, 0), (3, 3), (0, 0), (0, 0)])
         out = np.stack([np.einsum("nhwc,hcd->nwd", mid[:, i : i + 7], b[:, 0]) for i in range(0, 9, stride)], axis=1)
         np.testing.assert_allclose(y, out / np.sqrt(1 + 1e-5), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("size", [8, 7])
+def test_stride_2_max_pool_mirror_padding_equals_minus_infinity_padding(size):
+    """The edge-mirrored padding (quantisable for LiteRT int8) gives -inf padding's values and gradients, ties too."""
+    from darts_tf.ops import Pool
+
+    rng = np.random.default_rng(size)
+    x = tf.constant(rng.integers(0, 3, size=(2, size, size, 3)).astype("float32"))  # many ties
+    upstream = tf.constant(rng.normal(size=(2, (size + 1) // 2, (size + 1) // 2, 3)).astype("float32"))
+    padded = lambda t: tf.pad(t, [[0, 0], [1, 1], [1, 1], [0, 0]], constant_values=float("-inf"))  # noqa: E731
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        ours = Pool("max", 3, 2)(x)
+        reference = tf.nn.max_pool2d(padded(x), 3, 2, "VALID")
+        loss_ours, loss_reference = tf.reduce_sum(ours * upstream), tf.reduce_sum(reference * upstream)
+    np.testing.assert_array_equal(ours.numpy(), reference.numpy())
+    np.testing.assert_array_equal(tape.gradient(loss_ours, x).numpy(), tape.gradient(loss_reference, x).numpy())

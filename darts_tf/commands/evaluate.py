@@ -1,7 +1,8 @@
-"""Test-set accuracy (top-1, top-5) of a trained network: a SavedModel or a training run's checkpoint.
+"""Test-set accuracy (top-1, top-5) of a trained network: a SavedModel, a .tflite, an .onnx or a run's checkpoint.
 
-darts-tf evaluate --saved-model saved_models/darts_v2/1 --data-dir ../shared/data/cifar10-sample
-darts-tf evaluate --run-dir runs/eval --data-dir ../shared/data/cifar10-sample
+darts-tf evaluate --model saved_models/darts_v2/1 --data-dir ../shared/data/cifar10-sample
+darts-tf evaluate --model saved_models/darts_v2/1/model_int8.tflite --data-dir ../shared/data/cifar10-sample
+darts-tf evaluate --run-dir runs/eval
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ from darts_tf.config import AUGMENTATIONS
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     model = p.add_mutually_exclusive_group(required=True)
-    model.add_argument("--saved-model", help="a SavedModel folder (NAME/VERSION) exported by darts_tf")
+    model.add_argument(
+        "--model", "--saved-model", dest="model",
+        help="a SavedModel folder (NAME/VERSION), or a .tflite or .onnx file, exported by darts_tf",
+    )  # fmt: skip
     model.add_argument("--run-dir", help="a training run folder (its latest checkpoint)")
     add_data_arguments(p)
     p.add_argument(
         "--augmentation", choices=AUGMENTATIONS, default="cifar",
-        help="with --saved-model: the training augmentation, which picks the test transform of streamed files "
+        help="with --model: the training augmentation, which picks the test transform of streamed files "
         "(imagenet: shorter side to 256/224 x size, centre crop); a run folder knows its own",
     )  # fmt: skip
     p.add_argument("--batch-size", type=int, default=256)
@@ -32,19 +36,19 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"--batch-size must be positive. Received: {args.batch_size}")
     try:
         from darts_tf import data
-        from darts_tf.export import evaluate_saved_model, load_serving_signature
+        from darts_tf.deploy import evaluate_model, load_predictor
         from darts_tf.trainer import evaluate_run
 
-        if args.saved_model:
-            load_serving_signature(args.saved_model)  # fails fast, before loading data
+        if args.model:
+            load_predictor(args.model)  # fails fast, before loading data
             source = data.load_data(
                 args.dataset or "cifar10", args.data_dir, image_size=args.image_size or 0,
                 channels=args.channels or 0, tfds_data_dir=args.tfds_data_dir,
                 skip_bad_images=bool(args.skip_bad_images), stream=bool(args.stream), cache=args.cache,
             )  # fmt: skip
             print(f"data: {source.description}")
-            result = evaluate_saved_model(
-                args.saved_model, source.test_images, source.test_labels, args.batch_size, args.augmentation,
+            result = evaluate_model(
+                args.model, source.test_images, source.test_labels, args.batch_size, args.augmentation,
                 bool(args.skip_bad_images),
             )  # fmt: skip
         else:
