@@ -382,6 +382,41 @@ def bench_serve(saved_model: str, batch: int, steps: int, warmup: int, t0: float
     return {"first_step_s": first - t0, **_summary(times, batch), "peak_rss_gib": peak_rss_gib()}
 
 
+def bench_deploy(saved_model: str, batches: list[int], steps: int, warmup: int, calibration: int = 100) -> dict:
+    """Latency (batch 1) and throughput of the SavedModel, the float .tflite and the int8 .tflite, 1 and 2 threads.
+
+    The LiteRT models are converted here from the SavedModel (and, int8, from the same
+    network rebuilt, calibrated on random images: speed does not depend on the values).
+    """
+    import tensorflow as tf
+
+    from darts_tf import deploy
+    from darts_tf.data import CIFAR_MEAN, CIFAR_STD
+
+    folder = tempfile.mkdtemp(prefix="darts_tf_deploy_bench_")
+    rng = np.random.default_rng(0)
+    paths = {"LiteRT float": deploy.write_file(os.path.join(folder, "model.tflite"), deploy.tflite_float(saved_model))}
+    images = rng.integers(0, 256, size=(calibration, 32, 32, 3), dtype=np.uint8)
+    int8 = deploy.tflite_int8(_eval_network(auxiliary=False), CIFAR_MEAN, CIFAR_STD, images)
+    paths["LiteRT int8"] = deploy.write_file(os.path.join(folder, "model_int8.tflite"), int8)
+    sizes = {name: os.path.getsize(path) / 2**20 for name, path in paths.items()}
+    rows = []
+    runtimes = [("SavedModel", saved_model, None)]
+    runtimes += [(name, path, threads) for name, path in paths.items() for threads in (1, 2)]
+    for name, path, threads in runtimes:
+        if threads is None:
+            serve = tf.saved_model.load(path).signatures["serving_default"]
+            predict = lambda x, serve=serve: serve(images=tf.constant(x))["logits"].numpy()  # noqa: E731
+        else:
+            predict = deploy.load_predictor(path, threads=threads)
+        for batch in batches:
+            x = rng.integers(0, 256, size=(batch, 32, 32, 3), dtype=np.uint8)
+            times = _timed_steps(lambda x=x, predict=predict: predict(x), steps, warmup)
+            label = name if threads is None else f"{name}, {threads} thread{'s' if threads > 1 else ''}"
+            rows.append({"runtime": label, "batch": batch, **_summary(times, batch)})
+    return {"rows": rows, "sizes_mib": sizes}
+
+
 def bench_data(batch: int, batches: int = 50) -> dict:
     """Images/s of the training input pipeline (crop, flip, cutout, normalise) on CIFAR-sized images."""
     from darts_tf import data
@@ -430,6 +465,8 @@ def run_worker(spec: dict) -> dict:
         return bench_serve(spec["path"], spec["batch"], steps, warmup, t0, device)
     if kind == "data":
         return bench_data(spec["batch"])
+    if kind == "deploy":
+        return bench_deploy(spec["path"], spec["batches"], steps, warmup)
     if kind == "folder":
         return bench_folder(spec["size"], spec["batch"])
     if kind == "imagenet_train":

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 
 import keras
@@ -98,7 +99,9 @@ def _quantize(converter, calibration_images: np.ndarray, input_type: str) -> byt
     converter.inference_input_type = tf.uint8 if input_type == "uint8" else tf.int8
     converter.inference_output_type = tf.float32
     try:
-        return converter.convert()
+        with warnings.catch_warnings():  # calibration runs TensorFlow's own (deprecated) interpreter
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+            return converter.convert()
     except Exception as error:
         raise ExportError(f"int8 LiteRT conversion failed: {_one_line(error)}") from None
 

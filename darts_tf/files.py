@@ -18,6 +18,18 @@ from typing import IO
 import numpy as np
 
 
+def _umask() -> int:
+    """The process's file-creation mask, read without changing it where the system says it (Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """Opens a temporary file beside `path` (`mode` "w" or "wb"); renamed to `path` when the block ends."""
@@ -30,6 +42,7 @@ def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     try:
         with open(descriptor, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as handle:
             yield handle
+        os.chmod(tmp, 0o666 & ~_umask())  # the permissions open() would give, not mkstemp's private 0600
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -46,6 +59,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[str]:
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # as os.makedirs would make it, not mkdtemp's private 0700
         if os.path.exists(path):
             old = f"{tmp}.old"
             os.replace(path, old)

@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 
@@ -34,3 +35,18 @@ def test_atomic_directory_replaces_the_folder_only_when_complete(tmp_path):
     with atomic_directory(target) as tmp:
         open(os.path.join(tmp, "new"), "w").close()
     assert os.listdir(target) == ["new"] and os.listdir(tmp_path) == ["checkpoint"]
+
+
+def test_atomic_outputs_get_the_usual_permissions(tmp_path):
+    """Readable by others as open()/makedirs() would make them (a model server often runs as another user)."""
+    import stat
+
+    from darts_tf.files import _umask
+
+    with atomic_file(tmp_path / "f.txt") as handle:
+        handle.write("x")
+    with atomic_directory(tmp_path / "d") as folder:
+        (Path(folder) / "inside").write_text("y")
+    mask = _umask()
+    assert stat.S_IMODE(os.stat(tmp_path / "f.txt").st_mode) == 0o666 & ~mask
+    assert stat.S_IMODE(os.stat(tmp_path / "d").st_mode) == 0o777 & ~mask

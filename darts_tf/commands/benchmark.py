@@ -70,6 +70,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-serve", action="store_true")
     p.add_argument("--skip-data", action="store_true")
     p.add_argument(
+        "--skip-deploy", action="store_true",
+        help="skip the LiteRT rows (float and int8 .tflite of DARTS_V2 beside the SavedModel, 1 and 2 threads)",
+    )  # fmt: skip
+    p.add_argument("--deploy-batches", nargs="+", type=int, default=[1, 32], help="batches of the LiteRT rows")
+    p.add_argument(
         "--skip-folder", action="store_true",
         help="skip the image-folder pipeline rows (32 and 224 px JPEGs) and the ImageNet training step they feed",
     )  # fmt: skip
@@ -162,6 +167,28 @@ def _threads_line(args, env: dict) -> str:
     return f"intra/inter-op threads: search and training 1/{args.threads or env.get('cpu_cores')}, serving {default}"
 
 
+def _deploy_rows(args, common: dict, huge: bool, rows: list, env: dict) -> None:
+    """SavedModel vs LiteRT float vs LiteRT int8 serving DARTS_V2 (CIFAR), in one process: side by side."""
+    exported = measure({"kind": "export", "path": default_export_dir(), **common}, huge)
+    result = exported if "error" in exported else measure(
+        {"kind": "deploy", "path": exported["path"], "batches": args.deploy_batches, **common}, huge
+    )  # fmt: skip
+    if "error" in result:
+        rows.append({"name": "deploy (LiteRT)", "batch": "-", "error": result["error"]})
+        return
+    for r in result["rows"]:
+        r.update(name=f"serve DARTS_V2 ({r['runtime']})", key=("deploy", r["runtime"], r["batch"]))
+        rows.append(r)
+        print(table(rows[-1:]).splitlines()[-1], flush=True)
+    single = [r for r in result["rows"] if r["batch"] == 1]
+    if single:
+        latency = ", ".join(f"{r['runtime']} {1000 * r['median_s']:.1f} ms" for r in single)
+        print(f"single-image latency (median): {latency}", flush=True)
+    sizes = ", ".join(f"{name} {size:.1f} MiB" for name, size in result["sizes_mib"].items())
+    print(f"LiteRT model sizes: {sizes}", flush=True)
+    env["litert_sizes_mib"] = result["sizes_mib"]
+
+
 def _folder_rows(args, common: dict, huge: bool, rows: list, env: dict) -> None:
     """Streamed image-folder pipeline at 32 and 224 px beside the rate the steps it feeds consume."""
     r = measure({"kind": "imagenet_train", "batch": args.imagenet_batch, **common}, huge)
@@ -241,6 +268,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             r.update(name="serve DARTS_V2 (SavedModel)", batch=batch, key=("serve", None, batch))
             rows.append(r)
             print(table(rows[-1:]).splitlines()[-1], flush=True)
+    if not args.skip_deploy:
+        _deploy_rows(args, common, huge, rows, env)
     if not args.skip_data:
         r = measure({"kind": "data", "batch": 96}, huge)
         print(f"input pipeline (crop, flip, cutout, normalise): {r.get('images_per_s', 0):.0f} images/s")

@@ -17,7 +17,9 @@ from darts_tf.config import DATASETS
 # no longer silences the ones printed at import (TensorFlow 2.19+), so the commands filter stderr.
 _TF_LOG_LINE = re.compile(
     rb"^([IWE]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] |WARNING: All log messages before absl::InitializeLog"
-    rb"|To enable the following instructions: |\t \[\[\{\{node )"
+    rb"|To enable the following instructions: |\t \[\[\{\{node "
+    # LiteRT's converter and interpreter (plain prints): the calibration summary, the CPU delegate notice.
+    rb"|fully_quantize: \d|INFO: Created TensorFlow Lite XNNPACK delegate)"
 )
 
 
