@@ -15,7 +15,7 @@ import time
 import keras
 import tensorflow as tf
 
-from darts_tf import architect, data, runs
+from darts_tf import architect, data, runs, visualize
 from darts_tf.config import SearchConfig
 from darts_tf.genotypes import format_alphas
 from darts_tf.optimizers import SGD, Adam, EpochCosineDecay, clip_by_global_norm, learning_rate_schedule
@@ -181,6 +181,9 @@ class _SearchEpochEnd(keras.callbacks.Callback):
         genotype.save(os.path.join(run_dir, f"genotype_epoch_{epoch + 1:03d}.json"))
         genotype.save(os.path.join(run_dir, "genotype.json"))
         runs.save_npz_atomic(os.path.join(run_dir, f"alphas_epoch_{epoch + 1:03d}.npz"), **alphas)
+        visualize.write_search_summaries(
+            os.path.join(run_dir, "tensorboard", "search"), epoch + 1, *alphas.values(), genotype, self.config.steps
+        )
         finished = epoch + 1 >= self.config.epochs
         state = {"epoch": epoch + 1, "finished": finished, "genotype": genotype.to_dict()}
         runs.save_checkpoint(
@@ -190,6 +193,17 @@ class _SearchEpochEnd(keras.callbacks.Callback):
             print(f"\nepoch {epoch + 1}: genotype = {genotype.to_json()}")
             for name, value in alphas.items():
                 print(f"softmax({name}):\n{format_alphas(value, self.config.steps)}")
+
+
+def record_initial_alphas(network, config: SearchConfig) -> None:
+    """Epoch 0 in the run folder and TensorBoard: the initial alphas and the genotype they derive."""
+    alphas = {"alphas_normal": network.alphas_normal.numpy(), "alphas_reduce": network.alphas_reduce.numpy()}
+    genotype = network.genotype()
+    genotype.save(os.path.join(config.run_dir, "genotype_epoch_000.json"))
+    runs.save_npz_atomic(os.path.join(config.run_dir, "alphas_epoch_000.npz"), **alphas)
+    visualize.write_search_summaries(
+        os.path.join(config.run_dir, "tensorboard", "search"), 0, *alphas.values(), genotype, config.steps
+    )
 
 
 def run_search(
@@ -221,6 +235,7 @@ def run_search(
         first_epoch = runs.resume_epoch(config.run_dir, "search", search.network, **optimizers)
     else:
         runs.write_json_atomic(os.path.join(config.run_dir, "config.json"), dataclasses.asdict(config))
+        record_initial_alphas(search.network, config)
 
     def epoch_pair(epoch):
         kwargs = dict(
@@ -245,6 +260,7 @@ def run_search(
         user_callbacks=callbacks,
     )  # fmt: skip
     genotype = search.network.genotype()
+    visualize.save_cells(genotype, config.run_dir, ("png", "svg"), prefix="cell")
     return {
         "genotype": genotype,
         "history": history.history,

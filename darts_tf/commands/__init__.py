@@ -2,10 +2,11 @@
 
     darts-tf search    # DARTS architecture search (a genotype)
     darts-tf train     # train an evaluation network from a genotype, export it
-    darts-tf evaluate  # test accuracy of a training run or a SavedModel
-    darts-tf export    # a SavedModel from a training run or the original's weights
+    darts-tf evaluate  # test accuracy of a training run, a SavedModel, a .tflite or an .onnx
+    darts-tf export    # SavedModel, LiteRT, ONNX from a training run or the original's weights
     darts-tf pipeline  # search -> train -> evaluate -> export -> a served prediction
     darts-tf benchmark # speed and memory against the original
+    darts-tf visualize # cell diagrams, alpha heatmaps and their animation, curves, a report
 
 Parsing (and `--help`) imports no TensorFlow. Before a subcommand runs, the
 process restarts once with malloc on transparent huge pages (see
@@ -27,6 +28,7 @@ COMMANDS = {
     "export": ("darts_tf.commands.export", "a SavedModel from a training run or the original's PyTorch weights"),
     "pipeline": ("darts_tf.commands.pipeline", "search -> train -> evaluate -> export -> a served prediction"),
     "benchmark": ("darts_tf.commands.benchmark", "speed and memory against the original DARTS code"),
+    "visualize": ("darts_tf.commands.visualize", "pictures of a run or genotype: cells, alpha heatmaps, a report"),
 }
 
 

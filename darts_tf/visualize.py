@@ -1,0 +1,455 @@
+"""Pictures of a search: cell diagrams, softmax(alpha) heatmaps and their animation, curves, an HTML report.
+
+Drawn with matplotlib alone (a pip wheel: no graphviz binary needed); the DOT
+source of each cell is written too for users who have graphviz. Cells are laid
+out as the paper draws them (Liu et al., arXiv:1806.09055, Fig. 4/5): inputs
+c_{k-2} and c_{k-1} on the left, the intermediate nodes in the middle, their
+concatenation c_{k} on the right, every edge labelled with its operation in
+that operation's colour. No pyplot: figures are plain `matplotlib.figure.Figure`s,
+so nothing touches matplotlib's global state.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import glob
+import html
+import io
+import json
+import os
+import re
+
+import numpy as np
+
+from darts_tf.files import atomic_file
+from darts_tf.genotypes import OPERATIONS, PRIMITIVES, Genotype, derive_genotype, softmax
+
+FORMATS = ("png", "svg", "pdf")
+# One colour per operation, the same in every picture (colour-blind-safe Okabe-Ito and Tol hues).
+OP_COLOURS = {
+    "none": "#bbbbbb",
+    "max_pool_3x3": "#56b4e9",
+    "avg_pool_3x3": "#0072b2",
+    "skip_connect": "#999999",
+    "sep_conv_3x3": "#e69f00",
+    "sep_conv_5x5": "#d55e00",
+    "dil_conv_3x3": "#009e73",
+    "dil_conv_5x5": "#006d4f",
+    "sep_conv_7x7": "#cc79a7",
+    "conv_7x1_1x7": "#882255",
+}
+assert set(OP_COLOURS) == set(OPERATIONS)
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _cell(genotype: Genotype, kind: str) -> tuple[tuple, tuple]:
+    if kind not in ("normal", "reduce"):
+        raise ValueError(f"cell kind must be 'normal' or 'reduce'. Received: kind={kind!r}")
+    return (genotype.normal, genotype.normal_concat) if kind == "normal" else (genotype.reduce, genotype.reduce_concat)
+
+
+def _node_names(steps: int) -> list[str]:
+    return ["c_{k-2}", "c_{k-1}", *[str(i) for i in range(steps)]]
+
+
+def cell_dot(genotype: Genotype, kind: str = "normal") -> str:
+    """The cell as graphviz DOT source (left to right, edges labelled and coloured by op)."""
+    edges, concat = _cell(genotype, kind)
+    steps = len(edges) // 2
+    names = _node_names(steps)
+    lines = [
+        f'digraph "{kind}" {{',
+        "  rankdir=LR;",
+        '  node [style="filled,rounded", shape=box, fontname="Helvetica", penwidth=2];',
+        '  edge [fontname="Helvetica", fontsize=18];',
+        '  "c_{k-2}" [fillcolor=darkseagreen2]; "c_{k-1}" [fillcolor=darkseagreen2];',
+    ]
+    lines += [f'  "{i}" [fillcolor=lightblue, shape=ellipse];' for i in range(steps)]
+    lines.append('  "c_{k}" [fillcolor=palegoldenrod];')
+    for index, (op, source) in enumerate(edges):
+        colour = OP_COLOURS.get(op, "black")
+        lines.append(f'  "{names[source]}" -> "{index // 2}" [label="{op}", color="{colour}", fontcolor="{colour}"];')
+    lines += [f'  "{node - 2}" -> "c_{{k}}" [color=gray, style=dashed];' for node in concat]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _positions(steps: int) -> dict:
+    """Inputs left (c_{k-2} above c_{k-1}), the intermediate nodes in one column, the output right."""
+    positions = {0: (0.0, 1.2), 1: (0.0, -1.2)}
+    for i in range(steps):
+        positions[i + 2] = (5.0, 1.6 * ((steps - 1) / 2 - i))
+    positions["out"] = (9.2, 0.0)
+    return positions
+
+
+def draw_cell(ax, genotype: Genotype, kind: str = "normal", title: str | None = None) -> None:
+    """Draws the cell into a matplotlib Axes.
+
+    Edges from the inputs run left to right (their labels staggered: c_{k-2}'s nearer the
+    inputs, c_{k-1}'s nearer the nodes); edges between intermediate nodes are arcs on the
+    right of the node column, labelled at their apex.
+    """
+    from matplotlib.patches import FancyBboxPatch
+
+    edges, concat = _cell(genotype, kind)
+    steps = len(edges) // 2
+    positions = _positions(steps)
+    half_width, half_height = 0.5, 0.3
+    labels = {0: "c_{k-2}", 1: "c_{k-1}", "out": "c_{k}"}
+    colours = {0: "#cfe8cf", 1: "#cfe8cf", "out": "#f3e9b3"}
+
+    def label(x, y, op, colour):
+        ax.text(x, y, op, ha="center", va="center", fontsize=9, color="white", zorder=6,
+                bbox={"boxstyle": "round,pad=0.2", "facecolor": colour, "edgecolor": "none"})  # fmt: skip
+
+    xo, yo = positions["out"]
+    for node in concat:
+        x, y = positions[node]
+        ax.annotate("", xy=(xo - half_width, yo), xytext=(x + half_width, y), zorder=1,
+                    arrowprops={"arrowstyle": "-|>", "color": "#aaaaaa", "lw": 1.2, "ls": "--", "shrinkA": 0,
+                                "shrinkB": 0})  # fmt: skip
+    for index, (op, source) in enumerate(edges):
+        target = index // 2 + 2
+        (x0, y0), (x1, y1) = positions[source], positions[target]
+        colour = OP_COLOURS.get(op, "black")
+        style = {"arrowstyle": "-|>", "color": colour, "lw": 2.2, "mutation_scale": 16, "shrinkA": 0, "shrinkB": 0}
+        if source < 2:  # from an input: a straight arrow, label staggered by input
+            start, end = (x0 + half_width, y0), (x1 - half_width, y1)
+            ax.annotate("", xy=end, xytext=start, zorder=2, arrowprops={**style, "connectionstyle": "arc3,rad=0"})
+            t = 0.24 if source == 0 else 0.72
+            label(start[0] + t * (end[0] - start[0]), start[1] + t * (end[1] - start[1]), op, colour)
+        else:  # between intermediate nodes: an arc bulging right of the column
+            start, end = (x0 + half_width, y0), (x1 + half_width, y1)
+            rad = -(0.55 + 0.1 * (target - source))
+            ax.annotate("", xy=end, xytext=start, zorder=2,
+                        arrowprops={**style, "connectionstyle": f"arc3,rad={rad}"})  # fmt: skip
+            dx, dy = end[0] - start[0], end[1] - start[1]
+            label((start[0] + end[0]) / 2 + rad * dy / 2, (start[1] + end[1]) / 2 - rad * dx / 2, op, colour)
+    for key, (x, y) in positions.items():
+        text = labels.get(key, str(key - 2) if isinstance(key, int) else key)
+        corner = (x - half_width + 0.05, y - half_height + 0.05)
+        face = colours.get(key, "#cfe2f3")
+        ax.add_patch(FancyBboxPatch(corner, 2 * half_width - 0.1, 2 * half_height - 0.1, boxstyle="round,pad=0.05",
+                                    facecolor=face, edgecolor="#333333", lw=1.5, zorder=3))  # fmt: skip
+        ax.text(x, y, text, ha="center", va="center", fontsize=12, zorder=4, fontweight="bold")
+    top = max(abs(y) for _, y in positions.values()) + 0.6
+    ax.set_xlim(-0.7, xo + 0.7)
+    ax.set_ylim(-top, top)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(title or f"{kind} cell", fontsize=13)
+
+
+def cell_figure(genotype: Genotype, kind: str = "normal", title: str | None = None):
+    steps = len(_cell(genotype, kind)[0]) // 2
+    figure = _figure(8.6, 1.6 + 1.1 * steps)
+    draw_cell(figure.add_axes((0.01, 0.01, 0.98, 0.9)), genotype, kind, title)
+    return figure
+
+
+def save_figure(figure, path: str) -> str:
+    """Writes `figure` atomically; the format from the extension (SVG text stays text, so names are searchable)."""
+    import matplotlib
+
+    fmt = os.path.splitext(path)[1][1:].lower()
+    if fmt not in FORMATS + ("gif",):
+        raise ValueError(f"picture format must be one of {', '.join(FORMATS)}. Received: {path!r}")
+    with matplotlib.rc_context({"svg.fonttype": "none", "pdf.fonttype": 42}), atomic_file(path, "wb") as handle:
+        figure.savefig(handle, format=fmt, dpi=110, bbox_inches="tight")
+    return path
+
+
+def save_cells(genotype: Genotype, out_dir: str, formats=("png", "svg"), prefix: str = "cell") -> list[str]:
+    """`<prefix>_normal.<fmt>`, `<prefix>_reduce.<fmt>` and their `.dot` sources in `out_dir`; the paths."""
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise ValueError(f"--format must be among {', '.join(FORMATS)}. Received: {bad[0]!r}")
+    written = []
+    for kind in ("normal", "reduce"):
+        figure = cell_figure(genotype, kind)
+        for fmt in formats:
+            written.append(save_figure(figure, os.path.join(out_dir, f"{prefix}_{kind}.{fmt}")))
+        path = os.path.join(out_dir, f"{prefix}_{kind}.dot")
+        with atomic_file(path) as handle:
+            handle.write(cell_dot(genotype, kind))
+        written.append(path)
+    return written
+
+
+def edge_labels(steps: int) -> list[str]:
+    names = _node_names(steps)
+    return [f"{names[j]} -> {i}" for i in range(steps) for j in range(i + 2)]
+
+
+def draw_heatmap(ax, alphas: np.ndarray, steps: int, title: str, colorbar: bool = True) -> None:
+    """softmax(alpha) per edge (rows) over the operations (columns), values written in the cells."""
+    weights = softmax(np.asarray(alphas, np.float64), axis=-1)
+    image = ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=max(0.3, float(weights.max())), aspect="auto")
+    ax.set_xticks(range(len(PRIMITIVES)), PRIMITIVES, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(weights.shape[0]), edge_labels(steps), fontsize=8)
+    for (row, column), value in np.ndenumerate(weights):
+        ax.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=6,
+                color="white" if value < 0.6 * image.get_clim()[1] else "black")  # fmt: skip
+    ax.set_title(title, fontsize=11)
+    if colorbar:
+        ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
+
+
+def heatmap_figure(alphas_normal: np.ndarray, alphas_reduce: np.ndarray, steps: int, title: str = ""):
+    figure = _figure(11.0, 0.35 * alphas_normal.shape[0] + 2.2)
+    axes = figure.subplots(1, 2)
+    draw_heatmap(axes[0], alphas_normal, steps, "softmax(alphas_normal)")
+    draw_heatmap(axes[1], alphas_reduce, steps, "softmax(alphas_reduce)")
+    if title:
+        figure.suptitle(title, fontsize=13)
+    figure.tight_layout()
+    return figure
+
+
+def _figure_rgb(figure) -> np.ndarray:
+    figure.canvas.draw()
+    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+
+
+def read_search_run(run_dir: str) -> dict:
+    """A search run folder's config, per-epoch alphas (epoch 0 = the initial ones when recorded) and metrics rows."""
+    config_path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(config_path):
+        raise ValueError(f"{run_dir!r} holds no run (no config.json)")
+    with open(config_path, encoding="utf-8") as handle:
+        config = json.load(handle)
+    alphas = {}
+    for path in sorted(glob.glob(os.path.join(run_dir, "alphas_epoch_*.npz"))):
+        epoch = int(re.search(r"alphas_epoch_(\d+)\.npz$", path).group(1))
+        with np.load(path, allow_pickle=False) as arrays:
+            alphas[epoch] = (arrays["alphas_normal"], arrays["alphas_reduce"])
+    return {"config": config, "alphas": alphas, "metrics": read_metrics(run_dir)}
+
+
+def read_metrics(run_dir: str) -> list[dict]:
+    path = os.path.join(run_dir, "metrics.csv")
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def search_frames(run: dict) -> list[np.ndarray]:
+    """One RGB frame per recorded epoch: both heatmaps above both derived cells."""
+    steps, multiplier = run["config"].get("steps", 4), run["config"].get("multiplier", 4)
+    frames = []
+    for epoch, (normal, reduce) in sorted(run["alphas"].items()):
+        genotype = derive_genotype(normal, reduce, steps=steps, multiplier=multiplier)
+        figure = _figure(16.0, 0.35 * normal.shape[0] + 6.5)
+        grid = figure.add_gridspec(2, 2, height_ratios=[0.35 * normal.shape[0] + 2.0, 4.0])
+        draw_heatmap(figure.add_subplot(grid[0, 0]), normal, steps, "softmax(alphas_normal)", colorbar=False)
+        draw_heatmap(figure.add_subplot(grid[0, 1]), reduce, steps, "softmax(alphas_reduce)", colorbar=False)
+        draw_cell(figure.add_subplot(grid[1, 0]), genotype, "normal", "derived normal cell")
+        draw_cell(figure.add_subplot(grid[1, 1]), genotype, "reduce", "derived reduction cell")
+        figure.suptitle(f"epoch {epoch}" + (" (initial alphas)" if epoch == 0 else ""), fontsize=15)
+        figure.tight_layout()
+        frames.append(_figure_rgb(figure))
+    return frames
+
+
+def save_animation(frames: list[np.ndarray], path: str, seconds_per_frame: float = 0.8) -> str:
+    """An animated GIF of `frames` (the last one held 3x longer), written atomically."""
+    from PIL import Image
+
+    if not frames:
+        raise ValueError(f"no frames to animate into {path!r} (the run folder has no alphas_epoch_*.npz)")
+    images = [Image.fromarray(frame).convert("P", palette=Image.Palette.ADAPTIVE, colors=128) for frame in frames]
+    durations = [int(1000 * seconds_per_frame)] * len(images)
+    durations[-1] *= 3
+    with atomic_file(path, "wb") as handle:
+        images[0].save(handle, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
+    return path
+
+
+def _column(rows: list[dict], name: str) -> np.ndarray:
+    return np.array([float(row[name]) if row.get(name) not in (None, "") else np.nan for row in rows])
+
+
+def op_counts(genotypes: list[Genotype], kind: str = "normal") -> dict:
+    """{op: [count per genotype]} of the ops in the derived cells (skip_connect's rise: the collapse signal)."""
+    counts = {op: [] for op in PRIMITIVES if op != "none"}
+    for genotype in genotypes:
+        edges = _cell(genotype, kind)[0]
+        for op in counts:
+            counts[op].append(sum(1 for name, _ in edges if name == op))
+    return counts
+
+
+def curves_figure(rows: list[dict], genotypes: list[Genotype] | None = None):
+    """Loss and accuracy (train/val), learning rate and, for a search, the op counts of the derived cells."""
+    epochs = _column(rows, "epoch")
+    panels = 3 + (1 if genotypes else 0)
+    figure = _figure(4.2 * panels, 3.6)
+    axes = figure.subplots(1, panels)
+    for name, style in (("loss", "-"), ("val_loss", "--"), ("arch_loss", ":")):
+        if rows and name in rows[0]:
+            axes[0].plot(epochs, _column(rows, name), style, marker="o", label=name)
+    for name, style in (("accuracy", "-"), ("val_accuracy", "--"), ("val_top5", ":")):
+        if rows and name in rows[0]:
+            axes[1].plot(epochs, _column(rows, name), style, marker="o", label=name)
+    if rows and "lr" in rows[0]:
+        axes[2].plot(epochs, _column(rows, "lr"), marker="o", color="#444444")
+    for ax, title in zip(axes, ("loss", "accuracy", "learning rate")):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    if genotypes:
+        counts = op_counts(genotypes, "normal")
+        x = np.arange(len(genotypes))
+        axes[3].xaxis.get_major_locator().set_params(integer=True)
+        for op, values in counts.items():
+            if any(values):
+                axes[3].plot(
+                    x, values, marker="o", color=OP_COLOURS[op], label=op, lw=2.5 if op == "skip_connect" else 1.5
+                )
+        axes[3].set_title("ops in the derived normal cell")
+        axes[3].yaxis.get_major_locator().set_params(integer=True)
+        axes[3].set_xlabel("epoch")
+        axes[3].legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def _run_genotypes(run: dict) -> list[Genotype]:
+    steps, multiplier = run["config"].get("steps", 4), run["config"].get("multiplier", 4)
+    return [derive_genotype(n, r, steps=steps, multiplier=multiplier) for _, (n, r) in sorted(run["alphas"].items())]
+
+
+def _png_data(figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _file_data(path: str, mime: str) -> str:
+    with open(path, "rb") as handle:
+        return f"data:{mime};base64," + base64.b64encode(handle.read()).decode()
+
+
+def visualize_run(run_dir: str, out_dir: str | None = None, formats=("png", "svg")) -> list[str]:
+    """Every picture of a search or training run folder into `out_dir` (default `run_dir/visualize`), and report.html.
+
+    Search: the final cells, heatmaps of the last epoch, the heatmap+cell animation
+    over the epochs (GIF), the curves. Training: the trained cells and the curves,
+    and the exported model's signature in the report when the export is there.
+    """
+    out_dir = out_dir or os.path.join(run_dir, "visualize")
+    run = read_search_run(run_dir)
+    config, written, sections = run["config"], [], []
+    genotype_path = os.path.join(run_dir, "genotype.json")
+    genotype = Genotype.load(genotype_path) if os.path.isfile(genotype_path) else None
+    genotypes = _run_genotypes(run) if run["alphas"] else []
+    if genotype is None and genotypes:
+        genotype = genotypes[-1]
+    if genotype is not None:
+        written += save_cells(genotype, out_dir, formats)
+        cells = "".join(
+            f'<figure><img alt="{kind} cell" src="{_png_data(cell_figure(genotype, kind))}"></figure>'
+            for kind in ("normal", "reduce")
+        )
+        sections.append(f"<h2>Genotype</h2><pre>{html.escape(genotype.to_json(indent=2))}</pre>{cells}")
+    if run["alphas"]:
+        last = max(run["alphas"])
+        steps = config.get("steps", 4)
+        figure = heatmap_figure(*run["alphas"][last], steps, f"epoch {last}")
+        for fmt in formats:
+            written.append(save_figure(figure, os.path.join(out_dir, f"alphas_epoch_{last:03d}.{fmt}")))
+        animation = save_animation(search_frames(run), os.path.join(out_dir, "search.gif"))
+        written.append(animation)
+        sections.append(
+            f'<h2>softmax(alpha) and the derived cells over the epochs</h2><img alt="search animation" '
+            f'src="{_file_data(animation, "image/gif")}">'
+        )
+    if run["metrics"]:
+        figure = curves_figure(run["metrics"], genotypes or None)
+        written.append(save_figure(figure, os.path.join(out_dir, "curves.png")))
+        sections.append(f'<h2>Curves</h2><img alt="curves" src="{_png_data(figure)}">')
+    signature = _export_signature(config)
+    if signature:
+        sections.append(f"<h2>Exported model</h2><pre>{html.escape(signature)}</pre>")
+    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in config.items())
+    sections.insert(0, f"<h2>Config</h2><table>{rows}</table>")
+    kind = "search" if "arch_learning_rate" in config else "training"
+    page = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>darts_tf {kind} run: {html.escape(run_dir)}"
+        "</title><style>body{font-family:sans-serif;max-width:1400px;margin:auto}img{max-width:100%}"
+        "td{padding:2px 10px;border-bottom:1px solid #ddd}figure{display:inline-block;margin:0}</style></head>"
+        f"<body><h1>darts_tf {kind} run</h1><p>{html.escape(os.path.abspath(run_dir))}</p>{''.join(sections)}"
+        "</body></html>"
+    )
+    report = os.path.join(out_dir, "report.html")
+    with atomic_file(report) as handle:
+        handle.write(page)
+    return [*written, report]
+
+
+def _export_signature(config: dict) -> str | None:
+    """The served signature of a training run's latest export, as text (None when there is none)."""
+    if not config.get("export") or "export_dir" not in config:
+        return None
+    name = config.get("export_name") or (
+        config["arch"].lower() if not str(config.get("arch", "")).endswith(".json") else "darts_eval"
+    )
+    base = os.path.join(config["export_dir"], name)
+    versions = sorted((int(v) for v in os.listdir(base) if v.isdigit()), default=None) if os.path.isdir(base) else []
+    if not versions:
+        return None
+    path = os.path.join(base, str(versions[-1]))
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    inputs = {k: f"{v.dtype.name} {v.shape}" for k, v in serve.structured_input_signature[1].items()}
+    outputs = {k: f"{v.dtype.name} {v.shape}" for k, v in serve.structured_outputs.items()}
+    return f"{path}\nserving_default\n  inputs:  {inputs}\n  outputs: {outputs}"
+
+
+def visualize(target: str, out_dir: str | None = None, formats=("png", "svg")) -> list[str]:
+    """Pictures of a run folder, a genotype JSON file or a published genotype name; the files written."""
+    from darts_tf.genotypes import get_genotype
+
+    if os.path.isdir(target):
+        return visualize_run(target, out_dir, formats)
+    genotype = get_genotype(target)  # a name or a JSON file; ValueError naming it otherwise
+    stem = os.path.splitext(os.path.basename(target))[0].lower()
+    return save_cells(genotype, out_dir or ".", formats, prefix=stem)
+
+
+def _png_bytes(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def write_search_summaries(log_dir: str, epoch: int, alphas_normal, alphas_reduce, genotype: Genotype, steps: int):
+    """TensorBoard for one search epoch: softmax(alpha) heatmaps and cell diagrams as images, alpha histograms,
+    the genotype as text (under `log_dir`, e.g. RUN_DIR/tensorboard/search)."""
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(log_dir)
+    with writer.as_default(step=epoch):
+        heatmaps = heatmap_figure(alphas_normal, alphas_reduce, steps, f"epoch {epoch}")
+        tf.summary.image("alphas/softmax", tf.io.decode_png(_png_bytes(heatmaps))[None])
+        for kind in ("normal", "reduce"):
+            picture = tf.io.decode_png(_png_bytes(cell_figure(genotype, kind, f"{kind} cell, epoch {epoch}")))
+            tf.summary.image(f"cells/{kind}", picture[None])
+        tf.summary.histogram("alphas/normal", np.asarray(alphas_normal))
+        tf.summary.histogram("alphas/reduce", np.asarray(alphas_reduce))
+        tf.summary.text("genotype", genotype.to_json())
+    writer.close()

@@ -1,0 +1,107 @@
+"""Pictures: cell diagrams, heatmaps, the search animation, curves, TensorBoard images and the HTML report."""
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from darts_tf import visualize
+from darts_tf.config import SearchConfig
+from darts_tf.genotypes import DARTS_V1, DARTS_V2, Genotype
+from darts_tf.searcher import run_search
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+
+def _not_blank_png(path, min_size=(400, 250)):
+    image = np.asarray(Image.open(path).convert("L"), np.float32)
+    assert image.shape[1] >= min_size[0] and image.shape[0] >= min_size[1], image.shape
+    assert image.std() > 10 and (image < 128).mean() > 0.01  # drawn lines and text, not an empty canvas
+    return image
+
+
+@pytest.mark.parametrize("genotype", [DARTS_V1, DARTS_V2], ids=["DARTS_V1", "DARTS_V2"])
+def test_cell_diagrams_in_every_format_hold_every_op(tmp_path, genotype):
+    written = visualize.save_cells(genotype, str(tmp_path), ("png", "svg", "pdf"), prefix="g")
+    assert sorted(os.path.basename(p) for p in written) == sorted(
+        f"g_{kind}.{ext}" for kind in ("normal", "reduce") for ext in ("png", "svg", "pdf", "dot")
+    )
+    for kind, edges in (("normal", genotype.normal), ("reduce", genotype.reduce)):
+        _not_blank_png(tmp_path / f"g_{kind}.png")
+        svg = (tmp_path / f"g_{kind}.svg").read_text()
+        texts = re.findall(r"<text[^>]*>([^<]*)</text>", svg)
+        for op, _ in edges:  # every edge's op is a text label (searchable, selectable)
+            assert texts.count(op) == sum(1 for name, _ in edges if name == op)
+        assert {"c_{k-2}", "c_{k-1}", "c_{k}", "0", "1", "2", "3"} <= set(texts)
+        assert (tmp_path / f"g_{kind}.pdf").read_bytes().startswith(b"%PDF")
+        dot = (tmp_path / f"g_{kind}.dot").read_text()
+        assert dot.count("->") == len(edges) + 4 and all(f'label="{op}"' in dot for op, _ in edges)
+
+
+def test_more_steps_and_heatmaps():
+    edges = [edge for n in range(5) for edge in (("sep_conv_3x3", n), ("max_pool_3x3", n + 1))]  # 5 steps
+    genotype = Genotype(normal=edges, normal_concat=range(2, 7), reduce=edges, reduce_concat=range(2, 7))
+    figure = visualize.cell_figure(genotype, "normal")
+    image = visualize._figure_rgb(figure)
+    assert image.shape[0] > 600  # taller with 5 steps
+    alphas = np.random.default_rng(0).normal(size=(14, 8))
+    heat = visualize._figure_rgb(visualize.heatmap_figure(alphas, alphas, 4, "epoch 1"))
+    assert heat.std() > 10
+    assert visualize.edge_labels(2) == ["c_{k-2} -> 0", "c_{k-1} -> 0", "c_{k-2} -> 1", "c_{k-1} -> 1", "0 -> 1"]
+    counts = visualize.op_counts([DARTS_V2, DARTS_V1])
+    assert counts["skip_connect"] == [2, 3] and counts["sep_conv_3x3"] == [5, 5] and counts["dil_conv_3x3"] == [1, 0]
+
+
+def test_search_run_pictures_tensorboard_and_a_self_contained_report(tmp_path):
+    config = SearchConfig(
+        dataset="synthetic", epochs=2, batch_size=16, C=4, layers=3, steps=2, multiplier=2, subset=64,
+        eval_batch_size=64, run_dir=str(tmp_path / "search"),
+    )  # fmt: skip
+    run_search(config, verbose=0)
+    run_dir = tmp_path / "search"
+    # The initial alphas are recorded, and the final cells are drawn into the run folder.
+    assert {f"alphas_epoch_00{e}.npz" for e in range(3)} <= set(os.listdir(run_dir))
+    for kind in ("normal", "reduce"):
+        _not_blank_png(run_dir / f"cell_{kind}.png", (300, 150))
+        assert (run_dir / f"cell_{kind}.dot").exists()
+    tags = _tensorboard_tags(run_dir / "tensorboard" / "search")
+    assert {"alphas/softmax", "cells/normal", "cells/reduce", "alphas/normal", "alphas/reduce", "genotype"} <= tags
+    written = visualize.visualize_run(str(run_dir), str(tmp_path / "pictures"))
+    names = {os.path.basename(p) for p in written}
+    assert {"search.gif", "curves.png", "report.html", "alphas_epoch_002.png", "cell_normal.svg"} <= names
+    gif = Image.open(tmp_path / "pictures" / "search.gif")
+    assert gif.n_frames == 3  # epochs 0, 1, 2
+    _not_blank_png(tmp_path / "pictures" / "curves.png")
+    page = (tmp_path / "pictures" / "report.html").read_text()
+    sources = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)""", page)
+    assert sources and all(s.startswith("data:") for s in sources)  # nothing outside the page
+    assert "<script" not in page and "genotype" in page.lower() and "data:image/gif;base64," in page
+
+
+def _tensorboard_tags(folder) -> set:
+    import tensorflow as tf
+
+    tags = set()
+    for path in folder.iterdir():
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            tags.update(value.tag for value in event.summary.value)
+    return tags
+
+
+def test_visualize_command_and_its_errors(tmp_path):
+    def command(*args):
+        return subprocess.run([sys.executable, "-m", "darts_tf.commands", "visualize", *args], capture_output=True,
+                              text=True, cwd=tmp_path)  # fmt: skip
+
+    out = command("DARTS_V2", "--out", "pics", "--format", "png")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (tmp_path / "pics" / "darts_v2_normal.png").exists() and (tmp_path / "pics" / "darts_v2_reduce.dot").exists()
+    (tmp_path / "bad.json").write_text('{"normal": [["no_such_op", 0]]}')
+    bad = command("bad.json")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "bad.json" in bad.stderr
+    assert command("NOT_A_GENOTYPE").returncode == 2
+    assert "invalid choice: 'bmp'" in command("DARTS_V2", "--format", "bmp").stderr
