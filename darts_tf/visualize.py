@@ -366,11 +366,11 @@ def visualize_run(run_dir: str, out_dir: str | None = None, formats=("png", "svg
         )
         sections.append(f"<h2>Genotype</h2><pre>{html.escape(genotype.to_json(indent=2))}</pre>{cells}")
     if run["alphas"]:
-        last = max(run["alphas"])
-        steps = config.get("steps", 4)
-        figure = heatmap_figure(*run["alphas"][last], steps, f"epoch {last}")
-        for fmt in formats:
-            written.append(save_figure(figure, os.path.join(out_dir, f"alphas_epoch_{last:03d}.{fmt}")))
+        last, steps = max(run["alphas"]), config.get("steps", 4)
+        for epoch, alphas in sorted(run["alphas"].items()):  # every epoch as PNG, the last in every format
+            figure = heatmap_figure(*alphas, steps, f"epoch {epoch}")
+            for fmt in formats if epoch == last else ("png",):
+                written.append(save_figure(figure, os.path.join(out_dir, f"alphas_epoch_{epoch:03d}.{fmt}")))
         animation = save_animation(search_frames(run), os.path.join(out_dir, "search.gif"))
         written.append(animation)
         sections.append(
@@ -408,7 +408,7 @@ def _export_signature(config: dict) -> str | None:
         config["arch"].lower() if not str(config.get("arch", "")).endswith(".json") else "darts_eval"
     )
     base = os.path.join(config["export_dir"], name)
-    versions = sorted((int(v) for v in os.listdir(base) if v.isdigit()), default=None) if os.path.isdir(base) else []
+    versions = sorted(int(v) for v in os.listdir(base) if v.isdigit()) if os.path.isdir(base) else []
     if not versions:
         return None
     path = os.path.join(base, str(versions[-1]))

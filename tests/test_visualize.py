@@ -72,7 +72,8 @@ def test_search_run_pictures_tensorboard_and_a_self_contained_report(tmp_path):
     assert {"alphas/softmax", "cells/normal", "cells/reduce", "alphas/normal", "alphas/reduce", "genotype"} <= tags
     written = visualize.visualize_run(str(run_dir), str(tmp_path / "pictures"))
     names = {os.path.basename(p) for p in written}
-    assert {"search.gif", "curves.png", "report.html", "alphas_epoch_002.png", "cell_normal.svg"} <= names
+    assert {"search.gif", "curves.png", "report.html", "cell_normal.svg", "alphas_epoch_002.svg"} <= names
+    assert {f"alphas_epoch_00{e}.png" for e in range(3)} <= names
     gif = Image.open(tmp_path / "pictures" / "search.gif")
     assert gif.n_frames == 3  # epochs 0, 1, 2
     _not_blank_png(tmp_path / "pictures" / "curves.png")
@@ -105,3 +106,18 @@ def test_visualize_command_and_its_errors(tmp_path):
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "bad.json" in bad.stderr
     assert command("NOT_A_GENOTYPE").returncode == 2
     assert "invalid choice: 'bmp'" in command("DARTS_V2", "--format", "bmp").stderr
+
+
+def test_training_run_report_shows_the_curves_cells_and_served_signature(tmp_path):
+    from darts_tf.trainer import TrainConfig, run_training
+
+    config = TrainConfig(
+        dataset="synthetic", epochs=1, batch_size=32, C=4, layers=3, subset=64, eval_batch_size=64,
+        run_dir=str(tmp_path / "train"), export_dir=str(tmp_path / "sm"), export_name="tiny",
+    )  # fmt: skip
+    run_training(config, verbose=0)
+    written = visualize.visualize(str(tmp_path / "train"), str(tmp_path / "pictures"), ("png",))
+    assert {"cell_normal.png", "cell_reduce.png", "curves.png", "report.html"} <= {os.path.basename(p) for p in written}
+    page = (tmp_path / "pictures" / "report.html").read_text()
+    assert "darts_tf training run" in page and "serving_default" in page and "uint8" in page
+    assert "probabilities" in page and "val_accuracy" not in page  # curves are images; the signature lists outputs
