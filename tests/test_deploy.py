@@ -165,3 +165,25 @@ def test_export_and_evaluate_commands_with_every_format(trained):
                           str(tmp / "colours.npz"), "--json", cwd=tmp)  # fmt: skip
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert json.loads(evaluated.stdout.strip().splitlines()[-1])["images"] == 128
+
+
+@pytest.mark.parametrize("arch", ["DARTS_V1", "DARTS_V2", "NASNet", "AmoebaNet", "imagenet:DARTS_V2"])
+def test_every_genotype_and_both_networks_convert_with_builtin_ops_only(tmp_path, arch):
+    from darts_tf.eval_model import NetworkCIFAR, NetworkImageNet
+    from darts_tf.export import export_saved_model
+    from darts_tf.genotypes import get_genotype
+
+    imagenet = arch.startswith("imagenet:")
+    genotype = get_genotype(arch.split(":")[-1])
+    size = 64 if imagenet else 32
+    network_class = NetworkImageNet if imagenet else NetworkCIFAR
+    network = network_class(8, 5, 3, False, genotype, input_shape=(size, size, 3))
+    path = export_saved_model(network, str(tmp_path / "sm"), (0.5,) * 3, (0.25,) * 3, version=1)
+    model = tf.lite.TFLiteConverter.from_saved_model(path)  # stock converter, default op set: built-ins only
+    model.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    content = model.convert()
+    assert b"FlexDelegate" not in content and b"Flex" not in content[:4096]
+    tflite = deploy.write_file(str(tmp_path / "model.tflite"), content)
+    images = np.random.default_rng(0).integers(0, 256, size=(3, size, size, 3), dtype=np.uint8)
+    expected = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(images))["logits"]
+    np.testing.assert_allclose(deploy.load_predictor(tflite)(images), expected.numpy(), atol=1e-4)
