@@ -58,6 +58,8 @@ class SearchConfig(DataSettings):
     arch_weight_decay: float = 1e-3
     cutout: int = 0
     eval_batch_size: int = 256
+    max_skip: int | None = None  # P-DARTS: at most this many skip connections in the derived normal cell
+    early_stop: str | None = None  # DARTS+: "skip:N" (N skips in the normal cell) or "stable:E" (E epochs unchanged)
     # Packed edges as shared out-of-line functions: ~130 s faster start-up and ~1.7 GiB less at the
     # paper size, steps as fast (README, Performance); False inlines every edge (the plain reference).
     shared_trace: bool = True
@@ -133,6 +135,16 @@ def config_from_dict(config_class, values: dict, **overrides):
     return config_class(**{**kept, **overrides})
 
 
+def parse_early_stop(rule: str | None) -> tuple[str, int] | None:
+    """("skip", N) or ("stable", E) from "skip:N" / "stable:E" (ValueError naming --early-stop otherwise)."""
+    if rule is None:
+        return None
+    kind, _, value = str(rule).partition(":")
+    if kind not in ("skip", "stable") or not value.isdigit() or int(value) < 1:
+        raise ValueError(f"--early-stop must be skip:N or stable:E with a positive integer. Received: {rule!r}")
+    return kind, int(value)
+
+
 def check_choices(config) -> None:
     """ValueError naming the flag when a config field holds a value outside its choices."""
     for field, choices in (("network", NETWORKS), ("augmentation", AUGMENTATIONS), ("lr_schedule", LR_SCHEDULES)):
@@ -144,3 +156,6 @@ def check_choices(config) -> None:
         raise ValueError(f"--label-smoothing must be in [0, 1). Received: {config.label_smoothing}")
     if not 0.0 < getattr(config, "lr_decay", 1.0) <= 1.0:
         raise ValueError(f"--lr-decay must be in (0, 1]. Received: {config.lr_decay}")
+    parse_early_stop(getattr(config, "early_stop", None))
+    if getattr(config, "max_skip", None) is not None and config.max_skip < 0:
+        raise ValueError(f"--max-skip must be 0 or more. Received: {config.max_skip}")

@@ -346,6 +346,7 @@ def derive_genotype(
     alphas_reduce: np.ndarray | Sequence,
     steps: int = 4,
     multiplier: int = 4,
+    max_skip: int | None = None,
 ) -> Genotype:
     """Derives the discrete cells from architecture weights, exactly as the paper.
 
@@ -353,16 +354,38 @@ def derive_genotype(
     edges whose strongest non-`none` op weight is largest (ties: lower edge
     index first), and on each kept edge take the argmax op other than `none`
     (ties: first in `PRIMITIVES` order).
+
+    `max_skip` (P-DARTS, Chen et al., arXiv:1904.12760, Sec. 3.3): while the normal
+    cell holds more skip connections, the kept skip connection of smallest weight is
+    ruled out on its edge (weight 0) and the cell is derived again, so the next
+    strongest choices take its place.
     """
     normal = softmax(_check_alphas(alphas_normal, "alphas_normal", steps))
     reduce = softmax(_check_alphas(alphas_reduce, "alphas_reduce", steps))
     concat = list(range(2 + steps - multiplier, steps + 2))
+    cell = _parse_cell(normal, steps)
+    if max_skip is not None:
+        if max_skip < 0:
+            raise ValueError(f"max_skip must be >= 0. Received: max_skip={max_skip}")
+        skip = PRIMITIVES.index("skip_connect")
+        normal = normal.copy()
+        while sum(op == "skip_connect" for op, _ in cell) > max_skip:
+            rows = [_edge_row(position, j) for position, (op, j) in enumerate(cell) if op == "skip_connect"]
+            weakest = min(rows, key=lambda row: normal[row][skip])
+            normal[weakest][skip] = 0.0
+            cell = _parse_cell(normal, steps)
     return Genotype(
-        normal=_parse_cell(normal, steps),
+        normal=cell,
         normal_concat=concat,
         reduce=_parse_cell(reduce, steps),
         reduce_concat=concat,
     )
+
+
+def _edge_row(position: int, source: int) -> int:
+    """The alphas row of the edge into node `position // 2` from input `source`."""
+    node = position // 2
+    return node * (node + 3) // 2 + source  # rows before node n: sum of (i + 2) for i < n
 
 
 def format_alphas(alphas: np.ndarray, steps: int = 4) -> str:

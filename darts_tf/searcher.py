@@ -16,8 +16,8 @@ import keras
 import tensorflow as tf
 
 from darts_tf import architect, data, runs, visualize
-from darts_tf.config import SearchConfig
-from darts_tf.genotypes import format_alphas
+from darts_tf.config import SearchConfig, check_choices, parse_early_stop
+from darts_tf.genotypes import Genotype, derive_genotype, format_alphas
 from darts_tf.optimizers import SGD, Adam, EpochCosineDecay, clip_by_global_norm, learning_rate_schedule
 from darts_tf.search_model import SearchNetwork
 
@@ -176,29 +176,79 @@ class _SearchEpochEnd(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         run_dir = self.config.run_dir
         network = self.search.network
-        genotype = network.genotype()
+        genotype = derived_genotype(network, self.config)
         alphas = {"alphas_normal": network.alphas_normal.numpy(), "alphas_reduce": network.alphas_reduce.numpy()}
         genotype.save(os.path.join(run_dir, f"genotype_epoch_{epoch + 1:03d}.json"))
-        genotype.save(os.path.join(run_dir, "genotype.json"))
+        stop = early_stop_reason(run_dir, epoch + 1, self.config)
+        kept = Genotype.load(os.path.join(run_dir, f"genotype_epoch_{stop[1]:03d}.json")) if stop else genotype
+        kept.save(os.path.join(run_dir, "genotype.json"))
         runs.save_npz_atomic(os.path.join(run_dir, f"alphas_epoch_{epoch + 1:03d}.npz"), **alphas)
         visualize.write_search_summaries(
             os.path.join(run_dir, "tensorboard", "search"), epoch + 1, *alphas.values(), genotype, self.config.steps
         )
-        finished = epoch + 1 >= self.config.epochs
-        state = {"epoch": epoch + 1, "finished": finished, "genotype": genotype.to_dict()}
+        finished = epoch + 1 >= self.config.epochs or stop is not None
+        state = {"epoch": epoch + 1, "finished": finished, "genotype": kept.to_dict()}
+        if stop:
+            state["early_stop"] = {"rule": self.config.early_stop, "reason": stop[0], "genotype_epoch": stop[1]}
+            self.model.stop_training = True
         runs.save_checkpoint(
             run_dir, network, state, w_optimizer=self.search.w_optimizer, alpha_optimizer=self.search.alpha_optimizer
         )
         if self.verbose:
             print(f"\nepoch {epoch + 1}: genotype = {genotype.to_json()}")
+            if stop:
+                print(f"early stop ({self.config.early_stop}): {stop[0]}; kept the genotype of epoch {stop[1]}")
             for name, value in alphas.items():
                 print(f"softmax({name}):\n{format_alphas(value, self.config.steps)}")
+
+
+def derived_genotype(network, config: SearchConfig) -> Genotype:
+    """The network's genotype under the run's derivation rules (`max_skip`)."""
+    return derive_genotype(
+        network.alphas_normal.numpy(), network.alphas_reduce.numpy(), network.steps, network.multiplier,
+        max_skip=config.max_skip,
+    )  # fmt: skip
+
+
+def _genotype_json(network, config: SearchConfig) -> str:
+    return derived_genotype(network, config).to_json()
+
+
+def early_stop_reason(run_dir: str, epoch: int, config: SearchConfig) -> tuple[str, int] | None:
+    """(why, the epoch whose genotype is kept) when `config.early_stop` triggers after `epoch`, else None.
+
+    DARTS+ (Liang et al., arXiv:1909.06035): "skip:N" stops once the derived normal cell
+    holds N or more skip connections and keeps the genotype of the epoch before;
+    "stable:E" stops once the genotype has not changed for E epochs. Read from the
+    run folder's genotype_epoch_*.json, so a resumed run decides as an uninterrupted one.
+    """
+    rule = parse_early_stop(config.early_stop)
+    if rule is None:
+        return None
+    kind, value = rule
+
+    def genotype_of(e):
+        path = os.path.join(run_dir, f"genotype_epoch_{e:03d}.json")
+        return Genotype.load(path) if os.path.exists(path) else None
+
+    current = genotype_of(epoch)
+    if kind == "skip":
+        skips = sum(op == "skip_connect" for op, _ in current.normal)
+        if skips >= value:
+            return f"{skips} skip connections in the normal cell after epoch {epoch}", max(epoch - 1, 0)
+        return None
+    unchanged = 0
+    while unchanged < value and epoch - unchanged - 1 >= 0 and genotype_of(epoch - unchanged - 1) == current:
+        unchanged += 1
+    if unchanged >= value:
+        return f"the genotype has not changed for {value} epochs (epoch {epoch})", epoch
+    return None
 
 
 def record_initial_alphas(network, config: SearchConfig) -> None:
     """Epoch 0 in the run folder and TensorBoard: the initial alphas and the genotype they derive."""
     alphas = {"alphas_normal": network.alphas_normal.numpy(), "alphas_reduce": network.alphas_reduce.numpy()}
-    genotype = network.genotype()
+    genotype = derived_genotype(network, config)
     genotype.save(os.path.join(config.run_dir, "genotype_epoch_000.json"))
     runs.save_npz_atomic(os.path.join(config.run_dir, "alphas_epoch_000.npz"), **alphas)
     visualize.write_search_summaries(
@@ -216,6 +266,7 @@ def run_search(
     `darts_tf.runtime.configure("search")` is what `darts-tf search` applies.
     """
     started = time.time()
+    check_choices(config)
     config = runs.begin_run(config, resume, overwrite)
     source = runs.load_run_data(config)
     if verbose:
@@ -255,11 +306,11 @@ def run_search(
     history = runs.fit_run(
         search, batches, config.run_dir, config.epochs, first_epoch, steps_per_epoch, val_eval,
         callbacks=[_SearchEpochEnd(search, config, verbose)],
-        csv_extra=lambda e: {"lr": schedule.value_at_epoch(e), "genotype": search.network.genotype().to_json()},
+        csv_extra=lambda e: {"lr": schedule.value_at_epoch(e), "genotype": _genotype_json(search.network, config)},
         verbose=verbose,
         user_callbacks=callbacks,
     )  # fmt: skip
-    genotype = search.network.genotype()
+    genotype = Genotype.load(os.path.join(config.run_dir, "genotype.json"))  # the kept one (early stop)
     visualize.save_cells(genotype, config.run_dir, ("png", "svg"), prefix="cell")
     return {
         "genotype": genotype,

@@ -143,3 +143,26 @@ def test_bad_json_and_missing_file(tmp_path):
         Genotype.from_json("{normal: ")
     with pytest.raises(ValueError, match="Cannot read genotype file"):
         Genotype.load(tmp_path / "nope.json")
+
+
+def test_max_skip_replaces_the_weakest_skip_connections_as_p_darts():
+    from darts_tf.genotypes import PRIMITIVES, derive_genotype
+
+    skip, sep, dil = (PRIMITIVES.index(op) for op in ("skip_connect", "sep_conv_3x3", "dil_conv_3x3"))
+    normal = np.zeros((14, 8))
+    normal[:, skip] = [5.0, 4.0, 3.0, 2.9, 0, 2.0, 1.9, 0, 0, 1.5, 1.4, 0, 0, 0]  # skip strongest on 8 edges
+    normal[:, sep] = 1.0
+    normal[:, dil] = 0.5
+    reduce = np.zeros((14, 8))
+    plain = derive_genotype(normal, reduce)
+    assert sum(op == "skip_connect" for op, _ in plain.normal) == 8
+    limited = derive_genotype(normal, reduce, max_skip=2)
+    # The two strongest skips (edges c_{k-2}->0 and c_{k-1}->0) stay; every other edge takes its next op.
+    assert limited.normal[:2] == (("skip_connect", 0), ("skip_connect", 1))
+    assert [op for op, _ in limited.normal[2:]] == ["sep_conv_3x3"] * 6
+    none_left = derive_genotype(normal, reduce, max_skip=0).normal
+    assert "skip_connect" not in {op for op, _ in none_left}
+    assert set(none_left[:2]) == {("sep_conv_3x3", 0), ("sep_conv_3x3", 1)}  # order by the remaining weights
+    assert limited.reduce == plain.reduce
+    with pytest.raises(ValueError, match="max_skip must be >= 0"):
+        derive_genotype(normal, reduce, max_skip=-1)

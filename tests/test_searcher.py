@@ -162,3 +162,32 @@ def test_script_exits_2_with_one_line(tmp_path):
     assert "error: --data-dir" in last and "missing" in last
     bad = subprocess.run(cmd[:2] + ["--epochs", "0"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--epochs must be positive" in bad.stderr
+
+
+def test_early_stop_rules_read_the_run_folder(tmp_path):
+    from darts_tf.genotypes import DARTS_V1, DARTS_V2
+    from darts_tf.searcher import early_stop_reason
+
+    for epoch, genotype in enumerate([DARTS_V2, DARTS_V2, DARTS_V1, DARTS_V1, DARTS_V1]):
+        genotype.save(tmp_path / f"genotype_epoch_{epoch:03d}.json")
+    config = SearchConfig(early_stop="skip:3")  # DARTS_V1's normal cell holds 3 skip connections, DARTS_V2's 2
+    assert early_stop_reason(str(tmp_path), 1, config) is None
+    assert early_stop_reason(str(tmp_path), 2, config)[1] == 1  # keeps the genotype of the epoch before
+    assert early_stop_reason(str(tmp_path), 3, SearchConfig(early_stop="stable:2")) is None  # 3 == 2 only
+    stop = early_stop_reason(str(tmp_path), 4, SearchConfig(early_stop="stable:2"))  # 4 == 3 == 2
+    assert stop[1] == 4 and "not changed for 2 epochs" in stop[0]
+    assert early_stop_reason(str(tmp_path), 4, SearchConfig(early_stop="stable:3")) is None
+    assert early_stop_reason(str(tmp_path), 1, SearchConfig(early_stop="stable:1"))[1] == 1  # epoch 1 == epoch 0
+    with pytest.raises(ValueError, match="--early-stop must be skip:N or stable:E"):
+        run_search(SearchConfig(early_stop="skip", run_dir=str(tmp_path / "x")), verbose=0)
+
+
+def test_a_stable_genotype_stops_the_search_and_is_recorded(tmp_path):
+    config = tiny_config(tmp_path / "run", dataset="synthetic", epochs=3, arch_learning_rate=0.0, early_stop="stable:1")
+    result = run_search(config, verbose=0)
+    state = runs.read_state(str(tmp_path / "run"))
+    assert state["epoch"] == 1 and state["finished"] and state["early_stop"]["rule"] == "stable:1"
+    assert len(result["history"]["loss"]) == 1
+    assert result["genotype"].to_dict() == state["genotype"]
+    with pytest.raises(runs.RunDirError, match="already finished"):
+        run_search(config, resume=True, verbose=0)

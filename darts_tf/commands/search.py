@@ -4,6 +4,7 @@ darts-tf search --preset quick --data-dir ../shared/data/cifar10-sample
 darts-tf search                                # the paper's search, CIFAR-10 from tfds
 darts-tf search --unrolled --run-dir runs/second_order
 darts-tf search --resume runs/search           # continue an interrupted search
+darts-tf search --early-stop skip:2 --max-skip 2   # collapse guards (DARTS+, P-DARTS)
 """
 
 from __future__ import annotations
@@ -22,6 +23,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-portion", type=float)
     p.add_argument("--arch-learning-rate", type=float)
     p.add_argument("--arch-weight-decay", type=float)
+    p.add_argument(
+        "--max-skip", type=int, metavar="N",
+        help="P-DARTS: at most N skip connections in the derived normal cell (the weakest give way)",
+    )  # fmt: skip
+    p.add_argument(
+        "--early-stop", metavar="RULE",
+        help="DARTS+: skip:N stops when the derived normal cell holds N skip connections (keeping the genotype "
+        "before), stable:E when the genotype has not changed for E epochs",
+    )  # fmt: skip
     p.add_argument(
         "--no-shared-trace",
         dest="shared_trace",
