@@ -249,7 +249,8 @@ def search_frames(run: dict) -> list[np.ndarray]:
     steps, multiplier = run["config"].get("steps", 4), run["config"].get("multiplier", 4)
     frames = []
     for epoch, (normal, reduce) in sorted(run["alphas"].items()):
-        genotype = derive_genotype(normal, reduce, steps=steps, multiplier=multiplier)
+        genotype = derive_genotype(normal, reduce, steps=steps, multiplier=multiplier,
+                                   max_skip=run["config"].get("max_skip"))  # fmt: skip
         figure = _figure(16.0, 0.35 * normal.shape[0] + 6.5)
         grid = figure.add_gridspec(2, 2, height_ratios=[0.35 * normal.shape[0] + 2.0, 4.0])
         draw_heatmap(figure.add_subplot(grid[0, 0]), normal, steps, "softmax(alphas_normal)", colorbar=False)
@@ -329,7 +330,11 @@ def curves_figure(rows: list[dict], genotypes: list[Genotype] | None = None):
 
 def _run_genotypes(run: dict) -> list[Genotype]:
     steps, multiplier = run["config"].get("steps", 4), run["config"].get("multiplier", 4)
-    return [derive_genotype(n, r, steps=steps, multiplier=multiplier) for _, (n, r) in sorted(run["alphas"].items())]
+    max_skip = run["config"].get("max_skip")
+    return [
+        derive_genotype(n, r, steps=steps, multiplier=multiplier, max_skip=max_skip)
+        for _, (n, r) in sorted(run["alphas"].items())
+    ]
 
 
 def _png_data(figure) -> str:
