@@ -71,6 +71,15 @@ def add_data_arguments(parser: argparse.ArgumentParser, defaults: bool = False) 
     )
 
 
+def data_arguments(args: argparse.Namespace) -> dict:
+    """The data flags of `add_data_arguments` as `darts_tf.data.load_data` keyword arguments."""
+    return {
+        "dataset": args.dataset or "cifar10", "data_dir": args.data_dir, "image_size": args.image_size or 0,
+        "channels": args.channels or 0, "tfds_data_dir": args.tfds_data_dir,
+        "skip_bad_images": bool(args.skip_bad_images), "stream": bool(args.stream), "cache": args.cache,
+    }  # fmt: skip
+
+
 def add_training_arguments(parser: argparse.ArgumentParser, cutout_help: str) -> None:
     """Network size and weight-optimizer flags shared by `darts-tf search` and `darts-tf train`."""
     parser.add_argument("--epochs", type=int)

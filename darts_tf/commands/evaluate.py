@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from darts_tf.commands.common import add_data_arguments, fail
+from darts_tf.commands.common import add_data_arguments, data_arguments, fail
 from darts_tf.config import AUGMENTATIONS
 
 
@@ -41,11 +41,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
         if args.model:
             load_predictor(args.model)  # fails fast, before loading data
-            source = data.load_data(
-                args.dataset or "cifar10", args.data_dir, image_size=args.image_size or 0,
-                channels=args.channels or 0, tfds_data_dir=args.tfds_data_dir,
-                skip_bad_images=bool(args.skip_bad_images), stream=bool(args.stream), cache=args.cache,
-            )  # fmt: skip
+            source = data.load_data(**data_arguments(args))
             print(f"data: {source.description}")
             result = evaluate_model(
                 args.model, source.test_images, source.test_labels, args.batch_size, args.augmentation,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from darts_tf.commands.common import add_data_arguments, fail
+from darts_tf.commands.common import add_data_arguments, data_arguments, fail
 
 FORMATS = ("savedmodel", "tflite", "tflite-int8", "onnx")
 
@@ -43,14 +43,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_arguments(p)
 
 
-def _data_settings(args) -> dict:
-    return {
-        "dataset": args.dataset or "cifar10", "data_dir": args.data_dir, "image_size": args.image_size or 0,
-        "channels": args.channels or 0, "tfds_data_dir": args.tfds_data_dir,
-        "skip_bad_images": bool(args.skip_bad_images), "stream": bool(args.stream), "cache": args.cache,
-    }  # fmt: skip
-
-
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     formats = list(dict.fromkeys(args.format))
     try:
@@ -75,7 +67,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             mean, std = data.CIFAR_MEAN, data.CIFAR_STD
             class_names = data.sources.CIFAR10_CLASSES if args.num_classes == 10 else None
         if args.data_dir or args.dataset:  # other data for calibration and accuracy, at the network's shape
-            data_config = _data_settings(args)
+            data_config = data_arguments(args)
         base = os.path.join(args.export_dir, name)
         if "savedmodel" in formats:
             version = export.next_version(base) if args.version is None else args.version
