@@ -151,3 +151,19 @@ def second_order_arch_gradients(
         implicit = finite_difference_hessian_vector_product(model, train_batch, vector, r=r)
     gradients = [g - tf.cast(xi, g.dtype) * h for g, h in zip(alpha_grads, implicit)]
     return gradients, val_loss
+
+
+def beta_decay_gradients(alphas: list) -> tuple[list, tf.Tensor]:
+    """beta-DARTS's beta-decay regulariser (Ye et al., arXiv:2203.01665) and its gradient.
+
+    R(alpha) = mean over every edge of every cell of logsumexp(alpha_edge); its
+    gradient is softmax(alpha_edge) / (number of edges). Added, weighted, to the
+    architecture gradient, it pulls the alphas of each edge together (their
+    "decay" of the softmax's normalised betas) and counters one op running away.
+    """
+    tensors = [tf.convert_to_tensor(a) for a in alphas]
+    with tf.GradientTape() as tape:
+        tape.watch(tensors)
+        rows = tf.concat([tf.reduce_logsumexp(a, axis=-1) for a in tensors], axis=0)
+        value = tf.reduce_mean(rows)
+    return tape.gradient(value, tensors), value

@@ -58,6 +58,7 @@ class SearchConfig(DataSettings):
     arch_weight_decay: float = 1e-3
     cutout: int = 0
     eval_batch_size: int = 256
+    beta_decay: float = 0.0  # beta-DARTS: regulariser weight beta_decay * epoch / 100 (their setting: 50)
     max_skip: int | None = None  # P-DARTS: at most this many skip connections in the derived normal cell
     early_stop: str | None = None  # DARTS+: "skip:N" (N skips in the normal cell) or "stable:E" (E epochs unchanged)
     # Packed edges as shared out-of-line functions: ~130 s faster start-up and ~1.7 GiB less at the
@@ -157,5 +158,7 @@ def check_choices(config) -> None:
     if not 0.0 < getattr(config, "lr_decay", 1.0) <= 1.0:
         raise ValueError(f"--lr-decay must be in (0, 1]. Received: {config.lr_decay}")
     parse_early_stop(getattr(config, "early_stop", None))
+    if getattr(config, "beta_decay", 0.0) < 0:
+        raise ValueError(f"--beta-decay must be 0 or more. Received: {config.beta_decay}")
     if getattr(config, "max_skip", None) is not None and config.max_skip < 0:
         raise ValueError(f"--max-skip must be 0 or more. Received: {config.max_skip}")

@@ -32,13 +32,16 @@ class ArchitectureSearch(keras.Model):
     virtual step xi equal to the weight optimizer's current learning rate.
     """
 
-    def __init__(self, network, unrolled=False, hessian="finite_difference", **kwargs):
+    def __init__(self, network, unrolled=False, hessian="finite_difference", beta_decay=0.0, **kwargs):
         super().__init__(**kwargs)
         if hessian not in architect.HESSIAN_MODES:
             raise ValueError(f"hessian must be one of {architect.HESSIAN_MODES}. Received: hessian={hessian!r}")
         self.network = network
         self.unrolled = unrolled
         self.hessian = hessian
+        self.beta_decay = beta_decay
+        # beta-DARTS: the regulariser's weight this epoch (set by BetaDecaySchedule), read by the traced step.
+        self.beta_decay_weight = tf.Variable(0.0, trainable=False, name="beta_decay_weight")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self.arch_loss_tracker = keras.metrics.Mean(name="arch_loss")
@@ -91,6 +94,13 @@ class ArchitectureSearch(keras.Model):
         return self.network(inputs, training=training)
 
     def arch_gradients(self, train_batch, val_batch):
+        gradients, loss = self._bilevel_gradients(train_batch, val_batch)
+        if self.beta_decay:
+            regulariser, _ = architect.beta_decay_gradients(self.network.arch_variables)
+            gradients = [g + self.beta_decay_weight * r for g, r in zip(gradients, regulariser)]
+        return gradients, loss
+
+    def _bilevel_gradients(self, train_batch, val_batch):
         if not self.unrolled:
             return architect.first_order_arch_gradients(self.network, val_batch)
         weights = self.network.weight_variables
@@ -153,7 +163,7 @@ def _network(config: SearchConfig, source: data.ImageData) -> SearchNetwork:
 def build_search(config: SearchConfig, source: data.ImageData, schedule: EpochCosineDecay) -> ArchitectureSearch:
     """The compiled `ArchitectureSearch` of `config` (weights on `schedule`, alphas with Adam)."""
     network = _network(config, source)
-    search = ArchitectureSearch(network, unrolled=config.unrolled, hessian=config.hessian)
+    search = ArchitectureSearch(network, unrolled=config.unrolled, hessian=config.hessian, beta_decay=config.beta_decay)
     search.compile(
         w_optimizer=SGD(schedule, momentum=config.momentum, coupled_weight_decay=config.weight_decay),
         alpha_optimizer=Adam(
@@ -162,6 +172,20 @@ def build_search(config: SearchConfig, source: data.ImageData, schedule: EpochCo
         grad_clip=config.grad_clip,
     )
     return search
+
+
+class BetaDecaySchedule(keras.callbacks.Callback):
+    """beta-DARTS's schedule: the regulariser's weight grows linearly, `beta_decay * epoch / 100` (epoch from 0)."""
+
+    def __init__(self, search: ArchitectureSearch):
+        super().__init__()
+        self.search = search
+
+    def weight(self, epoch: int) -> float:
+        return self.search.beta_decay * epoch / 100.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.search.beta_decay_weight.assign(self.weight(epoch))
 
 
 class _SearchEpochEnd(keras.callbacks.Callback):
@@ -305,7 +329,7 @@ def run_search(
     )
     history = runs.fit_run(
         search, batches, config.run_dir, config.epochs, first_epoch, steps_per_epoch, val_eval,
-        callbacks=[_SearchEpochEnd(search, config, verbose)],
+        callbacks=[BetaDecaySchedule(search), _SearchEpochEnd(search, config, verbose)],
         csv_extra=lambda e: {"lr": schedule.value_at_epoch(e), "genotype": _genotype_json(search.network, config)},
         verbose=verbose,
         user_callbacks=callbacks,

@@ -156,3 +156,15 @@ def test_each_pass_finishes_before_the_weights_move():
         for previous, current in ((unrolled, restored), (plus, minus), (minus, restored_again)):
             new = _ancestors(current) - _ancestors(previous)
             assert any("gradient_tape" in op.name for op in new), current.name
+
+
+def test_beta_decay_regulariser_and_its_gradient_are_the_formula():
+    rng = np.random.default_rng(3)
+    normal, reduce = rng.normal(size=(14, 8)), rng.normal(size=(14, 8))
+    alphas = [tf.Variable(normal, dtype=tf.float64), tf.Variable(reduce, dtype=tf.float64)]
+    gradients, value = architect.beta_decay_gradients(alphas)
+    both = np.concatenate([normal, reduce])
+    logsumexp = np.log(np.exp(both).sum(axis=1))
+    np.testing.assert_allclose(float(value), logsumexp.mean(), rtol=1e-12)
+    softmax = np.exp(both) / np.exp(both).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(np.concatenate([g.numpy() for g in gradients]), softmax / 28, rtol=1e-12)

@@ -191,3 +191,23 @@ def test_a_stable_genotype_stops_the_search_and_is_recorded(tmp_path):
     assert result["genotype"].to_dict() == state["genotype"]
     with pytest.raises(runs.RunDirError, match="already finished"):
         run_search(config, resume=True, verbose=0)
+
+
+def test_beta_decay_adds_its_weighted_gradient_to_the_architecture_gradient():
+    from helpers import random_batch, tiny_search_network
+
+    from darts_tf.searcher import ArchitectureSearch, BetaDecaySchedule
+
+    network = tiny_search_network()
+    batch = random_batch()
+    plain, loss = ArchitectureSearch(network).arch_gradients(batch, batch)
+    search = ArchitectureSearch(network, beta_decay=50.0)
+    schedule = BetaDecaySchedule(search)
+    schedule.on_epoch_begin(4)
+    assert float(search.beta_decay_weight.numpy()) == pytest.approx(2.0)  # 50 * 4 / 100
+    regularised, loss_again = search.arch_gradients(batch, batch)
+    assert float(loss_again) == pytest.approx(float(loss))
+    rows = sum(a.shape[0] for a in network.arch_variables)
+    for g, p, a in zip(regularised, plain, network.arch_variables, strict=True):
+        softmax = tf.nn.softmax(a, axis=-1).numpy()
+        np.testing.assert_allclose(g.numpy(), p.numpy() + 2.0 * softmax / rows, rtol=1e-5, atol=1e-8)

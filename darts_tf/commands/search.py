@@ -24,6 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch-learning-rate", type=float)
     p.add_argument("--arch-weight-decay", type=float)
     p.add_argument(
+        "--beta-decay", type=float, metavar="LAMBDA",
+        help="beta-DARTS: regularise the alphas with weight LAMBDA * epoch / 100 (their setting: 50; default 0: off)",
+    )  # fmt: skip
+    p.add_argument(
         "--max-skip", type=int, metavar="N",
         help="P-DARTS: at most N skip connections in the derived normal cell (the weakest give way)",
     )  # fmt: skip
