@@ -281,14 +281,20 @@ def bench_eval_train(batch: int, steps: int, warmup: int, t0: float, device: str
         for rate in drop_path_variables(network):
             rate.assign(0.2)
         trainer = build_trainer(TrainConfig(), network, learning_rate_schedule(TrainConfig(), 520))
-        iterator = iter(tf.data.Dataset.from_tensors(_batches(batch, 1)[0]).repeat())
-        trainer.make_train_function()
-        train_function = trainer.train_function
-        _sync(train_function(iterator))
-        first = time.time()
-        times = _timed_steps(lambda: train_function(iterator), steps, warmup)
-    result = {"first_step_s": first - t0, **_summary(times, batch), "peak_rss_gib": peak_rss_gib()}
-    return result
+        return _time_training(trainer, _batches(batch, 1)[0], steps, warmup, t0)
+
+
+def _time_training(trainer, batch: tuple, steps: int, warmup: int, t0: float) -> dict:
+    """Steps of `trainer` through Keras's train_function on one repeated (images, labels) batch."""
+    import tensorflow as tf
+
+    iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
+    trainer.make_train_function()
+    train_function = trainer.train_function
+    _sync(train_function(iterator))
+    first = time.time()
+    times = _timed_steps(lambda: train_function(iterator), steps, warmup)
+    return {"first_step_s": first - t0, **_summary(times, len(batch[1])), "peak_rss_gib": peak_rss_gib()}
 
 
 def bench_imagenet_train(batch: int, steps: int, warmup: int, t0: float, device: str) -> dict:
@@ -309,13 +315,7 @@ def bench_imagenet_train(batch: int, steps: int, warmup: int, t0: float, device:
         rng = np.random.default_rng(0)
         images = tf.constant(rng.normal(size=(batch, 224, 224, 3)).astype("float32"))
         labels = tf.constant(rng.integers(0, 1000, size=batch).astype("int32"))
-        iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
-        trainer.make_train_function()
-        train_function = trainer.train_function
-        _sync(train_function(iterator))
-        first = time.time()
-        times = _timed_steps(lambda: train_function(iterator), steps, warmup)
-    return {"first_step_s": first - t0, **_summary(times, batch), "peak_rss_gib": peak_rss_gib()}
+        return _time_training(trainer, (images, labels), steps, warmup, t0)
 
 
 def _jpeg_folder(root: str, height: int, width: int, per_class: int, classes: int = 4) -> str:
@@ -388,8 +388,6 @@ def bench_deploy(saved_model: str, batches: list[int], steps: int, warmup: int, 
     The LiteRT models are converted here from the SavedModel (and, int8, from the same
     network rebuilt, calibrated on random images: speed does not depend on the values).
     """
-    import tensorflow as tf
-
     from darts_tf import deploy
     from darts_tf.data import CIFAR_MEAN, CIFAR_STD
 
@@ -404,11 +402,7 @@ def bench_deploy(saved_model: str, batches: list[int], steps: int, warmup: int, 
     runtimes = [("SavedModel", saved_model, None)]
     runtimes += [(name, path, threads) for name, path in paths.items() for threads in (1, 2)]
     for name, path, threads in runtimes:
-        if threads is None:
-            serve = tf.saved_model.load(path).signatures["serving_default"]
-            predict = lambda x, serve=serve: serve(images=tf.constant(x))["logits"].numpy()  # noqa: E731
-        else:
-            predict = deploy.load_predictor(path, threads=threads)
+        predict = deploy.load_predictor(path, threads=threads)
         for batch in batches:
             x = rng.integers(0, 256, size=(batch, 32, 32, 3), dtype=np.uint8)
             times = _timed_steps(lambda x=x, predict=predict: predict(x), steps, warmup)

@@ -28,7 +28,14 @@ import tensorflow as tf
 
 from darts_tf import data
 from darts_tf.eval_model import inference_model
-from darts_tf.export import SIGNATURE, ExportError, evaluate_predictor, load_serving_signature, serving_function
+from darts_tf.export import (
+    SIGNATURE,
+    ExportError,
+    evaluate_predictor,
+    load_serving_signature,
+    saved_model_predictor,
+    serving_function,
+)
 from darts_tf.files import atomic_file
 
 FORMATS = ("savedmodel", "tflite", "tflite-int8", "onnx")
@@ -186,8 +193,7 @@ def load_predictor(path: str, threads: int | None = None) -> Callable[[np.ndarra
             options.intra_op_num_threads = threads
         session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         return lambda images: session.run(["logits"], {"images": images})[0]
-    serve = load_serving_signature(path)
-    return lambda images: serve(images=tf.constant(images))["logits"].numpy()
+    return saved_model_predictor(path)
 
 
 def evaluate_model(

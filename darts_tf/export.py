@@ -144,6 +144,10 @@ def evaluate_saved_model(
     skip_bad_images: bool = False,
 ) -> dict:  # fmt: skip
     """Top-1/top-5 accuracy of the SavedModel's `serving_default` on uint8 images (see `evaluate_predictor`)."""
+    return evaluate_predictor(saved_model_predictor(path), images, labels, batch_size, augmentation, skip_bad_images)
+
+
+def saved_model_predictor(path: str):
+    """uint8 images [N, H, W, C] -> logits (NumPy) through the SavedModel's `serving_default`."""
     serve = load_serving_signature(path)
-    predict = lambda images: serve(images=tf.constant(images))["logits"].numpy()  # noqa: E731
-    return evaluate_predictor(predict, images, labels, batch_size, augmentation, skip_bad_images)
+    return lambda images: serve(images=tf.constant(images))["logits"].numpy()

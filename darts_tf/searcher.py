@@ -200,16 +200,10 @@ class _SearchEpochEnd(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         run_dir = self.config.run_dir
         network = self.search.network
-        genotype = derived_genotype(network, self.config)
-        alphas = {"alphas_normal": network.alphas_normal.numpy(), "alphas_reduce": network.alphas_reduce.numpy()}
-        genotype.save(os.path.join(run_dir, f"genotype_epoch_{epoch + 1:03d}.json"))
+        genotype, alphas = record_epoch(network, self.config, epoch + 1)
         stop = early_stop_reason(run_dir, epoch + 1, self.config)
         kept = Genotype.load(os.path.join(run_dir, f"genotype_epoch_{stop[1]:03d}.json")) if stop else genotype
         kept.save(os.path.join(run_dir, "genotype.json"))
-        runs.save_npz_atomic(os.path.join(run_dir, f"alphas_epoch_{epoch + 1:03d}.npz"), **alphas)
-        visualize.write_search_summaries(
-            os.path.join(run_dir, "tensorboard", "search"), epoch + 1, *alphas.values(), genotype, self.config.steps
-        )
         finished = epoch + 1 >= self.config.epochs or stop is not None
         state = {"epoch": epoch + 1, "finished": finished, "genotype": kept.to_dict()}
         if stop:
@@ -269,15 +263,16 @@ def early_stop_reason(run_dir: str, epoch: int, config: SearchConfig) -> tuple[s
     return None
 
 
-def record_initial_alphas(network, config: SearchConfig) -> None:
-    """Epoch 0 in the run folder and TensorBoard: the initial alphas and the genotype they derive."""
+def record_epoch(network, config: SearchConfig, epoch: int) -> tuple[Genotype, dict]:
+    """The alphas after `epoch` (0: the initial ones) and their genotype, in the run folder and TensorBoard."""
     alphas = {"alphas_normal": network.alphas_normal.numpy(), "alphas_reduce": network.alphas_reduce.numpy()}
     genotype = derived_genotype(network, config)
-    genotype.save(os.path.join(config.run_dir, "genotype_epoch_000.json"))
-    runs.save_npz_atomic(os.path.join(config.run_dir, "alphas_epoch_000.npz"), **alphas)
+    genotype.save(os.path.join(config.run_dir, f"genotype_epoch_{epoch:03d}.json"))
+    runs.save_npz_atomic(os.path.join(config.run_dir, f"alphas_epoch_{epoch:03d}.npz"), **alphas)
     visualize.write_search_summaries(
-        os.path.join(config.run_dir, "tensorboard", "search"), 0, *alphas.values(), genotype, config.steps
+        os.path.join(config.run_dir, "tensorboard", "search"), epoch, *alphas.values(), genotype, config.steps
     )
+    return genotype, alphas
 
 
 def run_search(
@@ -310,7 +305,7 @@ def run_search(
         first_epoch = runs.resume_epoch(config.run_dir, "search", search.network, **optimizers)
     else:
         runs.write_json_atomic(os.path.join(config.run_dir, "config.json"), dataclasses.asdict(config))
-        record_initial_alphas(search.network, config)
+        record_epoch(search.network, config, 0)
 
     def epoch_pair(epoch):
         kwargs = dict(

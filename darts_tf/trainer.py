@@ -187,9 +187,13 @@ def evaluate_run(run_dir: str, dataset: str | None = None, data_dir: str | None 
         source.test_images, source.test_labels, batch_size, info["mean"], info["std"], config.augmentation,
         config.skip_bad_images,
     )  # fmt: skip
-    # Unreadable files skipped: the labels of the images that were read.
-    labels = np.concatenate([y for _, y in test.as_numpy_iterator()]) if config.skip_bad_images else source.test_labels
-    return accuracy_summary(inference_model(network).predict(test, verbose=0), labels)
+    model = inference_model(network)
+    predict = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+    logits, labels = [], []  # one pass; the labels are those of the images read (unreadable files skipped)
+    for images, batch_labels in test:
+        logits.append(predict(images).numpy())
+        labels.append(batch_labels.numpy())
+    return accuracy_summary(np.concatenate(logits), np.concatenate(labels))
 
 
 def _shape_of(info: dict) -> tuple[int, int]:

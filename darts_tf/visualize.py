@@ -338,9 +338,7 @@ def _run_genotypes(run: dict) -> list[Genotype]:
 
 
 def _png_data(figure) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return "data:image/png;base64," + base64.b64encode(_png_bytes(figure, dpi=100)).decode()
 
 
 def _file_data(path: str, mime: str) -> str:
@@ -409,17 +407,17 @@ def _export_signature(config: dict) -> str | None:
     """The served signature of a training run's latest export, as text (None when there is none)."""
     if not config.get("export") or "export_dir" not in config:
         return None
-    name = config.get("export_name") or (
-        config["arch"].lower() if not str(config.get("arch", "")).endswith(".json") else "darts_eval"
-    )
-    base = os.path.join(config["export_dir"], name)
-    versions = sorted(int(v) for v in os.listdir(base) if v.isdigit()) if os.path.isdir(base) else []
-    if not versions:
-        return None
-    path = os.path.join(base, str(versions[-1]))
-    import tensorflow as tf
+    # A training run's report: the export's own naming and layout (imports TensorFlow).
+    from darts_tf.config import TrainConfig, config_from_dict
+    from darts_tf.export import load_serving_signature, next_version
+    from darts_tf.trainer import export_name
 
-    serve = tf.saved_model.load(path).signatures["serving_default"]
+    base = os.path.join(config["export_dir"], export_name(config_from_dict(TrainConfig, config)))
+    version = next_version(base) - 1
+    if not version:
+        return None
+    path = os.path.join(base, str(version))
+    serve = load_serving_signature(path)
     inputs = {k: f"{v.dtype.name} {v.shape}" for k, v in serve.structured_input_signature[1].items()}
     outputs = {k: f"{v.dtype.name} {v.shape}" for k, v in serve.structured_outputs.items()}
     return f"{path}\nserving_default\n  inputs:  {inputs}\n  outputs: {outputs}"
@@ -436,9 +434,9 @@ def visualize(target: str, out_dir: str | None = None, formats=("png", "svg")) -
     return save_cells(genotype, out_dir or ".", formats, prefix=stem)
 
 
-def _png_bytes(figure) -> bytes:
+def _png_bytes(figure, dpi: int = 80) -> bytes:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     return buffer.getvalue()
 
 

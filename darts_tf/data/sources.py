@@ -351,13 +351,17 @@ def _folder_files(path: str) -> tuple[list[str], str, dict]:
     return classes, test_split, files
 
 
-def unreadable_file(error: Exception, skip_hint: bool = True) -> DataError:
-    """A DataError for a decode failure; names the file when the failure came from `image_ops.read_image`'s check."""
+def not_an_image(what: str) -> DataError:
+    """The one-line error for a file that does not decode (`what`: the quoted path, or a description)."""
+    return DataError(f"{what} is not a readable image (--skip-bad-images skips such files)")
+
+
+def unreadable_file(error: Exception) -> DataError:
+    """`not_an_image` for a decode failure in a tf.data pipeline; names the file when `image_ops.read_image`'s
+    check caught it."""
     message = getattr(error, "message", str(error))
     found = re.search(r"not a readable image:\] \[(.*?)\]", message)
-    what = repr(found.group(1)) if found else f"an image file ({message.strip().splitlines()[0][:200]})"
-    hint = " (--skip-bad-images skips such files)" if skip_hint else ""
-    return DataError(f"{what} is not a readable image{hint}")
+    return not_an_image(repr(found.group(1)) if found else f"an image file ({message.strip().splitlines()[0][:200]})")
 
 
 # Decoded training images above this size are streamed from disk instead of held in memory.
@@ -399,9 +403,7 @@ def load_image_folder(
                 first = tf.io.decode_image(tf.io.read_file(files["train"][0][0]), expand_animations=False)
             except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
                 if not skip_bad_images:
-                    raise DataError(
-                        f"{str(files['train'][0][0])!r} is not a readable image (--skip-bad-images skips such files)"
-                    ) from None
+                    raise not_an_image(repr(str(files["train"][0][0]))) from None
                 first = tf.zeros([image_size or 1, image_size or 1, 3])  # the full decode counts and skips it
             estimate = len(files["train"][1]) * int(np.prod(first.shape[:2])) * (channels or 3)
         stream = estimate > STREAM_ABOVE_BYTES
@@ -430,7 +432,7 @@ def _decoded_folder(path, classes, test_split, files, channels, image_size, skip
                 if skip_bad_images:
                     skipped += 1
                     continue
-                raise DataError(f"{str(file)!r} is not a readable image (--skip-bad-images skips such files)") from None
+                raise not_an_image(repr(str(file))) from None
             decoded[split].append((image, int(label)))
     if not decoded["train"] or not decoded["test"]:
         raise DataError(f"--data-dir {path!r}: no readable images in train/ or {test_split}/")
