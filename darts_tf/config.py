@@ -61,6 +61,9 @@ class SearchConfig(DataSettings):
     beta_decay: float = 0.0  # beta-DARTS: regulariser weight beta_decay * epoch / 100 (their setting: 50)
     max_skip: int | None = None  # P-DARTS: at most this many skip connections in the derived normal cell
     early_stop: str | None = None  # DARTS+: "skip:N" (N skips in the normal cell) or "stable:E" (E epochs unchanged)
+    partial_channels: int = 1  # PC-DARTS: each edge's ops see 1/K of its channels (their setting: 4; 1: off)
+    edge_normalization: bool = False  # PC-DARTS: per-node softmax edge weights (betas), trained with the alphas
+    arch_warmup: int = 0  # epochs of weight training before the architecture steps start (PC-DARTS: 15)
     # Packed edges as shared out-of-line functions: ~130 s faster start-up and ~1.7 GiB less at the
     # paper size, steps as fast (README, Performance); False inlines every edge (the plain reference).
     shared_trace: bool = True
@@ -71,6 +74,17 @@ SEARCH_PRESETS = {
     "paper": {},
     # A CPU-sized search: a narrow, shallow network for a few epochs.
     "quick": {"epochs": 3, "batch_size": 64, "C": 8, "layers": 5},
+    # PC-DARTS's train_search.py (Xu et al., arXiv:1907.05737): K=4, edge normalisation, batch 256,
+    # lr 0.1 annealed to 0, arch lr 6e-4, architecture steps from epoch 15 on; first order.
+    "pcdarts": {
+        "partial_channels": 4,
+        "edge_normalization": True,
+        "batch_size": 256,
+        "learning_rate": 0.1,
+        "learning_rate_min": 0.0,
+        "arch_learning_rate": 6e-4,
+        "arch_warmup": 15,
+    },
 }
 
 
@@ -162,3 +176,8 @@ def check_choices(config) -> None:
         raise ValueError(f"--beta-decay must be 0 or more. Received: {config.beta_decay}")
     if getattr(config, "max_skip", None) is not None and config.max_skip < 0:
         raise ValueError(f"--max-skip must be 0 or more. Received: {config.max_skip}")
+    if getattr(config, "arch_warmup", 0) < 0:
+        raise ValueError(f"--arch-warmup must be 0 or more. Received: {config.arch_warmup}")
+    partial = getattr(config, "partial_channels", 1)
+    if partial < 1 or config.C % partial:
+        raise ValueError(f"--partial-channels must be a positive divisor of --C {config.C}. Received: {partial}")

@@ -31,8 +31,8 @@ VECTOR = "vector"  # same layout
 # Entries that the original's state dicts hold but that carry no model state here.
 IGNORED_SUFFIXES = ("num_batches_tracked",)
 # Entries a darts_tf model has that the original's `state_dict()` lacks (the
-# original keeps its alphas outside the module); loaded when present.
-OPTIONAL_NAMES = ("alphas_normal", "alphas_reduce")
+# original keeps its alphas outside the module, PC-DARTS its betas too); loaded when present.
+OPTIONAL_NAMES = ("alphas_normal", "alphas_reduce", "betas_normal", "betas_reduce")
 
 
 def _to_keras(array: np.ndarray, kind: str) -> np.ndarray:
@@ -104,6 +104,9 @@ def _search_network(network: search_model.SearchNetwork) -> dict:
     names.update(_prefixed("classifier", torch_variables(network.classifier)))
     names["alphas_normal"] = (network.alphas_normal, VECTOR)
     names["alphas_reduce"] = (network.alphas_reduce, VECTOR)
+    if network.edge_normalization:  # PC-DARTS
+        names["betas_normal"] = (network.betas_normal, VECTOR)
+        names["betas_reduce"] = (network.betas_reduce, VECTOR)
     return names
 
 

@@ -341,12 +341,30 @@ def _check_alphas(alphas, name: str, steps: int) -> np.ndarray:
     return alphas
 
 
+def edge_weights(betas: np.ndarray | Sequence, steps: int = 4) -> np.ndarray:
+    """PC-DARTS edge normalisation: softmax of `betas` [num_edges] over the edges into each node."""
+    betas = np.asarray(betas)
+    sizes = [node + 2 for node in range(steps)]
+    return np.concatenate([softmax(piece) for piece in np.split(betas, np.cumsum(sizes)[:-1])])
+
+
+def _check_betas(betas, name: str, steps: int) -> np.ndarray:
+    betas = np.asarray(betas)
+    if betas.shape != (num_edges(steps),):
+        raise ValueError(f"{name} must have shape {(num_edges(steps),)} for steps={steps}. Received: {betas.shape}")
+    if not np.all(np.isfinite(betas)):
+        raise ValueError(f"{name} holds non-finite values (NaN or inf)")
+    return betas
+
+
 def derive_genotype(
     alphas_normal: np.ndarray | Sequence,
     alphas_reduce: np.ndarray | Sequence,
     steps: int = 4,
     multiplier: int = 4,
     max_skip: int | None = None,
+    betas_normal: np.ndarray | Sequence | None = None,
+    betas_reduce: np.ndarray | Sequence | None = None,
 ) -> Genotype:
     """Derives the discrete cells from architecture weights, exactly as the paper.
 
@@ -359,9 +377,18 @@ def derive_genotype(
     cell holds more skip connections, the kept skip connection of smallest weight is
     ruled out on its edge (weight 0) and the cell is derived again, so the next
     strongest choices take its place.
+
+    `betas_normal`/`betas_reduce` (PC-DARTS edge normalisation, Xu et al., arXiv:1907.05737):
+    each edge's op weights are multiplied by its edge weight (`edge_weights`) before the
+    edges are ranked, as their `genotype()` does.
     """
     normal = softmax(_check_alphas(alphas_normal, "alphas_normal", steps))
     reduce = softmax(_check_alphas(alphas_reduce, "alphas_reduce", steps))
+    if (betas_normal is None) != (betas_reduce is None):
+        raise ValueError("derive_genotype expected both betas_normal and betas_reduce, or neither")
+    if betas_normal is not None:
+        normal = normal * edge_weights(_check_betas(betas_normal, "betas_normal", steps), steps)[:, None]
+        reduce = reduce * edge_weights(_check_betas(betas_reduce, "betas_reduce", steps), steps)[:, None]
     concat = list(range(2 + steps - multiplier, steps + 2))
     cell = _parse_cell(normal, steps)
     if max_skip is not None:

@@ -558,6 +558,33 @@ def max_pool(x, pool_size: int, strides: int, padding: str) -> tf.Tensor:
     return pool(x)
 
 
+def channel_shuffle(x, groups: int) -> tf.Tensor:
+    """ShuffleNet's channel shuffle on NHWC: channel `g * (C // groups) + j` moves to `j * groups + g`.
+
+    What PC-DARTS (Xu et al., arXiv:1907.05737) applies to every partial-channel edge's
+    output, so the channels the ops saw and those that bypassed them mix in the next cell.
+    """
+    channels = x.shape[-1]
+    if channels is None or channels % groups:
+        raise ValueError(f"channel_shuffle expected channels divisible by groups={groups}. Received: {channels}")
+    shape = tf.shape(x)
+    grouped = tf.reshape(x, tf.concat([shape[:3], [groups, channels // groups]], axis=0))
+    return tf.reshape(tf.transpose(grouped, [0, 1, 2, 4, 3]), shape)
+
+
+def halving_max_pool(x) -> tf.Tensor:
+    """2x2 max pooling at stride 2 that rounds odd sizes up (as a stride-2 3x3 conv does).
+
+    PC-DARTS's bypass of a reduction edge (`nn.MaxPool2d(2, 2)`, identical on even sizes;
+    on odd ones the original's shapes would not match). An odd size is padded by mirroring
+    the last row/column, which equals -inf padding for a max (see `Pool`).
+    """
+    height, width = x.shape[1], x.shape[2]
+    if (height or 0) % 2 or (width or 0) % 2:
+        x = tf.pad(x, [[0, 0], [0, (height or 0) % 2], [0, (width or 0) % 2], [0, 0]], mode="SYMMETRIC")
+    return max_pool(x, 2, 2, "VALID")
+
+
 @keras.saving.register_keras_serializable(package="darts_tf")
 class Pool(keras.layers.Layer):
     """3x3 max or average pooling with PyTorch's padding (1 on every side).

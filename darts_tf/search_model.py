@@ -24,7 +24,9 @@ from darts_tf.ops import (
     Conv2D,
     Identity,
     ReLUConvBN,
+    channel_shuffle,
     conv_output_size,
+    halving_max_pool,
     make_op,
     preprocess0,
     torch_uniform,
@@ -83,13 +85,25 @@ class MixedOp(keras.layers.Layer):
     result is the same computation (`shared_trace=False` gives the plain
     layer, one variable per tensor; a test pins their equality), and
     `darts_tf.convert.torch_variables` names every packed tensor as the original does.
+
+    `partial_channels=K > 1` is PC-DARTS's partial-channel edge (Xu et al., ICLR 2020,
+    arXiv:1907.05737, Sec. 3.1): the ops see the first `channels // K` channels, the others
+    bypass them (2x2 max-pooled on a stride-2 edge), and the two parts, concatenated, are
+    channel-shuffled in K groups. The ops are the same packed, shared edge at 1/K width.
     """
 
-    def __init__(self, channels, strides=1, shared_trace=True, edge_functions=None, **kwargs):
+    def __init__(self, channels, strides=1, shared_trace=True, edge_functions=None, partial_channels=1, **kwargs):
         super().__init__(**kwargs)
+        if not isinstance(partial_channels, int) or partial_channels < 1 or channels % partial_channels:
+            raise ValueError(
+                f"MixedOp expected partial_channels, a positive integer dividing channels={channels}. "
+                f"Received: partial_channels={partial_channels!r}"
+            )
         self.channels = channels
         self.strides = strides
         self.shared_trace = shared_trace
+        self.partial_channels = partial_channels
+        self.op_channels = channels // partial_channels
         # Shared with the other edges of a network (which passes its own); a lone edge has its own.
         self.edge_functions = edge_functions if edge_functions is not None else EdgeFunctions()
         sub = {"dtype": self.dtype_policy}
@@ -100,13 +114,17 @@ class MixedOp(keras.layers.Layer):
         for name in PRIMITIVES:
             if name == "none":
                 continue
-            self.primitive_ops[name] = make_op(name, channels, strides, affine=False, name=name, **sub)
+            self.primitive_ops[name] = make_op(name, self.op_channels, strides, affine=False, name=name, **sub)
             if "pool" in name:
                 self.pool_bns[name] = BatchNorm(affine=False, name=f"{name}_bn", **sub)
 
     def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        if input_shape[-1] != self.channels:
+            raise ValueError(f"MixedOp {self.name!r} expected {self.channels} channels. Received: {input_shape}")
+        input_shape = input_shape[:-1] + (self.op_channels,)  # what the ops see
         if self.shared_trace:
-            self._shared = self.edge_functions.get(self.channels, self.strides, input_shape, self.dtype_policy)
+            self._shared = self.edge_functions.get(self.op_channels, self.strides, input_shape, self.dtype_policy)
             self.packed_weights = self.add_weight(
                 name="packed_weights", shape=(self._shared.weights_size,), initializer=self._shared.initial_weights
             )
@@ -131,6 +149,15 @@ class MixedOp(keras.layers.Layer):
         with respect to the alphas and inputs only), so the conv filter
         gradients are never built; the plain layer ignores it.
         """
+        if self.partial_channels == 1:
+            return self._mix(x, op_weights, training, update_statistics, weight_gradients)
+        seen, bypass = x[..., : self.op_channels], x[..., self.op_channels :]
+        mixed = self._mix(seen, op_weights, training, update_statistics, weight_gradients)
+        if self.strides == 2:
+            bypass = halving_max_pool(bypass)
+        return channel_shuffle(tf.concat([mixed, bypass], axis=-1), self.partial_channels)
+
+    def _mix(self, x, op_weights, training, update_statistics, weight_gradients):
         if not self.shared_trace:
             return self.weighted_sum(x, op_weights, training=training, update_statistics=update_statistics)
         training = bool(training)
@@ -176,7 +203,14 @@ class MixedOp(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"channels": self.channels, "strides": self.strides, "shared_trace": self.shared_trace})
+        config.update(
+            {
+                "channels": self.channels,
+                "strides": self.strides,
+                "shared_trace": self.shared_trace,
+                "partial_channels": self.partial_channels,
+            }
+        )
         return config
 
 
@@ -290,15 +324,17 @@ class SearchCell(keras.layers.Layer):
     Inputs are the outputs of the two previous cells; node `i` sums a mixed
     op over every earlier node; the output concatenates the last
     `multiplier` nodes. In a reduction cell the edges from the inputs have
-    stride 2.
+    stride 2. `partial_channels` goes to every edge (PC-DARTS); with `edge_weights`
+    in the call, node `i` sums its edges weighted by them (PC-DARTS edge normalisation).
     """
 
     def __init__(
         self, channels, reduction, reduction_prev, steps=4, multiplier=4, shared_trace=True, edge_functions=None,
-        **kwargs,
+        partial_channels=1, **kwargs,
     ):  # fmt: skip
         super().__init__(**kwargs)
         self.shared_trace = shared_trace
+        self.partial_channels = partial_channels
         edge_functions = edge_functions if edge_functions is not None else EdgeFunctions()
         self.channels = channels
         self.reduction = reduction
@@ -313,7 +349,9 @@ class SearchCell(keras.layers.Layer):
             for j in range(node + 2):
                 stride = 2 if reduction and j < 2 else 1
                 name = f"edge_{j}_{node + 2}"
-                self.edges.append(MixedOp(channels, stride, shared_trace, edge_functions, name=name, **sub))
+                self.edges.append(
+                    MixedOp(channels, stride, shared_trace, edge_functions, partial_channels, name=name, **sub)
+                )
 
     def build(self, s0_shape, s1_shape):
         self.preprocess0.build(s0_shape)
@@ -326,15 +364,20 @@ class SearchCell(keras.layers.Layer):
                 self.edges[offset + j].build(state_shape if j < 2 else reduced_shape)
             offset += node + 2
 
-    def call(self, s0, s1, weights, training=None, update_statistics=True, weight_gradients=True):
+    def call(self, s0, s1, weights, edge_weights=None, training=None, update_statistics=True, weight_gradients=True):
         # One row per edge; a list of rows (`tf.unstack`) saves a slice per edge and its gradient.
         weights = weights if isinstance(weights, (list, tuple)) else tf.unstack(weights)
+        if edge_weights is not None and not isinstance(edge_weights, (list, tuple)):
+            edge_weights = tf.unstack(edge_weights)
         bn = {"training": training, "update_statistics": update_statistics}
         states = [self.preprocess0(s0, **bn), self.preprocess1(s1, **bn)]
         edge = {**bn, "weight_gradients": weight_gradients}
         offset = 0
         for _ in range(self.steps):
-            node = tf.add_n([self.edges[offset + j](h, weights[offset + j], **edge) for j, h in enumerate(states)])
+            terms = [self.edges[offset + j](h, weights[offset + j], **edge) for j, h in enumerate(states)]
+            if edge_weights is not None:
+                terms = [edge_weights[offset + j] * term for j, term in enumerate(terms)]
+            node = tf.add_n(terms)
             offset += len(states)
             states.append(node)
         return tf.concat(states[-self.multiplier :], axis=-1)
@@ -353,9 +396,16 @@ class SearchCell(keras.layers.Layer):
                 "steps": self.steps,
                 "multiplier": self.multiplier,
                 "shared_trace": self.shared_trace,
+                "partial_channels": self.partial_channels,
             }
         )
         return config
+
+
+def edge_weights(betas, steps: int) -> tf.Tensor:
+    """PC-DARTS edge normalisation: softmax of `betas` [num_edges] over the edges into each node."""
+    sizes = [node + 2 for node in range(steps)]
+    return tf.concat([tf.nn.softmax(piece) for piece in tf.split(betas, sizes)], axis=0)
 
 
 def reduction_layers(layers: int) -> tuple[int, int]:
@@ -378,13 +428,21 @@ class SearchNetwork(keras.Model):
         steps: intermediate nodes per cell.
         multiplier: nodes concatenated into a cell's output.
         stem_multiplier: stem width as a multiple of `C`.
+        partial_channels: PC-DARTS (Xu et al., arXiv:1907.05737): each edge's ops see 1/K of
+            its channels (`MixedOp`); 1 is plain DARTS.
+        edge_normalization: PC-DARTS's edge normalisation: architecture variables
+            `betas_normal`/`betas_reduce` [num_edges] whose softmax over the edges into a
+            node weighs those edges, trained with the alphas and used in derivation.
     """
 
     def __init__(
-        self, C=16, num_classes=10, layers=8, steps=4, multiplier=4, stem_multiplier=3, shared_trace=True, **kwargs
-    ):
+        self, C=16, num_classes=10, layers=8, steps=4, multiplier=4, stem_multiplier=3, shared_trace=True,
+        partial_channels=1, edge_normalization=False, **kwargs,
+    ):  # fmt: skip
         super().__init__(**kwargs)
         self.shared_trace = shared_trace
+        self.partial_channels = partial_channels
+        self.edge_normalization = bool(edge_normalization)
         self.edge_functions = EdgeFunctions()  # this network's edge functions, one per edge shape
         for name, value in (("C", C), ("num_classes", num_classes), ("layers", layers), ("steps", steps)):
             if not isinstance(value, int) or value <= 0:
@@ -392,6 +450,11 @@ class SearchNetwork(keras.Model):
         if not 1 <= multiplier <= steps:
             raise ValueError(
                 f"SearchNetwork expected 1 <= multiplier <= steps. Received: multiplier={multiplier}, steps={steps}"
+            )
+        if not isinstance(partial_channels, int) or partial_channels < 1 or C % partial_channels:
+            raise ValueError(
+                f"SearchNetwork expected partial_channels, a positive integer dividing C={C}. "
+                f"Received: partial_channels={partial_channels!r}"
             )
         self.C = C
         self.num_classes = num_classes
@@ -418,6 +481,7 @@ class SearchNetwork(keras.Model):
                     multiplier,
                     shared_trace,
                     self.edge_functions,
+                    partial_channels,
                     name=f"cell_{i}",
                     **sub,
                 )  # fmt: skip
@@ -445,6 +509,13 @@ class SearchNetwork(keras.Model):
         self.alphas_reduce = self.add_weight(
             name="alphas_reduce", shape=(k, n), initializer=keras.initializers.RandomNormal(stddev=1e-3)
         )
+        if self.edge_normalization:  # PC-DARTS: 1e-3 * randn(k) each
+            self.betas_normal = self.add_weight(
+                name="betas_normal", shape=(k,), initializer=keras.initializers.RandomNormal(stddev=1e-3)
+            )
+            self.betas_reduce = self.add_weight(
+                name="betas_reduce", shape=(k,), initializer=keras.initializers.RandomNormal(stddev=1e-3)
+            )
         self.stem_conv.build(input_shape)
         stem_shape = self.stem_conv.compute_output_shape(input_shape)
         self.stem_bn.build(stem_shape)
@@ -466,19 +537,39 @@ class SearchNetwork(keras.Model):
         x = tf.cast(inputs, self.compute_dtype)
         weights_normal = tf.unstack(tf.nn.softmax(tf.cast(self.alphas_normal, self.compute_dtype), axis=-1))
         weights_reduce = tf.unstack(tf.nn.softmax(tf.cast(self.alphas_reduce, self.compute_dtype), axis=-1))
+        edges_normal = edges_reduce = None
+        if self.edge_normalization:
+            edges_normal = tf.unstack(edge_weights(tf.cast(self.betas_normal, self.compute_dtype), self.steps))
+            edges_reduce = tf.unstack(edge_weights(tf.cast(self.betas_reduce, self.compute_dtype), self.steps))
         s0 = s1 = self.stem_bn(
             self.stem_conv(x, training=training), training=training, update_statistics=update_statistics
         )
         passes = {"training": training, "update_statistics": update_statistics, "weight_gradients": weight_gradients}
         for cell in self.cells:
-            weights = weights_reduce if cell.reduction else weights_normal
-            s0, s1 = s1, cell(s0, s1, weights, **passes)
+            weights, edges = (weights_reduce, edges_reduce) if cell.reduction else (weights_normal, edges_normal)
+            s0, s1 = s1, cell(s0, s1, weights, edges, **passes)
         return self.classifier(tf.reduce_mean(s1, axis=[1, 2]), training=training)
 
     @property
-    def arch_variables(self) -> list:
-        """The architecture weights [alphas_normal, alphas_reduce]."""
+    def alpha_variables(self) -> list:
+        """The op weights [alphas_normal, alphas_reduce]."""
         return [self.alphas_normal, self.alphas_reduce]
+
+    @property
+    def beta_variables(self) -> list:
+        """The edge weights [betas_normal, betas_reduce] with `edge_normalization`, else []."""
+        return [self.betas_normal, self.betas_reduce] if self.edge_normalization else []
+
+    @property
+    def arch_variables(self) -> list:
+        """Every architecture variable: the alphas, then the betas (PC-DARTS's order)."""
+        return self.alpha_variables + self.beta_variables
+
+    def arch_arrays(self) -> dict:
+        """name -> NumPy value of every architecture variable (what a run records per epoch)."""
+        names = ["alphas_normal", "alphas_reduce"]
+        names += ["betas_normal", "betas_reduce"] if self.edge_normalization else []
+        return {name: np.asarray(variable.numpy()) for name, variable in zip(names, self.arch_variables)}
 
     @property
     def weight_variables(self) -> list:
@@ -486,13 +577,9 @@ class SearchNetwork(keras.Model):
         arch = {id(v) for v in self.arch_variables}
         return [v for v in self.trainable_variables if id(v) not in arch]
 
-    def genotype(self) -> Genotype:
-        return derive_genotype(
-            np.asarray(self.alphas_normal.numpy()),
-            np.asarray(self.alphas_reduce.numpy()),
-            steps=self.steps,
-            multiplier=self.multiplier,
-        )
+    def genotype(self, max_skip: int | None = None) -> Genotype:
+        """The derived cells (`derive_genotype`; with edge normalisation, edges weighted by the betas)."""
+        return derive_genotype(**self.arch_arrays(), steps=self.steps, multiplier=self.multiplier, max_skip=max_skip)
 
     def get_config(self):
         config = super().get_config()
@@ -505,6 +592,8 @@ class SearchNetwork(keras.Model):
                 "multiplier": self.multiplier,
                 "stem_multiplier": self.stem_multiplier,
                 "shared_trace": self.shared_trace,
+                "partial_channels": self.partial_channels,
+                "edge_normalization": self.edge_normalization,
             }
         )
         return config

@@ -13,11 +13,12 @@ import os
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from darts_tf import architect, data, runs, visualize
 from darts_tf.config import SearchConfig, check_choices, parse_early_stop
-from darts_tf.genotypes import Genotype, derive_genotype, format_alphas
+from darts_tf.genotypes import Genotype, edge_weights, format_alphas
 from darts_tf.optimizers import SGD, Adam, EpochCosineDecay, clip_by_global_norm, learning_rate_schedule
 from darts_tf.search_model import SearchNetwork
 
@@ -30,6 +31,8 @@ class ArchitectureSearch(keras.Model):
     `unrolled=True` the architecture gradient is the second-order one
     (`hessian` "finite_difference" as the paper, or "exact"), with the
     virtual step xi equal to the weight optimizer's current learning rate.
+    While `update_arch` is False (PC-DARTS's warm-up epochs, set by `ArchWarmup`) a
+    step trains the weights only.
     """
 
     def __init__(self, network, unrolled=False, hessian="finite_difference", beta_decay=0.0, **kwargs):
@@ -42,6 +45,7 @@ class ArchitectureSearch(keras.Model):
         self.beta_decay = beta_decay
         # beta-DARTS: the regulariser's weight this epoch (set by BetaDecaySchedule), read by the traced step.
         self.beta_decay_weight = tf.Variable(0.0, trainable=False, name="beta_decay_weight")
+        self.update_arch = True  # a Python switch: each value has its own traced step
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self.arch_loss_tracker = keras.metrics.Mean(name="arch_loss")
@@ -73,13 +77,20 @@ class ArchitectureSearch(keras.Model):
             return self.train_function
         if self.run_eagerly or self.jit_compile or self.steps_per_execution != 1:
             return super().make_train_function(force=force)
-        step_on_data = tf.function(self.train_step, autograph=False, reduce_retracing=True)
+        functions = {}  # update_arch -> (step on data, step on iterator), traced when first needed
 
-        @tf.function(autograph=False, reduce_retracing=True)
-        def step_on_iterator(iterator):
-            return self.train_step(iterator.get_next())  # end of data: OutOfRangeError, as Keras's
+        def steps_for(update_arch):
+            if update_arch not in functions:
+                step = lambda batches: self.step(batches, update_arch)  # noqa: E731
+                # end of data: OutOfRangeError, as Keras's
+                on_iterator = lambda iterator: step(iterator.get_next())  # noqa: E731
+                functions[update_arch] = tuple(
+                    tf.function(f, autograph=False, reduce_retracing=True) for f in (step, on_iterator)
+                )
+            return functions[update_arch]
 
         def train_function(iterator):
+            step_on_data, step_on_iterator = steps_for(bool(self.update_arch))
             if isinstance(iterator, (tf.data.Iterator, tf.distribute.DistributedIterator)):
                 return step_on_iterator(iterator)
             outputs = None
@@ -95,8 +106,9 @@ class ArchitectureSearch(keras.Model):
 
     def arch_gradients(self, train_batch, val_batch):
         gradients, loss = self._bilevel_gradients(train_batch, val_batch)
-        if self.beta_decay:
-            regulariser, _ = architect.beta_decay_gradients(self.network.arch_variables)
+        if self.beta_decay:  # the alphas only (the betas, when present, come after them)
+            regulariser, _ = architect.beta_decay_gradients(self.network.alpha_variables)
+            regulariser += [0.0] * (len(gradients) - len(regulariser))
             gradients = [g + self.beta_decay_weight * r for g, r in zip(gradients, regulariser)]
         return gradients, loss
 
@@ -125,13 +137,18 @@ class ArchitectureSearch(keras.Model):
         return loss, logits
 
     def train_step(self, batches):
+        return self.step(batches, self.update_arch)
+
+    def step(self, batches, update_arch=True):
+        """One search step; `update_arch=False` (warm-up) leaves the architecture variables alone."""
         train_batch, val_batch = batches
-        alpha_gradients, arch_loss = self.arch_gradients(train_batch, val_batch)
-        self.alpha_optimizer.apply(alpha_gradients, self.network.arch_variables)
+        if update_arch:
+            alpha_gradients, arch_loss = self.arch_gradients(train_batch, val_batch)
+            self.alpha_optimizer.apply(alpha_gradients, self.network.arch_variables)
+            self.arch_loss_tracker.update_state(arch_loss)
         loss, logits = self.weight_step(*train_batch)
         self.loss_tracker.update_state(loss)
         self.accuracy_tracker.update_state(train_batch[1], logits)
-        self.arch_loss_tracker.update_state(arch_loss)
         return {
             "loss": self.loss_tracker.result(),
             "accuracy": self.accuracy_tracker.result(),
@@ -154,8 +171,10 @@ class ArchitectureSearch(keras.Model):
 def _network(config: SearchConfig, source: data.ImageData) -> SearchNetwork:
     keras.utils.set_random_seed(config.seed)
     network = SearchNetwork(
-        config.C, source.num_classes, config.layers, config.steps, config.multiplier, shared_trace=config.shared_trace
-    )
+        config.C, source.num_classes, config.layers, config.steps, config.multiplier,
+        shared_trace=config.shared_trace, partial_channels=config.partial_channels,
+        edge_normalization=config.edge_normalization,
+    )  # fmt: skip
     network.build((None, *source.input_shape))
     return network
 
@@ -188,6 +207,18 @@ class BetaDecaySchedule(keras.callbacks.Callback):
         self.search.beta_decay_weight.assign(self.weight(epoch))
 
 
+class ArchWarmup(keras.callbacks.Callback):
+    """PC-DARTS's warm-up: the architecture variables train from epoch `warmup` on (epoch from 0)."""
+
+    def __init__(self, search: ArchitectureSearch, warmup: int):
+        super().__init__()
+        self.search = search
+        self.warmup = warmup
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.search.update_arch = epoch >= self.warmup
+
+
 class _SearchEpochEnd(keras.callbacks.Callback):
     """Writes the epoch's genotype, alphas and checkpoint, and prints the softmax(alphas) table."""
 
@@ -216,16 +247,16 @@ class _SearchEpochEnd(keras.callbacks.Callback):
             print(f"\nepoch {epoch + 1}: genotype = {genotype.to_json()}")
             if stop:
                 print(f"early stop ({self.config.early_stop}): {stop[0]}; kept the genotype of epoch {stop[1]}")
-            for name, value in alphas.items():
-                print(f"softmax({name}):\n{format_alphas(value, self.config.steps)}")
+            for name in ("alphas_normal", "alphas_reduce"):
+                print(f"softmax({name}):\n{format_alphas(alphas[name], self.config.steps)}")
+            for name in ("betas_normal", "betas_reduce"):
+                if name in alphas:
+                    print(f"edge weights ({name}): {np.round(edge_weights(alphas[name], self.config.steps), 4)}")
 
 
 def derived_genotype(network, config: SearchConfig) -> Genotype:
-    """The network's genotype under the run's derivation rules (`max_skip`)."""
-    return derive_genotype(
-        network.alphas_normal.numpy(), network.alphas_reduce.numpy(), network.steps, network.multiplier,
-        max_skip=config.max_skip,
-    )  # fmt: skip
+    """The network's genotype under the run's derivation rules (`max_skip`; the betas when present)."""
+    return network.genotype(max_skip=config.max_skip)
 
 
 def _genotype_json(network, config: SearchConfig) -> str:
@@ -264,14 +295,16 @@ def early_stop_reason(run_dir: str, epoch: int, config: SearchConfig) -> tuple[s
 
 
 def record_epoch(network, config: SearchConfig, epoch: int) -> tuple[Genotype, dict]:
-    """The alphas after `epoch` (0: the initial ones) and their genotype, in the run folder and TensorBoard."""
-    alphas = {"alphas_normal": network.alphas_normal.numpy(), "alphas_reduce": network.alphas_reduce.numpy()}
+    """The architecture variables after `epoch` (0: the initial ones) and their genotype, in the run folder and
+    TensorBoard."""
+    alphas = network.arch_arrays()
     genotype = derived_genotype(network, config)
     genotype.save(os.path.join(config.run_dir, f"genotype_epoch_{epoch:03d}.json"))
     runs.save_npz_atomic(os.path.join(config.run_dir, f"alphas_epoch_{epoch:03d}.npz"), **alphas)
     visualize.write_search_summaries(
-        os.path.join(config.run_dir, "tensorboard", "search"), epoch, *alphas.values(), genotype, config.steps
-    )
+        os.path.join(config.run_dir, "tensorboard", "search"), epoch, alphas["alphas_normal"],
+        alphas["alphas_reduce"], genotype, config.steps,
+    )  # fmt: skip
     return genotype, alphas
 
 
@@ -324,7 +357,8 @@ def run_search(
     )
     history = runs.fit_run(
         search, batches, config.run_dir, config.epochs, first_epoch, steps_per_epoch, val_eval,
-        callbacks=[BetaDecaySchedule(search), _SearchEpochEnd(search, config, verbose)],
+        callbacks=[BetaDecaySchedule(search), ArchWarmup(search, config.arch_warmup),
+                   _SearchEpochEnd(search, config, verbose)],
         csv_extra=lambda e: {"lr": schedule.value_at_epoch(e), "genotype": _genotype_json(search.network, config)},
         verbose=verbose,
         user_callbacks=callbacks,

@@ -228,12 +228,23 @@ def read_search_run(run_dir: str) -> dict:
         raise ValueError(f"{run_dir!r} holds no run (no config.json)")
     with open(config_path, encoding="utf-8") as handle:
         config = json.load(handle)
-    alphas = {}
+    alphas, betas = {}, {}
     for path in sorted(glob.glob(os.path.join(run_dir, "alphas_epoch_*.npz"))):
         epoch = int(re.search(r"alphas_epoch_(\d+)\.npz$", path).group(1))
         with np.load(path, allow_pickle=False) as arrays:
             alphas[epoch] = (arrays["alphas_normal"], arrays["alphas_reduce"])
-    return {"config": config, "alphas": alphas, "metrics": read_metrics(run_dir)}
+            if "betas_normal" in arrays:  # PC-DARTS edge normalisation
+                betas[epoch] = {"betas_normal": arrays["betas_normal"], "betas_reduce": arrays["betas_reduce"]}
+    return {"config": config, "alphas": alphas, "betas": betas, "metrics": read_metrics(run_dir)}
+
+
+def _epoch_genotype(run: dict, epoch: int) -> Genotype:
+    """The genotype derived from the run's architecture variables of `epoch`, under its rules."""
+    config = run["config"]
+    return derive_genotype(
+        *run["alphas"][epoch], steps=config.get("steps", 4), multiplier=config.get("multiplier", 4),
+        max_skip=config.get("max_skip"), **run.get("betas", {}).get(epoch, {}),
+    )  # fmt: skip
 
 
 def read_metrics(run_dir: str) -> list[dict]:
@@ -246,11 +257,10 @@ def read_metrics(run_dir: str) -> list[dict]:
 
 def search_frames(run: dict) -> list[np.ndarray]:
     """One RGB frame per recorded epoch: both heatmaps above both derived cells."""
-    steps, multiplier = run["config"].get("steps", 4), run["config"].get("multiplier", 4)
+    steps = run["config"].get("steps", 4)
     frames = []
     for epoch, (normal, reduce) in sorted(run["alphas"].items()):
-        genotype = derive_genotype(normal, reduce, steps=steps, multiplier=multiplier,
-                                   max_skip=run["config"].get("max_skip"))  # fmt: skip
+        genotype = _epoch_genotype(run, epoch)
         figure = _figure(16.0, 0.35 * normal.shape[0] + 6.5)
         grid = figure.add_gridspec(2, 2, height_ratios=[0.35 * normal.shape[0] + 2.0, 4.0])
         draw_heatmap(figure.add_subplot(grid[0, 0]), normal, steps, "softmax(alphas_normal)", colorbar=False)
@@ -329,12 +339,7 @@ def curves_figure(rows: list[dict], genotypes: list[Genotype] | None = None):
 
 
 def _run_genotypes(run: dict) -> list[Genotype]:
-    steps, multiplier = run["config"].get("steps", 4), run["config"].get("multiplier", 4)
-    max_skip = run["config"].get("max_skip")
-    return [
-        derive_genotype(n, r, steps=steps, multiplier=multiplier, max_skip=max_skip)
-        for _, (n, r) in sorted(run["alphas"].items())
-    ]
+    return [_epoch_genotype(run, epoch) for epoch in sorted(run["alphas"])]
 
 
 def _png_data(figure) -> str:

@@ -7,10 +7,13 @@ import tensorflow as tf
 from darts_tf.search_model import SearchNetwork
 
 
-def tiny_search_network(dtype="float32", C=4, num_classes=3, layers=3, size=8, seed=0, steps=4):
-    """A 3-cell search network (normal, reduction, reduction) on size x size RGB inputs."""
+def tiny_search_network(dtype="float32", C=4, num_classes=3, layers=3, size=8, seed=0, steps=4, **options):
+    """A 3-cell search network (normal, reduction, reduction) on size x size RGB inputs.
+
+    `options` go to `SearchNetwork` (partial_channels, edge_normalization, shared_trace).
+    """
     keras.utils.set_random_seed(seed)
-    model = SearchNetwork(C, num_classes, layers, steps=steps, multiplier=min(steps, 4), dtype=dtype)
+    model = SearchNetwork(C, num_classes, layers, steps=steps, multiplier=min(steps, 4), dtype=dtype, **options)
     model.build((None, size, size, 3))
     rng = np.random.default_rng(seed)
     # Alphas far from uniform so the second-order term is visible.

@@ -107,3 +107,15 @@ def test_naming_lives_in_convert_and_refuses_what_it_cannot_name():
     unbuilt = SepConv(4, 3, 1)
     with pytest.raises(ValueError, match="must be built"):
         torch_variables(unbuilt)
+
+
+def test_pc_darts_betas_round_trip():
+    model = tiny_search_network(C=8, seed=0, partial_channels=4, edge_normalization=True)
+    other = tiny_search_network(C=8, seed=7, partial_channels=4, edge_normalization=True)
+    sd = to_pytorch_state_dict(model)
+    assert sd["betas_normal"].shape == (14,) and sd["cells.0._ops.1._ops.4.op.1.weight"].shape == (2, 1, 3, 3)
+    load_pytorch_state_dict(other, sd)
+    for a, b in zip(model.variables, other.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    with pytest.raises(ValueError, match="unexpected 2: betas_normal, betas_reduce"):
+        load_pytorch_state_dict(tiny_search_network(C=8, partial_channels=4), sd)

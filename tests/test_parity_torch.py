@@ -20,7 +20,7 @@ from helpers import random_batch, tiny_search_network
 from darts_tf.architect import first_order_arch_gradients
 from darts_tf.convert import to_pytorch_state_dict
 from darts_tf.eval_model import NetworkCIFAR
-from darts_tf.genotypes import AMOEBANET, DARTS_V1, DARTS_V2, NASNET, PRIMITIVES
+from darts_tf.genotypes import AMOEBANET, DARTS_V1, DARTS_V2, NASNET, PRIMITIVES, derive_genotype
 
 if os.environ.get("DARTS_TF_REQUIRE_TORCH") == "1":
     import torch
@@ -306,3 +306,158 @@ def test_search_network_logits_and_alpha_gradients_match_pytorch():
     assert float(arch_loss) == pytest.approx(loss.item(), rel=1e-10)
     np.testing.assert_allclose(grads[0].numpy(), reference.alphas_normal.grad.numpy(), rtol=1e-7, atol=1e-12)
     np.testing.assert_allclose(grads[1].numpy(), reference.alphas_reduce.grad.numpy(), rtol=1e-7, atol=1e-12)
+
+
+# PC-DARTS (Xu et al., ICLR 2020; yuhuixu1993/PC-DARTS model_search.py), written from its description:
+# the ops of an edge see the first C // k channels, the rest bypass them (MaxPool2d(2, 2) on a
+# stride-2 edge), then channel_shuffle(cat, k); edges into a node weighted by per-node softmax(betas).
+
+
+def torch_channel_shuffle(x, groups):
+    b, c, h, w = x.shape
+    return x.view(b, groups, c // groups, h, w).transpose(1, 2).contiguous().view(b, c, h, w)
+
+
+class PCMixedOp(nn.Module):
+    def __init__(self, c, stride, k):
+        super().__init__()
+        self.k = k
+        self.mp = nn.MaxPool2d(2, 2)
+        ops = []
+        for name in PRIMITIVES:
+            op = make_op(name, c // k, stride, False)
+            if "pool" in name:
+                op = nn.Sequential(op, nn.BatchNorm2d(c // k, affine=False))
+            ops.append(op)
+        self._ops = nn.ModuleList(ops)
+
+    def forward(self, x, weights):
+        seen, bypass = x[:, : x.shape[1] // self.k], x[:, x.shape[1] // self.k :]
+        mixed = sum(w * op(seen) for w, op in zip(weights, self._ops))
+        if mixed.shape[2] != x.shape[2]:
+            bypass = self.mp(bypass)
+        return torch_channel_shuffle(torch.cat([mixed, bypass], dim=1), self.k)
+
+
+class PCSearchCell(SearchCell):
+    def __init__(self, steps, multiplier, c_pp, c_p, c, reduction, reduction_prev, k):
+        super().__init__(steps, multiplier, c_pp, c_p, c, reduction, reduction_prev)
+        self._ops = nn.ModuleList(
+            PCMixedOp(c, 2 if reduction and j < 2 else 1, k) for i in range(steps) for j in range(2 + i)
+        )
+
+    def forward(self, s0, s1, weights, weights2):
+        states, offset = [self.preprocess0(s0), self.preprocess1(s1)], 0
+        for _ in range(self.steps):
+            states.append(
+                sum(weights2[offset + j] * self._ops[offset + j](h, weights[offset + j]) for j, h in enumerate(states))
+            )
+            offset += len(states) - 1
+        return torch.cat(states[-self.multiplier :], dim=1)
+
+
+def torch_edge_weights(betas, steps):
+    pieces, start = [], 0
+    for node in range(steps):
+        pieces.append(F.softmax(betas[start : start + node + 2], dim=-1))
+        start += node + 2
+    return torch.cat(pieces)
+
+
+class TorchPCSearchNetwork(TorchSearchNetwork):
+    def __init__(self, c, num_classes, layers, k, steps=4, multiplier=4):
+        super().__init__(c, num_classes, layers, steps, multiplier)
+        self.steps = steps
+        c_curr, cells, reduction_prev = c, [], False
+        c_pp = c_p = 3 * c
+        for i in range(layers):
+            reduction = i in (layers // 3, 2 * layers // 3)
+            c_curr *= 2 if reduction else 1
+            cells.append(PCSearchCell(steps, multiplier, c_pp, c_p, c_curr, reduction, reduction_prev, k))
+            reduction_prev = reduction
+            c_pp, c_p = c_p, multiplier * c_curr
+        self.cells = nn.ModuleList(cells)
+        edges = sum(2 + i for i in range(steps))
+        self.betas_normal = nn.Parameter(torch.zeros(edges, dtype=torch.float64))
+        self.betas_reduce = nn.Parameter(torch.zeros(edges, dtype=torch.float64))
+
+    def forward(self, x):
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            alphas, betas = (
+                (self.alphas_reduce, self.betas_reduce) if cell.reduction else (self.alphas_normal, self.betas_normal)
+            )
+            s0, s1 = s1, cell(s0, s1, F.softmax(alphas, dim=-1), torch_edge_weights(betas, self.steps))
+        return self.classifier(s1.mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("shared_trace", [True, False], ids=["packed", "plain"])
+def test_pc_darts_search_network_matches_pytorch(shared_trace):
+    """Partial channels (K=4) with edge normalisation: logits and alpha/beta gradients as PC-DARTS's."""
+    model = tiny_search_network(
+        dtype="float64", C=8, num_classes=3, layers=3, size=8, partial_channels=4, edge_normalization=True,
+        shared_trace=shared_trace,
+    )  # fmt: skip
+    reference = TorchPCSearchNetwork(8, 3, 3, k=4)
+    _load(reference, to_pytorch_state_dict(model))  # alphas and betas included
+    reference.train()
+    images, labels = random_batch(n=4, size=8, num_classes=3, dtype="float64")
+    logits = reference(torch.from_numpy(images.numpy().transpose(0, 3, 1, 2).copy()))
+    loss = F.cross_entropy(logits, torch.from_numpy(labels.numpy()).long())
+    loss.backward()
+    np.testing.assert_allclose(model(images, training=True).numpy(), logits.detach().numpy(), rtol=1e-9, atol=1e-10)
+    grads, arch_loss = first_order_arch_gradients(model, (images, labels))
+    assert float(arch_loss) == pytest.approx(loss.item(), rel=1e-10)
+    expected = [reference.alphas_normal, reference.alphas_reduce, reference.betas_normal, reference.betas_reduce]
+    assert len(grads) == 4
+    for ours, theirs in zip(grads, expected):
+        assert np.abs(theirs.grad.numpy()).max() > 1e-6  # every architecture variable gets a gradient
+        np.testing.assert_allclose(ours.numpy(), theirs.grad.numpy(), rtol=1e-7, atol=1e-12)
+
+
+def test_pc_darts_paper_size_parameter_count_is_the_references():
+    from darts_tf.search_model import SearchNetwork
+
+    model = SearchNetwork(16, 10, 8, partial_channels=4, edge_normalization=True)
+    model.build((None, 32, 32, 3))
+    reference = TorchPCSearchNetwork(16, 10, 8, k=4)
+    weights = sum(p.numel() for name, p in reference.named_parameters() if "alphas" not in name and "betas" not in name)
+    assert sum(int(np.prod(v.shape)) for v in model.weight_variables) == weights == 299_578
+
+
+def test_pc_darts_reduction_bypass_on_odd_sizes_rounds_up():
+    """At 10 px a reduction edge meets 5 px: the bypass pools to 3 px like the ops (PC-DARTS would fail)."""
+    model = tiny_search_network(C=8, size=10, partial_channels=4)
+    assert model(tf.zeros((2, 10, 10, 3)), training=False).shape == (2, 3)
+
+
+def _pc_darts_parse(weights, weights2, steps):
+    """PC-DARTS's genotype() _parse, transcribed: op weights scaled by the edge weights, then DARTS's rule."""
+    gene, start, none = [], 0, PRIMITIVES.index("none")
+    for i in range(steps):
+        n = i + 2
+        W = weights[start : start + n].copy()
+        for j in range(n):
+            W[j, :] = W[j, :] * weights2[start + j]
+        edges = sorted(range(n), key=lambda x: -max(W[x][k] for k in range(len(W[x])) if k != none))[:2]
+        for j in edges:
+            k_best = None
+            for k in range(len(W[j])):
+                if k != none and (k_best is None or W[j][k] > W[j][k_best]):
+                    k_best = k
+            gene.append((PRIMITIVES[k_best], j))
+        start += n
+    return gene
+
+
+def test_pc_darts_genotype_derivation_matches_theirs():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        alphas = rng.normal(size=(2, 14, len(PRIMITIVES)))
+        betas = rng.normal(scale=2.0, size=(2, 14))
+        genotype = derive_genotype(alphas[0], alphas[1], betas_normal=betas[0], betas_reduce=betas[1])
+        with torch.no_grad():
+            for cell, a, b in ((genotype.normal, alphas[0], betas[0]), (genotype.reduce, alphas[1], betas[1])):
+                weights = F.softmax(torch.from_numpy(a), dim=-1).numpy()
+                weights2 = torch_edge_weights(torch.from_numpy(b), 4).numpy()
+                assert list(cell) == _pc_darts_parse(weights, weights2, 4)

@@ -299,3 +299,62 @@ def test_edge_functions_belong_to_their_network():
     lone = MixedOp(4, 1)
     lone.build((1, 6, 6, 4))
     assert isinstance(lone.edge_functions, EdgeFunctions) and len(lone.edge_functions) == 1
+
+
+def test_channel_shuffle_is_pytorchs_view_transpose_view():
+    from darts_tf.ops import channel_shuffle
+
+    x = np.random.default_rng(0).normal(size=(2, 3, 5, 12)).astype("float32")
+    nchw = x.transpose(0, 3, 1, 2)  # PyTorch: view(b, g, c/g, h, w).transpose(1, 2).view(b, c, h, w)
+    expected = nchw.reshape(2, 4, 3, 3, 5).transpose(0, 2, 1, 3, 4).reshape(2, 12, 3, 5).transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(channel_shuffle(tf.constant(x), 4).numpy(), expected)
+    assert channel_shuffle(tf.constant(x), 4).numpy()[0, 0, 0, 1] == x[0, 0, 0, 3]  # channel 3 (group 1) -> 1
+    with pytest.raises(ValueError, match="divisible by groups=5"):
+        channel_shuffle(tf.constant(x), 5)
+
+
+@pytest.mark.parametrize("size", [6, 7])
+def test_halving_max_pool_rounds_odd_sizes_up_as_minus_infinity_padding(size):
+    from darts_tf.ops import halving_max_pool
+
+    x = np.random.default_rng(1).normal(size=(2, size, size, 3))
+    padded = np.full((2, size + size % 2, size + size % 2, 3), -np.inf)
+    padded[:, :size, :size] = x
+    half = padded.shape[1] // 2
+    expected = padded.reshape(2, half, 2, half, 2, 3).max(axis=(2, 4))
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        y = halving_max_pool(xt)
+        total = tf.reduce_sum(y)
+    np.testing.assert_array_equal(y.numpy(), expected)
+    gradient = tape.gradient(total, xt).numpy()
+    assert gradient.sum() == half * half * 2 * 3 and set(np.unique(gradient)) <= {0.0, 1.0}  # one max per window
+
+
+def test_partial_channel_network_variables_and_options():
+    model = SearchNetwork(16, 10, 8, partial_channels=4, edge_normalization=True)
+    model.build((None, 32, 32, 3))
+    assert [tuple(a.shape) for a in model.arch_variables] == [(14, 8), (14, 8), (14,), (14,)]
+    assert [a.name for a in model.beta_variables] == ["betas_normal", "betas_reduce"]
+    ids = [id(v) for v in model.weight_variables + model.arch_variables]
+    assert len(ids) == len(set(ids)) == len(model.trainable_variables)
+    betas = np.concatenate([b.numpy() for b in model.beta_variables])
+    assert 0.3e-3 < betas.std() < 2e-3 and not np.array_equal(*(b.numpy() for b in model.beta_variables))
+    # The ops of every edge at a quarter of the width: 1,930,618 weights become 299,578 (the
+    # PyTorch reference's count, tests/test_parity_torch.py).
+    assert _count(model.weight_variables) == 299_578
+    edge = model.cells[0].edges[0]
+    assert edge.op_channels == 4 and edge._shared.template.channels == 4
+    config = model.get_config()
+    assert config["partial_channels"] == 4 and config["edge_normalization"] is True
+    again = SearchNetwork.from_config(config)
+    assert again.partial_channels == 4 and again.edge_normalization
+    genotype = model.genotype()
+    from darts_tf.genotypes import derive_genotype
+
+    assert genotype == derive_genotype(**model.arch_arrays())
+    with pytest.raises(ValueError, match="partial_channels, a positive integer dividing C=16"):
+        SearchNetwork(16, 10, 8, partial_channels=3)
+    with pytest.raises(ValueError, match="dividing channels=6"):
+        MixedOp(6, 1, partial_channels=4)

@@ -211,3 +211,67 @@ def test_beta_decay_adds_its_weighted_gradient_to_the_architecture_gradient():
     for g, p, a in zip(regularised, plain, network.arch_variables, strict=True):
         softmax = tf.nn.softmax(a, axis=-1).numpy()
         np.testing.assert_allclose(g.numpy(), p.numpy() + 2.0 * softmax / rows, rtol=1e-5, atol=1e-8)
+
+
+def test_pc_darts_search_warms_up_records_betas_and_resumes_exactly(tmp_path):
+    """--partial-channels, --edge-normalization, --arch-warmup: recorded, honoured by --resume."""
+    from darts_tf.genotypes import derive_genotype
+
+    options = dict(dataset="synthetic", epochs=3, C=8, partial_channels=4, edge_normalization=True, arch_warmup=1)
+    straight = run_search(tiny_config(tmp_path / "a", **options), verbose=0)
+    run = tmp_path / "a"
+    assert json.loads((run / "config.json").read_text())["partial_channels"] == 4
+    epochs = [dict(np.load(run / f"alphas_epoch_{e:03d}.npz")) for e in range(4)]
+    assert set(epochs[0]) == {"alphas_normal", "alphas_reduce", "betas_normal", "betas_reduce"}
+    for name in epochs[0]:  # the warm-up epoch trains the weights only
+        np.testing.assert_array_equal(epochs[1][name], epochs[0][name])
+        assert np.abs(epochs[2][name] - epochs[1][name]).max() > 1e-5, name  # then alphas and betas move
+    kept = derive_genotype(**epochs[3], steps=2, multiplier=2)
+    assert straight["genotype"] == kept == Genotype.load(run / "genotype_epoch_003.json")
+    with pytest.raises(KeyboardInterrupt):
+        run_search(tiny_config(tmp_path / "b", **options), verbose=0, callbacks=[_Interrupt()])
+    resumed = run_search(tiny_config(tmp_path / "b"), resume=True, verbose=0)
+    assert resumed["genotype"] == straight["genotype"]
+    with np.load(run / "alphas_epoch_003.npz") as a, np.load(tmp_path / "b" / "alphas_epoch_003.npz") as b:
+        for name in a:
+            np.testing.assert_allclose(a[name], b[name], rtol=0, atol=1e-7, err_msg=name)
+
+
+def test_beta_decay_regularises_the_alphas_and_leaves_the_betas_alone():
+    from helpers import random_batch, tiny_search_network
+
+    from darts_tf.searcher import ArchitectureSearch
+
+    network = tiny_search_network(C=8, partial_channels=2, edge_normalization=True)
+    batch = random_batch()
+    plain, _ = ArchitectureSearch(network).arch_gradients(batch, batch)
+    search = ArchitectureSearch(network, beta_decay=50.0)
+    search.beta_decay_weight.assign(1.0)
+    regularised, _ = search.arch_gradients(batch, batch)
+    assert len(regularised) == 4
+    for g, p in zip(regularised[2:], plain[2:]):
+        np.testing.assert_array_equal(g.numpy(), p.numpy())
+    softmax = tf.nn.softmax(network.alphas_normal, axis=-1).numpy()
+    np.testing.assert_allclose(regularised[0].numpy(), plain[0].numpy() + softmax / 28, rtol=1e-5, atol=1e-8)
+
+
+def test_pc_darts_preset_and_flags(tmp_path):
+    from darts_tf.config import SEARCH_PRESETS, check_choices
+
+    preset = SearchConfig(**SEARCH_PRESETS["pcdarts"])
+    assert (preset.partial_channels, preset.edge_normalization, preset.batch_size) == (4, True, 256)
+    assert (preset.learning_rate, preset.learning_rate_min, preset.arch_learning_rate, preset.arch_warmup) == (
+        0.1, 0.0, 6e-4, 15,
+    )  # fmt: skip
+    assert not preset.unrolled and SearchConfig().partial_channels == 1 and not SearchConfig().edge_normalization
+    with pytest.raises(ValueError, match="--partial-channels must be a positive divisor of --C 16. Received: 3"):
+        check_choices(SearchConfig(partial_channels=3))
+    with pytest.raises(ValueError, match="--arch-warmup must be 0 or more"):
+        check_choices(SearchConfig(arch_warmup=-1))
+    cmd = [sys.executable, os.path.join(ROOT, "scripts", "search.py"), "--dataset", "synthetic", "--preset", "pcdarts",
+           "--partial-channels", "5", "--run-dir", str(tmp_path / "run"), "--quiet"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].endswith(
+        "error: --partial-channels must be a positive divisor of --C 16. Received: 5"
+    )
+    assert not (tmp_path / "run").exists()

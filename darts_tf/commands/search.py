@@ -5,6 +5,7 @@ darts-tf search                                # the paper's search, CIFAR-10 fr
 darts-tf search --unrolled --run-dir runs/second_order
 darts-tf search --resume runs/search           # continue an interrupted search
 darts-tf search --early-stop skip:2 --max-skip 2   # collapse guards (DARTS+, P-DARTS)
+darts-tf search --preset pcdarts                   # PC-DARTS: partial channels, edge normalisation
 """
 
 from __future__ import annotations
@@ -35,6 +36,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--early-stop", metavar="RULE",
         help="DARTS+: skip:N stops when the derived normal cell holds N skip connections (keeping the genotype "
         "before), stable:E when the genotype has not changed for E epochs",
+    )  # fmt: skip
+    p.add_argument(
+        "--partial-channels", type=int, metavar="K",
+        help="PC-DARTS: each edge's ops see 1/K of its channels, the rest bypass them (their setting: 4)",
+    )  # fmt: skip
+    p.add_argument(
+        "--edge-normalization", action="store_true", default=None,
+        help="PC-DARTS: per-node softmax weights of the edges (betas), trained with the alphas and used in derivation",
+    )  # fmt: skip
+    p.add_argument(
+        "--arch-warmup", type=int, metavar="EPOCHS",
+        help="train the weights only for the first EPOCHS epochs (PC-DARTS: 15)",
     )  # fmt: skip
     p.add_argument(
         "--no-shared-trace",
