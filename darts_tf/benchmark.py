@@ -204,7 +204,11 @@ def _summary(times: list[float], batch: int) -> dict:
     }
 
 
-def _search_model(C: int, layers: int, order: str, shared_trace: bool = True):
+# Search variants of the benchmark's search rows: SearchConfig fields beside plain DARTS.
+VARIANTS = {"plain": {}, "pcdarts": {"partial_channels": 4, "edge_normalization": True}}
+
+
+def _search_model(C: int, layers: int, order: str, shared_trace: bool = True, variant: str = "plain"):
     from darts_tf.optimizers import learning_rate_schedule
     from darts_tf.searcher import SearchConfig, build_search
 
@@ -212,7 +216,9 @@ def _search_model(C: int, layers: int, order: str, shared_trace: bool = True):
         num_classes = 10
         input_shape = (32, 32, 3)
 
-    config = SearchConfig(C=C, layers=layers, unrolled=order == "second", shared_trace=shared_trace)
+    config = SearchConfig(
+        C=C, layers=layers, unrolled=order == "second", shared_trace=shared_trace, **VARIANTS[variant]
+    )
     return build_search(config, Source(), learning_rate_schedule(config, 390))
 
 
@@ -228,12 +234,14 @@ def _batches(batch: int, count: int, seed: int = 0):
     return out
 
 
-def bench_search(order: str, batch: int, C: int, layers: int, steps: int, warmup: int, t0: float, device: str) -> dict:
+def bench_search(
+    order: str, batch: int, C: int, layers: int, steps: int, warmup: int, t0: float, device: str, variant="plain"
+) -> dict:
     """A search step (architecture step + weight step) through Keras's train_function."""
     import tensorflow as tf
 
     with tf.device(device):
-        search = _search_model(C, layers, order)
+        search = _search_model(C, layers, order, variant=variant)
         train, val = _batches(batch, 2)
         data = tf.data.Dataset.from_tensors((train, val)).repeat()
         iterator = iter(data)
@@ -448,7 +456,10 @@ def run_worker(spec: dict) -> dict:
         tf.config.threading.set_inter_op_parallelism_threads(spec["threads"])
     steps, warmup = spec.get("steps", 5), spec.get("warmup", 1)
     if kind == "search":
-        return bench_search(spec["order"], spec["batch"], spec["C"], spec["layers"], steps, warmup, t0, device)
+        return bench_search(
+            spec["order"], spec["batch"], spec["C"], spec["layers"], steps, warmup, t0, device,
+            spec.get("variant", "plain"),
+        )  # fmt: skip
     if kind == "search_flops":
         return {"flops_per_image": search_step_flops(spec["order"], spec["C"], spec["layers"], 2) / 2}
     if kind == "eval_train":

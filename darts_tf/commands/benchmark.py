@@ -32,6 +32,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--orders", nargs="+", choices=["first", "second"], default=["first", "second"])
     p.add_argument("--search-batches", nargs="+", type=int, default=[16, 32, 64])
+    p.add_argument(
+        "--pcdarts-batches", nargs="+", type=int, default=[64, 256],
+        help="batches of the PC-DARTS search rows (K=4, edge normalisation, first order; their batch: 256)",
+    )  # fmt: skip
+    p.add_argument("--skip-variants", action="store_true", help="skip the PC-DARTS search rows")
     p.add_argument("--C", type=int, default=16, help="search network channels (paper: 16)")
     p.add_argument("--layers", type=int, default=8, help="search network cells (paper: 8)")
     p.add_argument("--eval-batches", nargs="+", type=int, default=[32, 96])
@@ -209,6 +214,24 @@ def _folder_rows(args, common: dict, huge: bool, rows: list, env: dict) -> None:
         env[f"folder_{size}_consumer_images_per_s"] = rate
 
 
+# CIFAR-10's 50,000 training images, halved for the search (train_portion 0.5); the paper's 50 epochs.
+SEARCH_IMAGES, SEARCH_EPOCHS = 25_000, 50
+
+
+def projected_search_hours(median_s: float, batch: int) -> float:
+    """Wall time of a full CIFAR-10 search at this step time: 50 epochs of 25,000 // batch steps."""
+    return median_s * (SEARCH_IMAGES // batch) * SEARCH_EPOCHS / 3600.0
+
+
+def _print_projections(rows: list) -> None:
+    for r in rows:
+        if r.get("key", ("",))[0] == "search" and "median_s" in r:
+            hours = projected_search_hours(r["median_s"], r["batch"])
+            r["projected_search_h"] = hours
+            print(f"projected 50-epoch CIFAR-10 search, {r['name']}, batch {r['batch']}: "
+                  f"{hours:.1f} h ({SEARCH_IMAGES // r['batch']} steps per epoch)", flush=True)  # fmt: skip
+
+
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for name in ("steps", "C", "layers"):
         if getattr(args, name) <= 0:
@@ -252,6 +275,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                     r["gflops"] = flops * batch / r["median_s"] / 1e9
                 rows.append(r)
                 print(table(rows[-1:]).splitlines()[-1], flush=True)
+        if not args.skip_variants:
+            for batch in args.pcdarts_batches:
+                spec = {"kind": "search", "order": "first", "variant": "pcdarts", "batch": batch, "C": args.C}
+                r = measure({**spec, "layers": args.layers, **common}, huge)
+                r.update(name="search, PC-DARTS K=4 (first order)", batch=batch, key=("search", "pcdarts", batch))
+                rows.append(r)
+                print(table(rows[-1:]).splitlines()[-1], flush=True)
+        _print_projections(rows)
     if not args.skip_eval:
         for batch in args.eval_batches:
             r = measure({"kind": "eval_train", "batch": batch, **common}, huge)
