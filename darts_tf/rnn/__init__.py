@@ -1,0 +1,1 @@
+"""Recurrent DARTS: the Penn Treebank search space, its language model, search and training."""

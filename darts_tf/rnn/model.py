@@ -1,0 +1,330 @@
+"""The recurrent DARTS cell (search and discrete) and its language model (Penn Treebank).
+
+The computation is the original's (quark0/darts rnn/model.py and model_search.py):
+node 0 is s0 = h + sigmoid(c0) * (tanh(h0) - h) with [c0, h0] = [x, h] W0; node i + 1
+takes predecessor states s_j through [c, h'] = s_j W_{i+1} and s = s_j + sigmoid(c) *
+(f(h') - s_j); the cell output h_t is the mean of nodes 1..8. In search every node sums
+all its predecessors and all activations, weighted by softmax(alphas), with one W per
+node shared by its incoming edges, and a non-affine BatchNorm after s0 and every node.
+Dropout masks: on x and h inside the cell (one mask per sequence), variational (locked)
+dropout on the embeddings and the outputs, and embedding dropout (whole words).
+
+Tensors are time-major, [time, batch, ...], as the original; tokens are int32.
+
+Reference: Liu, Simonyan & Yang, ICLR 2019 (arXiv:1806.09055), Sec. 2.1, 3.1.2;
+Merity, Keskar & Socher, "Regularizing and Optimizing LSTM Language Models" (arXiv:1708.02182)
+for the dropouts, AR/TAR and averaged SGD.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from darts_tf.rnn.genotypes import PRIMITIVES, STEPS, RecurrentGenotype, derive_recurrent_genotype, num_edges
+
+INIT_RANGE = 0.04
+BN_MOMENTUM, BN_EPSILON = 0.1, 1e-5  # PyTorch's BatchNorm1d defaults
+
+_ACTIVATIONS = {"tanh": tf.tanh, "relu": tf.nn.relu, "sigmoid": tf.sigmoid, "identity": tf.identity}
+
+
+def _uniform():
+    return keras.initializers.RandomUniform(-INIT_RANGE, INIT_RANGE)
+
+
+def dropout_mask(seed, shape, rate: float, dtype) -> tf.Tensor:
+    """A 0 or 1 / (1 - rate) mask, a pure function of the stateless `seed` (int32 [2])."""
+    keep = 1.0 - rate
+    uniform = tf.random.stateless_uniform(shape, seed, dtype=dtype)
+    return tf.floor(uniform + keep) / keep
+
+
+class RecurrentCell(keras.layers.Layer):
+    """A DARTS recurrent cell run over a sequence (arXiv:1806.09055, Sec. 2.1, Fig. 1/6).
+
+    With a `genotype` it is the discrete cell; without, the search cell, whose call takes
+    the op weights `probs` [num_edges, 5] (softmax of the alphas).
+
+    Args:
+        ninp: input size.
+        nhid: hidden size.
+        genotype: a `RecurrentGenotype`, or None for the search cell.
+        steps: nodes after s0 (the search cell's; a genotype brings its own).
+    """
+
+    def __init__(self, ninp, nhid, genotype=None, steps=STEPS, **kwargs):
+        super().__init__(**kwargs)
+        self.ninp = ninp
+        self.nhid = nhid
+        self.genotype = genotype
+        self.steps = genotype.steps if genotype is not None else steps
+
+    def build(self, input_shape=None):
+        self.W0 = self.add_weight(name="W0", shape=(self.ninp + self.nhid, 2 * self.nhid), initializer=_uniform())
+        self.Ws = [
+            self.add_weight(name=f"W{i + 1}", shape=(self.nhid, 2 * self.nhid), initializer=_uniform())
+            for i in range(self.steps)
+        ]
+        if self.genotype is None:  # BatchNorm1d(nhid, affine=False), shared by s0 and every node
+            self.moving_mean = self.add_weight(name="moving_mean", shape=(self.nhid,), initializer="zeros",
+                                               trainable=False)  # fmt: skip
+            self.moving_variance = self.add_weight(name="moving_variance", shape=(self.nhid,), initializer="ones",
+                                                   trainable=False)  # fmt: skip
+
+    def _batch_norm(self, x, statistics, training):
+        if not training:
+            mean, variance = tf.cast(self.moving_mean, x.dtype), tf.cast(self.moving_variance, x.dtype)
+            return (x - mean) * tf.math.rsqrt(variance + BN_EPSILON), statistics
+        mean = tf.reduce_mean(x, axis=0)
+        variance = tf.reduce_mean(tf.square(x - mean), axis=0)  # biased, for normalising
+        n = tf.cast(tf.shape(x)[0], x.dtype)
+        moving_mean, moving_variance = statistics
+        statistics = (
+            (1.0 - BN_MOMENTUM) * moving_mean + BN_MOMENTUM * mean,
+            (1.0 - BN_MOMENTUM) * moving_variance + BN_MOMENTUM * variance * n / (n - 1.0),  # unbiased
+        )
+        return (x - mean) * tf.math.rsqrt(variance + BN_EPSILON), statistics
+
+    def _step(self, x, h_prev, probs, x_mask, h_mask, statistics, training):
+        nhid = self.nhid
+        if training:
+            xh = tf.concat([x * x_mask, h_prev * h_mask], axis=-1)
+        else:
+            xh = tf.concat([x, h_prev], axis=-1)
+        c0, h0 = tf.split(tf.matmul(xh, tf.cast(self.W0, x.dtype)), 2, axis=-1)
+        s0 = h_prev + tf.sigmoid(c0) * (tf.tanh(h0) - h_prev)
+        if self.genotype is not None:
+            states = [s0]
+            for i, (name, predecessor) in enumerate(self.genotype.recurrent):
+                s_prev = states[predecessor]
+                masked = s_prev * h_mask if training else s_prev
+                c, h = tf.split(tf.matmul(masked, tf.cast(self.Ws[i], x.dtype)), 2, axis=-1)
+                states.append(s_prev + tf.sigmoid(c) * (_ACTIVATIONS[name](h) - s_prev))
+            return tf.reduce_mean(tf.stack([states[i] for i in self.genotype.concat], axis=0), axis=0), statistics
+        s0, statistics = self._batch_norm(s0, statistics, training)
+        states, offset = [s0], 0
+        for i in range(self.steps):
+            stacked = tf.stack(states, axis=0)  # [i + 1, B, nhid]
+            masked = stacked * h_mask if training else stacked
+            ch = tf.reshape(
+                tf.matmul(tf.reshape(masked, [-1, nhid]), tf.cast(self.Ws[i], x.dtype)), [i + 1, -1, 2 * nhid]
+            )
+            c, h = tf.sigmoid(ch[..., :nhid]), ch[..., nhid:]
+            weights = probs[offset : offset + i + 1]  # [i + 1, 5]
+            s = 0.0
+            for k, name in enumerate(PRIMITIVES):
+                if name == "none":
+                    continue
+                w = weights[:, k][:, None, None]
+                s = s + tf.reduce_sum(w * (stacked + c * (_ACTIVATIONS[name](h) - stacked)), axis=0)
+            s, statistics = self._batch_norm(s, statistics, training)
+            states.append(s)
+            offset += i + 1
+        return tf.reduce_mean(
+            tf.stack(states[1:], axis=0), axis=0
+        ), statistics  # nodes 1..steps (the original's CONCAT)
+
+    def call(self, inputs, hidden, probs=None, x_mask=None, h_mask=None, training=False, update_statistics=True):
+        """(outputs [T, B, nhid], the last hidden state [B, nhid]) of the sequence `inputs` [T, B, ninp]."""
+        if self.genotype is None and probs is None:
+            raise ValueError("The search cell needs probs (softmax of the alphas) in its call")
+        training = bool(training)
+        dtype = inputs.dtype
+        if training and (x_mask is None or h_mask is None):
+            batch = tf.shape(inputs)[1]
+            x_mask = tf.ones([batch, self.ninp], dtype) if x_mask is None else x_mask
+            h_mask = tf.ones([batch, self.nhid], dtype) if h_mask is None else h_mask
+        searching = self.genotype is None
+        statistics = (
+            (tf.cast(self.moving_mean, dtype), tf.cast(self.moving_variance, dtype))
+            if searching
+            else (tf.zeros([]),) * 2
+        )
+        length = tf.shape(inputs)[0]
+        outputs = tf.TensorArray(dtype, size=length)
+
+        def body(t, h, mean, variance, outputs):
+            h, (mean, variance) = self._step(inputs[t], h, probs, x_mask, h_mask, (mean, variance), training)
+            return t + 1, h, mean, variance, outputs.write(t, h)
+
+        _, h, mean, variance, outputs = tf.while_loop(
+            lambda t, *_: t < length, body, (tf.constant(0), tf.cast(hidden, dtype), *statistics, outputs)
+        )
+        if searching and training and update_statistics:
+            self.moving_mean.assign(tf.cast(mean, self.moving_mean.dtype))
+            self.moving_variance.assign(tf.cast(variance, self.moving_variance.dtype))
+        return outputs.stack(), h
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "ninp": self.ninp,
+                "nhid": self.nhid,
+                "genotype": None if self.genotype is None else self.genotype.to_dict(),
+                "steps": self.steps,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if config.get("genotype") is not None:
+            config["genotype"] = RecurrentGenotype.from_dict(config["genotype"])
+        return cls(**config)
+
+
+class RNNModel(keras.Model):
+    """The DARTS recurrent language model (arXiv:1806.09055, Sec. 3.1.2; the original's RNNModel).
+
+    Embedding (tied to the decoder), locked dropout, one DARTS cell, locked dropout,
+    linear decoder and log-softmax. With `genotype=None` it is the search model
+    (`RNNModelSearch`): the cell is the search cell and the alphas [36, 5] are a
+    variable of the model (`arch_variables`).
+
+    Args:
+        ntoken: vocabulary size.
+        ninp, nhid: embedding and hidden size (equal, as the original requires).
+        dropout, dropouth, dropoutx, dropouti, dropoute: output, hidden, input (inside the
+            cell), embedding-output and embedding (whole word) dropout rates.
+        genotype: a `RecurrentGenotype`, or None to search.
+    """
+
+    def __init__(
+        self, ntoken, ninp=850, nhid=850, dropout=0.75, dropouth=0.25, dropoutx=0.75, dropouti=0.2, dropoute=0.1,
+        genotype=None, steps=STEPS, **kwargs,
+    ):  # fmt: skip
+        super().__init__(**kwargs)
+        if ninp != nhid:
+            raise ValueError(f"RNNModel expected ninp == nhid (tied weights). Received: ninp={ninp}, nhid={nhid}")
+        for name, rate in (("dropout", dropout), ("dropouth", dropouth), ("dropoutx", dropoutx),
+                           ("dropouti", dropouti), ("dropoute", dropoute)):  # fmt: skip
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"RNNModel expected {name} in [0, 1). Received: {name}={rate}")
+        self.ntoken = ntoken
+        self.ninp = ninp
+        self.nhid = nhid
+        self.dropout = dropout
+        self.dropouth = dropouth
+        self.dropoutx = dropoutx
+        self.dropouti = dropouti
+        self.dropoute = dropoute
+        self.genotype = genotype
+        self.steps = genotype.steps if genotype is not None else steps
+        self.cell = RecurrentCell(ninp, nhid, genotype, self.steps, name="cell", dtype=self.dtype_policy)
+        self.seed_generator = keras.random.SeedGenerator(0, name="dropout_seeds")
+
+    def build(self, input_shape=None):
+        self.embedding = self.add_weight(name="embedding", shape=(self.ntoken, self.ninp), initializer=_uniform())
+        self.decoder_bias = self.add_weight(name="decoder_bias", shape=(self.ntoken,), initializer="zeros")
+        if self.genotype is None:
+            self.alphas = self.add_weight(
+                name="alphas", shape=(num_edges(self.steps), len(PRIMITIVES)),
+                initializer=keras.initializers.RandomNormal(stddev=1e-3),
+            )  # fmt: skip
+        self.cell.build()
+        self.built = True
+
+    @property
+    def searching(self) -> bool:
+        return self.genotype is None
+
+    @property
+    def arch_variables(self) -> list:
+        return [self.alphas] if self.searching else []
+
+    @property
+    def weight_variables(self) -> list:
+        arch = {id(v) for v in self.arch_variables}
+        return [v for v in self.trainable_variables if id(v) not in arch]
+
+    def init_hidden(self, batch_size: int) -> tf.Tensor:
+        return tf.zeros([batch_size, self.nhid], self.compute_dtype)
+
+    def call(self, tokens, hidden, training=False, seed=None, update_statistics=True):
+        """{"log_probs" [T, B, ntoken], "hidden" [B, nhid], "raw_outputs", "outputs" [T, B, nhid]} of tokens [T, B].
+
+        `seed` (int32 [2]) makes the training-mode dropout masks a pure function of it
+        (a fresh seed from the model's generator when None).
+        """
+        training = bool(training)
+        dtype = self.compute_dtype
+        tokens = tf.convert_to_tensor(tokens)
+        batch = tf.shape(tokens)[1]
+        embedding = tf.cast(self.embedding, dtype)
+        masks = {}
+        if training:
+            if seed is None:
+                seed = self.seed_generator.next()
+            seed = tf.cast(seed, tf.int32)
+            fold = lambda k: tf.random.experimental.stateless_fold_in(seed, k)  # noqa: E731
+            if self.dropoute:
+                embedding = embedding * dropout_mask(fold(0), [self.ntoken, 1], self.dropoute, dtype)
+            masks = {
+                "input": dropout_mask(fold(1), [1, batch, self.ninp], self.dropouti, dtype) if self.dropouti else None,
+                "x": dropout_mask(fold(2), [batch, self.ninp], self.dropoutx, dtype),
+                "h": dropout_mask(fold(3), [batch, self.nhid], self.dropouth, dtype),
+                "output": dropout_mask(fold(4), [1, batch, self.nhid], self.dropout, dtype) if self.dropout else None,
+            }
+        emb = tf.gather(embedding, tokens)
+        if masks.get("input") is not None:
+            emb = emb * masks["input"]
+        probs = tf.nn.softmax(tf.cast(self.alphas, dtype), axis=-1) if self.searching else None
+        raw, hidden = self.cell(
+            emb, hidden, probs=probs, x_mask=masks.get("x"), h_mask=masks.get("h"), training=training,
+            update_statistics=update_statistics,
+        )  # fmt: skip
+        outputs = raw * masks["output"] if masks.get("output") is not None else raw
+        logits = tf.matmul(tf.reshape(outputs, [-1, self.ninp]), embedding, transpose_b=True) + tf.cast(
+            self.decoder_bias, dtype
+        )
+        log_probs = tf.reshape(tf.nn.log_softmax(logits, axis=-1), [tf.shape(tokens)[0], batch, self.ntoken])
+        return {"log_probs": log_probs, "hidden": hidden, "raw_outputs": raw, "outputs": outputs}
+
+    def genotype_of_alphas(self) -> RecurrentGenotype:
+        """The derived recurrent cell (search model only)."""
+        return derive_recurrent_genotype(np.asarray(self.alphas.numpy()), self.steps)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "ntoken": self.ntoken,
+                "ninp": self.ninp,
+                "nhid": self.nhid,
+                "dropout": self.dropout,
+                "dropouth": self.dropouth,
+                "dropoutx": self.dropoutx,
+                "dropouti": self.dropouti,
+                "dropoute": self.dropoute,
+                "genotype": None if self.genotype is None else self.genotype.to_dict(),
+                "steps": self.steps,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if config.get("genotype") is not None:
+            config["genotype"] = RecurrentGenotype.from_dict(config["genotype"])
+        return cls(**config)
+
+
+def nll(log_probs, targets) -> tf.Tensor:
+    """Mean negative log-likelihood of int targets [T, B] under log_probs [T, B, V]."""
+    picked = tf.gather(log_probs, tf.cast(targets, tf.int32), axis=-1, batch_dims=2)
+    return -tf.reduce_mean(picked)
+
+
+def temporal_activation_regularization(raw_outputs, beta: float) -> tf.Tensor:
+    """TAR: beta * mean((h_{t+1} - h_t)^2) over the cell's outputs (before output dropout)."""
+    return beta * tf.reduce_mean(tf.square(raw_outputs[1:] - raw_outputs[:-1]))
+
+
+def activation_regularization(outputs, alpha: float) -> tf.Tensor:
+    """AR: alpha * mean(h^2) over the dropped outputs."""
+    return alpha * tf.reduce_mean(tf.square(outputs))

@@ -1,0 +1,212 @@
+"""Recurrent DARTS against PyTorch modules written as the original's rnn/ code computes (float64).
+
+The reference below follows quark0/darts rnn/model.py, model_search.py and architect.py:
+the highway cell, the search cell's shared per-node W and BatchNorm1d(affine=False),
+the tied embedding/decoder and log-softmax, and the architect's first- and second-order
+steps (unrolled SGD step with clipped gradients, finite-difference Hessian-vector product,
+the implicit term scaled by eta * clip_coef). Loading our weights with
+`load_state_dict(strict=True)` checks the converter's names and shapes.
+"""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from darts_tf.rnn import architect
+from darts_tf.rnn.convert import to_pytorch_state_dict
+from darts_tf.rnn.genotypes import DARTS_V1, DARTS_V2, PRIMITIVES, STEPS
+from darts_tf.rnn.model import RNNModel
+
+if os.environ.get("DARTS_TF_REQUIRE_TORCH") == "1":
+    import torch
+else:
+    torch = pytest.importorskip("torch")
+nn, F = torch.nn, torch.nn.functional
+
+ACT = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid, "identity": lambda x: x}
+
+
+class TorchCell(nn.Module):
+    def __init__(self, ninp, nhid, genotype):
+        super().__init__()
+        self.nhid, self.genotype = nhid, genotype
+        steps = len(genotype.recurrent) if genotype is not None else STEPS
+        self._W0 = nn.Parameter(torch.zeros(ninp + nhid, 2 * nhid, dtype=torch.float64))
+        self._Ws = nn.ParameterList(
+            [nn.Parameter(torch.zeros(nhid, 2 * nhid, dtype=torch.float64)) for _ in range(steps)]
+        )
+        if genotype is None:
+            self.bn = nn.BatchNorm1d(nhid, affine=False).double()
+
+    def init_state(self, x, h_prev):
+        c0, h0 = torch.split(torch.cat([x, h_prev], dim=-1).mm(self._W0), self.nhid, dim=-1)
+        return h_prev + c0.sigmoid() * (h0.tanh() - h_prev)
+
+    def cell(self, x, h_prev, probs):
+        s0 = self.init_state(x, h_prev)
+        if self.genotype is not None:
+            states = [s0]
+            for i, (name, pred) in enumerate(self.genotype.recurrent):
+                c, h = torch.split(states[pred].mm(self._Ws[i]), self.nhid, dim=-1)
+                states.append(states[pred] + c.sigmoid() * (ACT[name](h) - states[pred]))
+            return torch.mean(torch.stack([states[i] for i in self.genotype.concat], -1), -1)
+        s0 = self.bn(s0)
+        states, offset = s0.unsqueeze(0), 0
+        for i in range(STEPS):
+            ch = states.view(-1, self.nhid).mm(self._Ws[i]).view(i + 1, -1, 2 * self.nhid)
+            c, h = torch.split(ch, self.nhid, dim=-1)
+            c = c.sigmoid()
+            s = torch.zeros_like(s0)
+            for k, name in enumerate(PRIMITIVES):
+                if name == "none":
+                    continue
+                s = s + torch.sum(
+                    probs[offset : offset + i + 1, k].unsqueeze(-1).unsqueeze(-1)
+                    * (states + c * (ACT[name](h) - states)),
+                    dim=0,
+                )
+            states = torch.cat([states, self.bn(s).unsqueeze(0)], 0)
+            offset += i + 1
+        return torch.mean(states[-8:], dim=0)
+
+    def forward(self, inputs, hidden, probs=None):
+        outputs = []
+        for t in range(inputs.size(0)):
+            hidden = self.cell(inputs[t], hidden, probs)
+            outputs.append(hidden)
+        return torch.stack(outputs), hidden
+
+
+class TorchRNNModel(nn.Module):
+    def __init__(self, ntoken, n, genotype=None):
+        super().__init__()
+        self.encoder = nn.Embedding(ntoken, n).double()
+        self.rnns = nn.ModuleList([TorchCell(n, n, genotype)])
+        self.decoder = nn.Linear(n, ntoken).double()
+        self.decoder.weight = self.encoder.weight
+        self.n, self.ntoken = n, ntoken
+        if genotype is None:
+            self.weights = nn.Parameter(torch.zeros(sum(range(1, STEPS + 1)), len(PRIMITIVES), dtype=torch.float64))
+
+    def forward(self, tokens, hidden):
+        probs = F.softmax(self.weights, dim=-1) if hasattr(self, "weights") else None
+        raw, hidden = self.rnns[0](self.encoder(tokens), hidden, probs)
+        log_prob = F.log_softmax(self.decoder(raw.view(-1, self.n)), dim=-1)
+        return log_prob.view(-1, tokens.size(1), self.ntoken), hidden, raw
+
+
+def _model(genotype, ntoken=30, n=8, seed=0):
+    keras.utils.set_random_seed(seed)
+    model = RNNModel(ntoken, n, n, 0.0, 0.0, 0.0, 0.0, 0.0, genotype=genotype, dtype="float64")
+    model.build()
+    rng = np.random.default_rng(seed)
+    if genotype is None:
+        model.alphas.assign(rng.normal(scale=0.5, size=model.alphas.shape))
+        model.cell.moving_mean.assign(rng.normal(scale=0.1, size=n))
+        model.cell.moving_variance.assign(rng.uniform(0.5, 2.0, size=n))
+    for w in [model.cell.W0, *model.cell.Ws]:  # larger than the 0.04 init, so every path matters
+        w.assign(rng.uniform(-0.5, 0.5, size=w.shape))
+    model.decoder_bias.assign(rng.normal(scale=0.1, size=ntoken))
+    return model
+
+
+def _reference(model, genotype):
+    reference = TorchRNNModel(model.ntoken, model.nhid, genotype)
+    state = {k: torch.from_numpy(np.ascontiguousarray(v)).double() for k, v in to_pytorch_state_dict(model).items()}
+    reference.load_state_dict(state, strict=True)
+    return reference
+
+
+def _tokens(t=5, b=3, ntoken=30, seed=1):
+    return np.random.default_rng(seed).integers(0, ntoken, size=(t + 1, b)).astype("int32")
+
+
+@pytest.mark.parametrize("genotype", [DARTS_V2, DARTS_V1, None], ids=["DARTS_V2", "DARTS_V1", "search"])
+def test_eval_log_probabilities_match_pytorch(genotype):
+    model = _model(genotype)
+    reference = _reference(model, genotype).eval()
+    tokens = _tokens()
+    hidden = np.random.default_rng(2).normal(scale=0.3, size=(3, 8))
+    with torch.no_grad():
+        log_prob, h, _ = reference(torch.from_numpy(tokens[:-1]).long(), torch.from_numpy(hidden))
+    out = model(tokens[:-1], tf.constant(hidden), training=False)
+    np.testing.assert_allclose(out["log_probs"].numpy(), log_prob.numpy(), rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(out["hidden"].numpy(), h.numpy(), rtol=1e-9, atol=1e-11)
+
+
+def test_search_model_alpha_gradients_match_pytorch_first_and_second_order():
+    model = _model(None)
+    reference = _reference(model, None).train()  # batch statistics, as in the search
+    train_tokens, val_tokens = _tokens(seed=1), _tokens(seed=2)
+    h_train = np.random.default_rng(3).normal(scale=0.3, size=(3, 8))
+    h_val = np.random.default_rng(4).normal(scale=0.3, size=(3, 8))
+    as_torch = lambda a: torch.from_numpy(np.asarray(a))  # noqa: E731
+
+    def loss_of(module, tokens, hidden):
+        log_prob, h, _ = module(as_torch(tokens[:-1]).long(), as_torch(hidden))
+        return F.nll_loss(log_prob.view(-1, module.ntoken), as_torch(tokens[1:]).long().view(-1)), h
+
+    # First order: grad of the validation loss.
+    loss, _ = loss_of(reference, val_tokens, h_val)
+    (expected_first,) = torch.autograd.grad(loss, [reference.weights])
+    val_batch = (val_tokens[:-1], val_tokens[1:], tf.constant(h_val))
+    train_batch = (train_tokens[:-1], train_tokens[1:], tf.constant(h_train))
+    grads, val_loss, _ = architect.first_order_arch_gradients(model, val_batch)
+    assert float(val_loss) == pytest.approx(loss.item(), rel=1e-10)
+    np.testing.assert_allclose(grads[0].numpy(), expected_first.numpy(), rtol=1e-7, atol=1e-12)
+
+    # Second order, as the original's Architect._backward_step_unrolled.
+    eta, wd, clip = 0.7, 5e-7, 0.25
+    params = [p for name, p in reference.named_parameters() if name != "weights"]
+    loss, _ = loss_of(reference, train_tokens, h_train)
+    g = torch.autograd.grad(loss, params)
+    norm = torch.sqrt(sum((x**2).sum() for x in g))
+    clip_coef = clip / (norm + 1e-6)
+    g = [x * clip_coef for x in g] if clip_coef < 1 else list(g)
+    unrolled = _reference(model, None).train()
+    with torch.no_grad():
+        for p_new, p, x in zip([p for n, p in unrolled.named_parameters() if n != "weights"], params, g):
+            p_new.copy_(p - eta * (x + wd * p))
+        unrolled.weights.copy_(reference.weights)
+    unrolled_params = [p for n, p in unrolled.named_parameters() if n != "weights"]
+    loss, _ = loss_of(unrolled, val_tokens, h_val)
+    grads_all = torch.autograd.grad(loss, [unrolled.weights, *unrolled_params])
+    dalpha, vector = grads_all[0], list(grads_all[1:])
+    vnorm = torch.sqrt(sum((v**2).sum() for v in vector))
+    if clip / (vnorm + 1e-6) < 1:
+        vector = [v * clip / (vnorm + 1e-6) for v in vector]
+    R = 0.01 / torch.sqrt(sum((v**2).sum() for v in vector))
+    results = []
+    for sign in (1.0, -1.0):
+        with torch.no_grad():
+            for p, v in zip(params, vector):
+                p.add_(sign * R * v)
+        loss, _ = loss_of(reference, train_tokens, h_train)
+        results.append(torch.autograd.grad(loss, [reference.weights])[0])
+        with torch.no_grad():
+            for p, v in zip(params, vector):
+                p.sub_(sign * R * v)
+    expected_second = dalpha - eta * clip_coef * (results[0] - results[1]) / (2 * R)
+
+    weights_before = [w.numpy().copy() for w in model.weight_variables]
+    grads, _, hidden = architect.second_order_arch_gradients(
+        model, train_batch, val_batch, eta=eta, weight_decay=wd, clip=clip
+    )
+    np.testing.assert_allclose(grads[0].numpy(), expected_second.numpy(), rtol=1e-6, atol=1e-10)
+    assert np.abs(grads[0].numpy() - expected_first.numpy()).max() > 1e-6  # the second-order term is there
+    for before, w in zip(weights_before, model.weight_variables):
+        np.testing.assert_array_equal(before, w.numpy())  # weights restored bit for bit
+    assert hidden.shape == (3, 8)
+
+
+def test_darts_v2_parameter_count_is_the_originals():
+    """emsize = nhid = 850 on the 10,000-word PTB vocabulary: 22,960,000 parameters (about 23M)."""
+    model = RNNModel(10_000, 850, 850, genotype=DARTS_V2)
+    model.build()
+    ours = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    reference = TorchRNNModel(100, 850, DARTS_V2)  # the cell and the tied embedding, at a small vocabulary
+    torch_count = sum(p.numel() for p in reference.parameters()) - 100 * 850 - 100 + 10_000 * 850 + 10_000
+    assert ours == torch_count == 22_960_000
