@@ -144,6 +144,97 @@ TRAIN_PRESETS = {
 }
 
 
+@dataclasses.dataclass
+class RNNSearchConfig:
+    """A recurrent (Penn Treebank) search; the defaults are the original's rnn/train_search.py."""
+
+    data_dir: str = "data/penn"  # train.txt, valid.txt, test.txt (or ptb.*.txt)
+    train_portion: float | None = None  # without a training file: train on this first part of valid.txt
+    emsize: int = 300  # = nhid (tied embedding)
+    nhid: int = 300
+    epochs: int = 50
+    batch_size: int = 256
+    bptt: int = 35
+    learning_rate: float = 20.0
+    clip: float = 0.25
+    weight_decay: float = 5e-7
+    dropout: float = 0.75
+    dropouth: float = 0.25
+    dropoutx: float = 0.75
+    dropouti: float = 0.2
+    dropoute: float = 0.0
+    ar_alpha: float = 0.0  # AR (activation regularisation) weight
+    tar_beta: float = 1e-3  # TAR (temporal activation regularisation) weight
+    arch_learning_rate: float = 3e-3
+    arch_weight_decay: float = 1e-3
+    unrolled: bool = False
+    seed: int = 3
+    eval_batch_size: int = 10
+    max_steps: int = 0  # weight steps per epoch at most (0: the whole training text)
+    run_dir: str = "runs/search_rnn"
+
+
+RNN_SEARCH_PRESETS = {
+    "paper": {},
+    # CPU-sized: the shared PTB sample (80% of ptb.valid.txt trains, the rest validates), a 64-unit cell.
+    "quick": {"train_portion": 0.8, "emsize": 64, "nhid": 64, "batch_size": 64, "epochs": 3},
+}
+
+
+@dataclasses.dataclass
+class RNNTrainConfig:
+    """A recurrent cell's language-model training; the defaults are the original's rnn/train.py."""
+
+    arch: str = "DARTS_V2"  # a published recurrent genotype name, or a genotype JSON file
+    data_dir: str = "data/penn"
+    train_portion: float | None = None
+    emsize: int = 850
+    nhid: int = 850
+    epochs: int = 8000  # the original's cap; averaged SGD after `nonmono` epochs without improvement
+    batch_size: int = 64
+    bptt: int = 35
+    learning_rate: float = 20.0
+    clip: float = 0.25
+    weight_decay: float = 8e-7
+    dropout: float = 0.75
+    dropouth: float = 0.25
+    dropoutx: float = 0.75
+    dropouti: float = 0.2
+    dropoute: float = 0.1
+    ar_alpha: float = 0.0
+    tar_beta: float = 1e-3
+    nonmono: int = 5
+    max_seq_len_delta: int = 20
+    seed: int = 1267
+    eval_batch_size: int = 10
+    test_batch_size: int = 1
+    max_steps: int = 0
+    run_dir: str = "runs/train_rnn"
+    export: bool = True
+    export_dir: str = "saved_models"
+    export_name: str | None = None
+
+
+RNN_TRAIN_PRESETS = {
+    "paper": {},
+    "quick": {"train_portion": 0.8, "emsize": 64, "nhid": 64, "epochs": 4, "batch_size": 32, "nonmono": 1},
+}
+
+
+def check_rnn_config(config) -> None:
+    """ValueError naming the flag for out-of-range settings of a recurrent config."""
+    for name in ("emsize", "nhid", "epochs", "batch_size", "bptt", "eval_batch_size"):
+        if getattr(config, name) <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive. Received: {getattr(config, name)}")
+    if config.emsize != config.nhid:
+        raise ValueError(f"--emsize must equal --nhid (tied weights). Received: {config.emsize} and {config.nhid}")
+    for name in ("dropout", "dropouth", "dropoutx", "dropouti", "dropoute"):
+        if not 0.0 <= getattr(config, name) < 1.0:
+            raise ValueError(f"--{name} must be in [0, 1). Received: {getattr(config, name)}")
+    if config.train_portion is not None and not 0.0 < config.train_portion < 1.0:
+        raise ValueError(f"--train-portion must be in (0, 1). Received: {config.train_portion}")
+
+
 def config_from_dict(config_class, values: dict, **overrides):
     """A config from a saved `config.json` (retired keys dropped), with `overrides` applied."""
     kept = {key: value for key, value in values.items() if key not in _RETIRED_KEYS}

@@ -232,3 +232,48 @@ def learning_rate_schedule(config, steps_per_epoch: int):
     if getattr(config, "lr_schedule", "cosine") == "exponential":
         return EpochExponentialDecay(config.learning_rate, config.lr_decay, steps_per_epoch)
     return EpochCosineDecay(config.learning_rate, config.learning_rate_min, config.epochs, steps_per_epoch)
+
+
+class AveragedSGD:
+    """`torch.optim.ASGD(lr, t0=0, lambd=0., weight_decay=wd)` as the DARTS/AWD-LSTM training switches to it.
+
+    Each step: w -= eta * (g + wd * w), then the average `ax` takes the new weights
+    (copied at steps 1 and 2, then ax += (w - ax) / (step - 1), the mean of the
+    weights since step 2, as PyTorch's mu = 1 / max(1, step - t0) schedule gives).
+    PyTorch computes the step size of the next step at the end of this one, from the
+    learning rate at that moment (`eta` lags the per-batch learning-rate rescaling by
+    one step); so does this class. Not a Keras optimizer: it has `variables` (for
+    checkpoints), `build` and `apply` like one.
+    """
+
+    def __init__(self, learning_rate: float, coupled_weight_decay: float = 0.0):
+        self.learning_rate = tf.Variable(float(learning_rate), trainable=False, name="asgd_learning_rate")
+        self.coupled_weight_decay = coupled_weight_decay
+        self.built = False
+
+    def build(self, variables) -> None:
+        if self.built:
+            return
+        self.step = tf.Variable(0.0, trainable=False, name="asgd_step")
+        self.eta = tf.Variable(-1.0, trainable=False, name="asgd_eta")  # < 0: not set yet (the first step's lr)
+        self.mu = tf.Variable(1.0, trainable=False, name="asgd_mu")
+        self.averages = [tf.Variable(tf.zeros_like(v), trainable=False, name="asgd_ax") for v in variables]
+        self.built = True
+
+    @property
+    def variables(self) -> list:
+        return [self.learning_rate, self.step, self.eta, self.mu, *self.averages]
+
+    def apply(self, gradients, variables) -> None:
+        eta = tf.where(self.eta < 0, self.learning_rate, self.eta)
+        for variable, gradient, average in zip(variables, gradients, self.averages):
+            g = tf.cast(gradient, variable.dtype)
+            if self.coupled_weight_decay:
+                g = g + self.coupled_weight_decay * variable
+            new = variable - tf.cast(eta, variable.dtype) * g
+            variable.assign(new)
+            mu = tf.cast(self.mu, variable.dtype)
+            average.assign(tf.where(self.mu != 1.0, average + (new - average) * mu, new))
+        self.step.assign_add(1.0)
+        self.eta.assign(self.learning_rate)
+        self.mu.assign(1.0 / tf.maximum(1.0, self.step))

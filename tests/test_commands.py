@@ -20,8 +20,19 @@ def test_help_parses_every_command_without_tensorflow():
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'imported'; print(sorted(COMMANDS))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "['benchmark', 'evaluate', 'export', 'pipeline', 'search', 'train', 'visualize']"
-    for command in ("search", "train", "evaluate", "export", "pipeline", "benchmark", "visualize"):
+    commands = [
+        "search",
+        "train",
+        "evaluate",
+        "export",
+        "pipeline",
+        "benchmark",
+        "visualize",
+        "search-rnn",
+        "train-rnn",
+    ]
+    assert out.stdout.strip() == str(sorted(commands))
+    for command in commands:
         result = _darts_tf(command, "--help")
         assert result.returncode == 0 and f"darts-tf {command}" in result.stdout and "--verbose" in result.stdout
 

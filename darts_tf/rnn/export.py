@@ -1,0 +1,54 @@
+"""SavedModel export of a trained recurrent language model (loadable without darts_tf).
+
+`serving_default` takes `tokens` (int32 [batch, time] word ids) and `state` (float32
+[batch, nhid], zeros to start) and returns `log_probs` (float32 [batch, time, vocabulary],
+the next word's log-probabilities after each token) and `state` (to feed the next call);
+`assets.extra/vocab.txt` holds the words, line i is id i.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import tensorflow as tf
+
+from darts_tf.export import SIGNATURE, ExportError, next_version
+from darts_tf.files import atomic_directory
+from darts_tf.rnn.model import RNNModel
+
+
+def serving_function(model: RNNModel):
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None], tf.int32, name="tokens"),
+            tf.TensorSpec([None, model.nhid], tf.float32, name="state"),
+        ]
+    )
+    def serve(tokens, state):
+        out = model(tf.transpose(tokens), tf.cast(state, model.compute_dtype), training=False)
+        log_probs = tf.transpose(tf.cast(out["log_probs"], tf.float32), [1, 0, 2])
+        return {"log_probs": log_probs, "state": tf.cast(out["hidden"], tf.float32)}
+
+    return serve
+
+
+def export_language_model(model: RNNModel, words, base_dir: str, version: int | None = None, overwrite=False) -> str:
+    """Exports to `base_dir/<version>/` (the next free version by default), atomically; returns the path."""
+    if model.searching:
+        raise ExportError("Export needs a trained discrete cell (a genotype), not the search model")
+    if len(words) != model.ntoken:
+        raise ExportError(f"Export expected {model.ntoken} vocabulary words. Received: {len(words)}")
+    version = next_version(base_dir) if version is None else int(version)
+    target = os.path.join(base_dir, str(version))
+    if os.path.exists(target) and not overwrite:
+        raise ExportError(f"{target!r} already exists; choose another --version or pass --overwrite")
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(SIGNATURE, serving_function(model))
+    with atomic_directory(target) as tmp:
+        archive.write_out(tmp, verbose=False)
+        os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
+        with open(os.path.join(tmp, "assets.extra", "vocab.txt"), "w", encoding="utf-8") as handle:
+            handle.write("".join(f"{word}\n" for word in words))
+    return target

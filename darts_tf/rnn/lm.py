@@ -1,0 +1,97 @@
+"""What the recurrent search and training runs share: data, steps over a text, perplexity, records.
+
+Randomness is a pure function of (seed, epoch, step): the truncated-BPTT lengths of an
+epoch come from NumPy's generator seeded by (seed, epoch), the dropout masks of a step
+from the stateless seed (seed, epoch * 2**20 + step); so `--resume` continues exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from darts_tf.rnn import data as text
+from darts_tf.rnn.model import RNNModel, activation_regularization, nll, temporal_activation_regularization
+from darts_tf.runs import MetricsCSV
+
+_STEP_STRIDE = 2**20
+
+
+def load_corpus(config) -> text.Corpus:
+    return text.load_corpus(config.data_dir, config.train_portion)
+
+
+def step_seed(seed: int, epoch: int, step: int) -> tf.Tensor:
+    return tf.constant([seed, epoch * _STEP_STRIDE + step], tf.int32)
+
+
+def epoch_lengths(config, epoch: int, rows: int, vary: bool) -> list[int]:
+    """The epoch's sequence lengths (the original's draws; `max_steps` caps their number)."""
+    rng = np.random.default_rng([config.seed, epoch])
+    lengths = text.sequence_lengths(rng, rows, config.bptt, vary, getattr(config, "max_seq_len_delta", 20))
+    return lengths[: config.max_steps] if config.max_steps else lengths
+
+
+def lm_training_loss(model: RNNModel, inputs, targets, hidden, seed, ar_alpha: float, tar_beta: float):
+    """(raw NLL, loss with AR/TAR, next hidden state): the weight step's objective, as the original's train()."""
+    out = model(inputs, hidden, training=True, seed=seed)
+    raw = nll(out["log_probs"], targets)
+    loss = raw + temporal_activation_regularization(out["raw_outputs"], tar_beta)
+    if ar_alpha:
+        loss = loss + activation_regularization(out["outputs"], ar_alpha)
+    return raw, loss, out["hidden"]
+
+
+def make_eval_step(model: RNNModel):
+    spec = tf.TensorSpec([None, None], tf.int32)
+
+    @tf.function(input_signature=[spec, spec, tf.TensorSpec([None, model.nhid], model.compute_dtype)])
+    def step(inputs, targets, hidden):
+        out = model(inputs, hidden, training=False)
+        return nll(out["log_probs"], targets), out["hidden"]
+
+    return step
+
+
+def evaluate(model: RNNModel, ids: np.ndarray, batch_size: int, bptt: int, eval_step=None) -> float:
+    """Mean NLL over a text as the original's evaluate(): batches of `bptt`, hidden state carried,
+    the sum of loss * length divided by the number of rows."""
+    source = text.batchify(ids, batch_size)
+    step = eval_step or make_eval_step(model)
+    hidden = model.init_hidden(batch_size)
+    total = 0.0
+    for i in range(0, len(source) - 1, bptt):
+        inputs, targets = text.get_batch(source, i, bptt)
+        loss, hidden = step(tf.constant(inputs), tf.constant(targets), hidden)
+        total += float(loss) * len(inputs)
+    return total / len(source)
+
+
+def perplexity(loss: float) -> float:
+    return math.exp(min(loss, 700.0))
+
+
+def check_finite(loss: float, what: str, flag: str) -> None:
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"the {what} became {loss} (NaN/inf); lower {flag} or raise --clip's effect")
+
+
+def record_epoch_metrics(run_dir: str, epoch: int, row: dict, writer) -> None:
+    """A metrics.csv row and TensorBoard scalars of `epoch` (1-based)."""
+    MetricsCSV(os.path.join(run_dir, "metrics.csv")).on_epoch_end(epoch - 1, row)
+    with writer.as_default():
+        for name, value in row.items():
+            tf.summary.scalar(name, value, step=epoch)
+    writer.flush()
+
+
+class Timer:
+    def __init__(self):
+        self.started = time.time()
+
+    def seconds(self) -> float:
+        return time.time() - self.started
