@@ -436,6 +436,49 @@ def bench_data(batch: int, batches: int = 50) -> dict:
     return {"images_per_s": n / (time.perf_counter() - start)}
 
 
+def bench_rnn(kind: str, order: str, batch: int, steps: int, warmup: int, t0: float, device: str) -> dict:
+    """A recurrent search step (kind "rnn_search": architecture + weight step, nhid 300) or a training step
+    ("rnn_train": DARTS_V2 at 850) at the paper's sizes: 10,000 words, bptt 35, the original's dropouts."""
+    import tensorflow as tf
+
+    from darts_tf.config import RNNSearchConfig, RNNTrainConfig
+
+    rng = np.random.default_rng(0)
+    tokens = tf.constant(rng.integers(0, 10_000, size=(36, batch)).astype("int32"))
+    inputs, targets = tokens[:-1], tokens[1:]
+    with tf.device(device):
+        if kind == "rnn_search":
+            from darts_tf.rnn.search import RecurrentSearch, build_search_model
+
+            config = RNNSearchConfig(batch_size=batch, unrolled=order == "second")
+            model = build_search_model(config, 10_000)
+            search = RecurrentSearch(model, config)
+            hidden = model.init_hidden(batch)
+
+            def step(k):
+                return search.step(inputs, targets, hidden, inputs, targets, hidden, tf.constant([0, k], tf.int32))
+        else:
+            from darts_tf.rnn.train import _Trainer, build_model
+
+            config = RNNTrainConfig(batch_size=batch, data_dir="", arch="DARTS_V2")
+            model = build_model(config, 10_000)
+            trainer = _Trainer(model, config)
+            hidden = model.init_hidden(batch)
+
+            def step(k):
+                return trainer.step(inputs, targets, hidden, tf.constant([0, k], tf.int32))
+
+        built = time.time()
+        _sync(step(0))
+        first = time.time()
+        counter = iter(range(1, 10_000))
+        times = _timed_steps(lambda: step(next(counter)), steps, warmup)
+    result = {"first_step_s": first - t0, "build_s": built - t0, **_summary(times, batch * 35)}
+    result["tokens_per_s"] = result.pop("images_per_s")
+    result["peak_rss_gib"] = peak_rss_gib()
+    return result
+
+
 def run_worker(spec: dict) -> dict:
     """Runs one measurement described by `spec` (from the script) in this process."""
     import tensorflow as tf
@@ -476,6 +519,8 @@ def run_worker(spec: dict) -> dict:
         return bench_folder(spec["size"], spec["batch"])
     if kind == "imagenet_train":
         return bench_imagenet_train(spec["batch"], steps, warmup, t0, device)
+    if kind in ("rnn_search", "rnn_train"):
+        return bench_rnn(kind, spec.get("order", "first"), spec["batch"], steps, warmup, t0, device)
     if kind == "environment":
         return {**environment(spec.get("device", "cpu")), "matmul_gflops": matmul_roof(device)}
     raise ValueError(f"Unknown benchmark kind {kind!r}")

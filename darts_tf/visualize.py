@@ -99,55 +99,117 @@ def draw_cell(ax, genotype: Genotype, kind: str = "normal", title: str | None = 
     inputs, c_{k-1}'s nearer the nodes); edges between intermediate nodes are arcs on the
     right of the node column, labelled at their apex.
     """
-    from matplotlib.patches import FancyBboxPatch
-
     edges, concat = _cell(genotype, kind)
     steps = len(edges) // 2
-    positions = _positions(steps)
+    graph = [(op, source, index // 2 + 2) for index, (op, source) in enumerate(edges)]
+    _draw_graph(
+        ax, _positions(steps), graph, concat, labels={0: "c_{k-2}", 1: "c_{k-1}", "out": "c_{k}"},
+        colours={0: "#cfe8cf", 1: "#cfe8cf", "out": "#f3e9b3"}, inputs=(0, 1), node_name=lambda key: str(key - 2),
+        stagger=lambda source: 0.24 if source == 0 else 0.72,
+    )  # fmt: skip
+    ax.set_title(title or f"{kind} cell", fontsize=13)
+
+
+def _draw_graph(ax, positions, edges, concat, labels, colours, inputs, node_name, stagger, feeds=()) -> None:
+    """Boxes at `positions`, `edges` (op, source, target) coloured by op: straight from `inputs`, arcs right of the
+    node column between the others; dashed arrows from the `concat` nodes to "out", grey ones for `feeds`."""
+    from matplotlib.patches import FancyBboxPatch
+
     half_width, half_height = 0.5, 0.3
-    labels = {0: "c_{k-2}", 1: "c_{k-1}", "out": "c_{k}"}
-    colours = {0: "#cfe8cf", 1: "#cfe8cf", "out": "#f3e9b3"}
 
     def label(x, y, op, colour):
         ax.text(x, y, op, ha="center", va="center", fontsize=9, color="white", zorder=6,
                 bbox={"boxstyle": "round,pad=0.2", "facecolor": colour, "edgecolor": "none"})  # fmt: skip
 
-    xo, yo = positions["out"]
+    def plain_arrow(source, target, dashed):
+        (x0, y0), (x1, y1) = positions[source], positions[target]
+        ax.annotate("", xy=(x1 - half_width, y1), xytext=(x0 + half_width, y0), zorder=1,
+                    arrowprops={"arrowstyle": "-|>", "color": "#aaaaaa", "lw": 1.2, "ls": "--" if dashed else "-",
+                                "shrinkA": 0, "shrinkB": 0})  # fmt: skip
+
     for node in concat:
-        x, y = positions[node]
-        ax.annotate("", xy=(xo - half_width, yo), xytext=(x + half_width, y), zorder=1,
-                    arrowprops={"arrowstyle": "-|>", "color": "#aaaaaa", "lw": 1.2, "ls": "--", "shrinkA": 0,
-                                "shrinkB": 0})  # fmt: skip
-    for index, (op, source) in enumerate(edges):
-        target = index // 2 + 2
+        plain_arrow(node, "out", dashed=True)
+    for source, target in feeds:
+        plain_arrow(source, target, dashed=False)
+    for op, source, target in edges:
         (x0, y0), (x1, y1) = positions[source], positions[target]
         colour = OP_COLOURS.get(op, "black")
         style = {"arrowstyle": "-|>", "color": colour, "lw": 2.2, "mutation_scale": 16, "shrinkA": 0, "shrinkB": 0}
-        if source < 2:  # from an input: a straight arrow, label staggered by input
+        if source in inputs:  # from an input: a straight arrow, label staggered by input
             start, end = (x0 + half_width, y0), (x1 - half_width, y1)
             ax.annotate("", xy=end, xytext=start, zorder=2, arrowprops={**style, "connectionstyle": "arc3,rad=0"})
-            t = 0.24 if source == 0 else 0.72
+            t = stagger(source)
             label(start[0] + t * (end[0] - start[0]), start[1] + t * (end[1] - start[1]), op, colour)
         else:  # between intermediate nodes: an arc bulging right of the column
             start, end = (x0 + half_width, y0), (x1 + half_width, y1)
-            rad = -(0.55 + 0.1 * (target - source))
+            rad = -(0.55 + 0.1 * abs(target - source))
             ax.annotate("", xy=end, xytext=start, zorder=2,
                         arrowprops={**style, "connectionstyle": f"arc3,rad={rad}"})  # fmt: skip
             dx, dy = end[0] - start[0], end[1] - start[1]
             label((start[0] + end[0]) / 2 + rad * dy / 2, (start[1] + end[1]) / 2 - rad * dx / 2, op, colour)
     for key, (x, y) in positions.items():
-        text = labels.get(key, str(key - 2) if isinstance(key, int) else key)
+        text = labels.get(key, node_name(key) if isinstance(key, int) else key)
         corner = (x - half_width + 0.05, y - half_height + 0.05)
         face = colours.get(key, "#cfe2f3")
         ax.add_patch(FancyBboxPatch(corner, 2 * half_width - 0.1, 2 * half_height - 0.1, boxstyle="round,pad=0.05",
                                     facecolor=face, edgecolor="#333333", lw=1.5, zorder=3))  # fmt: skip
         ax.text(x, y, text, ha="center", va="center", fontsize=12, zorder=4, fontweight="bold")
     top = max(abs(y) for _, y in positions.values()) + 0.6
-    ax.set_xlim(-0.7, xo + 0.7)
+    ax.set_xlim(min(x for x, _ in positions.values()) - 0.7, positions["out"][0] + 0.7)
     ax.set_ylim(-top, top)
     ax.set_aspect("equal")
     ax.axis("off")
-    ax.set_title(title or f"{kind} cell", fontsize=13)
+
+
+# The recurrent cell's activations (darts_tf.rnn), in the same palette.
+OP_COLOURS.update({"tanh": "#e69f00", "relu": "#009e73", "sigmoid": "#cc79a7", "identity": "#999999"})
+
+
+def draw_recurrent_cell(ax, genotype, title: str | None = None) -> None:
+    """A recurrent cell (arXiv:1806.09055, Fig. 6): x_t and h_{t-1} into node 0, nodes 1..n, their mean h_t."""
+    steps = genotype.steps
+    positions = {"x_t": (-2.6, 1.2), "h_{t-1}": (-2.6, -1.2), 0: (0.0, 0.0)}
+    for i in range(1, steps + 1):
+        positions[i] = (5.0, 1.6 * ((steps - 1) / 2 - (i - 1)))
+    positions["out"] = (10.6, 0.0)
+    graph = [(op, source, i + 1) for i, (op, source) in enumerate(genotype.recurrent)]
+    _draw_graph(
+        ax, positions, graph, genotype.concat, labels={0: "0", "out": "h_t"},
+        colours={"x_t": "#cfe8cf", "h_{t-1}": "#cfe8cf", 0: "#cfe8cf", "out": "#f3e9b3"}, inputs=(0,),
+        node_name=str, stagger=lambda source: 0.55, feeds=(("x_t", 0), ("h_{t-1}", 0)),
+    )  # fmt: skip
+    nodes = ", ".join(str(n) for n in genotype.concat)
+    ax.set_title(title or f"recurrent cell (h_t = mean of nodes {nodes})", fontsize=13)
+
+
+def recurrent_cell_dot(genotype) -> str:
+    """The recurrent cell as graphviz DOT source."""
+    lines = ['digraph "recurrent" {', "  rankdir=LR;",
+             '  node [style="filled,rounded", shape=box, fontname="Helvetica", penwidth=2];',
+             '  edge [fontname="Helvetica", fontsize=18];',
+             '  "x_{t}" [fillcolor=darkseagreen2]; "h_{t-1}" [fillcolor=darkseagreen2]; "0" [fillcolor=darkseagreen2];',
+             '  "x_{t}" -> "0"; "h_{t-1}" -> "0";']  # fmt: skip
+    lines += [f'  "{i}" [fillcolor=lightblue, shape=ellipse];' for i in range(1, genotype.steps + 1)]
+    lines.append('  "h_{t}" [fillcolor=palegoldenrod];')
+    for i, (op, source) in enumerate(genotype.recurrent):
+        colour = OP_COLOURS.get(op, "black")
+        lines.append(f'  "{source}" -> "{i + 1}" [label="{op}", color="{colour}", fontcolor="{colour}"];')
+    lines += [f'  "{node}" -> "h_{{t}}" [color=gray, style=dashed];' for node in genotype.concat]
+    return "\n".join(lines + ["}"]) + "\n"
+
+
+def save_recurrent_cell(genotype, out_dir: str, formats=("png", "svg"), prefix: str = "cell") -> list[str]:
+    """`<prefix>_recurrent.<fmt>` and its `.dot` source in `out_dir`; the paths."""
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise ValueError(f"--format must be among {', '.join(FORMATS)}. Received: {bad[0]!r}")
+    figure = _figure(9.6, 1.6 + 1.1 * genotype.steps)
+    draw_recurrent_cell(figure.add_axes((0.01, 0.01, 0.98, 0.9)), genotype)
+    written = [save_figure(figure, os.path.join(out_dir, f"{prefix}_recurrent.{fmt}")) for fmt in formats]
+    path = os.path.join(out_dir, f"{prefix}_recurrent.dot")
+    with atomic_file(path) as handle:
+        handle.write(recurrent_cell_dot(genotype))
+    return written + [path]
 
 
 def cell_figure(genotype: Genotype, kind: str = "normal", title: str | None = None):
@@ -431,11 +493,19 @@ def _export_signature(config: dict) -> str | None:
 def visualize(target: str, out_dir: str | None = None, formats=("png", "svg")) -> list[str]:
     """Pictures of a run folder, a genotype JSON file or a published genotype name; the files written."""
     from darts_tf.genotypes import get_genotype
+    from darts_tf.rnn import genotypes as recurrent
 
     if os.path.isdir(target):
+        path = os.path.join(target, "genotype.json")
+        if os.path.isfile(path) and '"recurrent"' in open(path, encoding="utf-8").read():  # a recurrent run
+            return save_recurrent_cell(recurrent.RecurrentGenotype.load(path), out_dir or os.path.join(target,
+                                       "visualize"), formats)  # fmt: skip
         return visualize_run(target, out_dir, formats)
-    genotype = get_genotype(target)  # a name or a JSON file; ValueError naming it otherwise
     stem = os.path.splitext(os.path.basename(target))[0].lower()
+    if target.startswith("rnn:") or (os.path.isfile(target) and "recurrent" in open(target, encoding="utf-8").read()):
+        genotype = recurrent.get_genotype(target[4:] if target.startswith("rnn:") else target)
+        return save_recurrent_cell(genotype, out_dir or ".", formats, prefix=stem.replace("rnn:", "rnn_"))
+    genotype = get_genotype(target)  # a name or a JSON file; ValueError naming it otherwise
     return save_cells(genotype, out_dir or ".", formats, prefix=stem)
 
 

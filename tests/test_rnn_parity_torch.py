@@ -210,3 +210,26 @@ def test_darts_v2_parameter_count_is_the_originals():
     reference = TorchRNNModel(100, 850, DARTS_V2)  # the cell and the tied embedding, at a small vocabulary
     torch_count = sum(p.numel() for p in reference.parameters()) - 100 * 850 - 100 + 10_000 * 850 + 10_000
     assert ours == torch_count == 22_960_000
+
+
+def test_averaged_sgd_is_torch_asgd_with_the_per_batch_learning_rate():
+    """optimizers.AveragedSGD against torch.optim.ASGD(t0=0, lambd=0) with the lr changed before every step."""
+    from darts_tf.optimizers import AveragedSGD
+
+    rng = np.random.default_rng(0)
+    w0 = rng.normal(size=(3, 4))
+    ours = tf.Variable(w0)
+    theirs = torch.nn.Parameter(torch.from_numpy(w0.copy()))
+    asgd = AveragedSGD(20.0, coupled_weight_decay=8e-7)
+    asgd.build([ours])
+    reference = torch.optim.ASGD([theirs], lr=20.0, t0=0, lambd=0.0, weight_decay=8e-7)
+    for step in range(6):
+        lr = 20.0 * [35, 17, 40, 30, 35, 22][step] / 35
+        gradient = rng.normal(size=(3, 4)) * 1e-2
+        asgd.learning_rate.assign(lr)
+        asgd.apply([tf.constant(gradient)], [ours])
+        reference.param_groups[0]["lr"] = lr
+        theirs.grad = torch.from_numpy(gradient.copy())
+        reference.step()
+        np.testing.assert_allclose(ours.numpy(), theirs.detach().numpy(), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(asgd.averages[0].numpy(), reference.state[theirs]["ax"].numpy(), rtol=1e-12)

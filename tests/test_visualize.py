@@ -121,3 +121,21 @@ def test_training_run_report_shows_the_curves_cells_and_served_signature(tmp_pat
     page = (tmp_path / "pictures" / "report.html").read_text()
     assert "darts_tf training run" in page and "serving_default" in page and "uint8" in page
     assert "probabilities" in page and "val_accuracy" not in page  # curves are images; the signature lists outputs
+
+
+@pytest.mark.parametrize("name", ["DARTS_V1", "DARTS_V2"])
+def test_recurrent_cell_diagram_holds_every_activation(tmp_path, name):
+    from darts_tf.rnn.genotypes import GENOTYPES
+
+    genotype = GENOTYPES[name]
+    command = [sys.executable, "-m", "darts_tf.commands", "visualize", f"rnn:{name}", "--out", str(tmp_path)]
+    out = subprocess.run([*command, "--format", "png", "svg"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    stem = f"rnn_{name.lower()}_recurrent"
+    _not_blank_png(tmp_path / f"{stem}.png")
+    texts = re.findall(r"<text[^>]*>([^<]*)</text>", (tmp_path / f"{stem}.svg").read_text())
+    for op in {op for op, _ in genotype.recurrent}:
+        assert texts.count(op) == sum(1 for name_, _ in genotype.recurrent if name_ == op)
+    assert {"x_t", "h_{t-1}", "h_t", *[str(i) for i in range(9)]} <= set(texts)
+    dot = (tmp_path / f"{stem}.dot").read_text()
+    assert dot.count("[label=") == 8 and dot.count("style=dashed") == 8

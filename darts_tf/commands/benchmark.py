@@ -84,6 +84,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="skip the image-folder pipeline rows (32 and 224 px JPEGs) and the ImageNet training step they feed",
     )  # fmt: skip
     p.add_argument("--imagenet-batch", type=int, default=16, help="batch of the ImageNet training-step row")
+    p.add_argument(
+        "--skip-rnn", action="store_true",
+        help="skip the recurrent rows (search step at nhid 300, batch 256, both orders; DARTS_V2 training at 850, 64)",
+    )  # fmt: skip
     p.add_argument("--json", metavar="PATH", help="also write every measurement as JSON")
     p.add_argument("--worker", help=argparse.SUPPRESS)
 
@@ -307,6 +311,16 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         env["input_pipeline_images_per_s"] = r.get("images_per_s")
     if not args.skip_folder:
         _folder_rows(args, common, huge, rows, env)
+    if not args.skip_rnn:
+        for kind, order, batch, name in (("rnn_search", "first", 256, "search RNN, first order"),
+                                         ("rnn_search", "second", 256, "search RNN, second order"),
+                                         ("rnn_train", None, 64, "train RNN DARTS_V2 (850)")):  # fmt: skip
+            r = measure({"kind": kind, "order": order, "batch": batch, **common, "threads": 0}, huge)
+            r.update(name=name, batch=batch, key=(kind, order, batch))
+            if "tokens_per_s" in r:
+                r["images_per_s"] = r["tokens_per_s"]  # the table's rate column: tokens/s for these rows
+            rows.append(r)
+            print(table(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(table(rows))
     if args.json:
