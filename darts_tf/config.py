@@ -231,6 +231,8 @@ def check_rnn_config(config) -> None:
     for name in ("dropout", "dropouth", "dropoutx", "dropouti", "dropoute"):
         if not 0.0 <= getattr(config, name) < 1.0:
             raise ValueError(f"--{name} must be in [0, 1). Received: {getattr(config, name)}")
+    if getattr(config, "nonmono", 0) < 0:
+        raise ValueError(f"--nonmono must be 0 or more. Received: {config.nonmono}")
     if config.train_portion is not None and not 0.0 < config.train_portion < 1.0:
         raise ValueError(f"--train-portion must be in (0, 1). Received: {config.train_portion}")
 

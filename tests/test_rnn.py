@@ -233,3 +233,36 @@ def test_commands_exit_2_with_one_line(tmp_path):
                              capture_output=True, text=True, cwd=ROOT)  # fmt: skip
         assert out.returncode == 2 and message in out.stderr.strip().splitlines()[-1], out.stderr
         assert not (tmp_path / "run").exists()
+
+
+def test_training_resumes_exactly_across_the_switch_to_averaged_sgd(tmp_path):
+    from darts_tf.rnn.train import run_rnn_training
+
+    folder = _corpus_folder(tmp_path / "corpus")
+    values = dict(data_dir=folder, emsize=16, nhid=16, batch_size=8, bptt=10, epochs=3, eval_batch_size=4,
+                  max_steps=5, nonmono=0, learning_rate=150.0, export=False)  # fmt: skip
+    straight = run_rnn_training(RNNTrainConfig(run_dir=str(tmp_path / "a"), **values), verbose=0)
+
+    def interrupt_after_second(epoch):
+        if epoch == 2:  # after the switch was decided: the resumed epoch runs averaged SGD from the checkpoint
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        run_rnn_training(RNNTrainConfig(run_dir=str(tmp_path / "b"), **values), verbose=0,
+                         on_epoch_end=[interrupt_after_second])  # fmt: skip
+    resumed = run_rnn_training(RNNTrainConfig(run_dir=str(tmp_path / "b"), **values), resume=True, verbose=0)
+    rows = [(tmp_path / name / "metrics.csv").read_text().strip().splitlines() for name in ("a", "b")]
+    assert len(rows[0]) == len(rows[1]) == 4
+    averaged = [line.split(",")[rows[0][0].split(",").index("averaged")] for line in rows[0][1:]]
+    assert averaged == ["0.0", "0.0", "1.0"]  # lr 150: epoch 2 is worse than epoch 1, so epoch 3 averages
+    assert resumed["test_ppl"] == pytest.approx(straight["test_ppl"], rel=1e-6)
+    assert resumed["valid_ppl"] == pytest.approx(straight["valid_ppl"], rel=1e-6)
+
+
+def test_the_switch_to_averaged_sgd_is_the_originals_rule():
+    from darts_tf.rnn.train import should_average
+
+    assert not should_average([5.0, 4.0], 9.0, nonmono=5)  # not more than nonmono epochs recorded yet
+    history = [5.0, 4.0, 3.0, 3.1, 3.2, 3.3, 3.4]  # all but the last 5: [5.0, 4.0], best 4.0
+    assert not should_average(history, 3.9, nonmono=5) and should_average(history, 4.1, nonmono=5)
+    assert should_average([4.0], 4.5, nonmono=0) and not should_average([4.0], 3.5, nonmono=0)

@@ -72,7 +72,7 @@ def evaluate(model: RNNModel, ids: np.ndarray, batch_size: int, bptt: int, eval_
 
 
 def perplexity(loss: float) -> float:
-    return math.exp(min(loss, 700.0))
+    return math.exp(loss) if loss < 700.0 else math.inf
 
 
 def check_finite(loss: float, what: str, flag: str) -> None:
@@ -85,7 +85,7 @@ def record_epoch_metrics(run_dir: str, epoch: int, row: dict, writer) -> None:
     MetricsCSV(os.path.join(run_dir, "metrics.csv")).on_epoch_end(epoch - 1, row)
     with writer.as_default():
         for name, value in row.items():
-            tf.summary.scalar(name, value, step=epoch)
+            tf.summary.scalar(name, min(value, 3e38), step=epoch)  # float32 summaries
     writer.flush()
 
 

@@ -88,6 +88,12 @@ class _Trainer:
             variable.assign(value)
 
 
+def should_average(history: list, val_loss: float, nonmono: int) -> bool:
+    """The original's switch to averaged SGD: more than `nonmono` SGD epochs recorded and `val_loss`
+    worse than the best of all but the last `nonmono` of them."""
+    return len(history) > nonmono and val_loss > min(history[: len(history) - nonmono])
+
+
 def _save_best(model: RNNModel, run_dir: str, state: dict) -> None:
     write_atomic(make_checkpoint(model), os.path.join(run_dir, BEST_DIR), json_files={"state.json": state})
 
@@ -143,7 +149,7 @@ def run_rnn_training(
         if current is not None:
             trainer.put_back(current)
         history = state["best_val_loss"]
-        switch = not trainer.averaging and len(history) > config.nonmono and val_loss > min(history[: -config.nonmono])
+        switch = not trainer.averaging and should_average(history, val_loss, config.nonmono)
         if not trainer.averaging:
             history.append(val_loss)
         if switch:  # the original starts ASGD afresh (its averages from the next step on)
