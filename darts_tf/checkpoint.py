@@ -55,13 +55,18 @@ def make_checkpoint(model=None, **optimizers) -> tf.train.Checkpoint:
 
 
 def write_atomic(
-    checkpoint: tf.train.Checkpoint, directory: str, prefix: str = "ckpt", json_files: dict | None = None
+    checkpoint: tf.train.Checkpoint,
+    directory: str,
+    prefix: str = "ckpt",
+    json_files: dict | None = None,
+    previous: str | None = None,
 ) -> str:
     """Writes `checkpoint` (and `json_files`, name -> data) into `directory`, whole or not at all.
 
-    Returns the checkpoint path inside it (see `darts_tf.files.atomic_directory`).
+    Returns the checkpoint path inside it (see `darts_tf.files.atomic_directory`); with
+    `previous`, the checkpoint it replaces is kept there.
     """
-    with atomic_directory(directory) as tmp:
+    with atomic_directory(directory, previous=previous) as tmp:
         checkpoint.write(os.path.join(tmp, prefix))
         for name, data in (json_files or {}).items():
             with open(os.path.join(tmp, name), "w", encoding="utf-8") as handle:

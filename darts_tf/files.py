@@ -51,8 +51,11 @@ def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike) -> Iterator[str]:
-    """Yields a temporary folder beside `path`; it replaces `path` (and what was there) when the block ends."""
+def atomic_directory(path: str | os.PathLike, previous: str | os.PathLike | None = None) -> Iterator[str]:
+    """Yields a temporary folder beside `path`; it replaces `path` (and what was there) when the block ends.
+
+    With `previous`, what was at `path` is kept there (replacing an older one) instead of deleted.
+    """
     path = os.path.abspath(os.fspath(path))
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
@@ -62,7 +65,9 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[str]:
         os.chmod(tmp, 0o777 & ~_umask())  # as os.makedirs would make it, not mkdtemp's private 0700
         if os.path.exists(path):
             old = f"{tmp}.old"
-            os.replace(path, old)
+            if previous is not None and os.path.exists(previous):
+                os.replace(previous, old)  # the older one goes
+            os.replace(path, previous if previous is not None else old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
         else:

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import shutil
+import sys
 
 import keras
 import numpy as np
@@ -17,11 +18,16 @@ from darts_tf.config import config_from_dict
 from darts_tf.files import atomic_file
 
 CHECKPOINT_DIR = "checkpoint"
+PREVIOUS_DIR = "checkpoint.previous"  # the epoch before, kept so that a damaged checkpoint is not the end
 STATE_FILE = "state.json"
 
 
 class RunDirError(ValueError):
     """The run folder cannot be used as asked (one line, names the folder and the flag)."""
+
+
+class DivergedError(ValueError):
+    """A loss became NaN or infinite: the run stopped at once (one line: which loss, when, what to change)."""
 
 
 def write_json_atomic(path: str, data) -> None:
@@ -39,7 +45,7 @@ def prepare_run_dir(run_dir: str, resume: bool, overwrite: bool) -> None:
     """Checks `run_dir` can be used, refusing one that holds a run unless resuming or overwriting."""
     has_run = os.path.exists(os.path.join(run_dir, "config.json"))
     if resume:
-        if not os.path.exists(os.path.join(run_dir, CHECKPOINT_DIR, STATE_FILE)):
+        if not any(os.path.exists(os.path.join(run_dir, d, STATE_FILE)) for d in (CHECKPOINT_DIR, PREVIOUS_DIR)):
             raise RunDirError(f"--resume {run_dir!r}: no checkpoint there to resume from")
         return
     if has_run and not overwrite:
@@ -108,24 +114,119 @@ def resume_epoch(run_dir: str, what: str, model, **optimizers) -> int:
     state = load_checkpoint(run_dir, model, **optimizers)
     if state.get("finished"):
         raise RunDirError(f"--resume {run_dir!r}: the {what} already finished ({state['epoch']} epochs)")
+    truncate_metrics(run_dir, state["epoch"])  # after a fallback to the previous checkpoint: its later rows go
     return state["epoch"]
 
 
 def read_state(run_dir: str) -> dict:
-    return read_json(os.path.join(run_dir, CHECKPOINT_DIR, STATE_FILE))
+    """The state of the checkpoint `load_checkpoint` restores (the previous one when the latest is damaged)."""
+    for directory in (CHECKPOINT_DIR, PREVIOUS_DIR):
+        try:
+            return read_json(os.path.join(run_dir, directory, STATE_FILE))
+        except (OSError, ValueError):
+            continue
+    raise RunDirError(f"{run_dir!r}: no readable checkpoint state ({CHECKPOINT_DIR}/{STATE_FILE})")
 
 
 def save_checkpoint(run_dir: str, model, state: dict, **optimizers) -> None:
-    """Model variables, optimizer states and `state` (epoch, ...) in one atomic folder."""
+    """Model variables, optimizer states and `state` (epoch, ...) in one atomic folder; the one it replaces
+    becomes `checkpoint.previous/`."""
     directory = os.path.join(run_dir, CHECKPOINT_DIR)
-    write_atomic(make_checkpoint(model, **optimizers), directory, json_files={STATE_FILE: state})
+    previous = os.path.join(run_dir, PREVIOUS_DIR)
+    write_atomic(make_checkpoint(model, **optimizers), directory, json_files={STATE_FILE: state}, previous=previous)
+
+
+# What reading a damaged checkpoint raises: truncated or corrupted files, unparsable JSON.
+_DAMAGE = (tf.errors.OpError, IndexError, OSError, ValueError)
 
 
 def load_checkpoint(run_dir: str, model, **optimizers) -> dict:
-    """Restores `model` (and the optimizers given) from the run's checkpoint; returns its state."""
-    directory = os.path.join(run_dir, CHECKPOINT_DIR)
-    restore(make_checkpoint(model, **optimizers), os.path.join(directory, "ckpt"), partial=not optimizers)
-    return read_state(run_dir)
+    """Restores `model` (and the optimizers given) from the run's checkpoint; returns its state.
+
+    A checkpoint that cannot be read (truncated, corrupted, missing files) is named in one
+    line; when the previous epoch's checkpoint is intact the run falls back to it (and says so).
+    """
+    problems = []
+    for directory in (CHECKPOINT_DIR, PREVIOUS_DIR):
+        folder = os.path.join(run_dir, directory)
+        if not os.path.isdir(folder):
+            continue
+        state_path = os.path.join(folder, STATE_FILE)
+        try:
+            state = read_json(state_path)
+        except (OSError, ValueError) as error:
+            problems.append(f"{state_path}: {_first_line(error)}")
+            continue
+        try:
+            restore(make_checkpoint(model, **optimizers), os.path.join(folder, "ckpt"), partial=not optimizers)
+        except _DAMAGE as error:
+            problems.append(f"{_damaged_file(folder, error)}: {_first_line(error)}")
+            continue
+        if problems:
+            print(f"warning: {problems[0]}; resuming from the previous checkpoint ({folder}, epoch {state['epoch']})",
+                  file=sys.stderr, flush=True)  # fmt: skip
+        return state
+    raise RunDirError(f"cannot read the checkpoint of {run_dir!r}: " + "; ".join(problems or ["none there"]))
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def _damaged_file(folder: str, error: Exception) -> str:
+    """The file of `folder` the error names, else the folder."""
+    for name in sorted(os.listdir(folder)):
+        if name in str(error):
+            return os.path.join(folder, name)
+    if isinstance(error, IndexError | tf.errors.DataLossError | tf.errors.OutOfRangeError):  # short data file
+        data_files = [n for n in sorted(os.listdir(folder)) if ".data-" in n]
+        if data_files:
+            return os.path.join(folder, data_files[0])
+    return folder
+
+
+def truncate_metrics(run_dir: str, epoch: int) -> None:
+    """Drops metrics.csv rows of epochs after `epoch` (atomically)."""
+    path = os.path.join(run_dir, "metrics.csv")
+    if not os.path.isfile(path):
+        return
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    if not rows or "epoch" not in rows[0]:
+        return
+    column = rows[0].index("epoch")
+    kept = [rows[0]] + [row for row in rows[1:] if row and float(row[column]) <= epoch]
+    if len(kept) == len(rows):
+        return
+    with atomic_file(path) as handle:
+        csv.writer(handle, lineterminator="\r\n").writerows(kept)
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stops a `fit` at the first step whose loss is NaN or infinite (`DivergedError`, one line).
+
+    `flags` maps each logged loss to check to the flag to change (e.g. {"loss": "--learning-rate"}).
+    Nothing of the epoch is recorded: its checkpoint stays the last good one.
+    """
+
+    def __init__(self, flags: dict):
+        super().__init__()
+        self.flags = flags
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        for name, flag in self.flags.items():
+            if name in (logs or {}):
+                value = float(np.asarray(logs[name]))
+                if not np.isfinite(value):
+                    raise DivergedError(
+                        f"the {name.replace('_', ' ')} became {value} at epoch {self.epoch + 1}, step {batch + 1}; "
+                        f"lower {flag} (the run folder keeps the last epoch's checkpoint)"
+                    )
 
 
 class MetricsCSV(keras.callbacks.Callback):
@@ -155,13 +256,14 @@ class MetricsCSV(keras.callbacks.Callback):
 
 
 def fit_run(model, batches, run_dir: str, epochs: int, first_epoch: int, steps_per_epoch: int, validation_data,
-            callbacks: list, csv_extra, verbose: int, user_callbacks=()):  # fmt: skip
+            callbacks: list, csv_extra, verbose: int, user_callbacks=(), loss_flags=None):  # fmt: skip
     """`model.fit` over a run's epochs: the run's own callbacks, metrics.csv, TensorBoard, then the user's.
 
     The user's callbacks come last, so an epoch is fully recorded (checkpoint and
     metrics row) before one of them can stop or interrupt the run.
     """
     callbacks = [
+        StopOnNonFinite(loss_flags or {"loss": "--learning-rate"}),
         *callbacks,
         MetricsCSV(os.path.join(run_dir, "metrics.csv"), extra=csv_extra),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),

@@ -362,6 +362,7 @@ def run_search(
         csv_extra=lambda e: {"lr": schedule.value_at_epoch(e), "genotype": _genotype_json(search.network, config)},
         verbose=verbose,
         user_callbacks=callbacks,
+        loss_flags={"loss": "--learning-rate", "arch_loss": "--arch-learning-rate"},
     )  # fmt: skip
     genotype = Genotype.load(os.path.join(config.run_dir, "genotype.json"))  # the kept one (early stop)
     visualize.save_cells(genotype, config.run_dir, ("png", "svg"), prefix="cell")

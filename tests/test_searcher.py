@@ -275,3 +275,44 @@ def test_pc_darts_preset_and_flags(tmp_path):
         "error: --partial-channels must be a positive divisor of --C 16. Received: 5"
     )
     assert not (tmp_path / "run").exists()
+
+
+class _InterruptAfterSecond(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+
+def test_a_damaged_checkpoint_is_named_and_the_previous_epochs_resumes_exactly(tmp_path, capfd):
+    options = dict(dataset="synthetic", epochs=3, subset=64)
+    straight = run_search(tiny_config(tmp_path / "a", **options), verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(tiny_config(tmp_path / "b", **options), verbose=0, callbacks=[_InterruptAfterSecond()])
+    run = tmp_path / "b"
+    assert runs.read_state(str(run))["epoch"] == 2 and runs.read_json(str(run / runs.PREVIOUS_DIR / "state.json"))[
+        "epoch"
+    ] == 1  # fmt: skip
+    data_file = next(p for p in (run / "checkpoint").iterdir() if ".data-" in p.name)
+    data_file.write_bytes(data_file.read_bytes()[:100])  # truncated, as by a full disk or a killed copy
+    resumed = run_search(tiny_config(run), resume=True, verbose=0)
+    warning = capfd.readouterr().err
+    assert "warning: " in warning and data_file.name in warning and "epoch 1)" in warning
+    assert resumed["first_epoch"] == 1 and resumed["genotype"] == straight["genotype"]
+    with np.load(tmp_path / "a" / "alphas_epoch_003.npz") as a, np.load(run / "alphas_epoch_003.npz") as b:
+        np.testing.assert_allclose(a["alphas_normal"], b["alphas_normal"], rtol=0, atol=1e-7)
+    assert len((run / "metrics.csv").read_text().strip().splitlines()) == 4  # epoch 2's row once, not twice
+    # Both damaged: one line naming the file, nothing resumed.
+    for folder in ("checkpoint", runs.PREVIOUS_DIR):
+        (run / folder / "state.json").write_text("{")
+    config = tiny_config(run, **options)
+    with pytest.raises(runs.RunDirError, match="cannot read the checkpoint of .*state.json: JSONDecodeError"):
+        runs.load_checkpoint(str(run), _network(config, data.make_synthetic(num_train=64, num_test=8, image_size=32)))
+
+
+def test_a_loss_that_becomes_nan_stops_the_search_at_once(tmp_path):
+    config = tiny_config(tmp_path / "run", dataset="synthetic", epochs=2, subset=64, learning_rate=1e38)
+    with pytest.raises(
+        runs.DivergedError, match=r"the loss became (nan|inf) at epoch 1, step \d; lower --learning-rate"
+    ):
+        run_search(config, verbose=0)
+    assert not (tmp_path / "run" / "checkpoint").exists()  # nothing of the diverged epoch was recorded

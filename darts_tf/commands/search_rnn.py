@@ -30,7 +30,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         result = run_rnn_search(
             config, resume=bool(args.resume), overwrite=args.overwrite, verbose=0 if args.quiet else 1
         )
-    except (ValueError, FloatingPointError) as error:  # CorpusError, RunDirError, bad flags, a diverged loss
+    except ValueError as error:  # CorpusError, RunDirError, DivergedError, bad flags: one line
         fail(parser, error)
     history = result["history"]
     print(f"search finished in {result['seconds']:.0f} s; run folder: {result['config'].run_dir}")

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         result = run_rnn_training(
             config, resume=bool(args.resume), overwrite=args.overwrite, verbose=0 if args.quiet else 1
         )
-    except (ValueError, FloatingPointError) as error:
+    except ValueError as error:  # CorpusError, RunDirError, DivergedError, bad genotype: one line
         fail(parser, error)
     print(f"training finished in {result['seconds']:.0f} s; run folder: {result['config'].run_dir}")
     print(f"best epoch {result['best_epoch']}: valid ppl {result['valid_ppl']:.2f}, test ppl {result['test_ppl']:.2f}")

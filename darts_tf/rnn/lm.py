@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from darts_tf.rnn import data as text
 from darts_tf.rnn.model import RNNModel, activation_regularization, nll, temporal_activation_regularization
-from darts_tf.runs import MetricsCSV
+from darts_tf.runs import DivergedError, MetricsCSV
 
 _STEP_STRIDE = 2**20
 
@@ -76,8 +76,11 @@ def perplexity(loss: float) -> float:
 
 
 def check_finite(loss: float, what: str, flag: str) -> None:
+    """`DivergedError` (one line) when a loss is NaN or infinite."""
     if not math.isfinite(loss):
-        raise FloatingPointError(f"the {what} became {loss} (NaN/inf); lower {flag} or raise --clip's effect")
+        raise DivergedError(
+            f"the {what} became {loss}; lower {flag} (the run folder keeps the last epoch's checkpoint)"
+        )
 
 
 def record_epoch_metrics(run_dir: str, epoch: int, row: dict, writer) -> None:
