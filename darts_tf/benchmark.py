@@ -34,6 +34,11 @@ ORIGINAL = {
     ("serve", None, 32): {"images_per_s": 39.0},
     ("serve", None, 96): {"images_per_s": 30.0},
     ("serve", None, 256): {"images_per_s": 13.0},
+    # The original's rnn/ code (its model, model_search and architect modules, .cuda() made a no-op)
+    # on PyTorch 2.13 CPU, 2 threads, the same synthetic 10,000-word batches (docs/recurrent.md).
+    ("rnn_search", "first", 256): {"seconds": 11.11, "rss_gib": 7.0},
+    ("rnn_search", "second", 256): {"seconds": 28.27, "rss_gib": 8.1},
+    ("rnn_train", None, 64): {"seconds": 2.10, "rss_gib": 1.2},
 }
 
 # FLOPs per multiply-accumulate of the ops counted (convolutions and matmuls, forward and backward).

@@ -217,7 +217,7 @@ class RNNTrainConfig:
 
 RNN_TRAIN_PRESETS = {
     "paper": {},
-    "quick": {"train_portion": 0.8, "emsize": 64, "nhid": 64, "epochs": 4, "batch_size": 32, "nonmono": 1},
+    "quick": {"train_portion": 0.8, "emsize": 64, "nhid": 64, "epochs": 10, "batch_size": 32, "nonmono": 2},
 }
 
 

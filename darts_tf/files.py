@@ -9,6 +9,7 @@ interrupt) the temporary is removed and the target is left as it was.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -92,3 +93,41 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise ValueError(str(error).splitlines()[0] if str(error) else type(error).__name__) from None
     except Exception as error:  # zipfile.BadZipFile, EOFError, ... from a damaged file
         raise ValueError(f"a damaged or non-.npz file ({type(error).__name__})") from None
+
+
+class JsonDocument:
+    """`to_json` / `from_json` / `save` (atomic) / `load` for a class with `to_dict` and `from_dict`.
+
+    `KIND` names the document in error messages (one line, naming the file).
+    """
+
+    KIND = "document"
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{cls.KIND.capitalize()} JSON is not valid JSON: {error}") from None
+        return cls.from_dict(data)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes the document as JSON to `path` atomically (temp file, then rename)."""
+        with atomic_file(path) as handle:
+            handle.write(self.to_json(indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike):
+        path = os.fspath(path)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as error:
+            raise ValueError(f"Cannot read {cls.KIND} file {path!r}: {error.strerror}") from None
+        try:
+            return cls.from_json(text)
+        except ValueError as error:
+            raise ValueError(f"Bad {cls.KIND} file {path!r}: {error}") from None

@@ -9,14 +9,13 @@ ICLR 2019 (arXiv:1806.09055), Section 2.4 ("Deriving discrete architectures").
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from darts_tf.files import atomic_file
+from darts_tf.files import JsonDocument
 
 PRIMITIVES: tuple[str, ...] = (
     "none",
@@ -88,7 +87,7 @@ def _validate_cell(kind: str, edges, concat) -> tuple[tuple[tuple[str, int], ...
 
 
 @dataclass(frozen=True)
-class Genotype:
+class Genotype(JsonDocument):
     """A discrete DARTS cell pair (normal and reduction), as in the paper's Figure 4/5.
 
     `normal` and `reduce` list, for each intermediate node in order, two
@@ -97,6 +96,8 @@ class Genotype:
     outputs are concatenated to form the cell output. Instances are immutable,
     validated on construction, and round-trip through JSON.
     """
+
+    KIND = "genotype"
 
     normal: tuple[tuple[str, int], ...]
     normal_concat: tuple[int, ...]
@@ -136,35 +137,6 @@ class Genotype:
             reduce=data["reduce"],
             reduce_concat=data["reduce_concat"],
         )
-
-    def to_json(self, indent: int | None = None) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
-
-    @classmethod
-    def from_json(cls, text: str) -> Genotype:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"Genotype JSON is not valid JSON: {error}") from None
-        return cls.from_dict(data)
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Writes the genotype as JSON to `path` atomically (temp file, then rename)."""
-        with atomic_file(path) as handle:
-            handle.write(self.to_json(indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> Genotype:
-        path = os.fspath(path)
-        try:
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read()
-        except OSError as error:
-            raise ValueError(f"Cannot read genotype file {path!r}: {error.strerror}") from None
-        try:
-            return cls.from_json(text)
-        except ValueError as error:
-            raise ValueError(f"Bad genotype file {path!r}: {error}") from None
 
     @property
     def steps(self) -> int:

@@ -12,13 +12,12 @@ ICLR 2019 (arXiv:1806.09055), Sec. 2.1 and 3.1.2 (recurrent cells).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Sequence
 
 import numpy as np
 
-from darts_tf.files import atomic_file
+from darts_tf.files import JsonDocument
 
 PRIMITIVES = ("none", "tanh", "relu", "sigmoid", "identity")
 STEPS = 8
@@ -32,11 +31,13 @@ def num_edges(steps: int = STEPS) -> int:
 
 
 @dataclasses.dataclass(frozen=True)
-class RecurrentGenotype:
+class RecurrentGenotype(JsonDocument):
     """A discrete recurrent cell: `recurrent[i] = (activation, predecessor)` of node i + 1, `concat` the averaged nodes.
 
     Immutable, validated on construction, and round-trips through JSON.
     """
+
+    KIND = "recurrent genotype"
 
     recurrent: tuple[tuple[str, int], ...]
     concat: tuple[int, ...]
@@ -82,31 +83,6 @@ class RecurrentGenotype:
             keys = sorted(data) if isinstance(data, dict) else type(data).__name__
             raise ValueError(f"recurrent genotype JSON must have keys 'recurrent' and 'concat'. Received: {keys}")
         return cls(recurrent=tuple(tuple(edge) for edge in data["recurrent"]), concat=tuple(data["concat"]))
-
-    def to_json(self, indent: int | None = None) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
-
-    @classmethod
-    def from_json(cls, text: str) -> RecurrentGenotype:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"recurrent genotype is not valid JSON: {error}") from None
-        return cls.from_dict(data)
-
-    def save(self, path: str | os.PathLike) -> None:
-        with atomic_file(path) as handle:
-            handle.write(self.to_json(indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> RecurrentGenotype:
-        if not os.path.isfile(path):
-            raise ValueError(f"recurrent genotype file {str(path)!r} does not exist")
-        with open(path, encoding="utf-8") as handle:
-            try:
-                return cls.from_json(handle.read())
-            except ValueError as error:
-                raise ValueError(f"{str(path)!r}: {error}") from None
 
 
 _ALL_NODES = tuple(range(1, STEPS + 1))

@@ -41,6 +41,14 @@ def dropout_mask(seed, shape, rate: float, dtype) -> tf.Tensor:
     return tf.floor(uniform + keep) / keep
 
 
+def _with_genotype(config: dict) -> dict:
+    """A layer config with its genotype dict turned back into a `RecurrentGenotype`."""
+    config = dict(config)
+    if config.get("genotype") is not None:
+        config["genotype"] = RecurrentGenotype.from_dict(config["genotype"])
+    return config
+
+
 class RecurrentCell(keras.layers.Layer):
     """A DARTS recurrent cell run over a sequence (arXiv:1806.09055, Sec. 2.1, Fig. 1/6).
 
@@ -171,10 +179,7 @@ class RecurrentCell(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        if config.get("genotype") is not None:
-            config["genotype"] = RecurrentGenotype.from_dict(config["genotype"])
-        return cls(**config)
+        return cls(**_with_genotype(config))
 
 
 class RNNModel(keras.Model):
@@ -308,10 +313,7 @@ class RNNModel(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        if config.get("genotype") is not None:
-            config["genotype"] = RecurrentGenotype.from_dict(config["genotype"])
-        return cls(**config)
+        return cls(**_with_genotype(config))
 
 
 def nll(log_probs, targets) -> tf.Tensor:
