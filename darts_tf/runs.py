@@ -203,6 +203,22 @@ def truncate_metrics(run_dir: str, epoch: int) -> None:
         csv.writer(handle, lineterminator="\r\n").writerows(kept)
 
 
+def require_one_replica(model) -> None:
+    """ValueError when `model` was built under a tf.distribute strategy with more than one replica.
+
+    The search and training steps reduce nothing across replicas yet (gradients, BatchNorm
+    statistics, the second-order passes), so such a run would silently compute something
+    else than the same run on one device; it is refused instead.
+    """
+    strategy = model.distribute_strategy
+    replicas = strategy.num_replicas_in_sync
+    if replicas > 1:
+        raise ValueError(
+            f"{type(model).__name__} runs on one device: under {type(strategy).__name__} with {replicas} replicas "
+            "its gradients and BatchNorm statistics would not be reduced across them; build it outside the scope"
+        )
+
+
 class StopOnNonFinite(keras.callbacks.Callback):
     """Stops a `fit` at the first step whose loss is NaN or infinite (`DivergedError`, one line).
 

@@ -54,6 +54,7 @@ class ArchitectureSearch(keras.Model):
             self.built = True
 
     def compile(self, w_optimizer, alpha_optimizer, grad_clip=5.0, **kwargs):
+        runs.require_one_replica(self)  # its own train function would run outside the strategy
         kwargs.setdefault("jit_compile", False)
         super().compile(**kwargs)
         self.w_optimizer = w_optimizer

@@ -47,6 +47,7 @@ class EvalTrainer(keras.Model):
             self.built = True
 
     def compile(self, optimizer, grad_clip=5.0, **kwargs):
+        runs.require_one_replica(self)
         kwargs.setdefault("jit_compile", False)
         super().compile(**kwargs)
         self.w_optimizer = optimizer

@@ -316,3 +316,31 @@ def test_a_loss_that_becomes_nan_stops_the_search_at_once(tmp_path):
     ):
         run_search(config, verbose=0)
     assert not (tmp_path / "run" / "checkpoint").exists()  # nothing of the diverged epoch was recorded
+
+
+def test_a_multi_replica_strategy_is_refused_not_silently_dropped():
+    """Under MirroredStrategy on 2 logical CPUs the search and training models refuse to compile (one line)."""
+    code = (
+        "import tensorflow as tf; cpu = tf.config.list_physical_devices('CPU')[0]\n"
+        "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
+        "from darts_tf import data, trainer\nfrom darts_tf.config import SearchConfig, TrainConfig\n"
+        "from darts_tf.optimizers import learning_rate_schedule\nfrom darts_tf.searcher import build_search\n"
+        "source = data.make_synthetic(num_train=16, num_test=8, image_size=8)\n"
+        "strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])\n"
+        "from darts_tf.eval_model import NetworkCIFAR\nfrom darts_tf.genotypes import DARTS_V2\n"
+        "search_config, train_config = SearchConfig(C=4, layers=3, steps=2, multiplier=2), TrainConfig(C=4, layers=3)\n"
+        "builds = [lambda: build_search(search_config, source, learning_rate_schedule(search_config, 2))]\n"
+        "network = lambda: NetworkCIFAR(4, 10, 3, False, DARTS_V2, input_shape=(8, 8, 3))\n"
+        "builds.append(lambda: trainer.build_trainer(train_config, network(), learning_rate_schedule(train_config, 2)))\n"
+        "for build in builds:\n"
+        "    with strategy.scope():\n"
+        "        try:\n"
+        "            build()\n"
+        "        except ValueError as error:\n"
+        "            print('refused:', error)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("refused:")]
+    assert out.returncode == 0 and len(lines) == 2, out.stderr[-2000:]
+    assert "ArchitectureSearch runs on one device: under MirroredStrategy with 2 replicas" in lines[0]
+    assert "EvalTrainer runs on one device" in lines[1]
