@@ -266,3 +266,19 @@ def test_the_switch_to_averaged_sgd_is_the_originals_rule():
     history = [5.0, 4.0, 3.0, 3.1, 3.2, 3.3, 3.4]  # all but the last 5: [5.0, 4.0], best 4.0
     assert not should_average(history, 3.9, nonmono=5) and should_average(history, 4.1, nonmono=5)
     assert should_average([4.0], 4.5, nonmono=0) and not should_average([4.0], 3.5, nonmono=0)
+
+
+def test_model_config_round_trip():
+    model = RNNModel(30, 8, 8, 0.5, 0.1, 0.2, 0.3, 0.05, genotype=DARTS_V1)
+    model.build()
+    again = RNNModel.from_config(model.get_config())
+    again.build()
+    assert again.genotype == DARTS_V1 and (again.dropout, again.dropoute, again.ntoken) == (0.5, 0.05, 30)
+    again.set_weights(model.get_weights())
+    tokens = np.arange(12, dtype="int32").reshape(4, 3) % 30
+    hidden = model.init_hidden(3)
+    np.testing.assert_array_equal(
+        model(tokens, hidden)["log_probs"].numpy(), again(tokens, hidden)["log_probs"].numpy()
+    )
+    search = RNNModel.from_config(RNNModel(30, 8, 8, genotype=None).get_config())
+    assert search.searching and search.steps == 8
