@@ -253,12 +253,14 @@ def edge_labels(steps: int) -> list[str]:
     return [f"{names[j]} -> {i}" for i in range(steps) for j in range(i + 2)]
 
 
-def draw_heatmap(ax, alphas: np.ndarray, steps: int, title: str, colorbar: bool = True) -> None:
+def draw_heatmap(
+    ax, alphas: np.ndarray, steps: int, title: str, colorbar: bool = True, columns=PRIMITIVES, rows=None
+) -> None:
     """softmax(alpha) per edge (rows) over the operations (columns), values written in the cells."""
     weights = softmax(np.asarray(alphas, np.float64), axis=-1)
     image = ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=max(0.3, float(weights.max())), aspect="auto")
-    ax.set_xticks(range(len(PRIMITIVES)), PRIMITIVES, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(weights.shape[0]), edge_labels(steps), fontsize=8)
+    ax.set_xticks(range(len(columns)), columns, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(weights.shape[0]), rows if rows is not None else edge_labels(steps), fontsize=8)
     for (row, column), value in np.ndenumerate(weights):
         ax.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=6,
                 color="white" if value < 0.6 * image.get_clim()[1] else "black")  # fmt: skip
@@ -454,9 +456,14 @@ def visualize_run(run_dir: str, out_dir: str | None = None, formats=("png", "svg
     signature = _export_signature(config)
     if signature:
         sections.append(f"<h2>Exported model</h2><pre>{html.escape(signature)}</pre>")
-    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in config.items())
-    sections.insert(0, f"<h2>Config</h2><table>{rows}</table>")
     kind = "search" if "arch_learning_rate" in config else "training"
+    return [*written, _write_report(out_dir, run_dir, kind, config, sections)]
+
+
+def _write_report(out_dir: str, run_dir: str, kind: str, config: dict, sections: list[str]) -> str:
+    """report.html: the config table, then `sections` (HTML with every image inlined); its path."""
+    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in config.items())
+    sections = [f"<h2>Config</h2><table>{rows}</table>", *sections]
     page = (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>darts_tf {kind} run: {html.escape(run_dir)}"
         "</title><style>body{font-family:sans-serif;max-width:1400px;margin:auto}img{max-width:100%}"
@@ -467,7 +474,54 @@ def visualize_run(run_dir: str, out_dir: str | None = None, formats=("png", "svg
     report = os.path.join(out_dir, "report.html")
     with atomic_file(report) as handle:
         handle.write(page)
-    return [*written, report]
+    return report
+
+
+def visualize_recurrent_run(run_dir: str, out_dir: str | None = None, formats=("png", "svg")) -> list[str]:
+    """A recurrent search or training run folder (`darts-tf search-rnn` / `train-rnn`): the cell, the
+    softmax(alpha) heatmap of every recorded epoch (search), perplexity curves and report.html."""
+    from darts_tf.rnn.genotypes import PRIMITIVES as RNN_PRIMITIVES
+    from darts_tf.rnn.genotypes import RecurrentGenotype
+
+    out_dir = out_dir or os.path.join(run_dir, "visualize")
+    with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as handle:
+        config = json.load(handle)
+    genotype = RecurrentGenotype.load(os.path.join(run_dir, "genotype.json"))
+    written = save_recurrent_cell(genotype, out_dir, formats)
+    cell = f'<img alt="recurrent cell" src="{_file_data(written[0], "image/png")}">' if "png" in formats else ""
+    sections = [f"<h2>Genotype</h2><pre>{html.escape(genotype.to_json(indent=2))}</pre>{cell}"]
+    paths = sorted(glob.glob(os.path.join(run_dir, "alphas_epoch_*.npz")))
+    steps = genotype.steps
+    labels = [f"{j} -> {i + 1}" for i in range(steps) for j in range(i + 1)]
+    for index, path in enumerate(paths):
+        epoch = int(re.search(r"alphas_epoch_(\d+)\.npz$", path).group(1))
+        with np.load(path, allow_pickle=False) as arrays:
+            alphas = arrays["alphas"]
+        figure = _figure(6.0, 0.22 * alphas.shape[0] + 1.6)
+        draw_heatmap(figure.add_subplot(1, 1, 1), alphas, steps, f"softmax(alphas), epoch {epoch}",
+                     columns=RNN_PRIMITIVES, rows=labels)  # fmt: skip
+        figure.tight_layout()
+        last = index == len(paths) - 1
+        for fmt in formats if last else ("png",):
+            written.append(save_figure(figure, os.path.join(out_dir, f"alphas_epoch_{epoch:03d}.{fmt}")))
+        if last:
+            sections.append(f'<h2>softmax(alpha), epoch {epoch}</h2><img alt="alphas" src="{_png_data(figure)}">')
+    metrics = read_metrics(run_dir)
+    if metrics:
+        figure = _figure(6.0, 3.8)
+        ax = figure.add_subplot(1, 1, 1)
+        for name, style in (("train_ppl", "-"), ("val_ppl", "--")):
+            if name in metrics[0]:
+                ax.plot(_column(metrics, "epoch"), _column(metrics, name), style, marker="o", label=name)
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_title("perplexity")
+        ax.legend(fontsize=8)
+        figure.tight_layout()
+        written.append(save_figure(figure, os.path.join(out_dir, "curves.png")))
+        sections.append(f'<h2>Curves</h2><img alt="curves" src="{_png_data(figure)}">')
+    kind = "recurrent search" if "arch_learning_rate" in config else "recurrent training"
+    return [*written, _write_report(out_dir, run_dir, kind, config, sections)]
 
 
 def _export_signature(config: dict) -> str | None:
@@ -498,8 +552,7 @@ def visualize(target: str, out_dir: str | None = None, formats=("png", "svg")) -
     if os.path.isdir(target):
         path = os.path.join(target, "genotype.json")
         if os.path.isfile(path) and '"recurrent"' in open(path, encoding="utf-8").read():  # a recurrent run
-            return save_recurrent_cell(recurrent.RecurrentGenotype.load(path), out_dir or os.path.join(target,
-                                       "visualize"), formats)  # fmt: skip
+            return visualize_recurrent_run(target, out_dir, formats)
         return visualize_run(target, out_dir, formats)
     stem = os.path.splitext(os.path.basename(target))[0].lower()
     if target.startswith("rnn:") or (os.path.isfile(target) and "recurrent" in open(target, encoding="utf-8").read()):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -180,6 +181,14 @@ def test_search_records_every_epoch_and_resumes_exactly(tmp_path):
     with np.load(run / "alphas_epoch_000.npz") as a0, np.load(run / "alphas_epoch_002.npz") as a2:
         assert np.abs(a2["alphas"] - a0["alphas"]).max() > 1e-4  # 8 Adam steps of lr 3e-3
     assert len(straight["history"]["val_ppl"]) == 2 and all(np.isfinite(straight["history"]["val_ppl"]))
+    from darts_tf.visualize import visualize
+
+    written = {os.path.basename(p) for p in visualize(str(run), formats=("png", "svg"))}
+    assert {"cell_recurrent.png", "cell_recurrent.svg", "alphas_epoch_000.png", "alphas_epoch_002.svg",
+            "curves.png", "report.html"} <= written  # fmt: skip
+    report = (run / "visualize" / "report.html").read_text()
+    assert "recurrent search run" in report and 'src="data:image/png;base64,' in report
+    assert not re.search(r"(src|href)=\"(?!data:)", report)  # nothing outside the page
     with pytest.raises(_Interrupt):
         run_rnn_search(
             _search_config(tmp_path, folder, "b", unrolled=unrolled), verbose=0, on_epoch_end=[_interrupt_after_first]
