@@ -198,13 +198,45 @@ def recurrent_cell_dot(genotype) -> str:
     return "\n".join(lines + ["}"]) + "\n"
 
 
+def recurrent_cell_figure(genotype, title: str | None = None):
+    figure = _figure(9.6, 1.6 + 1.1 * genotype.steps)
+    draw_recurrent_cell(figure.add_axes((0.01, 0.01, 0.98, 0.9)), genotype, title)
+    return figure
+
+
+def recurrent_heatmap_figure(alphas: np.ndarray, steps: int, title: str):
+    """softmax(alphas) [edges, 5] of a recurrent search, one row per predecessor -> node edge."""
+    from darts_tf.rnn.genotypes import PRIMITIVES as RNN_PRIMITIVES
+
+    labels = [f"{j} -> {i + 1}" for i in range(steps) for j in range(i + 1)]
+    figure = _figure(6.0, 0.22 * np.shape(alphas)[0] + 1.6)
+    draw_heatmap(figure.add_subplot(1, 1, 1), alphas, steps, title, columns=RNN_PRIMITIVES, rows=labels)
+    figure.tight_layout()
+    return figure
+
+
+def write_recurrent_search_summaries(log_dir: str, epoch: int, alphas, genotype) -> None:
+    """TensorBoard for one recurrent search epoch: the softmax(alpha) heatmap and the cell as images, an alpha
+    histogram and the genotype as text (under `log_dir`, e.g. RUN_DIR/tensorboard/search)."""
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(log_dir)
+    with writer.as_default(step=epoch):
+        heatmap = recurrent_heatmap_figure(alphas, genotype.steps, f"softmax(alphas), epoch {epoch}")
+        tf.summary.image("alphas/softmax", tf.io.decode_png(_png_bytes(heatmap))[None])
+        cell = recurrent_cell_figure(genotype, f"recurrent cell, epoch {epoch}")
+        tf.summary.image("cells/recurrent", tf.io.decode_png(_png_bytes(cell))[None])
+        tf.summary.histogram("alphas/recurrent", np.asarray(alphas))
+        tf.summary.text("genotype", genotype.to_json())
+    writer.close()
+
+
 def save_recurrent_cell(genotype, out_dir: str, formats=("png", "svg"), prefix: str = "cell") -> list[str]:
     """`<prefix>_recurrent.<fmt>` and its `.dot` source in `out_dir`; the paths."""
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise ValueError(f"--format must be among {', '.join(FORMATS)}. Received: {bad[0]!r}")
-    figure = _figure(9.6, 1.6 + 1.1 * genotype.steps)
-    draw_recurrent_cell(figure.add_axes((0.01, 0.01, 0.98, 0.9)), genotype)
+    figure = recurrent_cell_figure(genotype)
     written = [save_figure(figure, os.path.join(out_dir, f"{prefix}_recurrent.{fmt}")) for fmt in formats]
     path = os.path.join(out_dir, f"{prefix}_recurrent.dot")
     with atomic_file(path) as handle:
@@ -480,7 +512,6 @@ def _write_report(out_dir: str, run_dir: str, kind: str, config: dict, sections:
 def visualize_recurrent_run(run_dir: str, out_dir: str | None = None, formats=("png", "svg")) -> list[str]:
     """A recurrent search or training run folder (`darts-tf search-rnn` / `train-rnn`): the cell, the
     softmax(alpha) heatmap of every recorded epoch (search), perplexity curves and report.html."""
-    from darts_tf.rnn.genotypes import PRIMITIVES as RNN_PRIMITIVES
     from darts_tf.rnn.genotypes import RecurrentGenotype
 
     out_dir = out_dir or os.path.join(run_dir, "visualize")
@@ -491,16 +522,11 @@ def visualize_recurrent_run(run_dir: str, out_dir: str | None = None, formats=("
     cell = f'<img alt="recurrent cell" src="{_file_data(written[0], "image/png")}">' if "png" in formats else ""
     sections = [f"<h2>Genotype</h2><pre>{html.escape(genotype.to_json(indent=2))}</pre>{cell}"]
     paths = sorted(glob.glob(os.path.join(run_dir, "alphas_epoch_*.npz")))
-    steps = genotype.steps
-    labels = [f"{j} -> {i + 1}" for i in range(steps) for j in range(i + 1)]
     for index, path in enumerate(paths):
         epoch = int(re.search(r"alphas_epoch_(\d+)\.npz$", path).group(1))
         with np.load(path, allow_pickle=False) as arrays:
             alphas = arrays["alphas"]
-        figure = _figure(6.0, 0.22 * alphas.shape[0] + 1.6)
-        draw_heatmap(figure.add_subplot(1, 1, 1), alphas, steps, f"softmax(alphas), epoch {epoch}",
-                     columns=RNN_PRIMITIVES, rows=labels)  # fmt: skip
-        figure.tight_layout()
+        figure = recurrent_heatmap_figure(alphas, genotype.steps, f"softmax(alphas), epoch {epoch}")
         last = index == len(paths) - 1
         for fmt in formats if last else ("png",):
             written.append(save_figure(figure, os.path.join(out_dir, f"alphas_epoch_{epoch:03d}.{fmt}")))

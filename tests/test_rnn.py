@@ -189,6 +189,12 @@ def test_search_records_every_epoch_and_resumes_exactly(tmp_path):
     report = (run / "visualize" / "report.html").read_text()
     assert "recurrent search run" in report and 'src="data:image/png;base64,' in report
     assert not re.search(r"(src|href)=\"(?!data:)", report)  # nothing outside the page
+    tags, steps = set(), set()
+    for path in (run / "tensorboard" / "search").iterdir():
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            tags.update(value.tag for value in event.summary.value)
+            steps.update([event.step] if event.summary.value else [])
+    assert {"alphas/softmax", "cells/recurrent", "alphas/recurrent", "genotype"} <= tags and steps == {0, 1, 2}
     with pytest.raises(_Interrupt):
         run_rnn_search(
             _search_config(tmp_path, folder, "b", unrolled=unrolled), verbose=0, on_epoch_end=[_interrupt_after_first]

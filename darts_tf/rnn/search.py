@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from darts_tf import runs
+from darts_tf import runs, visualize
 from darts_tf.config import RNNSearchConfig, check_rnn_config
 from darts_tf.optimizers import SGD, Adam, clip_by_global_norm
 from darts_tf.rnn import architect, lm
@@ -149,7 +149,11 @@ def run_rnn_search(
 
 
 def _record_arch(model: RNNModel, config: RNNSearchConfig, epoch: int) -> RecurrentGenotype:
+    """The alphas after `epoch` (0: the initial ones) and their genotype, in the run folder and TensorBoard."""
     genotype = model.genotype_of_alphas()
+    alphas = np.asarray(model.alphas)
     genotype.save(os.path.join(config.run_dir, f"genotype_epoch_{epoch:03d}.json"))
-    runs.save_npz_atomic(os.path.join(config.run_dir, f"alphas_epoch_{epoch:03d}.npz"), alphas=np.asarray(model.alphas))
+    runs.save_npz_atomic(os.path.join(config.run_dir, f"alphas_epoch_{epoch:03d}.npz"), alphas=alphas)
+    visualize.write_recurrent_search_summaries(os.path.join(config.run_dir, "tensorboard", "search"), epoch, alphas,
+                                               genotype)  # fmt: skip
     return genotype
