@@ -463,11 +463,11 @@ def bench_rnn(kind: str, order: str, batch: int, steps: int, warmup: int, t0: fl
             def step(k):
                 return search.step(inputs, targets, hidden, inputs, targets, hidden, tf.constant([0, k], tf.int32))
         else:
-            from darts_tf.rnn.train import _Trainer, build_model
+            from darts_tf.rnn.train import LanguageModelTrainer, build_model
 
             config = RNNTrainConfig(batch_size=batch, data_dir="", arch="DARTS_V2")
             model = build_model(config, 10_000)
-            trainer = _Trainer(model, config)
+            trainer = LanguageModelTrainer(model, config)
             hidden = model.init_hidden(batch)
 
             def step(k):

@@ -519,7 +519,7 @@ def visualize_recurrent_run(run_dir: str, out_dir: str | None = None, formats=("
         config = json.load(handle)
     genotype = RecurrentGenotype.load(os.path.join(run_dir, "genotype.json"))
     written = save_recurrent_cell(genotype, out_dir, formats)
-    cell = f'<img alt="recurrent cell" src="{_file_data(written[0], "image/png")}">' if "png" in formats else ""
+    cell = f'<img alt="recurrent cell" src="{_png_data(recurrent_cell_figure(genotype))}">'
     sections = [f"<h2>Genotype</h2><pre>{html.escape(genotype.to_json(indent=2))}</pre>{cell}"]
     paths = sorted(glob.glob(os.path.join(run_dir, "alphas_epoch_*.npz")))
     for index, path in enumerate(paths):
@@ -570,18 +570,26 @@ def _export_signature(config: dict) -> str | None:
     return f"{path}\nserving_default\n  inputs:  {inputs}\n  outputs: {outputs}"
 
 
+def _holds_recurrent_genotype(path: str) -> bool:
+    """Whether `path` is a JSON file of a recurrent genotype (one with a "recurrent" key)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return "recurrent" in json.load(handle)
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def visualize(target: str, out_dir: str | None = None, formats=("png", "svg")) -> list[str]:
     """Pictures of a run folder, a genotype JSON file or a published genotype name; the files written."""
     from darts_tf.genotypes import get_genotype
     from darts_tf.rnn import genotypes as recurrent
 
     if os.path.isdir(target):
-        path = os.path.join(target, "genotype.json")
-        if os.path.isfile(path) and '"recurrent"' in open(path, encoding="utf-8").read():  # a recurrent run
+        if _holds_recurrent_genotype(os.path.join(target, "genotype.json")):  # a search-rnn / train-rnn run
             return visualize_recurrent_run(target, out_dir, formats)
         return visualize_run(target, out_dir, formats)
     stem = os.path.splitext(os.path.basename(target))[0].lower()
-    if target.startswith("rnn:") or (os.path.isfile(target) and "recurrent" in open(target, encoding="utf-8").read()):
+    if target.startswith("rnn:") or _holds_recurrent_genotype(target):
         genotype = recurrent.get_genotype(target[4:] if target.startswith("rnn:") else target)
         return save_recurrent_cell(genotype, out_dir or ".", formats, prefix=stem.replace("rnn:", "rnn_"))
     genotype = get_genotype(target)  # a name or a JSON file; ValueError naming it otherwise

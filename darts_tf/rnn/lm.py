@@ -36,6 +36,24 @@ def epoch_lengths(config, epoch: int, rows: int, vary: bool) -> list[int]:
     return lengths[: config.max_steps] if config.max_steps else lengths
 
 
+def train_epoch(config, epoch: int, train_data: np.ndarray, learning_rate, step, vary: bool) -> tuple[float, int]:
+    """One epoch of truncated BPTT over `train_data`; returns (mean raw NLL, steps).
+
+    For each of the epoch's sequence lengths the learning rate variable is set to
+    lr * seq_len / bptt (the original's rescaling) and `step(i, inputs, targets, seed)`
+    runs a step from row `i` and returns its raw NLL (a NaN/inf one stops the run).
+    """
+    total, count, i = 0.0, 0, 0
+    for index, seq_len in enumerate(epoch_lengths(config, epoch, len(train_data), vary)):
+        inputs, targets = text.get_batch(train_data, i, seq_len)
+        learning_rate.assign(config.learning_rate * len(inputs) / config.bptt)
+        raw = float(step(i, inputs, targets, step_seed(config.seed, epoch, index)))
+        check_finite(raw, f"training loss at epoch {epoch + 1}, step {index + 1}", "--learning-rate")
+        total, count, i = total + raw, count + 1, i + seq_len
+    learning_rate.assign(config.learning_rate)
+    return total / max(count, 1), count
+
+
 def lm_training_loss(model: RNNModel, inputs, targets, hidden, seed, ar_alpha: float, tar_beta: float):
     """(raw NLL, loss with AR/TAR, next hidden state): the weight step's objective, as the original's train()."""
     out = model(inputs, hidden, training=True, seed=seed)

@@ -109,20 +109,16 @@ def run_rnn_search(
     history = {"train_loss": [], "val_loss": [], "val_ppl": []}
     for epoch in range(first_epoch, config.epochs):
         epoch_timer = lm.Timer()
-        hidden = model.init_hidden(config.batch_size)
-        val_hidden = model.init_hidden(config.batch_size)
-        total, count, i = 0.0, 0, 0
-        for step, seq_len in enumerate(lm.epoch_lengths(config, epoch, len(train_data), vary=False)):
-            inputs, targets = text.get_batch(train_data, i, seq_len)
+        carried = {"train": model.init_hidden(config.batch_size), "val": model.init_hidden(config.batch_size)}
+
+        def step(i, inputs, targets, seed, carried=carried):
             val_inputs, val_targets = text.get_batch(search_data, i % (len(search_data) - 1), config.bptt)
-            search.w_optimizer.learning_rate.assign(config.learning_rate * len(inputs) / config.bptt)
-            raw, hidden, val_hidden = search.step(
-                inputs, targets, hidden, val_inputs, val_targets, val_hidden, lm.step_seed(config.seed, epoch, step)
+            raw, carried["train"], carried["val"] = search.step(
+                inputs, targets, carried["train"], val_inputs, val_targets, carried["val"], seed
             )
-            raw = float(raw)
-            lm.check_finite(raw, f"training loss at epoch {epoch + 1}, step {step + 1}", "--learning-rate")
-            total, count, i = total + raw, count + 1, i + seq_len
-        search.w_optimizer.learning_rate.assign(config.learning_rate)
+            return raw
+
+        train_loss, count = lm.train_epoch(config, epoch, train_data, search.w_optimizer.learning_rate, step, False)
         val_loss = lm.evaluate(model, corpus.valid, config.eval_batch_size, config.bptt, eval_step)
         genotype = _record_arch(model, config, epoch + 1)
         genotype.save(os.path.join(config.run_dir, "genotype.json"))
@@ -130,7 +126,7 @@ def run_rnn_search(
         runs.save_checkpoint(
             config.run_dir, model, state, w_optimizer=search.w_optimizer, alpha_optimizer=search.alpha_optimizer
         )
-        row = {"train_loss": total / max(count, 1), "train_ppl": lm.perplexity(total / max(count, 1)),
+        row = {"train_loss": train_loss, "train_ppl": lm.perplexity(train_loss),
                "val_loss": val_loss, "val_ppl": lm.perplexity(val_loss), "seconds": epoch_timer.seconds()}  # fmt: skip
         lm.record_epoch_metrics(config.run_dir, epoch + 1, row, writer)
         for key in history:

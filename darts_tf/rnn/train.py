@@ -39,7 +39,7 @@ def build_model(config: RNNTrainConfig, ntoken: int) -> RNNModel:
     return model
 
 
-class _Trainer:
+class LanguageModelTrainer:
     """The weight step under SGD or, after the switch, averaged SGD (one traced step each)."""
 
     def __init__(self, model: RNNModel, config: RNNTrainConfig):
@@ -116,7 +116,7 @@ def run_rnn_training(
         print(f"data: {corpus.description or config.data_dir}; vocabulary {len(corpus)} words", flush=True)
     train_data = text.batchify(corpus.train, config.batch_size)
     model = build_model(config, len(corpus))
-    trainer = _Trainer(model, config)
+    trainer = LanguageModelTrainer(model, config)
     optimizers = {"sgd": trainer.sgd, "asgd": trainer.asgd}
     state = {"epoch": 0, "best_val_loss": [], "stored_loss": None, "averaging": False}
     if resume:
@@ -130,16 +130,13 @@ def run_rnn_training(
     eval_step = lm.make_eval_step(model)
     for epoch in range(state["epoch"], config.epochs):
         epoch_timer = lm.Timer()
-        hidden = model.init_hidden(config.batch_size)
-        total, count, i = 0.0, 0, 0
-        for step, seq_len in enumerate(lm.epoch_lengths(config, epoch, len(train_data), vary=True)):
-            inputs, targets = text.get_batch(train_data, i, seq_len)
-            trainer.learning_rate.assign(config.learning_rate * len(inputs) / config.bptt)
-            raw, hidden = trainer.step(inputs, targets, hidden, lm.step_seed(config.seed, epoch, step))
-            raw = float(raw)
-            lm.check_finite(raw, f"training loss at epoch {epoch + 1}, step {step + 1}", "--learning-rate")
-            total, count, i = total + raw, count + 1, i + seq_len
-        trainer.learning_rate.assign(config.learning_rate)
+        carried = {"hidden": model.init_hidden(config.batch_size)}
+
+        def step(i, inputs, targets, seed, carried=carried):
+            raw, carried["hidden"] = trainer.step(inputs, targets, carried["hidden"], seed)
+            return raw
+
+        train_loss, count = lm.train_epoch(config, epoch, train_data, trainer.learning_rate, step, True)
         current = trainer.swap_in_averages() if trainer.averaging else None
         val_loss = lm.evaluate(model, corpus.valid, config.eval_batch_size, config.bptt, eval_step)
         improved = state["stored_loss"] is None or val_loss < state["stored_loss"]
@@ -156,7 +153,7 @@ def run_rnn_training(
             trainer.averaging = True
         state.update(epoch=epoch + 1, averaging=trainer.averaging, finished=epoch + 1 >= config.epochs)
         runs.save_checkpoint(config.run_dir, model, dict(state), **optimizers)
-        row = {"train_loss": total / max(count, 1), "train_ppl": lm.perplexity(total / max(count, 1)),
+        row = {"train_loss": train_loss, "train_ppl": lm.perplexity(train_loss),
                "val_loss": val_loss, "val_ppl": lm.perplexity(val_loss), "averaged": float(bool(current)),
                "lr": config.learning_rate, "seconds": epoch_timer.seconds()}  # fmt: skip
         lm.record_epoch_metrics(config.run_dir, epoch + 1, row, writer)
