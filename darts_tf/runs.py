@@ -107,7 +107,12 @@ def subset_indices(labels: np.ndarray, size: int, num_classes: int) -> np.ndarra
 
 
 def resume_epoch(run_dir: str, what: str, model, **optimizers) -> int:
-    """Restores the run's checkpoint into `model` and `optimizers`; the epoch to continue from.
+    """Restores the run's checkpoint into `model` and `optimizers`; the epoch to continue from."""
+    return resume_state(run_dir, what, model, **optimizers)["epoch"]
+
+
+def resume_state(run_dir: str, what: str, model, **optimizers) -> dict:
+    """Restores the run's checkpoint into `model` and `optimizers`; the state saved with what was restored.
 
     A run that already finished is refused (RunDirError naming it), `what` says what finished.
     """
@@ -115,11 +120,12 @@ def resume_epoch(run_dir: str, what: str, model, **optimizers) -> int:
     if state.get("finished"):
         raise RunDirError(f"--resume {run_dir!r}: the {what} already finished ({state['epoch']} epochs)")
     truncate_metrics(run_dir, state["epoch"])  # after a fallback to the previous checkpoint: its later rows go
-    return state["epoch"]
+    return state
 
 
 def read_state(run_dir: str) -> dict:
-    """The state of the checkpoint `load_checkpoint` restores (the previous one when the latest is damaged)."""
+    """The latest readable checkpoint state (the previous checkpoint's when the latest state.json is unreadable;
+    after a fallback for damaged weights, `resume_state` is the one that matches what was restored)."""
     for directory in (CHECKPOINT_DIR, PREVIOUS_DIR):
         try:
             return read_json(os.path.join(run_dir, directory, STATE_FILE))

@@ -297,3 +297,27 @@ def test_model_config_round_trip():
     )
     search = RNNModel.from_config(RNNModel(30, 8, 8, genotype=None).get_config())
     assert search.searching and search.steps == 8
+
+
+def test_training_resumes_from_the_previous_checkpoint_with_its_own_state(tmp_path):
+    """A damaged latest checkpoint: weights and state (epoch, best loss, averaging) both come from the previous."""
+    from darts_tf import runs
+    from darts_tf.rnn.train import run_rnn_training
+
+    folder = _corpus_folder(tmp_path / "corpus")
+    values = dict(data_dir=folder, emsize=16, nhid=16, batch_size=8, bptt=10, epochs=3, eval_batch_size=4,
+                  max_steps=3, export=False)  # fmt: skip
+
+    def interrupt_after_second(epoch):
+        if epoch == 2:
+            raise _Interrupt
+
+    run = tmp_path / "run"
+    with pytest.raises(_Interrupt):
+        run_rnn_training(RNNTrainConfig(run_dir=str(run), **values), verbose=0, on_epoch_end=[interrupt_after_second])
+    data_file = next(p for p in (run / "checkpoint").iterdir() if ".data-" in p.name)
+    data_file.write_bytes(data_file.read_bytes()[:50])
+    run_rnn_training(RNNTrainConfig(run_dir=str(run), **values), resume=True, verbose=0)
+    rows = (run / "metrics.csv").read_text().strip().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == ["1", "2", "3"]  # epoch 2 rerun from epoch 1's state
+    assert runs.read_state(str(run))["epoch"] == 3 and len(runs.read_state(str(run))["best_val_loss"]) == 3

@@ -120,8 +120,7 @@ def run_rnn_training(
     optimizers = {"sgd": trainer.sgd, "asgd": trainer.asgd}
     state = {"epoch": 0, "best_val_loss": [], "stored_loss": None, "averaging": False}
     if resume:
-        runs.resume_epoch(config.run_dir, "training", model, **optimizers)
-        state = runs.read_state(config.run_dir)
+        state = runs.resume_state(config.run_dir, "training", model, **optimizers)
         trainer.averaging = state["averaging"]
     else:
         runs.write_json_atomic(os.path.join(config.run_dir, "config.json"), dataclasses.asdict(config))
