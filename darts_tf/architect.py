@@ -15,11 +15,18 @@ approximated by the central difference
 eps = 0.01 / ||v||, or computed exactly by double backpropagation
 (`hessian="exact"`). The model's weights are restored bit for bit and its
 BatchNorm moving statistics are not updated by these extra passes.
+
+Under a tf.distribute strategy (called inside `strategy.run`) every gradient
+here is the mean over the replicas' batches (`darts_tf.replicas.mean`): the
+unrolled step w', v, eps = 0.01 / ||v|| and the w +- eps v passes are the
+same on every replica, and equal to one device's at the global batch.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
+
+from darts_tf import replicas
 
 HESSIAN_MODES = ("finite_difference", "exact")
 
@@ -44,7 +51,8 @@ FROZEN = {"update_statistics": False}
 ALPHAS_ONLY = {"update_statistics": False, "weight_gradients": False}
 
 
-def _dense(gradients, variables):
+def dense_gradients(gradients, variables) -> list:
+    """`gradients` with zeros for the None ones (variables the loss does not reach)."""
     return [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(gradients, variables)]
 
 
@@ -68,7 +76,7 @@ def first_order_arch_gradients(model, val_batch) -> tuple[list, tf.Tensor]:
     with tf.GradientTape() as tape:
         loss = model_loss(model, val_batch, **ALPHAS_ONLY)
     gradients = tape.gradient(loss, model.arch_variables)
-    return _dense(gradients, model.arch_variables), loss
+    return replicas.mean(dense_gradients(gradients, model.arch_variables)), loss
 
 
 def exact_hessian_vector_product(model, batch, vector) -> list:
@@ -77,9 +85,9 @@ def exact_hessian_vector_product(model, batch, vector) -> list:
     with tf.GradientTape() as outer:
         with tf.GradientTape() as inner:
             loss = model_loss(model, batch, **FROZEN)
-        grads = _dense(inner.gradient(loss, weights), weights)
+        grads = dense_gradients(inner.gradient(loss, weights), weights)
         dot = tf.add_n([tf.reduce_sum(g * tf.cast(v, g.dtype)) for g, v in zip(grads, vector)])
-    return _dense(outer.gradient(dot, alphas), alphas)
+    return replicas.mean(dense_gradients(outer.gradient(dot, alphas), alphas))
 
 
 def finite_difference_hessian_vector_product(model, batch, vector, r: float = 0.01) -> list:
@@ -98,10 +106,10 @@ def finite_difference_hessian_vector_product(model, batch, vector, r: float = 0.
         _assign_after(done, weights, moved)
         with tf.GradientTape() as tape:
             loss = model_loss(model, batch, **ALPHAS_ONLY)
-        done = _dense(tape.gradient(loss, alphas), alphas)
+        done = dense_gradients(tape.gradient(loss, alphas), alphas)
         results.append(done)
     _assign_after(done, weights, saved)
-    return [(gp - gn) / tf.cast(2.0 * eps, gp.dtype) for gp, gn in zip(*results)]
+    return replicas.mean([(gp - gn) / tf.cast(2.0 * eps, gp.dtype) for gp, gn in zip(*results)])
 
 
 def second_order_arch_gradients(
@@ -136,13 +144,13 @@ def second_order_arch_gradients(
         momentum_buffers = [tf.zeros_like(w) for w in saved]
     with tf.GradientTape() as tape:
         train_loss = model_loss(model, train_batch, **FROZEN)
-    train_grads = _dense(tape.gradient(train_loss, weights), weights)
+    train_grads = replicas.mean(dense_gradients(tape.gradient(train_loss, weights), weights))
     for w, w0, g, buf in zip(weights, saved, train_grads, momentum_buffers):
         step = momentum * tf.cast(buf, w0.dtype) + g + weight_decay * w0
         w.assign(w0 - tf.cast(xi, w0.dtype) * step)
     with tf.GradientTape() as tape:
         val_loss = model_loss(model, val_batch, **FROZEN)
-    grads = _dense(tape.gradient(val_loss, alphas + weights), alphas + weights)
+    grads = replicas.mean(dense_gradients(tape.gradient(val_loss, alphas + weights), alphas + weights))
     alpha_grads, vector = grads[: len(alphas)], grads[len(alphas) :]
     _assign_after(grads, weights, saved)
     if hessian == "exact":

@@ -484,18 +484,65 @@ def bench_rnn(kind: str, order: str, batch: int, steps: int, warmup: int, t0: fl
     return result
 
 
+def bench_distributed(what: str, order: str, replicas: int, batch: int, C: int, layers: int, steps: int,
+                      warmup: int, t0: float, device: str) -> dict:  # fmt: skip
+    """A search step (`what="search"`, `order`) or a training step (DARTS_V2 at C, layers; auxiliary, drop path 0.2)
+    at global batch `batch` on `replicas` devices: one device's own train function for 1, else MirroredStrategy
+    over the first `replicas` GPUs or logical CPUs with `strategy.run` per step (as `darts_tf.distribute.fit`)."""
+    import tensorflow as tf
+
+    from darts_tf import distribute
+    from darts_tf.eval_model import NetworkCIFAR
+    from darts_tf.genotypes import DARTS_V2
+    from darts_tf.optimizers import learning_rate_schedule
+    from darts_tf.trainer import TrainConfig, build_trainer, drop_path_variables
+
+    kind = "GPU" if device.startswith("/GPU") else "CPU"
+    devices = [d.name for d in tf.config.list_logical_devices(kind)][:replicas]
+    if len(devices) < replicas:
+        raise RuntimeError(f"--replicas {replicas}: {len(devices)} {kind} device(s) visible")
+    strategy = tf.distribute.MirroredStrategy(devices) if replicas > 1 else tf.distribute.get_strategy()
+    with strategy.scope():
+        if what == "search":
+            model = _search_model(C, layers, order)
+            data = tuple(_batches(batch, 2))
+        else:
+            network = NetworkCIFAR(C, 10, layers, True, DARTS_V2)
+            for rate in drop_path_variables(network):
+                rate.assign(0.2)
+            model = build_trainer(TrainConfig(), network, learning_rate_schedule(TrainConfig(), 520))
+            data = _batches(batch, 1)[0]
+    dataset = tf.data.Dataset.from_tensor_slices(data).repeat().batch(batch)
+    if replicas == 1:
+        iterator = iter(dataset)
+        model.make_train_function()
+        step = model.train_function
+    else:
+        iterator = iter(distribute.distribute_dataset(strategy, dataset))
+        step = tf.function(lambda it: strategy.run(model.train_step, args=(next(it),)), autograph=False)
+    _sync(step(iterator))
+    first = time.time()
+    times = _timed_steps(lambda: step(iterator), steps, warmup)
+    return {"first_step_s": first - t0, **_summary(times, batch), "peak_rss_gib": peak_rss_gib()}
+
+
 def run_worker(spec: dict) -> dict:
     """Runs one measurement described by `spec` (from the script) in this process."""
     import tensorflow as tf
 
     kind, t0 = spec["kind"], spec["t0"]
+    if kind == "distributed" and spec.get("device", "cpu") == "cpu" and spec["replicas"] > 1:
+        from darts_tf.distribute import split_cpu
+
+        split_cpu(spec["replicas"])  # before TensorFlow starts
     device = setup_device(spec.get("device", "cpu"))
     as_scripts = spec.get("runtime", "search") == "search"
-    if kind in ("search", "search_flops") and as_scripts:
+    what = spec.get("what") if kind == "distributed" else None
+    if (kind in ("search", "search_flops") or what == "search") and as_scripts:
         from darts_tf.runtime import configure_for_search
 
         configure_for_search(spec.get("threads") or None, spec.get("graph_optimization", "reduced"))
-    elif kind in ("eval_train", "imagenet_train") and as_scripts:
+    elif (kind in ("eval_train", "imagenet_train") or what == "train") and as_scripts:
         from darts_tf.runtime import configure_for_training
 
         configure_for_training(spec.get("threads") or None)  # as `darts-tf train`
@@ -507,6 +554,11 @@ def run_worker(spec: dict) -> dict:
         return bench_search(
             spec["order"], spec["batch"], spec["C"], spec["layers"], steps, warmup, t0, device,
             spec.get("variant", "plain"),
+        )  # fmt: skip
+    if kind == "distributed":
+        return bench_distributed(
+            spec["what"], spec.get("order"), spec["replicas"], spec["batch"], spec["C"], spec["layers"], steps, warmup,
+            t0, device,
         )  # fmt: skip
     if kind == "search_flops":
         return {"flops_per_image": search_step_flops(spec["order"], spec["C"], spec["layers"], 2) / 2}

@@ -15,6 +15,8 @@ DATASETS = ("cifar10", "synthetic")
 NETWORKS = ("cifar", "imagenet")  # NetworkCIFAR or NetworkImageNet (three stride-2 stem convolutions)
 AUGMENTATIONS = ("cifar", "imagenet")  # see darts_tf.data.pipeline
 LR_SCHEDULES = ("cosine", "exponential")
+# tf.distribute strategies (darts_tf.distribute.make_strategy): how a run is spread, not what it computes.
+STRATEGIES = ("auto", "one", "mirrored", "multi_worker")
 
 # Keys that older run folders' config.json may hold and that are no longer part of a config.
 _RETIRED_KEYS = ("graph_optimization",)
@@ -67,6 +69,9 @@ class SearchConfig(DataSettings):
     # Packed edges as shared out-of-line functions: ~130 s faster start-up and ~1.7 GiB less at the
     # paper size, steps as fast (README, Performance); False inlines every edge (the plain reference).
     shared_trace: bool = True
+    # auto, one, mirrored, multi_worker (darts_tf.distribute): how the run is spread over devices;
+    # batch_size stays the global batch, so the result is the one device's.
+    strategy: str = "auto"
     run_dir: str = "runs/search"
 
 
@@ -113,6 +118,7 @@ class TrainConfig(DataSettings):
     grad_clip: float = 5.0
     seed: int = 0
     eval_batch_size: int = 256
+    strategy: str = "auto"  # as SearchConfig.strategy
     run_dir: str = "runs/eval"
     export: bool = True
     export_dir: str = "saved_models"
@@ -255,7 +261,9 @@ def parse_early_stop(rule: str | None) -> tuple[str, int] | None:
 
 def check_choices(config) -> None:
     """ValueError naming the flag when a config field holds a value outside its choices."""
-    for field, choices in (("network", NETWORKS), ("augmentation", AUGMENTATIONS), ("lr_schedule", LR_SCHEDULES)):
+    choices_of = (("network", NETWORKS), ("augmentation", AUGMENTATIONS), ("lr_schedule", LR_SCHEDULES),
+                  ("strategy", STRATEGIES))  # fmt: skip
+    for field, choices in choices_of:
         value = getattr(config, field, None)
         if value is not None and value not in choices:
             flag = "--" + field.replace("_", "-")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from darts_tf import replicas
 from darts_tf.genotypes import Genotype
 from darts_tf.ops import (
     BatchNorm,
@@ -52,7 +53,12 @@ class DropPath(keras.layers.Layer):
         if not training:
             return x
         keep = 1.0 - tf.cast(self.rate, x.dtype)
-        noise = keras.random.uniform([tf.shape(x)[0], 1, 1, 1], dtype=x.dtype, seed=self.seed_generator)
+        # Under k replicas each draws the whole global batch's noise (one seed state, the
+        # same on every replica) and keeps its slice: the masks one device draws at that batch.
+        size, count = tf.shape(x)[0], replicas.count()
+        noise = keras.random.uniform([size * count, 1, 1, 1], dtype=x.dtype, seed=self.seed_generator)
+        if count > 1:
+            noise = noise[replicas.index() * size : (replicas.index() + 1) * size]
         # The 1/keep scale goes into the per-sample mask: one pass over x each way, not two.
         return x * (tf.floor(keep + noise) / keep)
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
+from darts_tf import replicas
 from darts_tf.genotypes import OPERATIONS, PRIMITIVES
 
 BN_MOMENTUM = 0.9  # PyTorch momentum 0.1
@@ -184,6 +185,9 @@ class BatchNorm(keras.layers.Layer):
     of the architecture gradient); every op here passes the argument on to
     its BatchNorms. With `fused=None` the single fused TensorFlow kernel is used for
     float16/bfloat16/float32 inputs, the composite formula otherwise (float64).
+    Under a tf.distribute strategy with several replicas the batch statistics are
+    synchronised: mean and variance over the global batch (composite formula), so k
+    replicas at global batch B compute what one device does at batch B.
     (Ioffe & Szegedy 2015; used throughout DARTS, arXiv:1806.09055.)
     """
 
@@ -237,7 +241,8 @@ class BatchNorm(keras.layers.Layer):
                 )[0]
             inv = tf.math.rsqrt(variance + self.epsilon) * scale
             return x * tf.cast(inv, x.dtype) + tf.cast(offset - mean * inv, x.dtype)
-        if fused:
+        synchronized = replicas.count() > 1  # cross-replica statistics: what one device computes
+        if fused and not synchronized:
             empty = tf.constant([], param_dtype)
             outputs = tf.raw_ops.FusedBatchNormV3(
                 x=x,
@@ -255,8 +260,10 @@ class BatchNorm(keras.layers.Layer):
             # of the second derivatives that the exact hypergradient needs.
             mean = tf.reduce_mean(x, axis=[0, 1, 2])
             variance = tf.reduce_mean(tf.square(x - mean), axis=[0, 1, 2])
+            if synchronized:  # the global batch's moments, from every replica's (one collective)
+                mean, variance = replicas.pooled_moments(mean, variance, self.moving_mean)
             y = (x - mean) * (tf.math.rsqrt(variance + self.epsilon) * scale) + offset
-            count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), variance.dtype)
+            count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]) * replicas.count(), variance.dtype)
             unbiased_variance = variance * count / tf.maximum(count - 1.0, 1.0)
         if not update_statistics:
             return y

@@ -27,8 +27,17 @@ def _handle(variable):
     return variable.handle
 
 
+class _ReducedGradients:
+    """For optimizers whose `apply` receives the global gradients: the caller's step has already
+    reduced them across tf.distribute replicas (`darts_tf.replicas.mean`, before clipping), so
+    Keras's own summation over the replicas in `apply` is skipped (it would multiply them by k)."""
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        return list(grads_and_vars)
+
+
 @keras.saving.register_keras_serializable(package="darts_tf")
-class SGD(keras.optimizers.Optimizer):
+class SGD(_ReducedGradients, keras.optimizers.Optimizer):
     """SGD with momentum and coupled L2 weight decay, as `torch.optim.SGD`.
 
     buf = momentum * buf + (g + coupled_weight_decay * w);  w -= lr * buf.
@@ -95,7 +104,7 @@ class SGD(keras.optimizers.Optimizer):
 
 
 @keras.saving.register_keras_serializable(package="darts_tf")
-class Adam(keras.optimizers.Optimizer):
+class Adam(_ReducedGradients, keras.optimizers.Optimizer):
     """Adam with coupled L2 weight decay, as `torch.optim.Adam`.
 
     Used for the DARTS architecture weights with lr 3e-4, betas (0.5, 0.999),
@@ -221,7 +230,7 @@ class EpochExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):
 def clip_by_global_norm(gradients: list, max_norm: float) -> tuple[list, tf.Tensor]:
     """`torch.nn.utils.clip_grad_norm_`: scale by max_norm / (norm + 1e-6) when that is < 1."""
     norm = tf.linalg.global_norm(gradients)
-    scale = tf.minimum(1.0, max_norm / (norm + 1e-6))
+    scale = tf.minimum(tf.ones([], norm.dtype), max_norm / (norm + 1e-6))  # in the gradients' dtype (float64 too)
     return [g * tf.cast(scale, g.dtype) for g in gradients], norm
 
 

@@ -7,12 +7,13 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from darts_tf import data
+from darts_tf import data, distribute
 from darts_tf.checkpoint import make_checkpoint, restore, write_atomic
 from darts_tf.config import config_from_dict
 from darts_tf.files import atomic_file
@@ -56,13 +57,32 @@ def prepare_run_dir(run_dir: str, resume: bool, overwrite: bool) -> None:
     # that fails before it starts (bad data, bad genotype) leaves nothing behind.
 
 
-def begin_run(config, resume: bool, overwrite: bool):
-    """Checks the run folder (see `prepare_run_dir`); on `resume`, the config saved there (same run_dir)."""
-    prepare_run_dir(config.run_dir, resume=resume, overwrite=overwrite)
+def begin_run(config, resume: bool, overwrite: bool, chief: bool = True):
+    """Checks the run folder (see `prepare_run_dir`); on `resume`, the config saved there (same run_dir).
+
+    The strategy is the one asked for now (a run may resume on another number of devices).
+    A non-`chief` worker leaves the folder to the chief (it only reads the config to resume).
+    """
+    if chief:
+        prepare_run_dir(config.run_dir, resume=resume, overwrite=overwrite)
     if not resume:
         return config
     saved = read_json(os.path.join(config.run_dir, "config.json"))
+    saved["strategy"] = getattr(config, "strategy", saved.get("strategy"))
     return config_from_dict(type(config), saved, run_dir=config.run_dir)
+
+
+def worker_run_dir(config, chief: bool) -> str:
+    """Where this process writes: the run folder for the chief, a fresh temporary folder for another worker
+    (holding copies of the run's per-epoch genotypes, so that early-stop rules decide as on the chief)."""
+    if chief:
+        return config.run_dir
+    folder = tempfile.mkdtemp(prefix="darts_tf_worker_")
+    if os.path.isdir(config.run_dir):
+        for name in os.listdir(config.run_dir):
+            if name.startswith("genotype_epoch_"):
+                shutil.copy(os.path.join(config.run_dir, name), folder)
+    return folder
 
 
 def read_json(path: str):
@@ -106,20 +126,22 @@ def subset_indices(labels: np.ndarray, size: int, num_classes: int) -> np.ndarra
     return np.sort(np.concatenate([np.flatnonzero(labels == c)[: quota[c]] for c in range(num_classes)]))
 
 
-def resume_epoch(run_dir: str, what: str, model, **optimizers) -> int:
+def resume_epoch(run_dir: str, what: str, model, chief: bool = True, **optimizers) -> int:
     """Restores the run's checkpoint into `model` and `optimizers`; the epoch to continue from."""
-    return resume_state(run_dir, what, model, **optimizers)["epoch"]
+    return resume_state(run_dir, what, model, chief=chief, **optimizers)["epoch"]
 
 
-def resume_state(run_dir: str, what: str, model, **optimizers) -> dict:
+def resume_state(run_dir: str, what: str, model, chief: bool = True, **optimizers) -> dict:
     """Restores the run's checkpoint into `model` and `optimizers`; the state saved with what was restored.
 
     A run that already finished is refused (RunDirError naming it), `what` says what finished.
+    Only the `chief` changes the folder (metrics rows after the restored epoch).
     """
     state = load_checkpoint(run_dir, model, **optimizers)
     if state.get("finished"):
         raise RunDirError(f"--resume {run_dir!r}: the {what} already finished ({state['epoch']} epochs)")
-    truncate_metrics(run_dir, state["epoch"])  # after a fallback to the previous checkpoint: its later rows go
+    if chief:
+        truncate_metrics(run_dir, state["epoch"])  # after a fallback to the previous checkpoint: its later rows go
     return state
 
 
@@ -212,16 +234,16 @@ def truncate_metrics(run_dir: str, epoch: int) -> None:
 def require_one_replica(model) -> None:
     """ValueError when `model` was built under a tf.distribute strategy with more than one replica.
 
-    The search and training steps reduce nothing across replicas yet (gradients, BatchNorm
-    statistics, the second-order passes), so such a run would silently compute something
-    else than the same run on one device; it is refused instead.
+    Keras's `fit` of the search and training models is their one-device loop; under several
+    replicas (or several workers, which Keras 3's `fit` does not support) the run goes
+    through `darts_tf.distribute.fit`, as `run_search` / `run_training` do.
     """
     strategy = model.distribute_strategy
     replicas = strategy.num_replicas_in_sync
-    if replicas > 1:
+    if distribute.needs_own_loop(strategy):
         raise ValueError(
-            f"{type(model).__name__} runs on one device: under {type(strategy).__name__} with {replicas} replicas "
-            "its gradients and BatchNorm statistics would not be reduced across them; build it outside the scope"
+            f"{type(model).__name__}.fit runs on one device: under {type(strategy).__name__} with {replicas} "
+            "replicas use darts_tf.distribute.fit (what run_search and run_training do)"
         )
 
 
@@ -292,6 +314,10 @@ def fit_run(model, batches, run_dir: str, epochs: int, first_epoch: int, steps_p
         *user_callbacks,
     ]
     try:
+        if distribute.needs_own_loop(model.distribute_strategy):
+            return distribute.fit(
+                model, batches, epochs, first_epoch, steps_per_epoch, validation_data, callbacks, verbose=verbose
+            )
         return model.fit(
             batches,
             epochs=epochs,

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from darts_tf import replicas
 from darts_tf.genotypes import PRIMITIVES, Genotype, derive_genotype, num_edges
 from darts_tf.ops import (
     BatchNorm,
@@ -172,7 +173,10 @@ class MixedOp(keras.layers.Layer):
         training = bool(training)
         frozen = not update_statistics
         updates = training and not frozen
-        outputs = self._shared.function(
+        # Under several replicas the edge is inlined: its synchronised BatchNorms reduce
+        # across replicas, which a MirroredStrategy cannot do inside a nested function.
+        edge = self._shared.function if replicas.count() == 1 else self._shared.edge
+        outputs = edge(
             x,
             op_weights,
             tf.convert_to_tensor(self.packed_weights),
@@ -280,7 +284,7 @@ class _SharedEdge:
         self.weights_size = sum(self.sizes["weights"])
         self.statistics_size = sum(self.sizes["statistics"])
         self._statistics0 = np.concatenate([np.ravel(v.numpy()) for v in template.non_trainable_variables])
-        self.function = tf.function(self._edge, autograph=False, experimental_attributes=EDGE_FUNCTION_ATTRIBUTES)
+        self.function = tf.function(self.edge, autograph=False, experimental_attributes=EDGE_FUNCTION_ATTRIBUTES)
 
     def initial_weights(self, shape, dtype=None):
         # A new initializer per tensor and edge, as each plain layer makes its own:
@@ -290,7 +294,7 @@ class _SharedEdge:
     def initial_statistics(self, shape, dtype=None):
         return tf.constant(self._statistics0, dtype=dtype)
 
-    def _edge(self, x, op_weights, weights, statistics, training, frozen, arch_only):
+    def edge(self, x, op_weights, weights, statistics, training, frozen, arch_only):
         # Gradients the caller never uses are not in the function's backward pass: the
         # moving statistics never get one, the weights none when `arch_only`.
         statistics = tf.stop_gradient(statistics)

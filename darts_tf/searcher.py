@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from darts_tf import architect, data, runs, visualize
+from darts_tf import architect, data, distribute, replicas, runs, visualize
 from darts_tf.config import SearchConfig, check_choices, parse_early_stop
 from darts_tf.genotypes import Genotype, edge_weights, format_alphas
 from darts_tf.optimizers import SGD, Adam, EpochCosineDecay, clip_by_global_norm, learning_rate_schedule
@@ -54,7 +55,6 @@ class ArchitectureSearch(keras.Model):
             self.built = True
 
     def compile(self, w_optimizer, alpha_optimizer, grad_clip=5.0, **kwargs):
-        runs.require_one_replica(self)  # its own train function would run outside the strategy
         kwargs.setdefault("jit_compile", False)
         super().compile(**kwargs)
         self.w_optimizer = w_optimizer
@@ -74,6 +74,7 @@ class ArchitectureSearch(keras.Model):
         # iterator; TensorFlow inlines the whole step graph into that one when it first
         # runs it: ~3 s of start-up for a second-order step. At one step per call
         # (the default), one function reads the batch and runs the step.
+        runs.require_one_replica(self)  # this train function runs outside any strategy
         if self.train_function is not None and not force:
             return self.train_function
         if self.run_eagerly or self.jit_compile or self.steps_per_execution != 1:
@@ -133,7 +134,8 @@ class ArchitectureSearch(keras.Model):
         with tf.GradientTape() as tape:
             logits = self.network(images, training=True)
             loss = architect.cross_entropy(labels, logits)
-        gradients, _ = clip_by_global_norm(tape.gradient(loss, weights), self.grad_clip)
+        gradients = replicas.mean(architect.dense_gradients(tape.gradient(loss, weights), weights))
+        gradients, _ = clip_by_global_norm(gradients, self.grad_clip)
         self.w_optimizer.apply(gradients, weights)
         return loss, logits
 
@@ -310,17 +312,23 @@ def record_epoch(network, config: SearchConfig, epoch: int) -> tuple[Genotype, d
 
 
 def run_search(
-    config: SearchConfig, resume: bool = False, overwrite: bool = False, verbose: int = 1, callbacks=()
-) -> dict:
+    config: SearchConfig, resume: bool = False, overwrite: bool = False, verbose: int = 1, callbacks=(),
+    strategy: tf.distribute.Strategy | None = None,
+) -> dict:  # fmt: skip
     """Runs (or resumes) a search; returns {"genotype", "history", "seconds", "config", "first_epoch"}.
 
     Writes the run folder; `callbacks` (Keras callbacks) run after the run's own.
-    Process-wide runtime settings (threads, grappler) are the caller's choice:
-    `darts_tf.runtime.configure("search")` is what `darts-tf search` applies.
+    `strategy` (default: `darts_tf.distribute.make_strategy(config.strategy)`) spreads the
+    steps over its replicas at the same global batch; with several workers only the chief
+    writes the run folder. Process-wide runtime settings (threads, grappler) are the caller's
+    choice: `darts_tf.runtime.configure("search")` is what `darts-tf search` applies.
     """
     started = time.time()
     check_choices(config)
-    config = runs.begin_run(config, resume, overwrite)
+    strategy = strategy or distribute.make_strategy(config.strategy)
+    chief = distribute.is_chief(strategy)
+    config = runs.begin_run(config, resume, overwrite, chief=chief)
+    distribute.check_global_batch(config.batch_size, strategy)
     source = runs.load_run_data(config)
     if verbose:
         print(f"data: {source.description}", flush=True)
@@ -332,14 +340,16 @@ def run_search(
         )
     steps_per_epoch = smallest // config.batch_size
     schedule = learning_rate_schedule(config, steps_per_epoch)
-    search = build_search(config, source, schedule)
+    with strategy.scope():
+        search = build_search(config, source, schedule)
     first_epoch = 0
+    written = dataclasses.replace(config, run_dir=runs.worker_run_dir(config, chief))  # where this process writes
     if resume:
         optimizers = {"w_optimizer": search.w_optimizer, "alpha_optimizer": search.alpha_optimizer}
-        first_epoch = runs.resume_epoch(config.run_dir, "search", search.network, **optimizers)
+        first_epoch = runs.resume_epoch(config.run_dir, "search", search.network, chief=chief, **optimizers)
     else:
-        runs.write_json_atomic(os.path.join(config.run_dir, "config.json"), dataclasses.asdict(config))
-        record_epoch(search.network, config, 0)
+        runs.write_json_atomic(os.path.join(written.run_dir, "config.json"), dataclasses.asdict(config))
+        record_epoch(search.network, written, 0)
 
     def epoch_pair(epoch):
         kwargs = dict(
@@ -356,17 +366,23 @@ def run_search(
     val_eval = data.evaluation_dataset(
         val_x, val_y, config.eval_batch_size, source.mean, source.std, skip_bad_images=config.skip_bad_images
     )
-    history = runs.fit_run(
-        search, batches, config.run_dir, config.epochs, first_epoch, steps_per_epoch, val_eval,
-        callbacks=[BetaDecaySchedule(search), ArchWarmup(search, config.arch_warmup),
-                   _SearchEpochEnd(search, config, verbose)],
-        csv_extra=lambda e: {"lr": schedule.value_at_epoch(e), "genotype": _genotype_json(search.network, config)},
-        verbose=verbose,
-        user_callbacks=callbacks,
-        loss_flags={"loss": "--learning-rate", "arch_loss": "--arch-learning-rate"},
-    )  # fmt: skip
-    genotype = Genotype.load(os.path.join(config.run_dir, "genotype.json"))  # the kept one (early stop)
-    visualize.save_cells(genotype, config.run_dir, ("png", "svg"), prefix="cell")
+    verbose = verbose if chief else 0
+    try:
+        history = runs.fit_run(
+            search, batches, written.run_dir, config.epochs, first_epoch, steps_per_epoch, val_eval,
+            callbacks=[BetaDecaySchedule(search), ArchWarmup(search, config.arch_warmup),
+                       _SearchEpochEnd(search, written, verbose)],
+            csv_extra=lambda e: {"lr": schedule.value_at_epoch(e), "genotype": _genotype_json(search.network, config)},
+            verbose=verbose,
+            user_callbacks=callbacks,
+            loss_flags={"loss": "--learning-rate", "arch_loss": "--arch-learning-rate"},
+        )  # fmt: skip
+        genotype = Genotype.load(os.path.join(written.run_dir, "genotype.json"))  # the kept one (early stop)
+    finally:
+        if not chief:
+            shutil.rmtree(written.run_dir, ignore_errors=True)
+    if chief:
+        visualize.save_cells(genotype, config.run_dir, ("png", "svg"), prefix="cell")
     return {
         "genotype": genotype,
         "history": history.history,

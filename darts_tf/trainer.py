@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from darts_tf import data, runs
-from darts_tf.architect import cross_entropy
+from darts_tf import data, distribute, replicas, runs
+from darts_tf.architect import cross_entropy, dense_gradients
 from darts_tf.config import TrainConfig, check_choices, config_from_dict
 from darts_tf.eval_model import NetworkCIFAR, NetworkImageNet, count_parameters, inference_model
 from darts_tf.export import accuracy_summary, export_saved_model
@@ -47,7 +48,6 @@ class EvalTrainer(keras.Model):
             self.built = True
 
     def compile(self, optimizer, grad_clip=5.0, **kwargs):
-        runs.require_one_replica(self)
         kwargs.setdefault("jit_compile", False)
         super().compile(**kwargs)
         self.w_optimizer = optimizer
@@ -57,6 +57,10 @@ class EvalTrainer(keras.Model):
     @property
     def metrics(self):
         return [self.loss_tracker, self.accuracy_tracker, self.top5_tracker]
+
+    def make_train_function(self, force=False):
+        runs.require_one_replica(self)  # several replicas: `darts_tf.distribute.fit`
+        return super().make_train_function(force=force)
 
     def call(self, inputs, training=None):
         return self.network(inputs, training=training)["logits"]
@@ -76,7 +80,8 @@ class EvalTrainer(keras.Model):
             if "aux_logits" in outputs and self.auxiliary_weight:
                 aux_loss = smoothed_cross_entropy(labels, outputs["aux_logits"], self.label_smoothing)
                 loss += self.auxiliary_weight * aux_loss
-        gradients, _ = clip_by_global_norm(tape.gradient(loss, variables), self.grad_clip)
+        gradients = replicas.mean(dense_gradients(tape.gradient(loss, variables), variables))
+        gradients, _ = clip_by_global_norm(gradients, self.grad_clip)
         self.w_optimizer.apply(gradients, variables)
         return self._update(labels, loss, outputs["logits"])
 
@@ -216,19 +221,23 @@ class _TrainEpochEnd(keras.callbacks.Callback):
 
 
 def run_training(
-    config: TrainConfig, resume: bool = False, overwrite: bool = False, verbose: int = 1, callbacks=()
-) -> dict:
+    config: TrainConfig, resume: bool = False, overwrite: bool = False, verbose: int = 1, callbacks=(),
+    strategy: tf.distribute.Strategy | None = None,
+) -> dict:  # fmt: skip
     """Trains (or resumes training) an evaluation network and exports it; returns a summary dict.
 
     Writes the run folder (config.json, genotype.json, data.json, metrics.csv,
     tensorboard/, checkpoint/) and, when `config.export`, a SavedModel under
     `export_dir/<name>/<version>/`. Process-wide runtime settings are the
     caller's choice: `darts_tf.runtime.configure("training")` is what
-    `darts-tf train` applies.
+    `darts-tf train` applies. `strategy`: as in `darts_tf.searcher.run_search` (the chief exports).
     """
     started = time.time()
     check_choices(config)
-    config = runs.begin_run(config, resume, overwrite)
+    strategy = strategy or distribute.make_strategy(config.strategy)
+    chief = distribute.is_chief(strategy)
+    config = runs.begin_run(config, resume, overwrite, chief=chief)
+    distribute.check_global_batch(config.batch_size, strategy)
     genotype = read_run(config.run_dir)[1] if resume else get_genotype(config.arch)
     source = runs.load_run_data(config)
     if verbose:
@@ -241,15 +250,17 @@ def run_training(
     # images left over change from epoch to epoch with the shuffle.
     steps_per_epoch = len(source.train_labels) // config.batch_size
     schedule = learning_rate_schedule(config, steps_per_epoch)
-    network = build_network(config, genotype, source.num_classes, source.input_shape)
-    trainer = build_trainer(config, network, schedule)
+    with strategy.scope():
+        network = build_network(config, genotype, source.num_classes, source.input_shape)
+        trainer = build_trainer(config, network, schedule)
     first_epoch = 0
+    written = dataclasses.replace(config, run_dir=runs.worker_run_dir(config, chief))  # where this process writes
     if resume:
-        first_epoch = runs.resume_epoch(config.run_dir, "training", network, optimizer=trainer.w_optimizer)
+        first_epoch = runs.resume_epoch(config.run_dir, "training", network, chief=chief, optimizer=trainer.w_optimizer)
     else:
-        runs.write_json_atomic(os.path.join(config.run_dir, "config.json"), dataclasses.asdict(config))
-        genotype.save(os.path.join(config.run_dir, "genotype.json"))
-        runs.write_json_atomic(os.path.join(config.run_dir, "data.json"), data_info(source))
+        runs.write_json_atomic(os.path.join(written.run_dir, "config.json"), dataclasses.asdict(config))
+        genotype.save(os.path.join(written.run_dir, "genotype.json"))
+        runs.write_json_atomic(os.path.join(written.run_dir, "data.json"), data_info(source))
 
     def epoch(e):
         return data.epoch_dataset(
@@ -264,13 +275,17 @@ def run_training(
         config.augmentation, config.skip_bad_images,
     )  # fmt: skip
     drop_path = DropPathSchedule(network, config.drop_path_prob, config.epochs)
-    history = runs.fit_run(
-        trainer, batches, config.run_dir, config.epochs, first_epoch, steps_per_epoch, test,
-        callbacks=[drop_path, _TrainEpochEnd(trainer, config)],
-        csv_extra=lambda e: {"lr": schedule.value_at_epoch(e), "drop_path_prob": drop_path.rate(e)},
-        verbose=verbose,
-        user_callbacks=callbacks,
-    )  # fmt: skip
+    try:
+        history = runs.fit_run(
+            trainer, batches, written.run_dir, config.epochs, first_epoch, steps_per_epoch, test,
+            callbacks=[drop_path, _TrainEpochEnd(trainer, written)],
+            csv_extra=lambda e: {"lr": schedule.value_at_epoch(e), "drop_path_prob": drop_path.rate(e)},
+            verbose=verbose if chief else 0,
+            user_callbacks=callbacks,
+        )  # fmt: skip
+    finally:
+        if not chief:
+            shutil.rmtree(written.run_dir, ignore_errors=True)
     result = {
         "config": config,
         "history": history.history,
@@ -279,7 +294,7 @@ def run_training(
         "export_path": None,
         "first_epoch": first_epoch,
     }
-    if config.export:
+    if config.export and chief:
         base = os.path.join(config.export_dir, export_name(config))
         result["export_path"] = export_saved_model(
             network, base, source.mean, source.std, class_names=source.class_names

@@ -3,6 +3,7 @@
 darts-tf benchmark                                   # everything (CPU; about 30 minutes on 2 cores)
 darts-tf benchmark --search-batches 16 --orders first --skip-eval --skip-serve --skip-data --skip-folder   # one row
 darts-tf benchmark --device gpu --json gpu.json
+darts-tf benchmark --strategy mirrored --replicas 1 2 --C 8 --layers 5 --train-C 16 --train-layers 8  # scaling
 
 Every configuration runs in a fresh process: its time to first step counts from that
 process's start (Python and TensorFlow imports, model building, tracing, graph
@@ -88,6 +89,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--skip-rnn", action="store_true",
         help="skip the recurrent rows (search step at nhid 300, batch 256, both orders; DARTS_V2 training at 850, 64)",
     )  # fmt: skip
+    p.add_argument(
+        "--strategy", choices=["mirrored"],
+        help="only the scaling rows: search (--orders) and training steps on each of --replicas devices "
+        "(GPUs, or logical CPUs on --device cpu) at the same global batch",
+    )  # fmt: skip
+    p.add_argument("--replicas", nargs="+", type=int, default=[1, 2], help="replica counts of the scaling rows")
+    p.add_argument("--scaling-batch", type=int, default=32, help="global batch of the scaling rows")
+    p.add_argument("--train-C", type=int, default=36, help="scaling rows' training network channels (DARTS_V2: 36)")
+    p.add_argument("--train-layers", type=int, default=20, help="scaling rows' training network cells (20)")
     p.add_argument("--json", metavar="PATH", help="also write every measurement as JSON")
     p.add_argument("--worker", help=argparse.SUPPRESS)
 
@@ -263,6 +273,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         f"{'on' if env.get('malloc_huge_pages') else 'off'}",
         flush=True,
     )
+    if args.strategy:
+        rows = _scaling_rows(args, common, huge)
+        print()
+        print(scaling_table(rows))
+        _write_json(args, parser, env, rows)
+        return 0
     rows = []
     if not args.skip_search:
         for order in args.orders:
@@ -323,11 +339,64 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(table(rows))
-    if args.json:
-        report = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-        try:
-            with atomic_file(args.json) as handle:
-                json.dump({"environment": env, "rows": rows, "args": report}, handle, indent=2, default=str)
-        except OSError as error:
-            fail(parser, ValueError(f"--json {args.json!r}: {error.strerror or error}"))
+    _write_json(args, parser, env, rows)
     return 0
+
+
+def _write_json(args, parser, env: dict, rows: list) -> None:
+    if not args.json:
+        return
+    report = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+    try:
+        with atomic_file(args.json) as handle:
+            json.dump({"environment": env, "rows": rows, "args": report}, handle, indent=2, default=str)
+    except OSError as error:
+        fail(parser, ValueError(f"--json {args.json!r}: {error.strerror or error}"))
+
+
+def _scaling_rows(args, common: dict, huge: bool) -> list:
+    """Search (each of --orders) and training steps at --scaling-batch on each of --replicas devices."""
+    rows = []
+    what = [("search", order, args.C, args.layers) for order in args.orders]
+    what.append(("train", None, args.train_C, args.train_layers))
+    for kind, order, C, layers in what:
+        for replicas in args.replicas:
+            if args.scaling_batch % replicas:
+                rows.append({"name": kind, "replicas": replicas, "error": "batch not divisible by replicas"})
+                continue
+            spec = {"kind": "distributed", "what": kind, "order": order, "replicas": replicas, "C": C,
+                    "layers": layers, "batch": args.scaling_batch, **common}  # fmt: skip
+            r = measure(spec, huge)
+            name = (
+                f"search, {order} order (C={C}, {layers} cells)"
+                if kind == "search"
+                else f"train DARTS_V2 (C={C}, {layers} cells)"
+            )
+            r.update(name=name, replicas=replicas, batch=args.scaling_batch)
+            rows.append(r)
+            print(scaling_table(rows[-1:], rows).splitlines()[-1], flush=True)
+    return rows
+
+
+def scaling_table(rows: list, all_rows: list | None = None) -> str:
+    """replicas, s/step, images/s and the scaling efficiency: images/s over (replicas x one replica's images/s)."""
+    all_rows = all_rows or rows
+    header = ["configuration", "replicas", "global batch", "median s/step", "images/s", "first step s",
+              "peak RSS GiB", "speed-up", "efficiency"]  # fmt: skip
+    lines = [header]
+    for r in rows:
+        if "error" in r:
+            lines.append([r["name"], r["replicas"], r.get("batch", "-"), r["error"], "", "", "", "", ""])
+            continue
+        base = next(
+            (b for b in all_rows if b["name"] == r["name"] and b["replicas"] == 1 and "images_per_s" in b), None
+        )
+        speedup = r["images_per_s"] / base["images_per_s"] if base else None
+        lines.append([
+            r["name"], r["replicas"], r["batch"], _fmt(r.get("median_s")), _fmt(r.get("images_per_s"), "{:.1f}"),
+            _fmt(r.get("first_step_s"), "{:.0f}"), _fmt(r.get("peak_rss_gib")), _fmt(speedup, "{:.2f}x"),
+            _fmt(speedup / r["replicas"] if speedup else None, "{:.0%}"),
+        ])  # fmt: skip
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    out = [_row(lines[0], widths), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    return "\n".join(out + [_row(line, widths) for line in lines[1:]])

@@ -10,7 +10,7 @@ import re
 import sys
 import threading
 
-from darts_tf.config import DATASETS
+from darts_tf.config import DATASETS, STRATEGIES
 
 # TensorFlow's C++ logs (absl format: "I0000 00:00:1795939113.218200    2913 port.cc:153] ..."), the
 # line absl prints before them, and the continuation of the CPU-feature notice. TF_CPP_MIN_LOG_LEVEL
@@ -93,6 +93,34 @@ def add_training_arguments(parser: argparse.ArgumentParser, cutout_help: str) ->
     parser.add_argument("--weight-decay", type=float)
     parser.add_argument("--grad-clip", type=float)
     parser.add_argument("--cutout", type=int, help=cutout_help)
+
+
+def add_distribute_arguments(parser: argparse.ArgumentParser) -> None:
+    """--strategy and --logical-cpus (darts_tf.distribute) of `darts-tf search` and `darts-tf train`."""
+    parser.add_argument(
+        "--strategy", choices=list(STRATEGIES), default=None,
+        help="auto (default: mirrored over the GPUs when more than one is visible), one, mirrored, or "
+        "multi_worker (TF_CONFIG); --batch-size stays the global batch",
+    )  # fmt: skip
+    parser.add_argument(
+        "--logical-cpus", type=int, metavar="N",
+        help="split the CPU into N logical devices (a runtime setting; --strategy mirrored then uses them)",
+    )  # fmt: skip
+
+
+def start_strategy(parser: argparse.ArgumentParser, args: argparse.Namespace, config, workload: str):
+    """Applies the runtime settings, then makes the run's strategy, before TensorFlow runs anything else."""
+    from darts_tf import distribute
+    from darts_tf.runtime import configure
+
+    try:
+        if args.logical_cpus is not None:
+            distribute.split_cpu(args.logical_cpus)
+        options = {"graph_optimization": args.graph_optimization} if workload == "search" else {}
+        configure(workload, **options)
+        return distribute.make_strategy(config.strategy)
+    except ValueError as error:
+        fail(parser, error)
 
 
 def config_from_args(parser, args, config_class, presets: dict, positive=()):

@@ -6,13 +6,22 @@ darts-tf search --unrolled --run-dir runs/second_order
 darts-tf search --resume runs/search           # continue an interrupted search
 darts-tf search --early-stop skip:2 --max-skip 2   # collapse guards (DARTS+, P-DARTS)
 darts-tf search --preset pcdarts                   # PC-DARTS: partial channels, edge normalisation
+darts-tf search --strategy mirrored                # every visible GPU (--logical-cpus N: N CPU devices)
+TF_CONFIG=... darts-tf search --strategy multi_worker  # the same command on every worker
 """
 
 from __future__ import annotations
 
 import argparse
 
-from darts_tf.commands.common import add_run_arguments, add_training_arguments, config_from_args, fail
+from darts_tf.commands.common import (
+    add_distribute_arguments,
+    add_run_arguments,
+    add_training_arguments,
+    config_from_args,
+    fail,
+    start_strategy,
+)
 from darts_tf.config import SEARCH_PRESETS, SearchConfig
 
 
@@ -56,6 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="inline every edge, one variable per tensor: first step ~130 s later, +1.7 GiB at the paper size",
     )
+    add_distribute_arguments(p)
     p.add_argument(
         "--graph-optimization",
         choices=["reduced", "off"],
@@ -69,14 +79,16 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     config = config_from_args(
         parser, args, SearchConfig, SEARCH_PRESETS, positive=["epochs", "batch_size", "C", "layers"]
     )
-    from darts_tf.runtime import configure
-
-    configure("search", graph_optimization=args.graph_optimization)  # before TensorFlow runs anything
+    strategy = start_strategy(parser, args, config, "search")  # before TensorFlow runs anything
+    from darts_tf.distribute import WorkerLostError
     from darts_tf.searcher import run_search
 
     try:
-        result = run_search(config, resume=bool(args.resume), overwrite=args.overwrite, verbose=0 if args.quiet else 1)
-    except ValueError as error:  # DataError, RunDirError, bad flags: one line
+        result = run_search(
+            config, resume=bool(args.resume), overwrite=args.overwrite, verbose=0 if args.quiet else 1,
+            strategy=strategy,
+        )  # fmt: skip
+    except (ValueError, WorkerLostError) as error:  # DataError, RunDirError, bad flags, a lost worker: one line
         fail(parser, error)
     history = result["history"]
     print(f"search finished in {result['seconds']:.0f} s; run folder: {result['config'].run_dir}")

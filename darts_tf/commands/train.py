@@ -5,13 +5,21 @@ darts-tf train --arch DARTS_V2                    # the paper's 600 epochs, tfds
 darts-tf train --genotype runs/search/genotype.json
 darts-tf train --resume runs/eval                 # continue an interrupted run
 darts-tf train --preset imagenet --data-dir ~/imagenet --stream   # the original's ImageNet recipe
+darts-tf train --strategy mirrored --batch-size 192   # every visible GPU, 192 images a step in all
 """
 
 from __future__ import annotations
 
 import argparse
 
-from darts_tf.commands.common import add_run_arguments, add_training_arguments, config_from_args, fail
+from darts_tf.commands.common import (
+    add_distribute_arguments,
+    add_run_arguments,
+    add_training_arguments,
+    config_from_args,
+    fail,
+    start_strategy,
+)
 from darts_tf.config import AUGMENTATIONS, LR_SCHEDULES, NETWORKS, TRAIN_PRESETS, TrainConfig
 
 
@@ -38,21 +46,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-export", dest="export", action="store_false", default=None, help="skip the SavedModel")
     p.add_argument("--export-dir", help="SavedModel base folder (default saved_models)")
     p.add_argument("--export-name", help="model name under --export-dir (default: the arch name)")
+    add_distribute_arguments(p)
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     positive = ["epochs", "batch_size", "C", "layers", "eval_batch_size"]
     config = config_from_args(parser, args, TrainConfig, TRAIN_PRESETS, positive=positive)
-    from darts_tf.runtime import configure
-
-    configure("training")  # before TensorFlow runs anything
+    strategy = start_strategy(parser, args, config, "training")  # before TensorFlow runs anything
+    from darts_tf.distribute import WorkerLostError
     from darts_tf.trainer import run_training
 
     try:
         result = run_training(
-            config, resume=bool(args.resume), overwrite=args.overwrite, verbose=0 if args.quiet else 1
-        )
-    except ValueError as error:  # DataError, RunDirError, ExportError, bad genotype: one line
+            config, resume=bool(args.resume), overwrite=args.overwrite, verbose=0 if args.quiet else 1,
+            strategy=strategy,
+        )  # fmt: skip
+    except (ValueError, WorkerLostError) as error:  # DataError, RunDirError, ExportError, a lost worker: one line
         fail(parser, error)
     history = result["history"]
     config = result["config"]

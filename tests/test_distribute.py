@@ -1,0 +1,150 @@
+"""tf.distribute: equivalence of 2 logical CPU replicas with one device, multi-worker runs, bad input."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from darts_tf import distribute
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _environment(**extra):
+    environ = {**os.environ, "DARTS_TF_HUGE_PAGES": "0", "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
+    environ.pop("TF_CONFIG", None)
+    environ.update(extra)
+    return environ
+
+
+def _equivalence(mode):
+    out = subprocess.run(
+        [sys.executable, os.path.join(HERE, "replica_equivalence.py"), mode],
+        capture_output=True, text=True, cwd=ROOT, env=_environment(), timeout=900,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("mode", ["first", "second", "exact", "train"])
+def test_two_replicas_compute_what_one_device_computes(mode):
+    """3 steps at global batch 8 on 2 logical CPUs (4 images each) vs one device at batch 8: every weight,
+    alpha, BatchNorm statistic and optimizer slot agrees to float32 round-off, and both replicas hold the same
+    values bit for bit (first and second order, finite-difference and exact; the evaluation network with the
+    auxiliary head and drop path at 0.3). Exact runs in float64 (see replica_equivalence.py)."""
+    result = _equivalence(mode)
+    assert result["replicas"] == 2 and result["variables"] > 20
+    assert result["identical"], result
+    assert result["worst"] < (1e-9 if mode == "exact" else 2e-5), result
+
+
+def test_tf_config_errors_name_what_is_wrong():
+    cases = {
+        "{not json": "TF_CONFIG is not valid JSON",
+        '{"task": {"type": "worker", "index": 0}}': 'TF_CONFIG needs a "cluster"',
+        '{"cluster": {"worker": ["localhost"]}, "task": {"type": "worker", "index": 0}}': "must be a list of host:port",
+        '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "ps", "index": 0}}': 'TF_CONFIG "task" needs',
+        '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}': "index must be in 0..1",
+    }
+    for text, message in cases.items():
+        with pytest.raises(distribute.DistributeError, match=message):
+            distribute.read_tf_config({"TF_CONFIG": text})
+    good = '{"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 1}}'
+    assert distribute.read_tf_config({"TF_CONFIG": good})["task"]["index"] == 1
+    assert distribute.read_tf_config({}) is None
+    with pytest.raises(distribute.DistributeError, match="multi_worker needs TF_CONFIG"):
+        distribute.make_strategy("multi_worker", environ={})
+    with pytest.raises(distribute.DistributeError, match="--strategy must be one of auto, one, mirrored"):
+        distribute.make_strategy("ring")
+
+
+def test_mirrored_with_one_device_warns_and_runs_on_it(capsys):
+    strategy = distribute.make_strategy("mirrored")  # this test process has one CPU device
+    assert strategy is tf.distribute.get_strategy() and strategy.num_replicas_in_sync == 1
+    assert "one device visible" in capsys.readouterr().err
+    assert distribute.make_strategy("auto") is tf.distribute.get_strategy()
+    assert distribute.is_chief(strategy) and not distribute.needs_own_loop(strategy)
+
+
+def test_global_batch_must_split_evenly():
+    class TwoReplicas:
+        num_replicas_in_sync = 2
+
+    distribute.check_global_batch(16, TwoReplicas())
+    with pytest.raises(distribute.DistributeError, match="--batch-size 15 is the global batch .* multiple of 2"):
+        distribute.check_global_batch(15, TwoReplicas())
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _darts_tf(*args, env=None):
+    return [sys.executable, "-m", "darts_tf.commands", *args]
+
+
+def _workers(kind, run_dir, outs, epochs=1, resume=False):
+    """Starts two TF_CONFIG workers of tests/worker_run.py on 127.0.0.1; their Popen objects."""
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    processes = []
+    for index, out in enumerate(outs):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        command = [sys.executable, os.path.join(HERE, "worker_run.py"), kind, "multi_worker", str(run_dir), str(out),
+                   str(epochs)] + (["--resume"] if resume else [])  # fmt: skip
+        processes.append(
+            subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=_environment(TF_CONFIG=tf_config),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+        )
+    return processes
+
+
+def _single(kind, run_dir, out, epochs=1):
+    command = [sys.executable, os.path.join(HERE, "worker_run.py"), kind, "one", str(run_dir), str(out), str(epochs)]
+    done = subprocess.run(command, cwd=ROOT, env=_environment(), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _arrays(path):
+    with np.load(path) as saved:
+        return [saved[name] for name in sorted(saved.files, key=lambda n: int(n.split("_")[1]))]
+
+
+@pytest.mark.parametrize("kind", ["search", "train"])
+def test_two_workers_on_localhost_match_one_process(tmp_path, kind):
+    """Two MultiWorkerMirroredStrategy workers (TF_CONFIG, two ports, one CPU each) run a 1-epoch tiny
+    search / training to the end at global batch 16: both hold the same variables bit for bit, only the
+    chief (worker 0) writes the run folder, and its result is the single process's at batch 16."""
+    outs = [tmp_path / f"worker{i}.npz" for i in range(2)]
+    processes = _workers(kind, tmp_path / "run", outs)
+    _single(kind, tmp_path / "single", tmp_path / "single.npz")
+    for process in processes:
+        stdout, stderr = process.communicate(timeout=900)
+        assert process.returncode == 0, stderr[-3000:]
+    first, second = _arrays(outs[0]), _arrays(outs[1])
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    for a, b in zip(first, _arrays(tmp_path / "single.npz")):
+        assert np.allclose(a, b, rtol=1e-4, atol=1e-5), np.max(np.abs(a - b))
+    assert sorted(os.listdir(tmp_path)) == ["run", "single", "single.npz", "worker0.npz", "worker1.npz"]
+    assert (tmp_path / "run" / "checkpoint" / "state.json").exists()
+    if kind == "search":
+        chief = json.loads((tmp_path / "run" / "genotype.json").read_text())
+        assert chief == json.loads((tmp_path / "single" / "genotype.json").read_text())
