@@ -101,13 +101,19 @@ def make_strategy(name: str = "auto", environ=None) -> tf.distribute.Strategy:
     """
     if name not in STRATEGIES:
         raise DistributeError(f"--strategy must be one of {', '.join(STRATEGIES)}. Received: {name!r}")
-    gpus = tf.config.list_logical_devices("GPU")
+    if name == "multi_worker":  # first: listing logical devices would start TensorFlow's runtime
+        if read_tf_config(environ) is None:
+            raise DistributeError(
+                "--strategy multi_worker needs TF_CONFIG, e.g. "
+                '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "auto":
-        name = "mirrored" if len(gpus) > 1 else "one"
+        name = "mirrored" if len(tf.config.list_physical_devices("GPU")) > 1 else "one"
     if name == "one":
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        devices = gpus or tf.config.list_logical_devices("CPU")
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         if len(devices) < 2:
             print(
                 f"warning: --strategy mirrored: one device visible ({devices[0].name}); running on it "
@@ -116,13 +122,7 @@ def make_strategy(name: str = "auto", environ=None) -> tf.distribute.Strategy:
                 flush=True,
             )
             return tf.distribute.get_strategy()
-        return tf.distribute.MirroredStrategy([device.name for device in devices])
-    if read_tf_config(environ) is None:
-        raise DistributeError(
-            "--strategy multi_worker needs TF_CONFIG, e.g. "
-            '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
-        )
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.MirroredStrategy([device.name for device in devices])
 
 
 def is_multi_worker(strategy) -> bool:
@@ -172,10 +172,6 @@ def distribute_dataset(strategy, dataset: tf.data.Dataset):
 _EVALUATE_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _first_replica(strategy, value):
-    return strategy.experimental_local_results(value)[0]
-
-
 def evaluate(model, dataset, strategy=None) -> dict:
     """Inference-mode loss, top-1 and top-5 accuracy of `model` (logits) over `dataset`, on every replica.
 
@@ -204,11 +200,14 @@ def evaluate(model, dataset, strategy=None) -> dict:
 
 
 def _peer(error: Exception, strategy) -> str:
-    found = re.search(r"/job:(\w+)/replica:\d+/task:(\d+)", str(error))
-    if found:
-        job, index = found.group(1), int(found.group(2))
+    """The other task the error names ("worker 1 (host:port)"), else "a peer worker"."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    own = (getattr(resolver, "task_type", None), getattr(resolver, "task_id", None))
+    for job, index in re.findall(r"/job:(\w+)(?:/replica:\d+)?/task:(\d+)", str(error)):
+        if (job, int(index)) == own:
+            continue
         try:
-            address = strategy.cluster_resolver.cluster_spec().task_address(job, index)
+            address = resolver.cluster_spec().task_address(job, int(index))
         except (AttributeError, ValueError, KeyError):
             address = None
         return f"{job} {index}" + (f" ({address})" if address else "")
@@ -241,7 +240,9 @@ def fit(model, batches, epochs: int, initial_epoch: int, steps_per_epoch: int, v
 
             def step(iterator):
                 outputs = strategy.run(model.train_step, args=(next(iterator),))
-                return {name: _first_replica(strategy, value) for name, value in outputs.items()}
+                # Keras metrics keep one sum per replica (synchronised on read): read here, in the
+                # cross-replica context, they are the means over every replica's images.
+                return {metric.name: metric.result() for metric in model.metrics if metric.name in outputs}
 
             functions[key] = tf.function(step, autograph=False)
         return functions[key](iterator)

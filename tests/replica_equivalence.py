@@ -86,8 +86,10 @@ def main(mode):
         for copy in copies:
             if expected.size:
                 worst = max(worst, float(np.max(np.abs(copy - expected))) / scale)
+    # The reported means (loss, accuracy, ...): per-replica sums read across the replicas.
+    metrics = {m.name: (float(m.result()), float(n.result())) for m, n in zip(one.metrics, two.metrics)}
     print(json.dumps({"mode": mode, "replicas": strategy.num_replicas_in_sync, "worst": worst,
-                      "identical": bool(identical), "variables": len(one.variables)}))  # fmt: skip
+                      "identical": bool(identical), "variables": len(one.variables), "metrics": metrics}))  # fmt: skip
 
 
 if __name__ == "__main__":

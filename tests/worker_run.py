@@ -9,6 +9,8 @@ import sys
 from darts_tf import distribute
 
 STRATEGY = sys.argv[2]
+if STRATEGY == "mirrored":
+    distribute.split_cpu(2)
 strategy = distribute.make_strategy(STRATEGY)  # first: a multi-worker strategy must exist before any other op
 
 import keras  # noqa: E402
@@ -18,7 +20,7 @@ from darts_tf.config import SearchConfig, TrainConfig  # noqa: E402
 from darts_tf.searcher import run_search  # noqa: E402
 from darts_tf.trainer import run_training  # noqa: E402
 
-DATA = dict(dataset="synthetic", image_size=8, subset=64, eval_batch_size=32, strategy=STRATEGY)
+DATA = dict(dataset="synthetic", subset=64, eval_batch_size=32, strategy=STRATEGY)
 
 
 class Keep(keras.callbacks.Callback):
@@ -34,12 +36,12 @@ def main(kind, run_dir, out, epochs=1, resume=False):
     keep = {}
     if kind == "search":
         sizes = dict(C=4, layers=2, steps=2, multiplier=2)
-        config = SearchConfig(epochs=epochs, batch_size=16, run_dir=run_dir, **sizes, **DATA)
+        config = SearchConfig(epochs=epochs, batch_size=16, run_dir=run_dir, image_size=8, **sizes, **DATA)
         callback = Keep(lambda: keep["model"].network.arch_variables, out)
     else:
         config = TrainConfig(
             epochs=epochs, batch_size=16, C=4, layers=3, drop_path_prob=0.2, cutout=4, run_dir=run_dir, export=False,
-            **DATA,
+            image_size=24, **DATA,
         )  # fmt: skip
         callback = Keep(lambda: keep["model"].network.weights, out)
 
