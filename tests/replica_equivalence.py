@@ -14,6 +14,9 @@ import sys
 import numpy as np
 import tensorflow as tf
 
+from darts_tf.runtime import set_graph_optimization  # noqa: E402
+
+set_graph_optimization("reduced")  # as darts-tf search: less graph optimisation of the first step
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -42,7 +45,7 @@ def build(mode):
         model = EvalTrainer(network, auxiliary_weight=0.4)
         model.compile(SGD(0.1, momentum=0.9, coupled_weight_decay=3e-4), grad_clip=5.0)
         return model
-    network = tiny_search_network(dtype=DTYPE[mode], C=4, layers=2, steps=2)
+    network = tiny_search_network(dtype=DTYPE[mode], C=4, layers=2, steps=1)  # 4 edges
     hessian = "exact" if mode == "exact" else "finite_difference"
     model = ArchitectureSearch(network, unrolled=mode != "first", hessian=hessian)
     model.compile(SGD(0.1, momentum=0.9, coupled_weight_decay=3e-4), Adam(3e-2, coupled_weight_decay=1e-3))

@@ -121,6 +121,19 @@ def _workers(kind, run_dir, outs, epochs=1, resume=False):
     return processes
 
 
+def _finish(processes, before=None):
+    """Waits for every process to succeed (`before()` runs first, meanwhile); none is left running."""
+    try:
+        if before:
+            before()
+        for process in processes:
+            stdout, stderr = process.communicate(timeout=900)
+            assert process.returncode == 0, stderr[-3000:]
+    finally:
+        for process in processes:
+            process.kill()
+
+
 def _single(kind, run_dir, out, epochs=1):  # one process on one device
     command = [sys.executable, os.path.join(HERE, "worker_run.py"), kind, "one", str(run_dir), str(out), str(epochs)]
     done = subprocess.run(command, cwd=ROOT, env=_environment(), capture_output=True, text=True, timeout=900)
@@ -139,14 +152,7 @@ def test_two_workers_on_localhost_match_one_process(tmp_path, kind):
     chief (worker 0) writes the run folder, and its result is the single process's at batch 16."""
     outs = [tmp_path / f"worker{i}.npz" for i in range(2)]
     processes = _workers(kind, tmp_path / "run", outs)
-    try:
-        _single(kind, tmp_path / "single", tmp_path / "single.npz")
-        for process in processes:
-            stdout, stderr = process.communicate(timeout=900)
-            assert process.returncode == 0, stderr[-3000:]
-    finally:
-        for process in processes:
-            process.kill()
+    _finish(processes, before=lambda: _single(kind, tmp_path / "single", tmp_path / "single.npz"))
     first, second = _arrays(outs[0]), _arrays(outs[1])
     assert all(np.array_equal(a, b) for a, b in zip(first, second))
     # Training on these 24-pixel images is sensitive to float32 round-off: one device with the composite
@@ -220,14 +226,26 @@ def test_a_killed_worker_fails_the_run_in_bounded_time_then_it_resumes(tmp_path)
     assert processes[0].returncode != 0 and waited < 180, (waited, stderr[-2000:])
     message = [line for line in stderr.splitlines() if "WorkerLostError" in line or "stopped answering" in line]
     assert message and "worker 1" in message[-1], stderr[-3000:]
-    processes = _workers("search", tmp_path / "run", outs, epochs=12, resume=True)
-    try:
-        for process in processes:
-            stdout, stderr = process.communicate(timeout=900)
-            assert process.returncode == 0, stderr[-3000:]
-    finally:
-        for process in processes:
-            process.kill()
+    _finish(_workers("search", tmp_path / "run", outs, epochs=12, resume=True))
     assert json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["epoch"] == 12
     first, second = _arrays(outs[0]), _arrays(outs[1])
     assert all(np.array_equal(a, b) for a, b in zip(first, second))
+
+
+def test_bad_distribution_flags_are_one_line_errors(tmp_path):
+    """The commands: a malformed TF_CONFIG, and a global batch that 2 replicas cannot split; exit 2, one line,
+    no run folder."""
+    base = [sys.executable, "-m", "darts_tf.commands", "search", "--dataset", "synthetic", "--epochs", "1",
+            "--run-dir", str(tmp_path / "run")]  # fmt: skip
+    cases = [
+        (["--strategy", "multi_worker"], {"TF_CONFIG": '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker"'},
+         "darts-tf search: error: TF_CONFIG is not valid JSON"),
+        (["--strategy", "mirrored", "--logical-cpus", "2", "--batch-size", "15"], {},
+         "darts-tf search: error: --batch-size 15 is the global batch and must split evenly over the 2 replicas"),
+    ]  # fmt: skip
+    for flags, extra, message in cases:
+        done = subprocess.run(base + flags, cwd=ROOT, env=_environment(**extra), capture_output=True, text=True)
+        assert done.returncode == 2, done.stderr[-2000:]
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(message), done.stderr
+        assert not (tmp_path / "run").exists()

@@ -7,10 +7,12 @@ writes the final architecture (search) or network (train) variables of this proc
 import sys
 
 from darts_tf import distribute
+from darts_tf.runtime import configure
 
 STRATEGY = sys.argv[2]
 if STRATEGY == "mirrored":
     distribute.split_cpu(2)
+configure("search" if sys.argv[1] == "search" else "training")  # what the commands apply
 strategy = distribute.make_strategy(STRATEGY)  # first: a multi-worker strategy must exist before any other op
 
 import keras  # noqa: E402
@@ -35,7 +37,7 @@ class Keep(keras.callbacks.Callback):
 def main(kind, run_dir, out, epochs=1, resume=False):
     keep = {}
     if kind == "search":
-        sizes = dict(C=4, layers=2, steps=2, multiplier=2)
+        sizes = dict(C=4, layers=2, steps=1, multiplier=1)
         config = SearchConfig(epochs=epochs, batch_size=16, run_dir=run_dir, image_size=8, **sizes, **DATA)
         callback = Keep(lambda: keep["model"].network.arch_variables, out)
     else:
