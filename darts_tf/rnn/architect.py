@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from darts_tf.architect import _assign_after, _dense
+from darts_tf.architect import _assign_after, dense_gradients
 from darts_tf.rnn.model import nll
 
 
@@ -36,7 +36,7 @@ def first_order_arch_gradients(model, val_batch, seed=None) -> tuple[list, tf.Te
     alphas = model.arch_variables
     with tf.GradientTape() as tape:
         loss, hidden = lm_loss(model, val_batch, seed)
-    return _dense(tape.gradient(loss, alphas), alphas), loss, tf.stop_gradient(hidden)
+    return dense_gradients(tape.gradient(loss, alphas), alphas), loss, tf.stop_gradient(hidden)
 
 
 def _clip_coefficient(gradients, clip):
@@ -60,14 +60,14 @@ def second_order_arch_gradients(
     saved = [tf.identity(w) for w in weights]
     with tf.GradientTape() as tape:
         train_loss, _ = lm_loss(model, train_batch, _seed(seed, 0))
-    train_grads = _dense(tape.gradient(train_loss, weights), weights)
+    train_grads = dense_gradients(tape.gradient(train_loss, weights), weights)
     clip_coef = _clip_coefficient(train_grads, clip)
     eta = tf.cast(eta, saved[0].dtype)
     for w, w0, g in zip(weights, saved, _clipped(train_grads, clip_coef)):
         w.assign(w0 - eta * (g + weight_decay * w0))
     with tf.GradientTape() as tape:
         val_loss, hidden = lm_loss(model, val_batch, _seed(seed, 1))
-    grads = _dense(tape.gradient(val_loss, alphas + weights), alphas + weights)
+    grads = dense_gradients(tape.gradient(val_loss, alphas + weights), alphas + weights)
     alpha_grads, vector = grads[: len(alphas)], grads[len(alphas) :]
     vector = _clipped(vector, _clip_coefficient(vector, clip))
     _assign_after(grads + vector, weights, saved)
@@ -77,7 +77,7 @@ def second_order_arch_gradients(
         _assign_after(done, weights, [w0 + (sign * eps) * v for w0, v in zip(saved, vector)])
         with tf.GradientTape() as tape:
             loss, _ = lm_loss(model, train_batch, _seed(seed, 2 + k))
-        done = _dense(tape.gradient(loss, alphas), alphas)
+        done = dense_gradients(tape.gradient(loss, alphas), alphas)
         results.append(done)
     _assign_after(done, weights, saved)
     scale = eta * tf.cast(clip_coef, eta.dtype)
