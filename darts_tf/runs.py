@@ -68,7 +68,8 @@ def begin_run(config, resume: bool, overwrite: bool, chief: bool = True):
     if not resume:
         return config
     saved = read_json(os.path.join(config.run_dir, "config.json"))
-    saved["strategy"] = getattr(config, "strategy", saved.get("strategy"))
+    if hasattr(config, "strategy"):  # the recurrent runs have none
+        saved["strategy"] = config.strategy
     return config_from_dict(type(config), saved, run_dir=config.run_dir)
 
 

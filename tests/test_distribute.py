@@ -202,8 +202,10 @@ def test_a_killed_mirrored_run_resumes_on_one_device(tmp_path):
                           capture_output=True, text=True, timeout=900)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     _single("search", tmp_path / "single", tmp_path / "single.npz", epochs=12)
+    # 24 Adam steps from alphas of 1e-3: Adam's normalised step turns round-off in near-zero gradients into
+    # steps of up to its learning rate (3e-4), so the two runs agree to a few such steps (6.7e-4 seen), not 1e-6.
     for a, b in zip(_arrays(tmp_path / "resumed.npz"), _arrays(tmp_path / "single.npz")):
-        assert np.allclose(a, b, rtol=1e-3, atol=1e-4), np.max(np.abs(a - b))
+        assert np.allclose(a, b, rtol=1e-3, atol=3e-3), np.max(np.abs(a - b))
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[1:]
     assert [int(row.split(",")[0]) for row in rows] == list(range(1, 13))
 
