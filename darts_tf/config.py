@@ -174,6 +174,9 @@ class RNNSearchConfig:
     arch_learning_rate: float = 3e-3
     arch_weight_decay: float = 1e-3
     unrolled: bool = False
+    # Second order: "original" keeps the tied embedding at w in the virtual step w' (as quark0/darts
+    # computes it, which found the published cells); "paper" moves every weight (docs/fidelity.md).
+    virtual_step: str = "original"
     seed: int = 3
     eval_batch_size: int = 10
     max_steps: int = 0  # weight steps per epoch at most (0: the whole training text)
@@ -237,6 +240,8 @@ def check_rnn_config(config) -> None:
     for name in ("dropout", "dropouth", "dropoutx", "dropouti", "dropoute"):
         if not 0.0 <= getattr(config, name) < 1.0:
             raise ValueError(f"--{name} must be in [0, 1). Received: {getattr(config, name)}")
+    if getattr(config, "virtual_step", "original") not in ("original", "paper"):
+        raise ValueError(f"--virtual-step must be original or paper. Received: {config.virtual_step!r}")
     if getattr(config, "nonmono", 0) < 0:
         raise ValueError(f"--nonmono must be 0 or more. Received: {config.nonmono}")
     if config.train_portion is not None and not 0.0 < config.train_portion < 1.0:

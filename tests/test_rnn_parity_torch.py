@@ -4,7 +4,9 @@ The reference below follows quark0/darts rnn/model.py, model_search.py and archi
 the highway cell, the search cell's shared per-node W and BatchNorm1d(affine=False),
 the tied embedding/decoder and log-softmax, and the architect's first- and second-order
 steps (unrolled SGD step with clipped gradients, finite-difference Hessian-vector product,
-the implicit term scaled by eta * clip_coef). Loading our weights with
+the implicit term scaled by eta * clip_coef). The second-order reference runs the original's
+architect on the original's construction of w' (`_construct_model_from_theta`: a state-dict
+round trip that, with the tied embedding, keeps w's embedding). Loading our weights with
 `load_state_dict(strict=True)` checks the converter's names and shapes.
 """
 
@@ -137,69 +139,194 @@ def test_eval_log_probabilities_match_pytorch(genotype):
     np.testing.assert_allclose(out["hidden"].numpy(), h.numpy(), rtol=1e-9, atol=1e-11)
 
 
-def test_search_model_alpha_gradients_match_pytorch_first_and_second_order():
-    model = _model(None)
-    reference = _reference(model, None).train()  # batch statistics, as in the search
+class TorchSearchModel(TorchRNNModel):
+    """The original's RNNModelSearch: the alphas a tensor outside the module's parameters, `new()`, `_loss`."""
+
+    def __init__(self, ntoken, n):
+        super().__init__(ntoken, n, None)
+        del self.weights
+        self._args = (ntoken, n)
+        self.weights = torch.zeros(sum(range(1, STEPS + 1)), len(PRIMITIVES), dtype=torch.float64, requires_grad=True)
+
+    def new(self):
+        model_new = TorchSearchModel(*self._args)
+        model_new.weights.data.copy_(self.weights.data)
+        return model_new
+
+    def _loss(self, hidden, tokens, targets):
+        log_prob, hidden_next, _ = self(tokens, hidden)
+        return F.nll_loss(log_prob.view(-1, self.ntoken), targets.reshape(-1)), hidden_next
+
+
+def _concat(xs):
+    return torch.cat([x.reshape(-1) for x in xs])
+
+
+def _clip(grads, max_norm):
+    """The original architect's `_clip`: scales in place when the coefficient is below 1, returns it always."""
+    total_norm = sum(g.data.norm(2) ** 2 for g in grads) ** 0.5
+    clip_coef = max_norm / (total_norm + 1e-6)
+    if clip_coef < 1:
+        for g in grads:
+            g.data.mul_(clip_coef)
+    return clip_coef
+
+
+def _construct_model_from_theta(model, theta):
+    """As the original: a fresh model, the state dict updated with named_parameters' slices of theta, loaded.
+
+    `named_parameters()` lists the tied embedding once (encoder.weight) while the state dict
+    holds it twice; `load_state_dict` copies the stale decoder.weight last, so the new model
+    keeps the old embedding.
+    """
+    model_new = model.new()
+    model_dict = model.state_dict()
+    params, offset = {}, 0
+    for k, v in model.named_parameters():
+        length = v.numel()
+        params[k] = theta[offset : offset + length].view(v.size())
+        offset += length
+    assert offset == len(theta)
+    model_dict.update(params)
+    model_new.load_state_dict(model_dict)
+    return model_new.train()
+
+
+def _original_unrolled_alpha_gradient(model, train, valid, eta, wdecay, clip, r=1e-2):
+    """Architect._backward_step_unrolled of the original's rnn/architect.py, step by step."""
+    (h_train, x_train, y_train), (h_valid, x_valid, y_valid) = train, valid
+    loss, _ = model._loss(h_train, x_train, y_train)
+    theta = _concat(model.parameters()).data
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    clip_coef = _clip(grads, clip)
+    dtheta = _concat(grads).data + wdecay * theta
+    unrolled = _construct_model_from_theta(model, theta.sub(eta * dtheta))
+    unrolled_loss, _ = unrolled._loss(h_valid, x_valid, y_valid)
+    unrolled_loss.backward()
+    dalpha = unrolled.weights.grad
+    dtheta = [v.grad for v in unrolled.parameters()]
+    _clip(dtheta, clip)
+    vector = [dt.data for dt in dtheta]
+    R = r / _concat(vector).norm()
+    for p, v in zip(model.parameters(), vector):
+        p.data.add_(R * v)
+    loss, _ = model._loss(h_train, x_train, y_train)
+    grads_p = torch.autograd.grad(loss, [model.weights])
+    for p, v in zip(model.parameters(), vector):
+        p.data.sub_(2 * R * v)
+    loss, _ = model._loss(h_train, x_train, y_train)
+    grads_n = torch.autograd.grad(loss, [model.weights])
+    for p, v in zip(model.parameters(), vector):
+        p.data.add_(R * v)
+    implicit = (grads_p[0] - grads_n[0]) / (2 * R)
+    return dalpha - eta * clip_coef * implicit, unrolled
+
+
+def _search_reference(model):
+    reference = TorchSearchModel(model.ntoken, model.nhid)
+    state = {k: torch.from_numpy(np.ascontiguousarray(v)).double() for k, v in to_pytorch_state_dict(model).items()}
+    with torch.no_grad():
+        reference.weights.copy_(state.pop("weights"))
+    reference.load_state_dict(state, strict=True)
+    return reference.train()  # batch statistics, as in the search
+
+
+def _search_batches():
     train_tokens, val_tokens = _tokens(seed=1), _tokens(seed=2)
     h_train = np.random.default_rng(3).normal(scale=0.3, size=(3, 8))
     h_val = np.random.default_rng(4).normal(scale=0.3, size=(3, 8))
+    ours = [(tokens[:-1], tokens[1:], tf.constant(h)) for tokens, h in ((train_tokens, h_train), (val_tokens, h_val))]
     as_torch = lambda a: torch.from_numpy(np.asarray(a))  # noqa: E731
+    theirs = [
+        (as_torch(h), as_torch(tokens[:-1]).long(), as_torch(tokens[1:]).long())
+        for tokens, h in ((train_tokens, h_train), (val_tokens, h_val))
+    ]
+    return ours, theirs
 
-    def loss_of(module, tokens, hidden):
-        log_prob, h, _ = module(as_torch(tokens[:-1]).long(), as_torch(hidden))
-        return F.nll_loss(log_prob.view(-1, module.ntoken), as_torch(tokens[1:]).long().view(-1)), h
 
-    # First order: grad of the validation loss.
-    loss, _ = loss_of(reference, val_tokens, h_val)
-    (expected_first,) = torch.autograd.grad(loss, [reference.weights])
-    val_batch = (val_tokens[:-1], val_tokens[1:], tf.constant(h_val))
-    train_batch = (train_tokens[:-1], train_tokens[1:], tf.constant(h_train))
+def test_search_model_first_order_alpha_gradient_matches_pytorch():
+    model = _model(None)
+    reference = _search_reference(model)
+    (_, val_batch), (_, (h_val, x_val, y_val)) = _search_batches()
+    loss, _ = reference._loss(h_val, x_val, y_val)
+    (expected,) = torch.autograd.grad(loss, [reference.weights])
     grads, val_loss, _ = architect.first_order_arch_gradients(model, val_batch)
     assert float(val_loss) == pytest.approx(loss.item(), rel=1e-10)
-    np.testing.assert_allclose(grads[0].numpy(), expected_first.numpy(), rtol=1e-7, atol=1e-12)
+    np.testing.assert_allclose(grads[0].numpy(), expected.numpy(), rtol=1e-7, atol=1e-12)
 
-    # Second order, as the original's Architect._backward_step_unrolled.
+
+def test_second_order_alpha_gradient_is_the_originals_own_computation():
+    """The default virtual step against the original's architect run on the original's model construction.
+
+    w' comes from `_construct_model_from_theta` (a state-dict round trip with the tied
+    embedding), so the embedding of w' is w's; stepping every weight (the paper's
+    equation, `virtual_step="paper"`) gives a different gradient here.
+    """
     eta, wd, clip = 0.7, 5e-7, 0.25
-    params = [p for name, p in reference.named_parameters() if name != "weights"]
-    loss, _ = loss_of(reference, train_tokens, h_train)
-    g = torch.autograd.grad(loss, params)
-    norm = torch.sqrt(sum((x**2).sum() for x in g))
-    clip_coef = clip / (norm + 1e-6)
-    g = [x * clip_coef for x in g] if clip_coef < 1 else list(g)
-    unrolled = _reference(model, None).train()
-    with torch.no_grad():
-        for p_new, p, x in zip([p for n, p in unrolled.named_parameters() if n != "weights"], params, g):
-            p_new.copy_(p - eta * (x + wd * p))
-        unrolled.weights.copy_(reference.weights)
-    unrolled_params = [p for n, p in unrolled.named_parameters() if n != "weights"]
-    loss, _ = loss_of(unrolled, val_tokens, h_val)
-    grads_all = torch.autograd.grad(loss, [unrolled.weights, *unrolled_params])
-    dalpha, vector = grads_all[0], list(grads_all[1:])
-    vnorm = torch.sqrt(sum((v**2).sum() for v in vector))
-    if clip / (vnorm + 1e-6) < 1:
-        vector = [v * clip / (vnorm + 1e-6) for v in vector]
-    R = 0.01 / torch.sqrt(sum((v**2).sum() for v in vector))
-    results = []
-    for sign in (1.0, -1.0):
-        with torch.no_grad():
-            for p, v in zip(params, vector):
-                p.add_(sign * R * v)
-        loss, _ = loss_of(reference, train_tokens, h_train)
-        results.append(torch.autograd.grad(loss, [reference.weights])[0])
-        with torch.no_grad():
-            for p, v in zip(params, vector):
-                p.sub_(sign * R * v)
-    expected_second = dalpha - eta * clip_coef * (results[0] - results[1]) / (2 * R)
+    model = _model(None)
+    reference = _search_reference(model)
+    (train_batch, val_batch), (train, valid) = _search_batches()
+    embedding, w0 = reference.encoder.weight.detach().clone(), reference.rnns[0]._W0.detach().clone()
+    expected, unrolled = _original_unrolled_alpha_gradient(reference, train, valid, eta, wd, clip)
+    # The quirk, seen in the reference itself: w' kept the embedding and moved the cell's weights.
+    assert torch.equal(unrolled.encoder.weight, embedding) and torch.equal(unrolled.decoder.weight, embedding)
+    assert not torch.equal(unrolled.rnns[0]._W0, w0)
 
     weights_before = [w.numpy().copy() for w in model.weight_variables]
     grads, _, hidden = architect.second_order_arch_gradients(
         model, train_batch, val_batch, eta=eta, weight_decay=wd, clip=clip
     )
-    np.testing.assert_allclose(grads[0].numpy(), expected_second.numpy(), rtol=1e-6, atol=1e-10)
-    assert np.abs(grads[0].numpy() - expected_first.numpy()).max() > 1e-6  # the second-order term is there
+    np.testing.assert_allclose(grads[0].numpy(), expected.numpy(), rtol=1e-6, atol=1e-10)
     for before, w in zip(weights_before, model.weight_variables):
         np.testing.assert_array_equal(before, w.numpy())  # weights restored bit for bit
     assert hidden.shape == (3, 8)
+
+    first, _, _ = architect.first_order_arch_gradients(model, val_batch)
+    assert np.abs(grads[0].numpy() - first[0].numpy()).max() > 1e-6  # the second-order term is there
+    paper, _, _ = architect.second_order_arch_gradients(
+        model, train_batch, val_batch, eta=eta, weight_decay=wd, clip=clip, virtual_step="paper"
+    )
+    difference = np.linalg.norm(paper[0].numpy() - expected.numpy()) / np.linalg.norm(expected.numpy())
+    assert difference > 1e-2, difference  # the two virtual steps are not the same computation
+
+
+def test_second_order_paper_virtual_step_moves_every_weight():
+    """`virtual_step="paper"`: w' = w - eta * (clip(g) + wd * w) for every weight, the embedding included."""
+    eta, wd, clip = 0.7, 5e-7, 0.25
+    model = _model(None)
+    reference = _search_reference(model)
+    (train_batch, val_batch), (train, valid) = _search_batches()
+    params = list(reference.parameters())
+    loss, _ = reference._loss(*train)
+    g = list(torch.autograd.grad(loss, params))
+    clip_coef = _clip(g, clip)
+    unrolled = reference.new().train()
+    with torch.no_grad():
+        for p_new, p, x in zip(unrolled.parameters(), params, g):
+            p_new.copy_(p - eta * (x + wd * p))
+        unrolled.rnns[0].bn.load_state_dict(reference.rnns[0].bn.state_dict())
+    loss, _ = unrolled._loss(*valid)
+    grads_all = torch.autograd.grad(loss, [unrolled.weights, *unrolled.parameters()])
+    dalpha, vector = grads_all[0], list(grads_all[1:])
+    _clip(vector, clip)
+    R = 0.01 / _concat(vector).norm()
+    results = []
+    for sign in (1.0, -1.0):
+        with torch.no_grad():
+            for p, v in zip(params, vector):
+                p.add_(sign * R * v)
+        loss, _ = reference._loss(*train)
+        results.append(torch.autograd.grad(loss, [reference.weights])[0])
+        with torch.no_grad():
+            for p, v in zip(params, vector):
+                p.sub_(sign * R * v)
+    expected = dalpha - eta * clip_coef * (results[0] - results[1]) / (2 * R)
+    grads, _, _ = architect.second_order_arch_gradients(
+        model, train_batch, val_batch, eta=eta, weight_decay=wd, clip=clip, virtual_step="paper"
+    )
+    np.testing.assert_allclose(grads[0].numpy(), expected.numpy(), rtol=1e-6, atol=1e-10)
+    with pytest.raises(ValueError, match="virtual_step"):
+        architect.second_order_arch_gradients(model, train_batch, val_batch, eta=eta, virtual_step="bogus")
 
 
 def test_darts_v2_parameter_count_is_the_originals():

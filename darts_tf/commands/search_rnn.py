@@ -18,6 +18,11 @@ from darts_tf.config import RNN_SEARCH_PRESETS, RNNSearchConfig
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_rnn_arguments(p, RNN_SEARCH_PRESETS, RNNSearchConfig().run_dir)
     p.add_argument("--unrolled", action="store_true", default=None, help="second-order architecture gradient")
+    p.add_argument(
+        "--virtual-step", choices=["original", "paper"], default=None,
+        help="second order: 'original' (default) keeps the tied embedding fixed in the virtual step w' as "
+        "quark0/darts computes it; 'paper' moves every weight (docs/fidelity.md)",
+    )  # fmt: skip
     p.add_argument("--arch-learning-rate", type=float, help="Adam learning rate of the alphas (3e-3)")
     p.add_argument("--arch-weight-decay", type=float, help="coupled L2 of the alphas (1e-3)")
 

@@ -9,6 +9,14 @@ scaled by eta * clip_coef, where clip_coef = clip / (||g|| + 1e-6) as the origin
 `_clip` returns it (also when it is above 1 and nothing was clipped). Moving BatchNorm
 statistics are left alone by these passes (as on the CNN side; docs/fidelity.md).
 
+The tied embedding: the original builds w' by `load_state_dict` of a state dict that
+holds the embedding twice (`encoder.weight`, `decoder.weight`) while only the first
+copy was updated, so the stale `decoder.weight` is written last and w' keeps the
+embedding of w. Its gradient still enters the clip norm, v and the finite-difference
+passes. `virtual_step="original"` (the default, what produced the published cells)
+computes that; `virtual_step="paper"` moves every weight, as the paper's equation
+w' = w - xi * grad_w L_train reads.
+
 A batch is (inputs [T, B] int, targets [T, B] int, hidden [B, nhid]).
 """
 
@@ -48,14 +56,29 @@ def _clipped(gradients, coefficient):
     return [g * tf.cast(scale, g.dtype) for g in gradients]
 
 
+VIRTUAL_STEPS = ("original", "paper")
+
+
 def second_order_arch_gradients(
-    model, train_batch, val_batch, eta, weight_decay: float = 5e-7, clip: float = 0.25, r: float = 0.01, seed=None
+    model,
+    train_batch,
+    val_batch,
+    eta,
+    weight_decay: float = 5e-7,
+    clip: float = 0.25,
+    r: float = 0.01,
+    seed=None,
+    virtual_step: str = "original",
 ) -> tuple[list, tf.Tensor, tf.Tensor]:
     """The unrolled recurrent architecture gradient; returns (gradients, val_loss, validation hidden state).
 
     `eta` is the weight optimizer's current learning rate (the original's, already scaled
-    by the batch's sequence length). The weights are restored bit for bit.
+    by the batch's sequence length). `virtual_step`: "original" keeps the tied embedding
+    at w in w' (as the original's code computes), "paper" moves it with the other weights.
+    The weights are restored bit for bit.
     """
+    if virtual_step not in VIRTUAL_STEPS:
+        raise ValueError(f"virtual_step must be one of {', '.join(VIRTUAL_STEPS)}. Received: virtual_step={virtual_step!r}")
     weights, alphas = model.weight_variables, model.arch_variables
     saved = [tf.identity(w) for w in weights]
     with tf.GradientTape() as tape:
@@ -63,8 +86,10 @@ def second_order_arch_gradients(
     train_grads = dense_gradients(tape.gradient(train_loss, weights), weights)
     clip_coef = _clip_coefficient(train_grads, clip)
     eta = tf.cast(eta, saved[0].dtype)
+    held = model.embedding if virtual_step == "original" else None
     for w, w0, g in zip(weights, saved, _clipped(train_grads, clip_coef)):
-        w.assign(w0 - eta * (g + weight_decay * w0))
+        if w is not held:
+            w.assign(w0 - eta * (g + weight_decay * w0))
     with tf.GradientTape() as tape:
         val_loss, hidden = lm_loss(model, val_batch, _seed(seed, 1))
     grads = dense_gradients(tape.gradient(val_loss, alphas + weights), alphas + weights)

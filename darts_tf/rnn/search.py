@@ -62,7 +62,7 @@ class RecurrentSearch:
         if config.unrolled:
             grads, _, val_hidden = architect.second_order_arch_gradients(
                 model, (inputs, targets, hidden), (val_inputs, val_targets, val_hidden), eta=eta,
-                weight_decay=config.weight_decay, clip=config.clip, seed=fold(0),
+                weight_decay=config.weight_decay, clip=config.clip, seed=fold(0), virtual_step=config.virtual_step,
             )  # fmt: skip
         else:
             grads, _, val_hidden = architect.first_order_arch_gradients(
