@@ -169,6 +169,7 @@ def distribute_dataset(strategy, dataset: tf.data.Dataset):
     return strategy.experimental_distribute_dataset(dataset.with_options(options))
 
 
+# model -> {strategy: its traced evaluation step}
 _EVALUATE_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -188,10 +189,11 @@ def evaluate(model, dataset, strategy=None) -> dict:
         hits = [tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, n), tf.float32)) for n in (1, k)]
         return tf.stack([tf.reduce_sum(losses), *hits, tf.cast(tf.size(labels), tf.float32)])
 
-    step = _EVALUATE_STEPS.get(model)
-    if step is None:  # traced once per model (and batch shape), not once per epoch
+    steps = _EVALUATE_STEPS.setdefault(model, {})
+    step = steps.get(strategy)
+    if step is None:  # traced once per model, strategy (and batch shape), not once per epoch
         step = tf.function(lambda batch: strategy.reduce("SUM", strategy.run(replica_sums, args=(batch,)), axis=None))
-        _EVALUATE_STEPS[model] = step
+        steps[strategy] = step
     totals = np.zeros(4)
     for batch in distribute_dataset(strategy, dataset):
         totals += step(batch).numpy()

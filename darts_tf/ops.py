@@ -696,7 +696,6 @@ OPS: dict[str, OpFactory] = {
     "sep_conv_7x7": lambda C, stride, affine, **kw: SepConv(C, 7, stride, affine=affine, **kw),
     "conv_7x1_1x7": lambda C, stride, affine, **kw: FactorizedConv(C, 7, stride, affine=affine, **kw),
 }
-assert tuple(OPS) == OPERATIONS and OPERATIONS[: len(PRIMITIVES)] == PRIMITIVES
 
 
 def make_op(primitive: str, channels: int, stride: int, affine: bool = True, **kwargs) -> keras.layers.Layer:

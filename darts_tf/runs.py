@@ -275,7 +275,11 @@ class StopOnNonFinite(keras.callbacks.Callback):
 
 
 class MetricsCSV(keras.callbacks.Callback):
-    """Appends one row per epoch to metrics.csv (kept across resumes)."""
+    """Appends one row per epoch to metrics.csv (kept across resumes).
+
+    A row with a column the file does not have yet rewrites the file (atomically) under the
+    widened header, the earlier rows with that column empty: every row has the header's fields.
+    """
 
     def __init__(self, path: str, extra=None):
         super().__init__()
@@ -286,18 +290,20 @@ class MetricsCSV(keras.callbacks.Callback):
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
         if self.extra:
             row.update(self.extra(epoch))
-        exists = os.path.exists(self.path)
-        fields = list(row)
-        if exists:
+        header, rows = None, []
+        if os.path.exists(self.path):
             with open(self.path, newline="", encoding="utf-8") as handle:
-                header = next(csv.reader(handle), None)
-            if header:
-                fields = header + [k for k in row if k not in header]
-        with open(self.path, "a", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
-            if not exists:
-                writer.writeheader()
-            writer.writerow(row)
+                reader = csv.DictReader(handle)
+                rows, header = list(reader), reader.fieldnames
+        if header and all(k in header for k in row):
+            with open(self.path, "a", newline="", encoding="utf-8") as handle:
+                csv.DictWriter(handle, fieldnames=header).writerow(row)
+            return
+        fields = (header or []) + [k for k in row if k not in (header or [])]
+        with atomic_file(self.path) as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows + [row])
 
 
 def fit_run(model, batches, run_dir: str, epochs: int, first_epoch: int, steps_per_epoch: int, validation_data,

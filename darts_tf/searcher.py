@@ -22,6 +22,7 @@ from darts_tf.config import SearchConfig, check_choices, parse_early_stop
 from darts_tf.genotypes import Genotype, edge_weights, format_alphas
 from darts_tf.optimizers import SGD, Adam, EpochCosineDecay, clip_by_global_norm, learning_rate_schedule
 from darts_tf.search_model import SearchNetwork
+from darts_tf.seeding import initializer_seed
 
 
 class ArchitectureSearch(keras.Model):
@@ -55,6 +56,17 @@ class ArchitectureSearch(keras.Model):
             self.built = True
 
     def compile(self, w_optimizer, alpha_optimizer, grad_clip=5.0, **kwargs):
+        if not self.network.built:
+            raise ValueError(
+                "ArchitectureSearch.compile expected a built network (its optimizers are built on its variables): "
+                f"call network.build((None, height, width, channels)) first. Received: unbuilt {self.network.name!r}"
+            )
+        if self.unrolled and not all(hasattr(w_optimizer, a) for a in ("momentum_buffers", "coupled_weight_decay")):
+            raise ValueError(
+                "ArchitectureSearch(unrolled=True) expected w_optimizer to be darts_tf.optimizers.SGD (the virtual "
+                "step reads its momentum buffers and coupled weight decay). "
+                f"Received: w_optimizer={type(w_optimizer).__name__}"
+            )
         kwargs.setdefault("jit_compile", False)
         super().compile(**kwargs)
         self.w_optimizer = w_optimizer
@@ -152,11 +164,10 @@ class ArchitectureSearch(keras.Model):
         loss, logits = self.weight_step(*train_batch)
         self.loss_tracker.update_state(loss)
         self.accuracy_tracker.update_state(train_batch[1], logits)
-        return {
-            "loss": self.loss_tracker.result(),
-            "accuracy": self.accuracy_tracker.result(),
-            "arch_loss": self.arch_loss_tracker.result(),
-        }
+        logs = {"loss": self.loss_tracker.result(), "accuracy": self.accuracy_tracker.result()}
+        if update_arch:  # no architecture loss is computed during a warm-up: none is reported
+            logs["arch_loss"] = self.arch_loss_tracker.result()
+        return logs
 
     def test_step(self, batch):
         images, labels = batch
@@ -172,13 +183,13 @@ class ArchitectureSearch(keras.Model):
 
 
 def _network(config: SearchConfig, source: data.ImageData) -> SearchNetwork:
-    keras.utils.set_random_seed(config.seed)
-    network = SearchNetwork(
-        config.C, source.num_classes, config.layers, config.steps, config.multiplier,
-        shared_trace=config.shared_trace, partial_channels=config.partial_channels,
-        edge_normalization=config.edge_normalization,
-    )  # fmt: skip
-    network.build((None, *source.input_shape))
+    with initializer_seed(config.seed):
+        network = SearchNetwork(
+            config.C, source.num_classes, config.layers, config.steps, config.multiplier,
+            shared_trace=config.shared_trace, partial_channels=config.partial_channels,
+            edge_normalization=config.edge_normalization,
+        )  # fmt: skip
+        network.build((None, *source.input_shape))
     return network
 
 

@@ -25,6 +25,7 @@ from darts_tf.eval_model import NetworkCIFAR, NetworkImageNet, count_parameters,
 from darts_tf.export import accuracy_summary, export_saved_model
 from darts_tf.genotypes import GENOTYPES, Genotype, get_genotype
 from darts_tf.optimizers import SGD, clip_by_global_norm, learning_rate_schedule
+from darts_tf.seeding import initializer_seed
 
 
 class EvalTrainer(keras.Model):
@@ -129,11 +130,11 @@ def export_name(config: TrainConfig) -> str:
 
 def build_network(config: TrainConfig, genotype: Genotype, num_classes: int, input_shape: tuple) -> keras.Model:
     """NetworkCIFAR, or NetworkImageNet when `config.network == "imagenet"`, seeded by `config.seed`."""
-    keras.utils.set_random_seed(config.seed)
     network_class = NetworkImageNet if config.network == "imagenet" else NetworkCIFAR
-    return network_class(
-        config.C, num_classes, config.layers, config.auxiliary, genotype, input_shape=tuple(input_shape)
-    )
+    with initializer_seed(config.seed):
+        return network_class(
+            config.C, num_classes, config.layers, config.auxiliary, genotype, input_shape=tuple(input_shape)
+        )
 
 
 def data_info(source: data.ImageData) -> dict:

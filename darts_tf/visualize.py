@@ -39,7 +39,6 @@ OP_COLOURS = {
     "sep_conv_7x7": "#cc79a7",
     "conv_7x1_1x7": "#882255",
 }
-assert set(OP_COLOURS) == set(OPERATIONS)
 
 
 def _figure(width: float, height: float):

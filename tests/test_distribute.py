@@ -85,6 +85,29 @@ def test_global_batch_must_split_evenly():
         distribute.check_global_batch(15, TwoReplicas())
 
 
+def test_evaluation_steps_are_traced_per_strategy():
+    """A later evaluate() with another strategy runs under that strategy, not a step traced for the first."""
+
+    class Counting(tf.distribute.OneDeviceStrategy):
+        def __init__(self):
+            super().__init__("/cpu:0")
+            self.traced = 0
+
+        def run(self, fn, args=(), kwargs=None, options=None):
+            self.traced += 1
+            return super().run(fn, args=args, kwargs=kwargs, options=options)
+
+    model = tf.keras.Sequential([tf.keras.Input((3,)), tf.keras.layers.Dense(4)])
+    images = np.random.default_rng(0).normal(size=(8, 3)).astype("float32")
+    dataset = tf.data.Dataset.from_tensor_slices((images, np.arange(8) % 4)).batch(4)
+    first, second = Counting(), Counting()
+    a = distribute.evaluate(model, dataset, first)
+    b = distribute.evaluate(model, dataset, second)
+    distribute.evaluate(model, dataset, first)
+    assert first.traced == 1 and second.traced == 1
+    assert a == pytest.approx(b, rel=1e-6)
+
+
 def _free_ports(count):
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:

@@ -56,6 +56,14 @@ def test_op_output_shapes(primitive, stride, size):
     assert tuple(op.compute_output_shape(shape)) == tuple(y.shape)
 
 
+def test_op_table_lists_every_operation_the_search_space_first():
+    from darts_tf.genotypes import OPERATIONS, PRIMITIVES
+    from darts_tf.ops import OPS
+
+    assert tuple(OPS) == OPERATIONS
+    assert OPERATIONS[: len(PRIMITIVES)] == PRIMITIVES
+
+
 def test_unknown_op_and_stride():
     with pytest.raises(ValueError, match="Unknown DARTS op 'conv_7x7'"):
         make_op("conv_7x7", 4, 1)

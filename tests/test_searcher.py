@@ -1,3 +1,4 @@
+import csv
 import json
 import os
 import subprocess
@@ -226,6 +227,10 @@ def test_pc_darts_search_warms_up_records_betas_and_resumes_exactly(tmp_path):
     for name in epochs[0]:  # the warm-up epoch trains the weights only
         np.testing.assert_array_equal(epochs[1][name], epochs[0][name])
         assert np.abs(epochs[2][name] - epochs[1][name]).max() > 1e-5, name  # then alphas and betas move
+    with open(run / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["arch_loss"] == "" for row in rows] == [True, False, False]  # none computed in the warm-up
+    assert all(float(row["arch_loss"]) > 0 for row in rows[1:])
     kept = derive_genotype(**epochs[3], steps=2, multiplier=2)
     assert straight["genotype"] == kept == Genotype.load(run / "genotype_epoch_003.json")
     with pytest.raises(KeyboardInterrupt):
@@ -348,3 +353,19 @@ def test_a_multi_replica_strategy_is_refused_not_silently_dropped():
         "ArchitectureSearch.fit runs on one device: under MirroredStrategy with 2 replicas use darts_tf.d" in lines[0]
     )
     assert "EvalTrainer.fit runs on one device" in lines[1]
+
+
+def test_compile_refuses_what_the_search_step_cannot_run():
+    from helpers import tiny_search_network
+
+    from darts_tf.optimizers import SGD, Adam
+    from darts_tf.search_model import SearchNetwork
+    from darts_tf.searcher import ArchitectureSearch
+
+    with pytest.raises(ValueError, match="expected a built network .* Received: unbuilt"):
+        ArchitectureSearch(SearchNetwork(4, 3, 3)).compile(SGD(0.1), Adam(3e-4))
+    network = tiny_search_network()
+    with pytest.raises(ValueError, match="unrolled=True.* darts_tf.optimizers.SGD.* Received: w_optimizer=SGD"):
+        ArchitectureSearch(network, unrolled=True).compile(keras.optimizers.SGD(0.1), Adam(3e-4))
+    ArchitectureSearch(network, unrolled=False).compile(keras.optimizers.SGD(0.1), Adam(3e-4))  # first order: any
+    ArchitectureSearch(network, unrolled=True).compile(SGD(0.1, momentum=0.9), Adam(3e-4))

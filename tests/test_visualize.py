@@ -24,6 +24,17 @@ def _not_blank_png(path, min_size=(400, 250)):
     return image
 
 
+def test_every_operation_has_a_colour_of_its_own():
+    from darts_tf.genotypes import OPERATIONS
+    from darts_tf.visualize import OP_COLOURS
+
+    from darts_tf.rnn.genotypes import PRIMITIVES as ACTIVATIONS
+
+    for ops in (OPERATIONS, [a for a in ACTIVATIONS if a != "none"]):
+        assert set(ops) <= set(OP_COLOURS)
+        assert len({OP_COLOURS[op] for op in ops}) == len(ops)
+
+
 @pytest.mark.parametrize("genotype", [DARTS_V1, DARTS_V2], ids=["DARTS_V1", "DARTS_V2"])
 def test_cell_diagrams_in_every_format_hold_every_op(tmp_path, genotype):
     written = visualize.save_cells(genotype, str(tmp_path), ("png", "svg", "pdf"), prefix="g")

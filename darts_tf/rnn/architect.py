@@ -78,7 +78,9 @@ def second_order_arch_gradients(
     The weights are restored bit for bit.
     """
     if virtual_step not in VIRTUAL_STEPS:
-        raise ValueError(f"virtual_step must be one of {', '.join(VIRTUAL_STEPS)}. Received: virtual_step={virtual_step!r}")
+        raise ValueError(
+            f"virtual_step must be one of {', '.join(VIRTUAL_STEPS)}. Received: virtual_step={virtual_step!r}"
+        )
     weights, alphas = model.weight_variables, model.arch_variables
     saved = [tf.identity(w) for w in weights]
     with tf.GradientTape() as tape:

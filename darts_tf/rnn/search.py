@@ -13,26 +13,27 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from darts_tf import runs, visualize
+from darts_tf.architect import dense_gradients
 from darts_tf.config import RNNSearchConfig, check_rnn_config
 from darts_tf.optimizers import SGD, Adam, clip_by_global_norm
 from darts_tf.rnn import architect, lm
 from darts_tf.rnn import data as text
 from darts_tf.rnn.genotypes import RecurrentGenotype, format_alphas
 from darts_tf.rnn.model import RNNModel
+from darts_tf.seeding import initializer_seed
 
 
 def build_search_model(config: RNNSearchConfig, ntoken: int) -> RNNModel:
-    keras.utils.set_random_seed(config.seed)
-    model = RNNModel(
-        ntoken, config.emsize, config.nhid, config.dropout, config.dropouth, config.dropoutx, config.dropouti,
-        config.dropoute, genotype=None,
-    )  # fmt: skip
-    model.build()
+    with initializer_seed(config.seed):
+        model = RNNModel(
+            ntoken, config.emsize, config.nhid, config.dropout, config.dropouth, config.dropoutx, config.dropouti,
+            config.dropoute, genotype=None,
+        )  # fmt: skip
+        model.build()
     return model
 
 
@@ -74,7 +75,7 @@ class RecurrentSearch:
             raw, loss, hidden = lm.lm_training_loss(
                 model, inputs, targets, hidden, fold(1), config.ar_alpha, config.tar_beta
             )
-        gradients, _ = clip_by_global_norm(tape.gradient(loss, weights), config.clip)
+        gradients, _ = clip_by_global_norm(dense_gradients(tape.gradient(loss, weights), weights), config.clip)
         self.w_optimizer.apply(gradients, weights)
         return raw, tf.stop_gradient(hidden), val_hidden
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from darts_tf import runs
+from darts_tf.architect import dense_gradients
 from darts_tf.checkpoint import make_checkpoint, restore, write_atomic
 from darts_tf.config import RNNTrainConfig, check_rnn_config
 from darts_tf.optimizers import SGD, AveragedSGD, clip_by_global_norm
@@ -25,17 +25,18 @@ from darts_tf.rnn import data as text
 from darts_tf.rnn import lm
 from darts_tf.rnn.genotypes import get_genotype
 from darts_tf.rnn.model import RNNModel
+from darts_tf.seeding import initializer_seed
 
 BEST_DIR = "best"
 
 
 def build_model(config: RNNTrainConfig, ntoken: int) -> RNNModel:
-    keras.utils.set_random_seed(config.seed)
-    model = RNNModel(
-        ntoken, config.emsize, config.nhid, config.dropout, config.dropouth, config.dropoutx, config.dropouti,
-        config.dropoute, genotype=get_genotype(config.arch),
-    )  # fmt: skip
-    model.build()
+    with initializer_seed(config.seed):
+        model = RNNModel(
+            ntoken, config.emsize, config.nhid, config.dropout, config.dropouth, config.dropoutx, config.dropouti,
+            config.dropoute, genotype=get_genotype(config.arch),
+        )  # fmt: skip
+        model.build()
     return model
 
 
@@ -69,7 +70,7 @@ class LanguageModelTrainer:
             raw, loss, hidden = lm.lm_training_loss(
                 self.model, inputs, targets, hidden, seed, self.config.ar_alpha, self.config.tar_beta
             )
-        gradients, _ = clip_by_global_norm(tape.gradient(loss, weights), self.config.clip)
+        gradients, _ = clip_by_global_norm(dense_gradients(tape.gradient(loss, weights), weights), self.config.clip)
         (self.asgd if averaging else self.sgd).apply(gradients, weights)
         return raw, tf.stop_gradient(hidden)
 

@@ -1,0 +1,27 @@
+"""Seeded weight initialisation that leaves the process's random state as it was.
+
+`keras.utils.set_random_seed` reseeds Python's, NumPy's and TensorFlow's global generators
+for the whole process. The builders only need Keras's initialisers to draw from a seed:
+an unseeded Keras initialiser (and `keras.random.SeedGenerator(None)`) takes its seed from
+Python's `random` when it is made, so that state alone is seeded inside the block and
+restored after it. NumPy's and TensorFlow's global state are never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def initializer_seed(seed: int) -> Iterator[None]:
+    """Inside the block Keras's unseeded initialisers draw as after `keras.utils.set_random_seed(seed)`."""
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ValueError(f"initializer_seed expected an integer seed. Received: seed={seed!r}")
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(state)
