@@ -25,7 +25,7 @@ import keras
 import tensorflow as tf
 
 from darts_tf import replicas
-from darts_tf.genotypes import OPERATIONS, PRIMITIVES
+from darts_tf.genotypes import OPERATIONS
 
 BN_MOMENTUM = 0.9  # PyTorch momentum 0.1
 BN_EPSILON = 1e-5

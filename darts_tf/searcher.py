@@ -347,7 +347,8 @@ def run_search(
     smallest = min(len(train_x), len(val_x))
     if config.batch_size > smallest:
         raise data.DataError(
-            f"--batch-size {config.batch_size} is larger than the search split ({smallest} images per half)"
+            f"--batch-size {config.batch_size} is larger than the search split ({smallest} images per half of "
+            f"{len(source.train_labels)} training images); use --batch-size {smallest} or less"
         )
     steps_per_epoch = smallest // config.batch_size
     schedule = learning_rate_schedule(config, steps_per_epoch)

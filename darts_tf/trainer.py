@@ -245,7 +245,8 @@ def run_training(
         print(f"data: {source.description}", flush=True)
     if config.batch_size > len(source.train_labels):
         raise data.DataError(
-            f"--batch-size {config.batch_size} is larger than the training set ({len(source.train_labels)} images)"
+            f"--batch-size {config.batch_size} is larger than the training set ({len(source.train_labels)} images); "
+            f"use --batch-size {len(source.train_labels)} or less"
         )
     # Every step sees a full batch (one traced shape); the at most batch_size - 1
     # images left over change from epoch to epoch with the shuffle.

@@ -23,7 +23,7 @@ import re
 import numpy as np
 
 from darts_tf.files import atomic_file
-from darts_tf.genotypes import OPERATIONS, PRIMITIVES, Genotype, derive_genotype, softmax
+from darts_tf.genotypes import PRIMITIVES, Genotype, derive_genotype, softmax
 
 FORMATS = ("png", "svg", "pdf")
 # One colour per operation, the same in every picture (colour-blind-safe Okabe-Ito and Tol hues).

@@ -100,3 +100,25 @@ def test_pipeline_runs_search_train_export_and_serves(tmp_path):
     assert any(line.startswith("4/4 serve: 128 test images through the SavedModel: top-1 ") for line in lines)
     assert any("served prediction (first 8 test images): [" in line for line in lines)
     assert result.stderr.strip() == ""  # quiet: no TensorFlow logs
+
+
+def test_every_flag_of_every_command_has_help():
+    import argparse
+
+    from darts_tf.commands import build_parser
+
+    parser = build_parser()
+    (subparsers,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    missing = {
+        name: [a.option_strings[0] for a in sub._actions if a.option_strings and not a.help]
+        for name, sub in subparsers.choices.items()
+    }
+    assert not any(missing.values()), missing
+
+
+def test_flag_errors_are_one_line():
+    for argv in (["search", "--batch-size", "0"], ["train", "--strategy", "ring"], ["serch"]):
+        result = subprocess.run([sys.executable, "-m", "darts_tf.commands", *argv], capture_output=True, text=True)
+        assert result.returncode == 2
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "error:" in result.stderr and "usage" not in result.stderr

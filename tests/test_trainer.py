@@ -20,6 +20,7 @@ from darts_tf.trainer import (
     build_trainer,
     drop_path_variables,
     evaluate_run,
+    load_trained_network,
     run_training,
 )
 
@@ -271,3 +272,18 @@ def _streamed_test(config):
     source = runs.load_run_data(config)
     assert data.is_streamed(source.test_images) and source.test_split == "val"
     return source.test_images, source.test_labels
+
+
+def test_the_same_seed_gives_the_same_run(cifar_sample, tmp_path):
+    """Two trainings of one config on real images (augmentation, cutout, drop path): every number equal."""
+    runs_ = []
+    for name in ("a", "b"):
+        config = tiny_config(
+            tmp_path / name, data_dir=cifar_sample, subset=128, epochs=2, drop_path_prob=0.3, export=False
+        )
+        run_training(config, verbose=0)
+        network, _, _ = load_trained_network(config.run_dir)
+        runs_.append(((tmp_path / name / "run" / "metrics.csv").read_text(), [w.numpy() for w in network.weights]))
+    (metrics_a, weights_a), (metrics_b, weights_b) = runs_
+    assert metrics_a == metrics_b and metrics_a.count("\n") == 3
+    assert all(np.array_equal(a, b) for a, b in zip(weights_a, weights_b, strict=True))

@@ -26,9 +26,8 @@ def _not_blank_png(path, min_size=(400, 250)):
 
 def test_every_operation_has_a_colour_of_its_own():
     from darts_tf.genotypes import OPERATIONS
-    from darts_tf.visualize import OP_COLOURS
-
     from darts_tf.rnn.genotypes import PRIMITIVES as ACTIVATIONS
+    from darts_tf.visualize import OP_COLOURS
 
     for ops in (OPERATIONS, [a for a in ACTIVATIONS if a != "none"]):
         assert set(ops) <= set(OP_COLOURS)

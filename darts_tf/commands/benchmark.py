@@ -30,9 +30,14 @@ RESTART_WITH_HUGE_PAGES = False
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
-    p.add_argument("--orders", nargs="+", choices=["first", "second"], default=["first", "second"])
-    p.add_argument("--search-batches", nargs="+", type=int, default=[16, 32, 64])
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where our steps run (default cpu)")
+    p.add_argument(
+        "--orders", nargs="+", choices=["first", "second"], default=["first", "second"],
+        help="search orders to time (default both)",
+    )  # fmt: skip
+    p.add_argument(
+        "--search-batches", nargs="+", type=int, default=[16, 32, 64], help="search-step batch sizes (16 32 64)"
+    )
     p.add_argument(
         "--pcdarts-batches", nargs="+", type=int, default=[64, 256],
         help="batches of the PC-DARTS search rows (K=4, edge normalisation, first order; their batch: 256)",
@@ -40,8 +45,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-variants", action="store_true", help="skip the PC-DARTS search rows")
     p.add_argument("--C", type=int, default=16, help="search network channels (paper: 16)")
     p.add_argument("--layers", type=int, default=8, help="search network cells (paper: 8)")
-    p.add_argument("--eval-batches", nargs="+", type=int, default=[32, 96])
-    p.add_argument("--serve-batches", nargs="+", type=int, default=[32, 96, 256])
+    p.add_argument(
+        "--eval-batches", nargs="+", type=int, default=[32, 96], help="evaluation-network training batches (32 96)"
+    )
+    p.add_argument(
+        "--serve-batches", nargs="+", type=int, default=[32, 96, 256], help="SavedModel serving batches (32 96 256)"
+    )
     p.add_argument("--steps", type=int, default=5, help="timed steps per configuration (>= 5 for the table)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps after the first")
     p.add_argument(
@@ -70,11 +79,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="on",
         help="on: workers start with malloc on transparent huge pages, as the scripts do (darts_tf.runtime)",
     )
-    p.add_argument("--skip-search", action="store_true")
-    p.add_argument("--skip-flops", action="store_true")
-    p.add_argument("--skip-eval", action="store_true")
-    p.add_argument("--skip-serve", action="store_true")
-    p.add_argument("--skip-data", action="store_true")
+    p.add_argument("--skip-search", action="store_true", help="no search-step rows")
+    p.add_argument("--skip-flops", action="store_true", help="no FLOP counts")
+    p.add_argument("--skip-eval", action="store_true", help="no evaluation-network training rows")
+    p.add_argument("--skip-serve", action="store_true", help="no serving rows")
+    p.add_argument("--skip-data", action="store_true", help="no input-pipeline rows")
     p.add_argument(
         "--skip-deploy", action="store_true",
         help="skip the LiteRT rows (float and int8 .tflite of DARTS_V2 beside the SavedModel, 1 and 2 threads)",

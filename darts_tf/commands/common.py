@@ -35,7 +35,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, presets: dict, default_ru
     parser.add_argument("--run-dir", default=None, help=f"output folder (default {default_run_dir})")
     parser.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --run-dir")
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no per-epoch tables or progress: the data line, errors and the result"
+    )
 
 
 def dataset_name(value: str) -> str:
@@ -80,18 +82,34 @@ def data_arguments(args: argparse.Namespace) -> dict:
     }  # fmt: skip
 
 
-def add_training_arguments(parser: argparse.ArgumentParser, cutout_help: str) -> None:
-    """Network size and weight-optimizer flags shared by `darts-tf search` and `darts-tf train`."""
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--C", type=int, help="initial channels")
-    parser.add_argument("--layers", type=int, help="number of cells")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--learning-rate", type=float)
-    parser.add_argument("--learning-rate-min", type=float)
-    parser.add_argument("--momentum", type=float)
-    parser.add_argument("--weight-decay", type=float)
-    parser.add_argument("--grad-clip", type=float)
+def add_training_arguments(parser: argparse.ArgumentParser, cutout_help: str, defaults) -> None:
+    """Network size and weight-optimizer flags shared by `darts-tf search` and `darts-tf train`.
+
+    `defaults`: the command's config at the paper's settings, whose values the help names.
+    """
+    d = defaults
+    parser.add_argument("--epochs", type=int, help=f"training epochs (paper: {d.epochs})")
+    parser.add_argument(
+        "--batch-size", type=int, help=f"images per step, the global batch over all replicas (paper: {d.batch_size})"
+    )
+    parser.add_argument("--C", type=int, help=f"initial channels (paper: {d.C})")
+    parser.add_argument("--layers", type=int, help=f"number of cells (paper: {d.layers})")
+    parser.add_argument("--seed", type=int, help=f"seed of the weights, data order and noise (default {d.seed})")
+    parser.add_argument(
+        "--learning-rate", type=float, help=f"SGD learning rate of the weights at the start (paper: {d.learning_rate})"
+    )
+    parser.add_argument(
+        "--learning-rate-min",
+        type=float,
+        help=f"learning rate at the schedule's end (paper: {d.learning_rate_min})",
+    )
+    parser.add_argument("--momentum", type=float, help=f"SGD momentum (paper: {d.momentum})")
+    parser.add_argument(
+        "--weight-decay", type=float, help=f"coupled L2 of the weights, g + wd * w (paper: {d.weight_decay})"
+    )
+    parser.add_argument(
+        "--grad-clip", type=float, help=f"clip weight gradients at this global norm ({d.grad_clip})"
+    )
     parser.add_argument("--cutout", type=int, help=cutout_help)
 
 

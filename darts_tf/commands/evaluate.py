@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="with --model: the training augmentation, which picks the test transform of streamed files "
         "(imagenet: shorter side to 256/224 x size, centre crop); a run folder knows its own",
     )  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=256, help="images per evaluation batch (default 256)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 

@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--C", type=int, default=36, help="initial channels for --pytorch-weights")
     p.add_argument("--layers", type=int, default=20, help="cells for --pytorch-weights")
     p.add_argument("--num-classes", type=int, default=10, help="classes for --pytorch-weights")
-    p.add_argument("--export-dir", default="saved_models")
+    p.add_argument("--export-dir", default="saved_models", help="base folder of the exports (default saved_models)")
     p.add_argument("--name", help="model name under --export-dir (default: the run's export name)")
     p.add_argument("--version", type=int, help="version folder (default: the next free one; without savedmodel "
                    "in --format, the latest existing one)")  # fmt: skip

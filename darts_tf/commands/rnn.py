@@ -21,7 +21,7 @@ def add_rnn_arguments(p: argparse.ArgumentParser, presets: dict, default_run_dir
     p.add_argument("--run-dir", default=None, help=f"output folder (default {default_run_dir})")
     p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --run-dir")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress: errors and the result")
     for flag, kind, what in (
         ("--emsize", int, "embedding size (= --nhid)"), ("--nhid", int, "hidden size"),
         ("--epochs", int, "epochs"), ("--batch-size", int, "batch size"), ("--bptt", int, "sequence length"),

@@ -1,4 +1,4 @@
-"""DARTS architecture search (Liu et al., ICLR 2019) on CIFAR-10 or a local copy of it.
+"""DARTS architecture search (Liu et al., ICLR 2019) on CIFAR-10, tfds or your own images.
 
 darts-tf search --preset quick --data-dir ../shared/data/cifar10-sample
 darts-tf search                                # the paper's search, CIFAR-10 from tfds
@@ -27,12 +27,18 @@ from darts_tf.config import SEARCH_PRESETS, SearchConfig
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p, SEARCH_PRESETS, SearchConfig().run_dir)
-    add_training_arguments(p, cutout_help="cutout length (0: off, the search default)")
+    add_training_arguments(p, cutout_help="cutout length (0: off, the search default)", defaults=SearchConfig())
     p.add_argument("--unrolled", action="store_true", default=None, help="second-order architecture gradient")
-    p.add_argument("--hessian", choices=["finite_difference", "exact"], default=None)
-    p.add_argument("--train-portion", type=float)
-    p.add_argument("--arch-learning-rate", type=float)
-    p.add_argument("--arch-weight-decay", type=float)
+    p.add_argument(
+        "--hessian", choices=["finite_difference", "exact"], default=None,
+        help="second order: the paper's finite-difference Hessian-vector product (default) or the exact one",
+    )  # fmt: skip
+    p.add_argument(
+        "--train-portion", type=float,
+        help="share of the training images the weights train on; the rest steps the alphas (0.5)",
+    )  # fmt: skip
+    p.add_argument("--arch-learning-rate", type=float, help="Adam learning rate of the alphas (3e-4)")
+    p.add_argument("--arch-weight-decay", type=float, help="coupled L2 of the alphas (1e-3)")
     p.add_argument(
         "--beta-decay", type=float, metavar="LAMBDA",
         help="beta-DARTS: regularise the alphas with weight LAMBDA * epoch / 100 (their setting: 50; default 0: off)",

@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="published genotype (NASNet, AmoebaNet, DARTS_V1, DARTS_V2) or a genotype JSON file; default DARTS_V2",
     )
     p.add_argument("--genotype", dest="arch", help="same as --arch: a genotype JSON file written by the search")
-    add_training_arguments(p, cutout_help="cutout length (0: off; default 16)")
+    add_training_arguments(p, cutout_help="cutout length (0: off; default 16)", defaults=TrainConfig())
     p.add_argument("--network", choices=NETWORKS, help="cifar (NetworkCIFAR, default) or imagenet (NetworkImageNet)")
     p.add_argument(
         "--augmentation", choices=AUGMENTATIONS,
@@ -39,10 +39,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-smoothing", type=float, help="label smoothing of the loss (default 0; imagenet 0.1)")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="cosine (default) or exponential (x --lr-decay/epoch)")
     p.add_argument("--lr-decay", type=float, help="exponential schedule's factor per epoch (default 0.97)")
-    p.add_argument("--no-auxiliary", dest="auxiliary", action="store_false", default=None)
-    p.add_argument("--auxiliary-weight", type=float)
-    p.add_argument("--drop-path-prob", type=float)
-    p.add_argument("--eval-batch-size", type=int)
+    p.add_argument(
+        "--no-auxiliary", dest="auxiliary", action="store_false", default=None,
+        help="no auxiliary head (the paper trains with one, weight 0.4)",
+    )  # fmt: skip
+    p.add_argument("--auxiliary-weight", type=float, help="weight of the auxiliary head's loss (0.4)")
+    p.add_argument("--drop-path-prob", type=float, help="drop-path rate reached at the last epoch, linear ramp (0.2)")
+    p.add_argument("--eval-batch-size", type=int, help="batch size of the test-set evaluation each epoch (256)")
     p.add_argument("--no-export", dest="export", action="store_false", default=None, help="skip the SavedModel")
     p.add_argument("--export-dir", help="SavedModel base folder (default saved_models)")
     p.add_argument("--export-name", help="model name under --export-dir (default: the arch name)")
