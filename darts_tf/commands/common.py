@@ -107,9 +107,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, cutout_help: str, de
     parser.add_argument(
         "--weight-decay", type=float, help=f"coupled L2 of the weights, g + wd * w (paper: {d.weight_decay})"
     )
-    parser.add_argument(
-        "--grad-clip", type=float, help=f"clip weight gradients at this global norm ({d.grad_clip})"
-    )
+    parser.add_argument("--grad-clip", type=float, help=f"clip weight gradients at this global norm ({d.grad_clip})")
     parser.add_argument("--cutout", type=int, help=cutout_help)
 
 
