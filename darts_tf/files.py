@@ -78,6 +78,11 @@ def atomic_directory(path: str | os.PathLike, previous: str | os.PathLike | None
         raise
 
 
+def looks_like_path(name: str) -> bool:
+    """A JSON file's name (it ends in .json or names a folder), not the name of a published genotype."""
+    return name.endswith(".json") or os.sep in name or (os.altsep is not None and os.altsep in name)
+
+
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Every array of an `.npz`, read without pickle: an object array is refused, never unpickled.
 

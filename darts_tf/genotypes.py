@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from darts_tf.files import JsonDocument
+from darts_tf.files import JsonDocument, looks_like_path
 
 PRIMITIVES: tuple[str, ...] = (
     "none",
@@ -270,6 +270,8 @@ def get_genotype(name_or_path: str) -> Genotype:
         return GENOTYPES[name_or_path]
     if os.path.exists(name_or_path):
         return Genotype.load(name_or_path)
+    if looks_like_path(name_or_path):
+        raise ValueError(f"genotype file {name_or_path!r} does not exist")
     raise ValueError(
         f"Unknown genotype {name_or_path!r}. Expected one of {sorted(GENOTYPES)} or the path of a genotype JSON file"
     )

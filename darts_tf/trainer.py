@@ -162,6 +162,8 @@ def build_trainer(config: TrainConfig, network: keras.Model, schedule) -> EvalTr
 
 def read_run(run_dir: str) -> tuple[TrainConfig, Genotype, dict]:
     """The config, genotype and data.json of a training run folder."""
+    if not os.path.isdir(run_dir):
+        raise runs.RunDirError(f"run folder {run_dir!r} does not exist (expected the --run-dir of a darts-tf train)")
     paths = [os.path.join(run_dir, name) for name in ("config.json", "data.json")]
     if not all(os.path.exists(path) for path in paths):
         raise runs.RunDirError(f"{run_dir!r} holds no training run (no config.json/data.json)")

@@ -57,7 +57,12 @@ def test_errors_are_one_line_and_exit_2(tmp_path):
     # TensorFlow's start-up logs are gone: the error is all there is.
     assert result.stderr.strip().splitlines() == [
         f"darts-tf search: error: --data-dir {str(tmp_path / 'missing')!r} does not exist "
-        "(expected a cifar-10-batches-py folder or .tar.gz)"
+        "(expected an image folder with train/<class>/*, an .npz, or CIFAR-10/100 python batches or their .tar.gz)"
+    ]
+    evaluate = _darts_tf("evaluate", "--run-dir", str(tmp_path / "nowhere"))
+    assert evaluate.stderr.strip().splitlines() == [
+        f"darts-tf evaluate: error: run folder {str(tmp_path / 'nowhere')!r} does not exist "
+        "(expected the --run-dir of a darts-tf train)"
     ]
     assert not (tmp_path / "run").exists()
     assert _darts_tf("train", "--epochs", "0").returncode == 2

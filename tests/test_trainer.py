@@ -217,7 +217,7 @@ def test_export_script_serves_pytorch_weights(tmp_path):
 
 
 def test_failed_start_leaves_no_run_folder(tmp_path):
-    with pytest.raises(ValueError, match="Unknown genotype"):
+    with pytest.raises(ValueError, match="genotype file 'nope.json' does not exist"):
         run_training(tiny_config(tmp_path, dataset="synthetic", arch="nope.json"), verbose=0)
     assert not (tmp_path / "run").exists()
 

@@ -141,7 +141,7 @@ def load_cifar10_python(path: str) -> ImageData:
                 with open(file, "rb") as handle:
                     batches[base] = _unpickle(handle, file)
     else:
-        raise DataError(f"--data-dir {path!r} does not exist (expected a cifar-10-batches-py folder or .tar.gz)")
+        raise DataError(f"--data-dir {path!r} does not exist (expected a cifar-10-batches-py folder or its .tar.gz)")
     missing = [name for name in train_names + ["test_batch"] if name not in batches]
     if missing:
         raise DataError(f"--data-dir {path!r} is not CIFAR-10 python batches: missing {', '.join(missing)}")
@@ -638,7 +638,10 @@ def detect_data_dir(path: str) -> str:
         if os.path.isdir(os.path.join(path, "train")):
             return "folder"
     else:
-        raise DataError(f"--data-dir {path!r} does not exist (expected a cifar-10-batches-py folder or .tar.gz)")
+        raise DataError(
+            f"--data-dir {path!r} does not exist (expected an image folder with train/<class>/*, an .npz, or "
+            "CIFAR-10/100 python batches or their .tar.gz)"
+        )
     raise DataError(
         f"--data-dir {path!r} is not a dataset darts_tf reads: expected CIFAR-10 python batches (data_batch_1..5, "
         "test_batch) or their .tar.gz, CIFAR-100 python batches (train, test, meta), an image folder "

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from darts_tf.files import JsonDocument
+from darts_tf.files import JsonDocument, looks_like_path
 
 PRIMITIVES = ("none", "tanh", "relu", "sigmoid", "identity")
 STEPS = 8
@@ -106,6 +106,8 @@ def get_genotype(name_or_path: str) -> RecurrentGenotype:
         return GENOTYPES[name_or_path]
     if os.path.exists(name_or_path):
         return RecurrentGenotype.load(name_or_path)
+    if looks_like_path(name_or_path):
+        raise ValueError(f"recurrent genotype file {name_or_path!r} does not exist")
     raise ValueError(
         f"Unknown recurrent genotype {name_or_path!r}. Expected one of {sorted(GENOTYPES)} or a genotype JSON file"
     )
