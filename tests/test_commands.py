@@ -127,3 +127,16 @@ def test_flag_errors_are_one_line():
         assert result.returncode == 2
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert "error:" in result.stderr and "usage" not in result.stderr
+
+
+def test_output_to_a_pipe_is_plain_lines_and_quiet_drops_the_tables(tmp_path):
+    flags = ["--dataset", "synthetic", "--image-size", "8", "--subset", "32", "--epochs", "2", "--C", "4"]
+    flags += ["--layers", "2", "--batch-size", "8"]
+    plain = _darts_tf("search", *flags, "--run-dir", str(tmp_path / "a"))
+    assert plain.returncode == 0, plain.stderr
+    assert "\b" not in plain.stdout and "\x1b" not in plain.stdout
+    epoch_lines = [line for line in plain.stdout.splitlines() if " - loss: " in line]
+    assert len(epoch_lines) == 2 and "arch_loss" in epoch_lines[0]  # Keras's one line per epoch
+    assert plain.stdout.count("softmax(alphas_normal)") == 2
+    quiet = _darts_tf("search", *flags, "--run-dir", str(tmp_path / "b"), "--quiet")
+    assert quiet.returncode == 0 and "softmax(" not in quiet.stdout and "search finished" in quiet.stdout

@@ -140,6 +140,22 @@ def test_bad_settings_are_one_line_errors():
         check_rnn_config(RNNSearchConfig(emsize=32, nhid=64))
     with pytest.raises(ValueError, match="--dropoutx must be in \\[0, 1\\)"):
         check_rnn_config(RNNTrainConfig(dropoutx=1.0))
+    with pytest.raises(ValueError, match="--virtual-step must be original or paper. Received: 'both'"):
+        check_rnn_config(RNNSearchConfig(virtual_step="both"))
+
+
+def test_progress_within_an_epoch_off_a_terminal_is_a_line_per_tenth(capsys):
+    from darts_tf.rnn.lm import StepProgress
+
+    progress = StepProgress(epoch=0, steps=23, verbose=2)
+    for done in range(1, 24):
+        progress.update(done, 2.0)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 10 and lines[-1].startswith("epoch 1: step 23/23, train ppl 7.39")
+    assert all("\b" not in line and "\x1b" not in line for line in lines)
+    silent = StepProgress(epoch=0, steps=5, verbose=0)
+    silent.update(5, 2.0)
+    assert capsys.readouterr().out == ""
 
 
 def _search_config(tmp_path, folder, name, **overrides):
@@ -162,7 +178,9 @@ def test_second_order_search_runs_and_moves_the_alphas(tmp_path):
     from darts_tf.rnn.search import run_rnn_search
 
     folder = _corpus_folder(tmp_path / "corpus")
-    result = run_rnn_search(_search_config(tmp_path, folder, "s", unrolled=True, epochs=1, max_steps=2), verbose=0)
+    config = _search_config(tmp_path, folder, "s", unrolled=True, epochs=1, max_steps=2)
+    result = run_rnn_search(config, verbose=0)
+    assert json.loads((tmp_path / "s" / "config.json").read_text())["virtual_step"] == "original"
     with np.load(tmp_path / "s" / "alphas_epoch_000.npz") as a0, np.load(tmp_path / "s" / "alphas_epoch_001.npz") as a1:
         assert np.abs(a1["alphas"] - a0["alphas"]).max() > 1e-4
     assert np.isfinite(result["history"]["val_ppl"][0])

@@ -157,6 +157,13 @@ def config_from_args(parser, args, config_class, presets: dict, positive=()):
     return config_class(**values)
 
 
+def verbosity(args: argparse.Namespace) -> int:
+    """0 with --quiet; else Keras's 1 (a progress bar) on a terminal, 2 (a line per epoch) in a file or a pipe."""
+    if args.quiet:
+        return 0
+    return 1 if sys.stdout.isatty() else 2
+
+
 def fail(parser: argparse.ArgumentParser, error: Exception) -> None:
     """Exits with status 2 and one line naming the problem."""
     parser.exit(2, f"{parser.prog}: error: {str(error).splitlines()[0] if str(error) else type(error).__name__}\n")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from darts_tf.commands.common import add_data_arguments, fail
+from darts_tf.commands.common import add_data_arguments, fail, verbosity
 from darts_tf.config import SEARCH_PRESETS, TRAIN_PRESETS, SearchConfig, TrainConfig
 
 
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             "export_name": args.export_name,
         }
     )
-    verbose = 0 if args.quiet else 1
+    verbose = verbosity(args)
     from darts_tf.runtime import configure
 
     configure("search")  # before TensorFlow runs anything; the training settings follow below

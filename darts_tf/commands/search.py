@@ -21,6 +21,7 @@ from darts_tf.commands.common import (
     config_from_args,
     fail,
     start_strategy,
+    verbosity,
 )
 from darts_tf.config import SEARCH_PRESETS, SearchConfig
 
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     try:
         result = run_search(
-            config, resume=bool(args.resume), overwrite=args.overwrite, verbose=0 if args.quiet else 1,
+            config, resume=bool(args.resume), overwrite=args.overwrite, verbose=verbosity(args),
             strategy=strategy,
         )  # fmt: skip
     except (ValueError, WorkerLostError) as error:  # DataError, RunDirError, bad flags, a lost worker: one line

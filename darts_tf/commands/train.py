@@ -19,6 +19,7 @@ from darts_tf.commands.common import (
     config_from_args,
     fail,
     start_strategy,
+    verbosity,
 )
 from darts_tf.config import AUGMENTATIONS, LR_SCHEDULES, NETWORKS, TRAIN_PRESETS, TrainConfig
 
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     try:
         result = run_training(
-            config, resume=bool(args.resume), overwrite=args.overwrite, verbose=0 if args.quiet else 1,
+            config, resume=bool(args.resume), overwrite=args.overwrite, verbose=verbosity(args),
             strategy=strategy,
         )  # fmt: skip
     except (ValueError, WorkerLostError) as error:  # DataError, RunDirError, ExportError, a lost worker: one line

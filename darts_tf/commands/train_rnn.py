@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from darts_tf.commands.common import config_from_args, fail
+from darts_tf.commands.common import config_from_args, fail, verbosity
 from darts_tf.commands.rnn import add_rnn_arguments
 from darts_tf.config import RNN_TRAIN_PRESETS, RNNTrainConfig
 
@@ -30,9 +30,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from darts_tf.rnn.train import run_rnn_training
 
     try:
-        result = run_rnn_training(
-            config, resume=bool(args.resume), overwrite=args.overwrite, verbose=0 if args.quiet else 1
-        )
+        result = run_rnn_training(config, resume=bool(args.resume), overwrite=args.overwrite, verbose=verbosity(args))
     except ValueError as error:  # CorpusError, RunDirError, DivergedError, bad genotype: one line
         fail(parser, error)
     print(f"training finished in {result['seconds']:.0f} s; run folder: {result['config'].run_dir}")

@@ -36,22 +36,53 @@ def epoch_lengths(config, epoch: int, rows: int, vary: bool) -> list[int]:
     return lengths[: config.max_steps] if config.max_steps else lengths
 
 
-def train_epoch(config, epoch: int, train_data: np.ndarray, learning_rate, step, vary: bool) -> tuple[float, int]:
+def train_epoch(
+    config, epoch: int, train_data: np.ndarray, learning_rate, step, vary: bool, verbose: int = 0
+) -> tuple[float, int]:
     """One epoch of truncated BPTT over `train_data`; returns (mean raw NLL, steps).
 
     For each of the epoch's sequence lengths the learning rate variable is set to
     lr * seq_len / bptt (the original's rescaling) and `step(i, inputs, targets, seed)`
     runs a step from row `i` and returns its raw NLL (a NaN/inf one stops the run).
+    `verbose` as Keras's: 1 a progress bar, 2 a line at every tenth of the epoch.
     """
+    lengths = epoch_lengths(config, epoch, len(train_data), vary)
+    progress = StepProgress(epoch, len(lengths), verbose)
     total, count, i = 0.0, 0, 0
-    for index, seq_len in enumerate(epoch_lengths(config, epoch, len(train_data), vary)):
+    for index, seq_len in enumerate(lengths):
         inputs, targets = text.get_batch(train_data, i, seq_len)
         learning_rate.assign(config.learning_rate * len(inputs) / config.bptt)
         raw = float(step(i, inputs, targets, step_seed(config.seed, epoch, index)))
         check_finite(raw, f"training loss at epoch {epoch + 1}, step {index + 1}", "--learning-rate")
         total, count, i = total + raw, count + 1, i + seq_len
+        progress.update(count, total / count)
     learning_rate.assign(config.learning_rate)
     return total / max(count, 1), count
+
+
+class StepProgress:
+    """Progress within an epoch: Keras's bar on a terminal (`verbose=1`), or plain lines at every tenth (2)."""
+
+    def __init__(self, epoch: int, steps: int, verbose: int):
+        self.epoch = epoch
+        self.steps = steps
+        self.verbose = verbose
+        self.started = time.time()
+        self.bar = None
+        if verbose == 1:
+            import keras
+
+            self.bar = keras.utils.Progbar(steps, stateful_metrics=["train_ppl"], unit_name="step")
+
+    def update(self, done: int, mean_loss: float) -> None:
+        if self.bar is not None:
+            self.bar.update(done, [("train_ppl", perplexity(mean_loss))])
+        elif self.verbose == 2 and (done == self.steps or done * 10 // self.steps > (done - 1) * 10 // self.steps):
+            print(
+                f"epoch {self.epoch + 1}: step {done}/{self.steps}, train ppl {perplexity(mean_loss):.2f} "
+                f"({time.time() - self.started:.0f} s)",
+                flush=True,
+            )
 
 
 def lm_training_loss(model: RNNModel, inputs, targets, hidden, seed, ar_alpha: float, tar_beta: float):

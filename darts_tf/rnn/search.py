@@ -119,7 +119,9 @@ def run_rnn_search(
             )
             return raw
 
-        train_loss, count = lm.train_epoch(config, epoch, train_data, search.w_optimizer.learning_rate, step, False)
+        train_loss, count = lm.train_epoch(
+            config, epoch, train_data, search.w_optimizer.learning_rate, step, False, verbose=verbose
+        )
         val_loss = lm.evaluate(model, corpus.valid, config.eval_batch_size, config.bptt, eval_step)
         genotype = _record_arch(model, config, epoch + 1)
         genotype.save(os.path.join(config.run_dir, "genotype.json"))

@@ -136,7 +136,9 @@ def run_rnn_training(
             raw, carried["hidden"] = trainer.step(inputs, targets, carried["hidden"], seed)
             return raw
 
-        train_loss, count = lm.train_epoch(config, epoch, train_data, trainer.learning_rate, step, True)
+        train_loss, count = lm.train_epoch(
+            config, epoch, train_data, trainer.learning_rate, step, True, verbose=verbose
+        )
         current = trainer.swap_in_averages() if trainer.averaging else None
         val_loss = lm.evaluate(model, corpus.valid, config.eval_batch_size, config.bptt, eval_step)
         improved = state["stored_loss"] is None or val_loss < state["stored_loss"]
