@@ -26,18 +26,19 @@ from darts_tf.files import atomic_file
 from darts_tf.genotypes import PRIMITIVES, Genotype, derive_genotype, softmax
 
 FORMATS = ("png", "svg", "pdf")
-# One colour per operation, the same in every picture (colour-blind-safe Okabe-Ito and Tol hues).
+# One colour per operation, the same in every picture: Paul Tol's colour-blind-safe "bright" and
+# "muted" hues, no two ops of one family alike (3x3 and 5x5 differ in hue, not only in shade).
 OP_COLOURS = {
     "none": "#bbbbbb",
-    "max_pool_3x3": "#56b4e9",
-    "avg_pool_3x3": "#0072b2",
-    "skip_connect": "#999999",
-    "sep_conv_3x3": "#e69f00",
-    "sep_conv_5x5": "#d55e00",
-    "dil_conv_3x3": "#009e73",
-    "dil_conv_5x5": "#006d4f",
-    "sep_conv_7x7": "#cc79a7",
-    "conv_7x1_1x7": "#882255",
+    "max_pool_3x3": "#4477aa",
+    "avg_pool_3x3": "#66ccee",
+    "skip_connect": "#777777",
+    "sep_conv_3x3": "#ee6677",
+    "sep_conv_5x5": "#aa3377",
+    "dil_conv_3x3": "#228833",
+    "dil_conv_5x5": "#ccbb44",
+    "sep_conv_7x7": "#882255",
+    "conv_7x1_1x7": "#44aa99",
 }
 
 
@@ -58,6 +59,12 @@ def _cell(genotype: Genotype, kind: str) -> tuple[tuple, tuple]:
 
 def _node_names(steps: int) -> list[str]:
     return ["c_{k-2}", "c_{k-1}", *[str(i) for i in range(steps)]]
+
+
+def _math(name: str) -> str:
+    """A node or edge name as matplotlib mathtext: c_{k-2} drawn as c with the subscript k-2 (no braces),
+    "->" as an arrow."""
+    return " ".join(f"${word}$" if "_" in word else "\u2192" if word == "->" else word for word in name.split(" "))
 
 
 def cell_dot(genotype: Genotype, kind: str = "normal") -> str:
@@ -94,9 +101,10 @@ def _positions(steps: int) -> dict:
 def draw_cell(ax, genotype: Genotype, kind: str = "normal", title: str | None = None) -> None:
     """Draws the cell into a matplotlib Axes.
 
-    Edges from the inputs run left to right (their labels staggered: c_{k-2}'s nearer the
-    inputs, c_{k-1}'s nearer the nodes); edges between intermediate nodes are arcs on the
-    right of the node column, labelled at their apex.
+    Edges from the inputs run left to right, labelled three quarters along, where the labels
+    stand in one column at least 0.6 node spacings apart (near the inputs, where the arrows
+    leaving one input meet, they would pile up); edges between
+    intermediate nodes are arcs on the right of the node column, labelled at their apex.
     """
     edges, concat = _cell(genotype, kind)
     steps = len(edges) // 2
@@ -104,7 +112,7 @@ def draw_cell(ax, genotype: Genotype, kind: str = "normal", title: str | None = 
     _draw_graph(
         ax, _positions(steps), graph, concat, labels={0: "c_{k-2}", 1: "c_{k-1}", "out": "c_{k}"},
         colours={0: "#cfe8cf", 1: "#cfe8cf", "out": "#f3e9b3"}, inputs=(0, 1), node_name=lambda key: str(key - 2),
-        stagger=lambda source: 0.24 if source == 0 else 0.72,
+        stagger=lambda source, target: 0.75,
     )  # fmt: skip
     ax.set_title(title or f"{kind} cell", fontsize=13)
 
@@ -116,7 +124,12 @@ def _draw_graph(ax, positions, edges, concat, labels, colours, inputs, node_name
 
     half_width, half_height = 0.5, 0.3
 
+    placed = []  # label centres so far: a label that would cover one moves down until it is clear
+
     def label(x, y, op, colour):
+        while any(abs(x - px) < 1.6 and abs(y - py) < 0.42 for px, py in placed):
+            y -= 0.12
+        placed.append((x, y))
         ax.text(x, y, op, ha="center", va="center", fontsize=9, color="white", zorder=6,
                 bbox={"boxstyle": "round,pad=0.2", "facecolor": colour, "edgecolor": "none"})  # fmt: skip
 
@@ -130,14 +143,17 @@ def _draw_graph(ax, positions, edges, concat, labels, colours, inputs, node_name
         plain_arrow(node, "out", dashed=True)
     for source, target in feeds:
         plain_arrow(source, target, dashed=False)
+    seen = []
     for op, source, target in edges:
+        repeat = seen.count((source, target))  # a second op on the same edge: its label further back
+        seen.append((source, target))
         (x0, y0), (x1, y1) = positions[source], positions[target]
         colour = OP_COLOURS.get(op, "black")
         style = {"arrowstyle": "-|>", "color": colour, "lw": 2.2, "mutation_scale": 16, "shrinkA": 0, "shrinkB": 0}
         if source in inputs:  # from an input: a straight arrow, label staggered by input
             start, end = (x0 + half_width, y0), (x1 - half_width, y1)
             ax.annotate("", xy=end, xytext=start, zorder=2, arrowprops={**style, "connectionstyle": "arc3,rad=0"})
-            t = stagger(source)
+            t = stagger(source, target) - 0.3 * repeat
             label(start[0] + t * (end[0] - start[0]), start[1] + t * (end[1] - start[1]), op, colour)
         else:  # between intermediate nodes: an arc bulging right of the column
             start, end = (x0 + half_width, y0), (x1 + half_width, y1)
@@ -147,7 +163,7 @@ def _draw_graph(ax, positions, edges, concat, labels, colours, inputs, node_name
             dx, dy = end[0] - start[0], end[1] - start[1]
             label((start[0] + end[0]) / 2 + rad * dy / 2, (start[1] + end[1]) / 2 - rad * dx / 2, op, colour)
     for key, (x, y) in positions.items():
-        text = labels.get(key, node_name(key) if isinstance(key, int) else key)
+        text = _math(labels.get(key, node_name(key) if isinstance(key, int) else key))
         corner = (x - half_width + 0.05, y - half_height + 0.05)
         face = colours.get(key, "#cfe2f3")
         ax.add_patch(FancyBboxPatch(corner, 2 * half_width - 0.1, 2 * half_height - 0.1, boxstyle="round,pad=0.05",
@@ -175,10 +191,10 @@ def draw_recurrent_cell(ax, genotype, title: str | None = None) -> None:
     _draw_graph(
         ax, positions, graph, genotype.concat, labels={0: "0", "out": "h_t"},
         colours={"x_t": "#cfe8cf", "h_{t-1}": "#cfe8cf", 0: "#cfe8cf", "out": "#f3e9b3"}, inputs=(0,),
-        node_name=str, stagger=lambda source: 0.55, feeds=(("x_t", 0), ("h_{t-1}", 0)),
+        node_name=str, stagger=lambda source, target: 0.55, feeds=(("x_t", 0), ("h_{t-1}", 0)),
     )  # fmt: skip
     nodes = ", ".join(str(n) for n in genotype.concat)
-    ax.set_title(title or f"recurrent cell (h_t = mean of nodes {nodes})", fontsize=13)
+    ax.set_title(title or f"recurrent cell ($h_t$ = mean of nodes {nodes})", fontsize=13)
 
 
 def recurrent_cell_dot(genotype) -> str:
@@ -284,20 +300,48 @@ def edge_labels(steps: int) -> list[str]:
     return [f"{names[j]} -> {i}" for i in range(steps) for j in range(i + 2)]
 
 
+def heatmap_scale(weights: np.ndarray) -> tuple[float, float, float]:
+    """(low, uniform, high) of the heatmap's colour scale: centred on 1/number of ops, as wide as the
+    largest departure from it (at least 0.002), so that a search that has barely moved still shows."""
+    uniform = 1.0 / weights.shape[-1]
+    spread = max(float(np.abs(weights - uniform).max()), 2e-3)
+    return max(uniform - spread, 0.0), uniform, uniform + spread
+
+
 def draw_heatmap(
     ax, alphas: np.ndarray, steps: int, title: str, colorbar: bool = True, columns=PRIMITIVES, rows=None
 ) -> None:
-    """softmax(alpha) per edge (rows) over the operations (columns), values written in the cells."""
+    """softmax(alpha) per edge (rows) over the operations (columns), values written in the cells.
+
+    Colours are relative to the uniform weight 1/len(columns) (white): red above it, blue below,
+    the scale as wide as the largest departure; each edge's strongest op is framed and bold.
+    """
+    from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.patches import Rectangle
+
     weights = softmax(np.asarray(alphas, np.float64), axis=-1)
-    image = ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=max(0.3, float(weights.max())), aspect="auto")
+    low, uniform, high = heatmap_scale(weights)
+    image = ax.imshow(weights, cmap="RdBu_r", norm=TwoSlopeNorm(uniform, low, high), aspect="auto")
     ax.set_xticks(range(len(columns)), columns, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(weights.shape[0]), rows if rows is not None else edge_labels(steps), fontsize=8)
+    labels = rows if rows is not None else edge_labels(steps)
+    ax.set_yticks(range(weights.shape[0]), [_math(label) for label in labels], fontsize=8)
+    strongest = weights.argmax(axis=-1)
+    # Enough decimals to tell the values apart: three, more while the search has barely moved.
+    decimals = int(min(5, max(3, np.ceil(-np.log10(high - uniform)) + 1)))
     for (row, column), value in np.ndenumerate(weights):
-        ax.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=6,
-                color="white" if value < 0.6 * image.get_clim()[1] else "black")  # fmt: skip
+        dark = abs(value - uniform) > 0.6 * (high - uniform)
+        ax.text(column, row, f"{value:.{decimals}f}", ha="center", va="center", fontsize=6.5,
+                        color="white" if dark else "black",
+                fontweight="bold" if column == strongest[row] else "normal")  # fmt: skip
+    for row, column in enumerate(strongest):
+        ax.add_patch(Rectangle((column - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="black", lw=1.4))
     ax.set_title(title, fontsize=11)
     if colorbar:
-        ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
+        bar = ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
+        bar.set_ticks(
+            [low, uniform, high], labels=[f"{low:.{decimals}f}", f"1/{weights.shape[-1]}", f"{high:.{decimals}f}"]
+        )
+        bar.ax.tick_params(labelsize=7)
 
 
 def heatmap_figure(alphas_normal: np.ndarray, alphas_reduce: np.ndarray, steps: int, title: str = ""):
@@ -461,13 +505,21 @@ def visualize_run(run_dir: str, out_dir: str | None = None, formats=("png", "svg
     genotypes = _run_genotypes(run) if run["alphas"] else []
     if genotype is None and genotypes:
         genotype = genotypes[-1]
+    kind = "search" if "arch_learning_rate" in config else "training"
+    summary = _results_summary(run["metrics"], kind)
+    if summary:
+        sections.append(summary)
     if genotype is not None:
         written += save_cells(genotype, out_dir, formats)
         cells = "".join(
             f'<figure><img alt="{kind} cell" src="{_png_data(cell_figure(genotype, kind))}"></figure>'
             for kind in ("normal", "reduce")
         )
-        sections.append(f"<h2>Genotype</h2><pre>{html.escape(genotype.to_json(indent=2))}</pre>{cells}")
+        title = "Derived cells" if kind == "search" else "Cells"
+        sections.append(
+            f"<h2>{title}</h2><pre>{html.escape(compact_genotype(genotype))}</pre>{cells}"
+            f"<details><summary>genotype JSON</summary><pre>{html.escape(genotype.to_json(indent=2))}</pre></details>"
+        )
     if run["alphas"]:
         last, steps = max(run["alphas"]), config.get("steps", 4)
         for epoch, alphas in sorted(run["alphas"].items()):  # every epoch as PNG, the last in every format
@@ -487,14 +539,90 @@ def visualize_run(run_dir: str, out_dir: str | None = None, formats=("png", "svg
     signature = _export_signature(config)
     if signature:
         sections.append(f"<h2>Exported model</h2><pre>{html.escape(signature)}</pre>")
-    kind = "search" if "arch_learning_rate" in config else "training"
     return [*written, _write_report(out_dir, run_dir, kind, config, sections)]
 
 
+def compact_genotype(genotype: Genotype) -> str:
+    """The cells one node per line: `node 0 = sep_conv_3x3(c_{k-2}) + sep_conv_3x3(c_{k-1})`, and the output."""
+    lines = []
+    for kind in ("normal", "reduce"):
+        edges, concat = _cell(genotype, kind)
+        names = ["c_{k-2}", "c_{k-1}", *[f"node {i}" for i in range(len(edges) // 2)]]
+        lines.append(f"{kind} cell:")
+        for node in range(len(edges) // 2):
+            inputs = " + ".join(f"{op}({names[source]})" for op, source in edges[2 * node : 2 * node + 2])
+            lines.append(f"  node {node} = {inputs}")
+        lines.append("  output = concat(" + ", ".join(f"node {n - 2}" for n in concat) + ")")
+    return "\n".join(lines)
+
+
+def _results_summary(rows: list[dict], kind: str) -> str:
+    """The run's outcome first: the last and best held-out (search) or test (training) top-1, and its curve."""
+    if not rows or "val_accuracy" not in rows[0]:
+        return ""
+    epochs, accuracy = _column(rows, "epoch"), _column(rows, "val_accuracy")
+    if not np.isfinite(accuracy).any():
+        return ""
+    what = "held-out" if kind == "search" else "test"
+    best = int(np.nanargmax(accuracy))
+    text = (
+        f"{what} top-1 {accuracy[-1]:.4f} after epoch {int(epochs[-1])}"
+        f" (best {accuracy[best]:.4f}, epoch {int(epochs[best])})"
+    )
+    if "val_top5" in rows[0] and np.isfinite(_column(rows, "val_top5")[-1]):
+        text += f"; top-5 {_column(rows, 'val_top5')[-1]:.4f}"
+    figure = _figure(5.6, 3.4)
+    ax = figure.add_subplot(1, 1, 1)
+    ax.plot(epochs, 100 * accuracy, marker="o", color="#4477aa")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"{what} top-1 (%)")
+    ax.set_title(f"{what} accuracy")
+    ax.grid(alpha=0.3)
+    figure.tight_layout()
+    return f'<h2>Result</h2><p>{html.escape(text)}</p><img alt="{what} accuracy" src="{_png_data(figure)}">'
+
+
+# What a config value of 0 or None means, where it does not mean the number itself.
+_MEANINGS = {
+    "image_size": {0: "the data's own"},
+    "channels": {0: "the data's own"},
+    "subset": {0: "all images"},
+    "partial_channels": {1: "1 (off: every channel)"},
+    "cutout": {0: "0 (off)"},
+    "max_steps": {0: "0 (the whole text)"},
+    "arch_warmup": {0: "0 (none)"},
+    "beta_decay": {0.0: "0 (off)"},
+    "drop_path_prob": {0.0: "0 (off)"},
+    "label_smoothing": {0.0: "0 (off)"},
+    "learning_rate_min": {0.0: "0"},
+    "train_portion": {None: "the corpus's training file"},
+    "max_skip": {None: "no limit"},
+    "early_stop": {None: "off"},
+    "data_dir": {None: "none (--dataset)"},
+    "export_name": {None: "from the arch"},
+    "cache": {None: "off"},
+    "tfds_data_dir": {None: "tensorflow-datasets' default"},
+}
+
+
+def _config_value(key: str, value) -> str:
+    meanings = _MEANINGS.get(key, {})
+    try:
+        return meanings.get(value, "off" if value is None else str(value))
+    except TypeError:  # unhashable (a list)
+        return str(value)
+
+
 def _write_report(out_dir: str, run_dir: str, kind: str, config: dict, sections: list[str]) -> str:
-    """report.html: the config table, then `sections` (HTML with every image inlined); its path."""
-    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in config.items())
-    sections = [f"<h2>Config</h2><table>{rows}</table>", *sections]
+    """report.html: `sections` (HTML with every image inlined, results first), the config collapsed at the end."""
+    rows = "".join(
+        f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_config_value(k, v))}</td></tr>" for k, v in config.items()
+    )
+    sections = [
+        *sections,
+        f"<details><summary>Config ({len(config)} settings)</summary><table>{rows}</table></details>",
+    ]
     page = (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>darts_tf {kind} run: {html.escape(run_dir)}"
         "</title><style>body{font-family:sans-serif;max-width:1400px;margin:auto}img{max-width:100%}"

@@ -11,7 +11,7 @@ from PIL import Image
 
 from darts_tf import visualize
 from darts_tf.config import SearchConfig
-from darts_tf.genotypes import DARTS_V1, DARTS_V2, Genotype
+from darts_tf.genotypes import DARTS_V1, DARTS_V2, Genotype, softmax
 from darts_tf.searcher import run_search
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -46,7 +46,10 @@ def test_cell_diagrams_in_every_format_hold_every_op(tmp_path, genotype):
         texts = re.findall(r"<text[^>]*>([^<]*)</text>", svg)
         for op, _ in edges:  # every edge's op is a text label (searchable, selectable)
             assert texts.count(op) == sum(1 for name, _ in edges if name == op)
-        assert {"c_{k-2}", "c_{k-1}", "c_{k}", "0", "1", "2", "3"} <= set(texts)
+        assert {"0", "1", "2", "3"} <= set(texts)
+        # Node names drawn as math (c with the subscript k-2), not as text with braces.
+        assert all(f"<!-- ${name}$ -->" in svg for name in ("c_{k-2}", "c_{k-1}", "c_{k}")) and ">c</tspan>" in svg
+        assert "c_{k-2}" not in texts
         assert (tmp_path / f"g_{kind}.pdf").read_bytes().startswith(b"%PDF")
         dot = (tmp_path / f"g_{kind}.dot").read_text()
         assert dot.count("->") == len(edges) + 4 and all(f'label="{op}"' in dot for op, _ in edges)
@@ -61,6 +64,22 @@ def test_more_steps_and_heatmaps():
     alphas = np.random.default_rng(0).normal(size=(14, 8))
     heat = visualize._figure_rgb(visualize.heatmap_figure(alphas, alphas, 4, "epoch 1"))
     assert heat.std() > 10
+    # A search that has barely moved: the colour scale is centred on 1/8 and as wide as the departure.
+    near_uniform = softmax(np.random.default_rng(1).normal(scale=1e-2, size=(14, 8)), axis=-1)
+    low, centre, high = visualize.heatmap_scale(near_uniform)
+    assert centre == 0.125 and high - centre == pytest.approx(np.abs(near_uniform - 0.125).max())
+    assert centre - low == pytest.approx(high - centre) and high - centre < 0.01
+    assert visualize.heatmap_scale(np.full((2, 8), 0.125))[2] == pytest.approx(0.127)
+    figure = visualize._figure(6, 6)
+    ax = figure.add_subplot(1, 1, 1)
+    visualize.draw_heatmap(ax, np.log(near_uniform), 4, "t")
+    texts = [t for t in ax.texts]
+    assert len(texts) == 14 * 8 and all(re.fullmatch(r"0\.\d{4}", t.get_text()) for t in texts)  # barely moved
+    moved = visualize._figure(6, 6).add_subplot(1, 1, 1)
+    visualize.draw_heatmap(moved, alphas, 4, "t")  # a search that has moved: three decimals
+    assert all(re.fullmatch(r"0\.\d{3}", t.get_text()) for t in moved.texts)
+    bold = [t for t in texts if t.get_fontweight() == "bold"]
+    assert len(bold) == 14 and len(ax.patches) == 14  # each edge's strongest op framed and bold
     assert visualize.edge_labels(2) == ["c_{k-2} -> 0", "c_{k-1} -> 0", "c_{k-2} -> 1", "c_{k-1} -> 1", "0 -> 1"]
     counts = visualize.op_counts([DARTS_V2, DARTS_V1])
     assert counts["skip_connect"] == [2, 3] and counts["sep_conv_3x3"] == [5, 5] and counts["dil_conv_3x3"] == [1, 0]
@@ -91,6 +110,12 @@ def test_search_run_pictures_tensorboard_and_a_self_contained_report(tmp_path):
     sources = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)""", page)
     assert sources and all(s.startswith("data:") for s in sources)  # nothing outside the page
     assert "<script" not in page and "genotype" in page.lower() and "data:image/gif;base64," in page
+    # Results first (held-out accuracy, the derived cells in one line a node), the config collapsed at the end.
+    order = [page.index(x) for x in ("<h2>Result</h2>", "<h2>Derived cells</h2>", "<summary>Config")]
+    assert order == sorted(order) and page.rindex("<details>") == page.index("<details><summary>Config")
+    assert re.search(r"held-out top-1 0\.\d{4} after epoch 2 \(best 0\.\d{4}, epoch [12]\)", page)
+    assert "node 0 = " in page and "output = concat(node 0, node 1)" in page
+    assert "<td>channels</td><td>the data&#x27;s own</td>" in page and "<td>subset</td><td>64</td>" in page
 
 
 def _tensorboard_tags(folder) -> set:
@@ -143,9 +168,11 @@ def test_recurrent_cell_diagram_holds_every_activation(tmp_path, name):
     assert out.returncode == 0, out.stderr
     stem = f"rnn_{name.lower()}_recurrent"
     _not_blank_png(tmp_path / f"{stem}.png")
-    texts = re.findall(r"<text[^>]*>([^<]*)</text>", (tmp_path / f"{stem}.svg").read_text())
+    svg = (tmp_path / f"{stem}.svg").read_text()
+    texts = re.findall(r"<text[^>]*>([^<]*)</text>", svg)
     for op in {op for op, _ in genotype.recurrent}:
         assert texts.count(op) == sum(1 for name_, _ in genotype.recurrent if name_ == op)
-    assert {"x_t", "h_{t-1}", "h_t", *[str(i) for i in range(9)]} <= set(texts)
+    assert {str(i) for i in range(9)} <= set(texts)
+    assert all(f"<!-- ${name}$ -->" in svg for name in ("x_t", "h_{t-1}", "h_t"))  # drawn as math
     dot = (tmp_path / f"{stem}.dot").read_text()
     assert dot.count("[label=") == 8 and dot.count("style=dashed") == 8
