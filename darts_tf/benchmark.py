@@ -20,25 +20,26 @@ import numpy as np
 
 from darts_tf.runtime import huge_pages_active
 
-# quark0/darts (PyTorch 2.13 CPU, 2 threads) measured side by side on the 2-core
-# development machine (issue #5): seconds per step and peak RSS in GiB.
+# quark0/darts (PyTorch 2.13 CPU, 2 threads) on the 2-core development machine: seconds per
+# step and peak RSS in GiB. The batch-32 search rows and the recurrent rows were measured in
+# one window beside darts_tf (docs/performance.md, "Side by side"); the others on an earlier day.
 ORIGINAL = {
     ("search", "first", 16): {"seconds": 8.6, "rss_gib": 2.9},
-    ("search", "first", 32): {"seconds": 16.3, "rss_gib": 5.4},
+    ("search", "first", 32): {"seconds": 7.74, "rss_gib": 5.40},
     ("search", "first", 64): {"seconds": 24.6, "rss_gib": 10.4},
     ("search", "second", 16): {"seconds": 15.7, "rss_gib": 3.6},
-    ("search", "second", 32): {"seconds": 33.2, "rss_gib": 6.9},
+    ("search", "second", 32): {"seconds": 25.18, "rss_gib": 6.99},
     ("search", "second", 64): {"seconds": 62.1, "rss_gib": 13.5},
     ("eval_train", None, 32): {"seconds": 2.78},
     ("eval_train", None, 96): {"seconds": 9.17, "rss_gib": 8.0},
     ("serve", None, 32): {"images_per_s": 39.0},
     ("serve", None, 96): {"images_per_s": 30.0},
     ("serve", None, 256): {"images_per_s": 13.0},
-    # The original's rnn/ code (its model, model_search and architect modules, .cuda() made a no-op)
-    # on PyTorch 2.13 CPU, 2 threads, the same synthetic 10,000-word batches (docs/recurrent.md).
-    ("rnn_search", "first", 256): {"seconds": 11.11, "rss_gib": 7.0},
-    ("rnn_search", "second", 256): {"seconds": 28.27, "rss_gib": 8.1},
-    ("rnn_train", None, 64): {"seconds": 2.10, "rss_gib": 1.2},
+    # The original's rnn/ code (its model, model_search and architect modules, .cuda() made a no-op),
+    # the same synthetic 10,000-word batches (docs/recurrent.md).
+    ("rnn_search", "first", 256): {"seconds": 15.46, "rss_gib": 8.37},
+    ("rnn_search", "second", 256): {"seconds": 34.51, "rss_gib": 8.59},
+    ("rnn_train", None, 64): {"seconds": 3.54, "rss_gib": 1.37},
 }
 
 # FLOPs per multiply-accumulate of the ops counted (convolutions and matmuls, forward and backward).
