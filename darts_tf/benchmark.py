@@ -214,13 +214,13 @@ def _summary(times: list[float], batch: int) -> dict:
 VARIANTS = {"plain": {}, "pcdarts": {"partial_channels": 4, "edge_normalization": True}}
 
 
-def _search_model(C: int, layers: int, order: str, shared_trace: bool = True, variant: str = "plain"):
+def _search_model(C: int, layers: int, order: str, shared_trace: bool = True, variant: str = "plain", size: int = 32):
     from darts_tf.optimizers import learning_rate_schedule
     from darts_tf.searcher import SearchConfig, build_search
 
     class Source:  # only what build_search reads
         num_classes = 10
-        input_shape = (32, 32, 3)
+        input_shape = (size, size, 3)
 
     config = SearchConfig(
         C=C, layers=layers, unrolled=order == "second", shared_trace=shared_trace, **VARIANTS[variant]
@@ -228,13 +228,13 @@ def _search_model(C: int, layers: int, order: str, shared_trace: bool = True, va
     return build_search(config, Source(), learning_rate_schedule(config, 390))
 
 
-def _batches(batch: int, count: int, seed: int = 0):
+def _batches(batch: int, count: int, seed: int = 0, size: int = 32):
     import tensorflow as tf
 
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(count):
-        x = tf.constant(rng.normal(size=(batch, 32, 32, 3)).astype("float32"))
+        x = tf.constant(rng.normal(size=(batch, size, size, 3)).astype("float32"))
         y = tf.constant(rng.integers(0, 10, size=batch).astype("int32"))
         out.append((x, y))
     return out
@@ -486,13 +486,14 @@ def bench_rnn(kind: str, order: str, batch: int, steps: int, warmup: int, t0: fl
 
 
 def bench_distributed(what: str, order: str, replicas: int, batch: int, C: int, layers: int, steps: int,
-                      warmup: int, t0: float, device: str) -> dict:  # fmt: skip
+                      warmup: int, t0: float, device: str, size: int = 32) -> dict:  # fmt: skip
     """A search step (`what="search"`, `order`) or a training step (DARTS_V2 at C, layers; auxiliary, drop path 0.2)
     at global batch `batch` on `replicas` devices: one device's own train function for 1, else MirroredStrategy
     over the first `replicas` GPUs or logical CPUs with `strategy.run` per step (as `darts_tf.distribute.fit`)."""
     import tensorflow as tf
 
     from darts_tf import distribute
+    from darts_tf import replicas as replicas_lib
     from darts_tf.eval_model import NetworkCIFAR
     from darts_tf.genotypes import DARTS_V2
     from darts_tf.optimizers import learning_rate_schedule
@@ -505,14 +506,14 @@ def bench_distributed(what: str, order: str, replicas: int, batch: int, C: int, 
     strategy = tf.distribute.MirroredStrategy(devices) if replicas > 1 else tf.distribute.get_strategy()
     with strategy.scope():
         if what == "search":
-            model = _search_model(C, layers, order)
-            data = tuple(_batches(batch, 2))
+            model = _search_model(C, layers, order, size=size)
+            data = tuple(_batches(batch, 2, size=size))
         else:
-            network = NetworkCIFAR(C, 10, layers, True, DARTS_V2)
+            network = NetworkCIFAR(C, 10, layers, size >= 24, DARTS_V2, input_shape=(size, size, 3))
             for rate in drop_path_variables(network):
                 rate.assign(0.2)
             model = build_trainer(TrainConfig(), network, learning_rate_schedule(TrainConfig(), 520))
-            data = _batches(batch, 1)[0]
+            data = _batches(batch, 1, size=size)[0]
     dataset = tf.data.Dataset.from_tensor_slices(data).repeat().batch(batch)
     if replicas == 1:
         iterator = iter(dataset)
@@ -521,10 +522,25 @@ def bench_distributed(what: str, order: str, replicas: int, batch: int, C: int, 
     else:
         iterator = iter(distribute.distribute_dataset(strategy, dataset))
         step = tf.function(lambda it: strategy.run(model.train_step, args=(next(it),)), autograph=False)
-    _sync(step(iterator))
+    traced = time.time()
+    with replicas_lib.counting_collectives() as collectives:
+        _sync(step(iterator))
     first = time.time()
     times = _timed_steps(lambda: step(iterator), steps, warmup)
-    return {"first_step_s": first - t0, **_summary(times, batch), "peak_rss_gib": peak_rss_gib()}
+    return {
+        "first_step_s": first - t0, "trace_and_first_step_s": first - traced, **_summary(times, batch),
+        "peak_rss_gib": peak_rss_gib(), "graph_ops": graph_ops(step, iterator),
+        "collectives_per_replica": collectives.per_replica(replicas),
+    }  # fmt: skip
+
+
+def graph_ops(function, *args) -> int | None:
+    """The ops of a traced tf.function's graph and of every function it calls (each function once)."""
+    try:
+        graph = function.get_concrete_function(*args).graph.as_graph_def()
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return len(graph.node) + sum(len(f.node_def) for f in graph.library.function)
 
 
 def run_worker(spec: dict) -> dict:
@@ -559,7 +575,7 @@ def run_worker(spec: dict) -> dict:
     if kind == "distributed":
         return bench_distributed(
             spec["what"], spec.get("order"), spec["replicas"], spec["batch"], spec["C"], spec["layers"], steps, warmup,
-            t0, device,
+            t0, device, spec.get("size", 32),
         )  # fmt: skip
     if kind == "search_flops":
         return {"flops_per_image": search_step_flops(spec["order"], spec["C"], spec["layers"], 2) / 2}

@@ -109,7 +109,7 @@ def make_strategy(name: str = "auto", environ=None) -> tf.distribute.Strategy:
             )
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "auto":
-        name = "mirrored" if len(tf.config.list_physical_devices("GPU")) > 1 else "one"
+        name = resolve_auto()[0]
     if name == "one":
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -123,6 +123,32 @@ def make_strategy(name: str = "auto", environ=None) -> tf.distribute.Strategy:
             )
             return tf.distribute.get_strategy()
     return tf.distribute.MirroredStrategy([device.name for device in devices])
+
+
+def resolve_auto() -> tuple[str, str]:
+    """("mirrored" or "one", why) for `--strategy auto`: every visible GPU when there are several.
+
+    Several replicas compute what one device computes at the same global batch and reduce
+    BatchNorm statistics once per stage of a cell, not once per BatchNorm (docs/distributed.md).
+    """
+    gpus = tf.config.list_physical_devices("GPU")
+    if len(gpus) > 1:
+        return "mirrored", f"{len(gpus)} GPUs visible"
+    return "one", "one GPU visible" if gpus else "no GPU visible"
+
+
+def describe(strategy, name: str = "auto") -> str:
+    """One line saying which strategy runs and, for `auto`, why: "strategy: mirrored over 2 GPUs (auto: ...)"."""
+    if is_multi_worker(strategy):
+        line = f"strategy: multi_worker, {strategy.num_replicas_in_sync} replicas ({task_name(strategy)})"
+    elif strategy.num_replicas_in_sync > 1:
+        devices = strategy.extended.worker_devices
+        line = f"strategy: mirrored over {len(devices)} devices ({', '.join(devices)})"
+    else:
+        line = "strategy: one device"
+    if name == "auto":
+        line += f" (auto: {resolve_auto()[1]})"
+    return line
 
 
 def is_multi_worker(strategy) -> bool:

@@ -169,6 +169,24 @@ class Conv2D(keras.layers.Layer):
         return config
 
 
+def _param_dtype(dtype):
+    return tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
+
+
+def _moments(x) -> tuple:
+    # Not tf.nn.moments: it stops the gradient through the mean inside the variance, which
+    # is harmless for first derivatives but drops a term of the second derivatives that the
+    # exact hypergradient needs.
+    mean = tf.reduce_mean(x, axis=[0, 1, 2])
+    return mean, tf.reduce_mean(tf.square(x - mean), axis=[0, 1, 2])
+
+
+def unbiased(variance, count) -> tf.Tensor:
+    """The unbiased variance from the biased one over `count` values (PyTorch's moving-variance update)."""
+    count = tf.cast(count, variance.dtype)
+    return variance * count / tf.maximum(count - 1.0, 1.0)
+
+
 @keras.saving.register_keras_serializable(package="darts_tf")
 class BatchNorm(keras.layers.Layer):
     """Batch normalization with `torch.nn.BatchNorm2d` semantics (NHWC).
@@ -221,9 +239,48 @@ class BatchNorm(keras.layers.Layer):
             return tf.broadcast_to(tf.cast(factor, dtype), [channels]), tf.zeros([channels], dtype)
         return tf.ones([channels], dtype), tf.zeros([channels], dtype)
 
+    def local_moments(self, x) -> tf.Tensor:
+        """This replica's moments of `x` for a cross-replica mean: [2 * channels], differentiable.
+
+        (mean - shift, variance + (mean - shift)^2), the first two moments about `shift`,
+        the moving mean (the same on every replica and close to the mean, so the pooled
+        variance E[d^2] - E[d]^2 loses few digits). The mean over equal-sized replica
+        batches of these vectors is what `pooled_statistics` turns into the global batch's
+        mean and biased variance; a network may concatenate many BatchNorms' vectors into
+        one collective.
+        """
+        x = tf.cast(x, _param_dtype(x.dtype))
+        mean, variance = _moments(x)
+        offset = mean - tf.stop_gradient(tf.cast(self.moving_mean, x.dtype))
+        return tf.concat([offset, variance + tf.square(offset)], axis=0)
+
+    def pooled_statistics(self, pooled) -> tuple:
+        """(mean, biased variance) of the global batch from the replicas' mean of `local_moments`."""
+        offset, second = tf.split(pooled, 2)
+        shift = tf.stop_gradient(tf.cast(self.moving_mean, pooled.dtype))
+        return shift + offset, tf.maximum(second - tf.square(offset), 0.0)
+
+    def normalize(self, x, mean, variance, scale=None) -> tf.Tensor:
+        """`scale * BN(x)` with the given batch statistics (the composite formula; float32 for half inputs)."""
+        param_dtype = _param_dtype(x.dtype)
+        gamma, beta = self._scale_offset(x.shape[-1], param_dtype, scale)
+        y = (tf.cast(x, param_dtype) - mean) * (tf.math.rsqrt(variance + self.epsilon) * gamma) + beta
+        return tf.cast(y, x.dtype)
+
+    def updated_statistics(self, mean, variance, count) -> list:
+        """The moving mean and variance after a training step whose (biased) batch statistics over
+        `count` values per channel are `mean`, `variance` (values, not assigned)."""
+        m = self.momentum
+        variance = unbiased(variance, count)
+        return [
+            self.moving_mean * m + tf.cast(mean, self.moving_mean.dtype) * (1.0 - m),
+            self.moving_variance * m + tf.cast(variance, self.moving_variance.dtype) * (1.0 - m),
+        ]
+
     def call(self, x, training=None, scale=None, update_statistics=True):
         channels = x.shape[-1]
-        param_dtype = tf.float32 if x.dtype in (tf.float16, tf.bfloat16) else x.dtype
+        param_dtype = _param_dtype(x.dtype)
+        factor = scale
         scale, offset = self._scale_offset(channels, param_dtype, scale)
         fused = self.fused if self.fused is not None else x.dtype != tf.float64
         if not training:
@@ -255,16 +312,13 @@ class BatchNorm(keras.layers.Layer):
             )
             y, mean, unbiased_variance = outputs[0], outputs[1], outputs[2]
         else:
-            # Not tf.nn.moments: it stops the gradient through the mean inside the
-            # variance, which is harmless for first derivatives but drops a term
-            # of the second derivatives that the exact hypergradient needs.
-            mean = tf.reduce_mean(x, axis=[0, 1, 2])
-            variance = tf.reduce_mean(tf.square(x - mean), axis=[0, 1, 2])
             if synchronized:  # the global batch's moments, from every replica's (one collective)
-                mean, variance = replicas.pooled_moments(mean, variance, self.moving_mean)
-            y = (x - mean) * (tf.math.rsqrt(variance + self.epsilon) * scale) + offset
-            count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]) * replicas.count(), variance.dtype)
-            unbiased_variance = variance * count / tf.maximum(count - 1.0, 1.0)
+                (pooled,) = replicas.mean([self.local_moments(x)])
+                mean, variance = self.pooled_statistics(pooled)
+            else:
+                mean, variance = _moments(tf.cast(x, param_dtype))
+            y = self.normalize(x, mean, variance, factor)
+            unbiased_variance = unbiased(variance, tf.reduce_prod(tf.shape(x)[:3]) * replicas.count())
         if not update_statistics:
             return y
         m = self.momentum
@@ -288,7 +342,21 @@ class _Composite(keras.layers.Layer):
 
     Their last layer is a BatchNorm; `call(x, training, output_scale=s)`
     returns `s * op(x)` with `s` folded into it (see `BatchNorm`).
+    `normalization_stages(training)` lists the op as [(f, bn), ...]: the op is
+    bn_n(f_n(... bn_1(f_1(x)))). A network under several replicas runs the stages of
+    many ops side by side and reduces all their BatchNorms' statistics of one stage in
+    one collective (`darts_tf.search_model`); `call` is the same chain.
     """
+
+    def normalization_stages(self, training=None) -> list:
+        raise NotImplementedError
+
+    def call(self, x, training=None, output_scale=None, update_statistics=True):
+        stages = self.normalization_stages(training)
+        for index, (transform, bn) in enumerate(stages):
+            scale = output_scale if index == len(stages) - 1 else None
+            x = bn(transform(x), training=training, scale=scale, update_statistics=update_statistics)
+        return x
 
     def _sublayer_kwargs(self):
         return {"dtype": self.dtype_policy}
@@ -327,9 +395,8 @@ class ReLUConvBN(_Composite):
     def build(self, input_shape):
         self._build_chain(input_shape, self._chain())
 
-    def call(self, x, training=None, output_scale=None, update_statistics=True):
-        x = self.conv(tf.nn.relu(x), training=training)
-        return self.bn(x, training=training, scale=output_scale, update_statistics=update_statistics)
+    def normalization_stages(self, training=None) -> list:
+        return [(lambda x: self.conv(tf.nn.relu(x), training=training), self.bn)]
 
     def get_config(self):
         config = super().get_config()
@@ -361,10 +428,11 @@ class DilConv(_Composite):
     def build(self, input_shape):
         self._build_chain(input_shape, self._chain())
 
-    def call(self, x, training=None, output_scale=None, update_statistics=True):
-        x = self.depthwise(tf.nn.relu(x), training=training)
-        x = self.pointwise(x, training=training)
-        return self.bn(x, training=training, scale=output_scale, update_statistics=update_statistics)
+    def normalization_stages(self, training=None) -> list:
+        def transform(x):
+            return self.pointwise(self.depthwise(tf.nn.relu(x), training=training), training=training)
+
+        return [(transform, self.bn)]
 
     def get_config(self):
         config = super().get_config()
@@ -413,12 +481,14 @@ class SepConv(_Composite):
     def _chain(self):
         return [self.depthwise1, self.pointwise1, self.bn1, self.depthwise2, self.pointwise2, self.bn2]
 
-    def call(self, x, training=None, output_scale=None, update_statistics=True):
-        x = self.depthwise1(tf.nn.relu(x), training=training)
-        x = self.bn1(self.pointwise1(x, training=training), training=training, update_statistics=update_statistics)
-        x = self.depthwise2(tf.nn.relu(x), training=training)
-        x = self.pointwise2(x, training=training)
-        return self.bn2(x, training=training, scale=output_scale, update_statistics=update_statistics)
+    def normalization_stages(self, training=None) -> list:
+        def first(x):
+            return self.pointwise1(self.depthwise1(tf.nn.relu(x), training=training), training=training)
+
+        def second(x):
+            return self.pointwise2(self.depthwise2(tf.nn.relu(x), training=training), training=training)
+
+        return [(first, self.bn1), (second, self.bn2)]
 
     def get_config(self):
         config = super().get_config()
@@ -454,21 +524,23 @@ class FactorizedReduce(_Composite):
         self.conv_2.build(input_shape)
         self.bn.build(tuple(input_shape[:-1]) + (self.filters,))
 
-    def call(self, x, training=None, output_scale=None, update_statistics=True):
+    def normalization_stages(self, training=None) -> list:
+        return [(lambda x: self._convolve(x, training), self.bn)]
+
+    def _convolve(self, x, training):
         x = tf.nn.relu(x)
         height, width = x.shape[1], x.shape[2]
         if height is not None and width is not None and height % 2 == 0 and width % 2 == 0:
             # Even sizes: the two grids are pixels (2i, 2j) and (2i+1, 2j+1) (see `subsample`).
             even, odd = subsample(x, 2, offsets=(0, 1))
             dtype = x.dtype
-            out = tf.concat(
+            return tf.concat(
                 [
                     pointwise_conv(even, tf.cast(self.conv_1.kernel, dtype)),
                     pointwise_conv(odd, tf.cast(self.conv_2.kernel, dtype)),
                 ],
                 axis=-1,
             )
-            return self.bn(out, training=training, scale=output_scale, update_statistics=update_statistics)
         shifted = x[:, 1:, 1:, :]
         if height is None or width is None:
             dynamic = tf.shape(x)
@@ -476,8 +548,7 @@ class FactorizedReduce(_Composite):
             shifted = tf.pad(shifted, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
         elif height % 2 or width % 2:
             shifted = tf.pad(shifted, [[0, 0], [0, height % 2], [0, width % 2], [0, 0]])
-        out = tf.concat([self.conv_1(x, training=training), self.conv_2(shifted, training=training)], axis=-1)
-        return self.bn(out, training=training, scale=output_scale, update_statistics=update_statistics)
+        return tf.concat([self.conv_1(x, training=training), self.conv_2(shifted, training=training)], axis=-1)
 
     def compute_output_shape(self, input_shape):
         half = lambda n: None if n is None else (n + 1) // 2  # noqa: E731

@@ -8,6 +8,10 @@ reduces by `merge_call`, which a nested `tf.function` cannot make.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
+import numpy as np
 import tensorflow as tf
 
 
@@ -39,17 +43,46 @@ def mean(values: list) -> list:
     return list(context.all_reduce(tf.distribute.ReduceOp.MEAN, values))
 
 
-def pooled_moments(mean, variance, shift):
-    """The mean and (biased) variance over every replica's batch, from each replica's own (equal batch sizes).
+class CollectiveCount:
+    """How many cross-replica all-reduces a traced step holds: `calls` and the `values` they reduce.
 
-    One all-reduce of (mean_k - shift, var_k + (mean_k - shift)^2), the moments about
-    `shift` (the same on every replica, e.g. the moving mean: close to the mean, so the
-    subtraction var = E[d^2] - E[d]^2 loses few digits). Differentiable.
+    Counts every `ReplicaContext.all_reduce` traced while the `counting_collectives()` block is
+    open, forward and backward (the gradient of an all-reduce is one), over all replicas;
+    `per_replica(n)` divides by the replica count. A measuring aid for tests and the benchmark.
     """
-    context = _context()
-    if context is None:
-        return mean, variance
-    shift = tf.stop_gradient(tf.cast(shift, mean.dtype))
-    offset = mean - shift
-    pooled_offset, second = context.all_reduce(tf.distribute.ReduceOp.MEAN, [offset, variance + tf.square(offset)])
-    return shift + pooled_offset, tf.maximum(second - tf.square(pooled_offset), 0.0)
+
+    def __init__(self):
+        self.calls = 0
+        self.values = 0
+        self._lock = threading.Lock()
+
+    def add(self, value) -> None:
+        flat = tf.nest.flatten(value)
+        size = sum(int(np.prod(v.shape)) if v.shape.is_fully_defined() else 0 for v in flat)
+        with self._lock:
+            self.calls += 1
+            self.values += size
+
+    def per_replica(self, replicas: int) -> dict:
+        return {"calls": self.calls // replicas, "values": self.values // replicas}
+
+
+@contextlib.contextmanager
+def counting_collectives():
+    """Within the block, every traced `ReplicaContext.all_reduce` is counted (a `CollectiveCount`).
+
+    It wraps the method of TensorFlow's class for the block's duration and restores it after:
+    use it around the first call (the trace) of a step, not around a run.
+    """
+    count = CollectiveCount()
+    original = tf.distribute.ReplicaContext.all_reduce
+
+    def all_reduce(self, reduce_op, value, options=None):
+        count.add(value)
+        return original(self, reduce_op, value, options)
+
+    tf.distribute.ReplicaContext.all_reduce = all_reduce
+    try:
+        yield count
+    finally:
+        tf.distribute.ReplicaContext.all_reduce = original

@@ -93,24 +93,43 @@ def limit_malloc_arenas(arenas: int = 1) -> bool:
 
 
 def configure_for_search(threads: int | None = None, graph_optimization: str = "reduced") -> dict:
-    """Sets the search's thread pools (CPU only), grappler options and malloc arenas; returns what was applied.
+    """Sets the search's thread pools, grappler options and malloc arenas on CPU; returns what was applied.
 
     `threads`: inter-op threads (default: the number of cores);
-    `graph_optimization`: see `set_graph_optimization`. On a machine
-    with a GPU only the grappler options are set. If TensorFlow has already
-    started, the thread settings cannot change and are left as they are.
+    `graph_optimization`: see `set_graph_optimization`. On a machine with a
+    GPU: TensorFlow's own graph optimisation and threads (these choices were
+    measured on CPU) and GPU memory growth on (`gpu_memory_growth`). If
+    TensorFlow has already started, the thread settings cannot change and are
+    left as they are.
     """
     import tensorflow as tf
 
     _check_graph_optimization(graph_optimization)
+    if tf.config.list_physical_devices("GPU"):
+        return gpu_memory_growth()
     applied = {}
-    on_cpu = not tf.config.list_physical_devices("GPU")
-    if on_cpu and limit_malloc_arenas(1):
+    if limit_malloc_arenas(1):
         applied["malloc_arenas"] = 1
     applied["grappler"] = set_graph_optimization(graph_optimization)
-    if on_cpu:
-        applied.update(_single_threaded_kernels(threads))
+    applied.update(_single_threaded_kernels(threads))
     return applied
+
+
+def gpu_memory_growth() -> dict:
+    """Lets TensorFlow take GPU memory as it needs it instead of all at once (every visible GPU).
+
+    What was applied: {"memory_growth": [GPU names]}, or "unchanged" if TensorFlow already
+    initialised its GPUs. Nothing else is changed on a GPU machine.
+    """
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    try:
+        for gpu in gpus:
+            tf.config.experimental.set_memory_growth(gpu, True)
+    except RuntimeError:  # already initialised
+        return {"memory_growth": "unchanged"}
+    return {"memory_growth": [gpu.name for gpu in gpus]}
 
 
 def _single_threaded_kernels(threads: int | None) -> dict:
@@ -135,8 +154,8 @@ def configure_for_training(threads: int | None = None) -> dict:
     TensorFlow's default (2 threads per kernel), and its wall time was lower
     in 5 of 6 interleaved A/B rounds (batch 32 and 96, medians of 8 steps,
     2 cores; equal in the sixth). If TensorFlow has already started, the
-    threads are left as they are ("unchanged"). On a machine with a GPU only
-    the grappler option is set.
+    threads are left as they are ("unchanged"). On a machine with a GPU:
+    TensorFlow's defaults and GPU memory growth on, as `configure_for_search`.
 
     Grappler's remapper is off: it fuses each BatchNorm with the ReLU after
     it into one oneDNN kernel, which ran ~3x slower in training than the two
@@ -148,10 +167,11 @@ def configure_for_training(threads: int | None = None) -> dict:
     """
     import tensorflow as tf
 
+    if tf.config.list_physical_devices("GPU"):
+        return gpu_memory_growth()
     tf.config.optimizer.set_experimental_options({"remapping": False})
     applied = {"grappler": {"remapping": False}}
-    if not tf.config.list_physical_devices("GPU"):
-        applied.update(_single_threaded_kernels(threads))
+    applied.update(_single_threaded_kernels(threads))
     return applied
 
 
@@ -231,16 +251,32 @@ def huge_pages_active(environ=None) -> bool:
     return HUGE_PAGES_TUNABLE in (os.environ if environ is None else environ).get("GLIBC_TUNABLES", "").split(":")
 
 
+def gpu_machine(environ=None, device_paths=None) -> bool:
+    """Whether an NVIDIA GPU is visible to this process, read without starting TensorFlow.
+
+    (/dev/nvidia0, /dev/nvidia1, ... exist and CUDA_VISIBLE_DEVICES does not hide them all.)
+    `device_paths` stands in for this machine's, for tests.
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    if device_paths is None:
+        device_paths = [p for p in (os.listdir("/dev") if os.path.isdir("/dev") else []) if p.startswith("nvidia")]
+    return any(name[len("nvidia") :].isdigit() for name in (os.path.basename(p) for p in device_paths))
+
+
 def restart_with_huge_pages() -> None:
     """Re-executes this command line with malloc on transparent huge pages (see the module docstring).
 
     For scripts, first thing under `if __name__ == "__main__"`: the process
     is replaced (same interpreter, options and arguments), so nothing done
     before survives. Does nothing where `huge_pages_environment()` is None,
-    so the restarted process goes on without restarting again.
+    so the restarted process goes on without restarting again, nor on a GPU
+    machine (`gpu_machine`: its step's memory is on the GPU, and the restart
+    would cost a CUDA start-up).
     """
     environ = huge_pages_environment()
-    if environ is None or not sys.executable or not sys.argv or sys.argv[0] in ("", "-"):
+    if environ is None or gpu_machine() or not sys.executable or not sys.argv or sys.argv[0] in ("", "-"):
         return  # nothing to gain, or no command line to run again (interactive, script read from stdin)
     argv = [sys.executable, *getattr(sys, "orig_argv", [sys.executable, *sys.argv])[1:]]
     sys.stdout.flush()

@@ -161,11 +161,15 @@ class MixedOp(keras.layers.Layer):
         Concatenation and shuffle are linear, so a cell sums these parts over a node's
         edges and shuffles once per node (the same sum, four shuffles a cell instead of 14).
         """
+        seen, bypass = self.split_channels(x)
+        return self._mix(seen, op_weights, training, update_statistics, weight_gradients), bypass
+
+    def split_channels(self, x) -> tuple:
+        """(the channels the ops see, the bypassed rest, max-pooled on a stride-2 edge); (x, None) without PC-DARTS."""
+        if self.partial_channels == 1:
+            return x, None
         seen, bypass = x[..., : self.op_channels], x[..., self.op_channels :]
-        mixed = self._mix(seen, op_weights, training, update_statistics, weight_gradients)
-        if self.strides == 2:
-            bypass = halving_max_pool(bypass)
-        return mixed, bypass
+        return seen, halving_max_pool(bypass) if self.strides == 2 else bypass
 
     def _mix(self, x, op_weights, training, update_statistics, weight_gradients):
         if not self.shared_trace:
@@ -173,10 +177,10 @@ class MixedOp(keras.layers.Layer):
         training = bool(training)
         frozen = not update_statistics
         updates = training and not frozen
-        # Under several replicas the edge is inlined: its synchronised BatchNorms reduce
-        # across replicas, which a MirroredStrategy cannot do inside a nested function.
-        edge = self._shared.function if replicas.count() == 1 else self._shared.edge
-        outputs = edge(
+        if training and replicas.count() > 1:  # BatchNorm statistics of the global batch
+            (y,) = synchronized_mix([self], [x], [op_weights], update_statistics, weight_gradients)
+            return y
+        outputs = self._shared.function(
             x,
             op_weights,
             tf.convert_to_tensor(self.packed_weights),
@@ -285,6 +289,77 @@ class _SharedEdge:
         self.statistics_size = sum(self.sizes["statistics"])
         self._statistics0 = np.concatenate([np.ravel(v.numpy()) for v in template.non_trainable_variables])
         self.function = tf.function(self.edge, autograph=False, experimental_attributes=EDGE_FUNCTION_ATTRIBUTES)
+        # Under several replicas: each op as its BatchNorm stages (see `synchronized_mix`).
+        self.stages = {}
+        for name in PRIMITIVES:
+            op = template.primitive_ops.get(name)
+            if name in template.pool_bns:
+                self.stages[name] = [(lambda x, op=op: op(x, training=True), template.pool_bns[name])]
+            elif op is not None and not isinstance(op, Identity):
+                self.stages[name] = op.normalization_stages(training=True)
+        self.stage_count = max(len(stages) for stages in self.stages.values())
+        self.stage = tf.function(self._stage, autograph=False, experimental_attributes=EDGE_FUNCTION_ATTRIBUTES)
+        self.finish = tf.function(self._finish, autograph=False, experimental_attributes=EDGE_FUNCTION_ATTRIBUTES)
+
+    def _scope(self, weights, statistics, arch_only):
+        # The template's variables read as the given packed values (what `stateless_call` does).
+        statistics = tf.stop_gradient(statistics)
+        if arch_only:
+            weights = tf.stop_gradient(weights)
+        trainable = _unflatten(weights, self.shapes["weights"], self.sizes["weights"])
+        moving = _unflatten(statistics, self.shapes["statistics"], self.sizes["statistics"])
+        template = self.template
+        mapping = list(zip(template.trainable_variables, trainable))
+        mapping += list(zip(template.non_trainable_variables, moving))
+        return keras.StatelessScope(state_mapping=mapping)
+
+    def staged(self, stage: int) -> list:
+        """The ops with a BatchNorm stage `stage` (0 = the first), in PRIMITIVES order."""
+        return [name for name, stages in self.stages.items() if len(stages) > stage]
+
+    def _stage(self, stage, inputs, pooled, weights, statistics, arch_only):
+        """Stage `stage` of every op: {op: its pre-normalisation tensor}, and their BatchNorms'
+        `local_moments` in one vector. `inputs` is the edge's input at stage 0, else {op: the
+        previous stage's pre-normalisation tensor}, normalised here with `pooled` {op: the
+        replicas' mean of its moments}."""
+        outputs, moments = {}, []
+        with self._scope(weights, statistics, arch_only):
+            for name in self.staged(stage):
+                transform, bn = self.stages[name][stage]
+                h = inputs
+                if stage:
+                    previous = self.stages[name][stage - 1][1]
+                    h = previous.normalize(inputs[name], *previous.pooled_statistics(pooled[name]))
+                outputs[name] = transform(h)
+                moments.append(bn.local_moments(outputs[name]))
+        return outputs, tf.concat(moments, axis=0)
+
+    def _finish(self, x, last, pooled, op_weights, weights, statistics, frozen, arch_only, replica_count):
+        """The weighted sum of the ops from their last pre-normalisation tensors `last` {op: tensor}
+        and `pooled` {op: [the replicas' moments of each stage]}; with the updated packed statistics
+        unless `frozen`."""
+        if not isinstance(op_weights, (list, tuple)):
+            op_weights = tf.unstack(op_weights)
+        with self._scope(weights, statistics, arch_only):
+            terms = []
+            for index, name in enumerate(PRIMITIVES):
+                if name in self.stages:
+                    bn = self.stages[name][-1][1]
+                    mean, variance = bn.pooled_statistics(pooled[name][-1])
+                    terms.append(bn.normalize(last[name], mean, variance, scale=op_weights[index]))
+                elif name in self.template.primitive_ops:  # the identity (`none` adds nothing)
+                    terms.append(op_weights[index] * x)
+            y = tf.add_n(terms)
+            if frozen:
+                return y
+            count = tf.reduce_prod(tf.shape(y)[:3]) * replica_count  # every stage's output has y's size
+            updated = {}
+            for name, stages in self.stages.items():
+                for (_, bn), moments in zip(stages, pooled[name]):
+                    moving = bn.updated_statistics(*bn.pooled_statistics(moments), count)
+                    updated[id(bn.moving_mean)], updated[id(bn.moving_variance)] = moving
+            values = [updated.get(id(v), v.value) for v in self.template.non_trainable_variables]
+            return y, tf.stop_gradient(_flatten(values))
 
     def initial_weights(self, shape, dtype=None):
         # A new initializer per tensor and edge, as each plain layer makes its own:
@@ -308,6 +383,53 @@ class _SharedEdge:
         if not training or frozen:  # one output: no zero gradient to feed for unused statistics
             return y
         return y, tf.stop_gradient(_flatten(updated))  # no backward pass through the statistics update
+
+
+def synchronized_mix(edges, inputs, op_weights, update_statistics=True, weight_gradients=True) -> list:
+    """The training-mode outputs of packed `edges` on `inputs` under several replicas, with BatchNorm
+    statistics of the global batch: what one device computes at the global batch.
+
+    A BatchNorm's statistics need a cross-replica mean, which a MirroredStrategy can only take at
+    the top of the replica function, not inside the edges' shared functions. So each edge runs as
+    its BatchNorm stages (`_SharedEdge.stage`: every op's convolutions up to its next BatchNorm,
+    returning pre-normalisation tensors and their local moments), and the moments of one stage
+    of all `edges` (a node's incoming edges) are reduced in one collective between the stages:
+    two a node for the DARTS ops (a separable convolution normalises twice), instead of one per
+    BatchNorm (eight or nine an edge). The functions stay shared and traced once per shape.
+    """
+    arch_only = not weight_gradients
+    packed = [(tf.convert_to_tensor(e.packed_weights), tf.convert_to_tensor(e.packed_statistics)) for e in edges]
+    current = list(inputs)
+    pooled = [{name: [] for name in e._shared.stages} for e in edges]
+    for stage in range(max(e._shared.stage_count for e in edges)):
+        active = [i for i, e in enumerate(edges) if stage < e._shared.stage_count]
+        results = {}
+        for i in active:
+            names = edges[i]._shared.staged(stage)
+            previous = {name: pooled[i][name][-1] for name in names} if stage else None
+            given = {name: current[i][name] for name in names} if stage else current[i]
+            results[i] = edges[i]._shared.stage(stage, given, previous, *packed[i], arch_only)
+        moments = [results[i][1] for i in active]
+        (reduced,) = replicas.mean([tf.concat(moments, axis=0)])  # one collective for the stage
+        for i, piece in zip(active, tf.split(reduced, [int(m.shape[0]) for m in moments])):
+            names = edges[i]._shared.staged(stage)
+            sizes = [2 * int(results[i][0][name].shape[-1]) for name in names]
+            for name, part in zip(names, tf.split(piece, sizes)):
+                pooled[i][name].append(part)
+            current[i] = results[i][0] if stage == 0 else {**current[i], **results[i][0]}
+    outputs = []
+    for i, edge in enumerate(edges):
+        frozen = not update_statistics
+        result = edge._shared.finish(
+            inputs[i], current[i], pooled[i], op_weights[i], *packed[i], frozen, arch_only, replicas.count()
+        )
+        if frozen:
+            outputs.append(result)
+        else:
+            y, updated = result
+            edge.packed_statistics.assign(updated)
+            outputs.append(y)
+    return outputs
 
 
 class EdgeFunctions:
@@ -385,13 +507,23 @@ class SearchCell(keras.layers.Layer):
         bn = {"training": training, "update_statistics": update_statistics}
         states = [self.preprocess0(s0, **bn), self.preprocess1(s1, **bn)]
         edge = {**bn, "weight_gradients": weight_gradients}
+        # Several replicas: a node's edges run side by side, one collective per BatchNorm stage.
+        synchronized = self.shared_trace and bool(training) and replicas.count() > 1
         offset = 0
         for _ in range(self.steps):
-            if self.partial_channels == 1:
-                terms = [self.edges[offset + j](h, weights[offset + j], **edge) for j, h in enumerate(states)]
+            node_edges = self.edges[offset : offset + len(states)]
+            if synchronized:
+                parts = [e.split_channels(h) for e, h in zip(node_edges, states)]
+                mixed = synchronized_mix(
+                    node_edges, [seen for seen, _ in parts], weights[offset : offset + len(states)],
+                    update_statistics, weight_gradients,
+                )  # fmt: skip
+                terms = mixed if self.partial_channels == 1 else [(m, p[1]) for m, p in zip(mixed, parts)]
+            elif self.partial_channels == 1:
+                terms = [e(h, weights[offset + j], **edge) for j, (e, h) in enumerate(zip(node_edges, states))]
             else:  # PC-DARTS: the node's sum of the edges' parts, shuffled once (see `MixedOp.partial_parts`)
                 terms = [
-                    self.edges[offset + j].partial_parts(h, weights[offset + j], **edge) for j, h in enumerate(states)
+                    e.partial_parts(h, weights[offset + j], **edge) for j, (e, h) in enumerate(zip(node_edges, states))
                 ]
             if edge_weights is not None:
                 terms = [_scaled(edge_weights[offset + j], term) for j, term in enumerate(terms)]

@@ -1,6 +1,6 @@
 """Run by tests/test_distribute.py in a fresh process: 2 logical CPU replicas vs one device, 3 steps each.
 
-python tests/replica_equivalence.py {first,second,exact,train} -> one line of JSON: the largest
+python tests/replica_equivalence.py {first,second,exact,train,partial} -> one line of JSON: the largest
 difference of any variable (every replica's copy) relative to the variable's largest value, and
 whether the replicas' copies are bit-identical. "exact" runs in float64: in float32 the exact
 second derivative through BatchNorm loses ~1% to round-off on one device already (a 3-channel
@@ -33,7 +33,7 @@ from darts_tf.trainer import EvalTrainer, drop_path_variables  # noqa: E402
 
 BATCH, SIZE, CLASSES = 8, 8, 3
 TRAIN_SIZE = 24  # the auxiliary head needs 24-pixel images or larger
-DTYPE = {"first": "float32", "second": "float32", "exact": "float64", "train": "float32"}
+DTYPE = {"first": "float32", "second": "float32", "exact": "float64", "train": "float32", "partial": "float32"}
 
 
 def build(mode):
@@ -45,9 +45,12 @@ def build(mode):
         model = EvalTrainer(network, auxiliary_weight=0.4)
         model.compile(SGD(0.1, momentum=0.9, coupled_weight_decay=3e-4), grad_clip=5.0)
         return model
-    network = tiny_search_network(dtype=DTYPE[mode], C=4, layers=2, steps=1)  # 4 edges
+    if mode == "partial":  # PC-DARTS: 2 of 4 channels through the ops, edge normalisation (14 edges)
+        network = tiny_search_network(C=4, layers=2, steps=2, partial_channels=2, edge_normalization=True)
+    else:
+        network = tiny_search_network(dtype=DTYPE[mode], C=4, layers=2, steps=1)  # 4 edges
     hessian = "exact" if mode == "exact" else "finite_difference"
-    model = ArchitectureSearch(network, unrolled=mode != "first", hessian=hessian)
+    model = ArchitectureSearch(network, unrolled=mode not in ("first", "partial"), hessian=hessian)
     model.compile(SGD(0.1, momentum=0.9, coupled_weight_decay=3e-4), Adam(3e-2, coupled_weight_decay=1e-3))
     return model
 
@@ -95,5 +98,28 @@ def main(mode):
                       "identical": bool(identical), "variables": len(one.variables), "metrics": metrics}))  # fmt: skip
 
 
+def collectives(order):
+    """The all-reduces per replica traced in one 2-replica search step of a 3-cell, 4-node network."""
+    from darts_tf import replicas
+
+    strategy = distribute.make_strategy("mirrored")
+    with strategy.scope():
+        network = tiny_search_network(C=4, layers=3, steps=4)
+        model = ArchitectureSearch(network, unrolled=order != "first", hessian="finite_difference")
+        model.compile(SGD(0.1, momentum=0.9, coupled_weight_decay=3e-4), Adam(3e-2, coupled_weight_decay=1e-3))
+    rng = np.random.default_rng(0)
+    halves = [(rng.normal(size=(BATCH, SIZE, SIZE, 3)).astype("float32"), rng.integers(0, CLASSES, BATCH).astype("int32"))
+              for _ in range(2)]  # fmt: skip
+    dataset = tf.data.Dataset.from_tensor_slices(tuple(halves)).batch(BATCH)
+    step = tf.function(lambda batches: strategy.run(model.train_step, args=(batches,)))
+    with replicas.counting_collectives() as count:
+        for batches in distribute.distribute_dataset(strategy, dataset):
+            step(batches)
+    print(json.dumps({"order": order, "cells": len(network.cells), **count.per_replica(2)}))
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[1] == "collectives":
+        collectives(sys.argv[2])
+    else:
+        main(sys.argv[1])

@@ -136,3 +136,28 @@ def test_default_pages_environment_removes_only_the_huge_page_tunable():
     assert result == {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2", HUGE_PAGES_OPT_OUT: "0", "HOME": "/x"}
     assert not huge_pages_active(result)
     assert environ["GLIBC_TUNABLES"].endswith("hugetlb=1")  # the argument is left as it was
+
+
+def test_on_a_gpu_machine_only_memory_growth_is_set(monkeypatch):
+    """Mocked GPUs: both workloads leave threads, grappler and malloc as TensorFlow has them and turn
+    memory growth on for every GPU; no huge-page restart either."""
+    import tensorflow as tf
+
+    from darts_tf import runtime
+
+    gpus = [tf.config.PhysicalDevice(name=f"/physical_device:GPU:{i}", device_type="GPU") for i in range(2)]
+    real = tf.config.list_physical_devices
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: gpus if kind == "GPU" else real(kind))
+    grown, touched = [], []
+    monkeypatch.setattr(tf.config.experimental, "set_memory_growth", lambda gpu, on: grown.append((gpu.name, on)))
+    for name in ("set_intra_op_parallelism_threads", "set_inter_op_parallelism_threads"):
+        monkeypatch.setattr(tf.config.threading, name, lambda *a, name=name: touched.append(name))
+    monkeypatch.setattr(tf.config.optimizer, "set_experimental_options", lambda *a: touched.append("grappler"))
+    monkeypatch.setattr(runtime, "limit_malloc_arenas", lambda *a: touched.append("malloc") or True)
+    names = [gpu.name for gpu in gpus]
+    assert runtime.configure("search") == {"memory_growth": names}
+    assert runtime.configure("training") == {"memory_growth": names}
+    assert grown == [(name, True) for name in names] * 2 and touched == []
+    assert runtime.gpu_machine({}, ["/dev/nvidia0", "/dev/nvidiactl"])
+    assert not runtime.gpu_machine({"CUDA_VISIBLE_DEVICES": ""}, ["/dev/nvidia0"])
+    assert not runtime.gpu_machine({}, ["/dev/nvidiactl"]) and not runtime.gpu_machine({}, [])

@@ -105,6 +105,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--replicas", nargs="+", type=int, default=[1, 2], help="replica counts of the scaling rows")
     p.add_argument("--scaling-batch", type=int, default=32, help="global batch of the scaling rows")
+    p.add_argument("--scaling-size", type=int, default=32, help="image size of the scaling rows (32)")
     p.add_argument("--train-C", type=int, default=36, help="scaling rows' training network channels (DARTS_V2: 36)")
     p.add_argument("--train-layers", type=int, default=20, help="scaling rows' training network cells (20)")
     p.add_argument("--json", metavar="PATH", help="also write every measurement as JSON")
@@ -374,7 +375,7 @@ def _scaling_rows(args, common: dict, huge: bool) -> list:
                 rows.append({"name": kind, "replicas": replicas, "error": "batch not divisible by replicas"})
                 continue
             spec = {"kind": "distributed", "what": kind, "order": order, "replicas": replicas, "C": C,
-                    "layers": layers, "batch": args.scaling_batch, **common}  # fmt: skip
+                    "layers": layers, "batch": args.scaling_batch, "size": args.scaling_size, **common}  # fmt: skip
             r = measure(spec, huge)
             name = (
                 f"search, {order} order (C={C}, {layers} cells)"
@@ -391,11 +392,12 @@ def scaling_table(rows: list, all_rows: list | None = None) -> str:
     """replicas, s/step, images/s and the scaling efficiency: images/s over (replicas x one replica's images/s)."""
     all_rows = all_rows or rows
     header = ["configuration", "replicas", "global batch", "median s/step", "images/s", "first step s",
-              "peak RSS GiB", "speed-up", "efficiency"]  # fmt: skip
+              "trace + first step s", "peak RSS GiB", "graph ops", "all-reduces / replica", "speed-up",
+              "efficiency"]  # fmt: skip
     lines = [header]
     for r in rows:
         if "error" in r:
-            lines.append([r["name"], r["replicas"], r.get("batch", "-"), r["error"], "", "", "", "", ""])
+            lines.append([r["name"], r["replicas"], r.get("batch", "-"), r["error"]] + [""] * (len(header) - 4))
             continue
         base = next(
             (b for b in all_rows if b["name"] == r["name"] and b["replicas"] == 1 and "images_per_s" in b), None
@@ -403,7 +405,9 @@ def scaling_table(rows: list, all_rows: list | None = None) -> str:
         speedup = r["images_per_s"] / base["images_per_s"] if base else None
         lines.append([
             r["name"], r["replicas"], r["batch"], _fmt(r.get("median_s")), _fmt(r.get("images_per_s"), "{:.1f}"),
-            _fmt(r.get("first_step_s"), "{:.0f}"), _fmt(r.get("peak_rss_gib")), _fmt(speedup, "{:.2f}x"),
+            _fmt(r.get("first_step_s"), "{:.0f}"), _fmt(r.get("trace_and_first_step_s"), "{:.0f}"),
+            _fmt(r.get("peak_rss_gib")), _fmt(r.get("graph_ops"), "{:,}"),
+            _fmt((r.get("collectives_per_replica") or {}).get("calls"), "{:,}"), _fmt(speedup, "{:.2f}x"),
             _fmt(speedup / r["replicas"] if speedup else None, "{:.0%}"),
         ])  # fmt: skip
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]

@@ -134,9 +134,12 @@ def start_strategy(parser: argparse.ArgumentParser, args: argparse.Namespace, co
             distribute.split_cpu(args.logical_cpus)
         options = {"graph_optimization": args.graph_optimization} if workload == "search" else {}
         configure(workload, **options)
-        return distribute.make_strategy(config.strategy)
+        strategy = distribute.make_strategy(config.strategy)
     except ValueError as error:
         fail(parser, error)
+    if not getattr(args, "quiet", False):
+        print(distribute.describe(strategy, config.strategy), flush=True)
+    return strategy
 
 
 def config_from_args(parser, args, config_class, presets: dict, positive=()):
