@@ -317,35 +317,43 @@ class _SharedEdge:
         """The ops with a BatchNorm stage `stage` (0 = the first), in PRIMITIVES order."""
         return [name for name, stages in self.stages.items() if len(stages) > stage]
 
+    def _split_moments(self, stage, pooled) -> dict:
+        # One stage's reduced moments of this edge (one vector) -> {op: its BatchNorm's}.
+        names = self.staged(stage)
+        sizes = [2 * self.stages[name][stage][1].moving_mean.shape[0] for name in names]
+        return dict(zip(names, tf.split(pooled, sizes)))
+
     def _stage(self, stage, inputs, pooled, weights, statistics, arch_only):
         """Stage `stage` of every op: {op: its pre-normalisation tensor}, and their BatchNorms'
         `local_moments` in one vector. `inputs` is the edge's input at stage 0, else {op: the
-        previous stage's pre-normalisation tensor}, normalised here with `pooled` {op: the
-        replicas' mean of its moments}."""
+        previous stage's pre-normalisation tensor}, normalised here with `pooled`, the replicas'
+        mean of the previous stage's moments vector."""
         outputs, moments = {}, []
         with self._scope(weights, statistics, arch_only):
+            previous = self._split_moments(stage - 1, pooled) if stage else {}
             for name in self.staged(stage):
                 transform, bn = self.stages[name][stage]
                 h = inputs
                 if stage:
-                    previous = self.stages[name][stage - 1][1]
-                    h = previous.normalize(inputs[name], *previous.pooled_statistics(pooled[name]))
+                    norm = self.stages[name][stage - 1][1]
+                    h = norm.normalize(inputs[name], *norm.pooled_statistics(previous[name]))
                 outputs[name] = transform(h)
                 moments.append(bn.local_moments(outputs[name]))
         return outputs, tf.concat(moments, axis=0)
 
     def _finish(self, x, last, pooled, op_weights, weights, statistics, frozen, arch_only, replica_count):
         """The weighted sum of the ops from their last pre-normalisation tensors `last` {op: tensor}
-        and `pooled` {op: [the replicas' moments of each stage]}; with the updated packed statistics
-        unless `frozen`."""
+        and `pooled` [the replicas' mean of each stage's moments vector]; with the updated packed
+        statistics unless `frozen`."""
         if not isinstance(op_weights, (list, tuple)):
             op_weights = tf.unstack(op_weights)
         with self._scope(weights, statistics, arch_only):
+            moments = [self._split_moments(stage, vector) for stage, vector in enumerate(pooled)]
             terms = []
             for index, name in enumerate(PRIMITIVES):
                 if name in self.stages:
                     bn = self.stages[name][-1][1]
-                    mean, variance = bn.pooled_statistics(pooled[name][-1])
+                    mean, variance = bn.pooled_statistics(moments[len(self.stages[name]) - 1][name])
                     terms.append(bn.normalize(last[name], mean, variance, scale=op_weights[index]))
                 elif name in self.template.primitive_ops:  # the identity (`none` adds nothing)
                     terms.append(op_weights[index] * x)
@@ -355,8 +363,8 @@ class _SharedEdge:
             count = tf.reduce_prod(tf.shape(y)[:3]) * replica_count  # every stage's output has y's size
             updated = {}
             for name, stages in self.stages.items():
-                for (_, bn), moments in zip(stages, pooled[name]):
-                    moving = bn.updated_statistics(*bn.pooled_statistics(moments), count)
+                for stage, (_, bn) in enumerate(stages):
+                    moving = bn.updated_statistics(*bn.pooled_statistics(moments[stage][name]), count)
                     updated[id(bn.moving_mean)], updated[id(bn.moving_variance)] = moving
             values = [updated.get(id(v), v.value) for v in self.template.non_trainable_variables]
             return y, tf.stop_gradient(_flatten(values))
@@ -400,22 +408,20 @@ def synchronized_mix(edges, inputs, op_weights, update_statistics=True, weight_g
     arch_only = not weight_gradients
     packed = [(tf.convert_to_tensor(e.packed_weights), tf.convert_to_tensor(e.packed_statistics)) for e in edges]
     current = list(inputs)
-    pooled = [{name: [] for name in e._shared.stages} for e in edges]
+    pooled = [[] for _ in edges]  # per edge: the reduced moments vector of each stage
     for stage in range(max(e._shared.stage_count for e in edges)):
         active = [i for i, e in enumerate(edges) if stage < e._shared.stage_count]
         results = {}
         for i in active:
-            names = edges[i]._shared.staged(stage)
-            previous = {name: pooled[i][name][-1] for name in names} if stage else None
-            given = {name: current[i][name] for name in names} if stage else current[i]
-            results[i] = edges[i]._shared.stage(stage, given, previous, *packed[i], arch_only)
+            if stage:
+                given = {name: current[i][name] for name in edges[i]._shared.staged(stage)}
+                results[i] = edges[i]._shared.stage(stage, given, pooled[i][-1], *packed[i], arch_only)
+            else:
+                results[i] = edges[i]._shared.stage(stage, current[i], None, *packed[i], arch_only)
         moments = [results[i][1] for i in active]
         (reduced,) = replicas.mean([tf.concat(moments, axis=0)])  # one collective for the stage
         for i, piece in zip(active, tf.split(reduced, [int(m.shape[0]) for m in moments])):
-            names = edges[i]._shared.staged(stage)
-            sizes = [2 * int(results[i][0][name].shape[-1]) for name in names]
-            for name, part in zip(names, tf.split(piece, sizes)):
-                pooled[i][name].append(part)
+            pooled[i].append(piece)
             current[i] = results[i][0] if stage == 0 else {**current[i], **results[i][0]}
     outputs = []
     for i, edge in enumerate(edges):

@@ -108,8 +108,10 @@ def collectives(order):
         model = ArchitectureSearch(network, unrolled=order != "first", hessian="finite_difference")
         model.compile(SGD(0.1, momentum=0.9, coupled_weight_decay=3e-4), Adam(3e-2, coupled_weight_decay=1e-3))
     rng = np.random.default_rng(0)
-    halves = [(rng.normal(size=(BATCH, SIZE, SIZE, 3)).astype("float32"), rng.integers(0, CLASSES, BATCH).astype("int32"))
-              for _ in range(2)]  # fmt: skip
+    halves = [
+        (rng.normal(size=(BATCH, SIZE, SIZE, 3)).astype("float32"), rng.integers(0, CLASSES, BATCH).astype("int32"))
+        for _ in range(2)
+    ]
     dataset = tf.data.Dataset.from_tensor_slices(tuple(halves)).batch(BATCH)
     step = tf.function(lambda batches: strategy.run(model.train_step, args=(batches,)))
     with replicas.counting_collectives() as count:

@@ -74,6 +74,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from darts_tf.trainer import run_training
 
     try:
+        if search_config.strategy == "auto" and not getattr(args, "quiet", False):
+            from darts_tf.distribute import resolve_auto
+
+            chosen, why = resolve_auto()
+            print(f"strategy: {'one device' if chosen == 'one' else chosen} (auto: {why})", flush=True)
         print(f"1/4 search ({args.preset}): {search_config.run_dir}", flush=True)
         searched = run_search(search_config, overwrite=args.overwrite, verbose=verbose)
         print(f"    {searched['seconds']:.0f} s; genotype: {searched['genotype'].to_json()}", flush=True)
