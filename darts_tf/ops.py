@@ -181,6 +181,37 @@ def _moments(x) -> tuple:
     return mean, tf.reduce_mean(tf.square(x - mean), axis=[0, 1, 2])
 
 
+def fused_normalize(x, mean, variance, scale, offset, epsilon: float) -> tf.Tensor:
+    """(x - mean) / sqrt(variance + epsilon) * scale + offset by TensorFlow's fused kernel, with the
+    gradient in `mean` and `variance` too (given statistics are constants to the kernel's own).
+
+    The backward pass is written out (dx = dy scale / sigma; d offset = sum dy; d scale =
+    sum(dy (x - mean)) / sigma; d mean = -scale / sigma sum dy; d variance = -scale / (2 sigma^3)
+    sum(dy (x - mean))), so it is differentiable again (exact Hessian-vector products), which the
+    fused gradient kernel is not in the statistics. Statistics, scale and offset are float32 for
+    half inputs.
+    """
+
+    @tf.custom_gradient
+    def normalize(x, mean, variance, scale, offset):
+        y = tf.raw_ops.FusedBatchNormV3(
+            x=x, scale=scale, offset=offset, mean=mean, variance=variance, epsilon=epsilon, is_training=False
+        )[0]
+
+        def grad(dy):
+            inverse = tf.math.rsqrt(variance + epsilon)
+            dx = dy * tf.cast(scale * inverse, dy.dtype)
+            wide = tf.cast(dy, mean.dtype)
+            doffset = tf.reduce_sum(wide, axis=[0, 1, 2])
+            centred = tf.reduce_sum(wide * (tf.cast(x, mean.dtype) - mean), axis=[0, 1, 2])
+            dscale = centred * inverse
+            return dx, -scale * inverse * doffset, -0.5 * scale * inverse**3 * centred, dscale, doffset
+
+        return y, grad
+
+    return normalize(x, mean, variance, scale, offset)
+
+
 def unbiased(variance, count) -> tf.Tensor:
     """The unbiased variance from the biased one over `count` values (PyTorch's moving-variance update)."""
     count = tf.cast(count, variance.dtype)
@@ -260,10 +291,20 @@ class BatchNorm(keras.layers.Layer):
         shift = tf.stop_gradient(tf.cast(self.moving_mean, pooled.dtype))
         return shift + offset, tf.maximum(second - tf.square(offset), 0.0)
 
-    def normalize(self, x, mean, variance, scale=None) -> tf.Tensor:
-        """`scale * BN(x)` with the given batch statistics (the composite formula; float32 for half inputs)."""
+    def normalize(self, x, mean, variance, scale=None, fused=False) -> tf.Tensor:
+        """`scale * BN(x)` with the given batch statistics, differentiable in all of them.
+
+        The composite formula; with `fused=True` one fused kernel forward and a written-out
+        backward (`fused_normalize`) for float32 and half inputs (float32 statistics) unless the
+        layer says `fused=False`. The search network's staged edges (shared functions) use the
+        fused form; a BatchNorm at the top of a replica function keeps the composite one (there
+        the fused form moved a 2-replica training step away from one device's; not understood).
+        """
         param_dtype = _param_dtype(x.dtype)
         gamma, beta = self._scale_offset(x.shape[-1], param_dtype, scale)
+        fused = fused and (self.fused if self.fused is not None else x.dtype != tf.float64)
+        if fused:
+            return fused_normalize(x, mean, variance, gamma, beta, self.epsilon)
         y = (tf.cast(x, param_dtype) - mean) * (tf.math.rsqrt(variance + self.epsilon) * gamma) + beta
         return tf.cast(y, x.dtype)
 

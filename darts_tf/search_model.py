@@ -336,7 +336,7 @@ class _SharedEdge:
                 h = inputs
                 if stage:
                     norm = self.stages[name][stage - 1][1]
-                    h = norm.normalize(inputs[name], *norm.pooled_statistics(previous[name]))
+                    h = norm.normalize(inputs[name], *norm.pooled_statistics(previous[name]), fused=True)
                 outputs[name] = transform(h)
                 moments.append(bn.local_moments(outputs[name]))
         return outputs, tf.concat(moments, axis=0)
@@ -354,7 +354,7 @@ class _SharedEdge:
                 if name in self.stages:
                     bn = self.stages[name][-1][1]
                     mean, variance = bn.pooled_statistics(moments[len(self.stages[name]) - 1][name])
-                    terms.append(bn.normalize(last[name], mean, variance, scale=op_weights[index]))
+                    terms.append(bn.normalize(last[name], mean, variance, scale=op_weights[index], fused=True))
                 elif name in self.template.primitive_ops:  # the identity (`none` adds nothing)
                     terms.append(op_weights[index] * x)
             y = tf.add_n(terms)

@@ -308,3 +308,30 @@ def test_stride_2_max_pool_mirror_padding_equals_minus_infinity_padding(size):
         loss_ours, loss_reference = tf.reduce_sum(ours * upstream), tf.reduce_sum(reference * upstream)
     np.testing.assert_array_equal(ours.numpy(), reference.numpy())
     np.testing.assert_array_equal(tape.gradient(loss_ours, x).numpy(), tape.gradient(loss_reference, x).numpy())
+
+
+def test_fused_normalize_has_the_composite_formulas_first_and_second_derivatives():
+    """The replicas' normalisation with given statistics: one fused kernel forward, a written-out backward;
+    gradients in x, mean, variance, scale, offset and a Hessian-vector product equal the composite formula's."""
+    from darts_tf.ops import fused_normalize
+
+    rng = np.random.default_rng(0)
+    x, w = (tf.constant(rng.normal(2, 3, size=(4, 5, 5, 3)), tf.float32) for _ in range(2))
+    mean, scale, offset = (tf.constant(rng.normal(size=3), tf.float32) for _ in range(3))
+    variance = tf.constant(rng.uniform(0.5, 2, size=3), tf.float32)
+    inputs = [x, mean, variance, scale, offset]
+
+    def derivatives(normalize):
+        with tf.GradientTape() as outer:
+            outer.watch(inputs)
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                loss = tf.reduce_sum(tf.sin(normalize(*inputs)) * w)
+            grads = tape.gradient(loss, inputs)
+            product = tf.add_n([tf.reduce_sum(g * tf.ones_like(g) * 0.3) for g in grads])
+        return [y.numpy() for y in grads + outer.gradient(product, inputs)]
+
+    fused = derivatives(lambda *a: fused_normalize(*a, 1e-5))
+    composite = derivatives(lambda x, m, v, g, b: (x - m) * (tf.math.rsqrt(v + 1e-5) * g) + b)
+    for a, b in zip(fused, composite, strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-4 * np.max(np.abs(b)))
