@@ -140,3 +140,24 @@ def test_output_to_a_pipe_is_plain_lines_and_quiet_drops_the_tables(tmp_path):
     assert plain.stdout.count("softmax(alphas_normal)") == 2
     quiet = _darts_tf("search", *flags, "--run-dir", str(tmp_path / "b"), "--quiet")
     assert quiet.returncode == 0 and "softmax(" not in quiet.stdout and "search finished" in quiet.stdout
+
+
+def test_scaling_table_shows_trace_graph_size_and_collectives():
+    from darts_tf.commands.benchmark import scaling_table
+
+    name = "search, first order (C=4, 3 cells)"
+    rows = [
+        {"name": name, "replicas": 1, "batch": 8, "median_s": 0.33, "images_per_s": 24.0, "first_step_s": 17,
+         "trace_and_first_step_s": 11, "peak_rss_gib": 0.84, "graph_ops": 18399,
+         "collectives_per_replica": {"calls": 0, "values": 0}},
+        {"name": name, "replicas": 2, "batch": 8, "median_s": 0.66, "images_per_s": 12.0, "first_step_s": 71,
+         "trace_and_first_step_s": 65, "peak_rss_gib": 1.86, "graph_ops": 65140,
+         "collectives_per_replica": {"calls": 126, "values": 99791}},
+        {"name": name, "replicas": 3, "batch": 8, "error": "batch not divisible by replicas"},
+    ]  # fmt: skip
+    lines = scaling_table(rows).splitlines()
+    assert "trace + first step s" in lines[0] and "all-reduces / replica" in lines[0]
+    assert [cell.strip() for cell in lines[3].strip("|").split("|")] == [
+        name, "2", "8", "0.66", "12.0", "71", "65", "1.86", "65,140", "126", "0.50x", "25%"
+    ]  # fmt: skip
+    assert "batch not divisible" in lines[4] and lines[4].count("|") == lines[0].count("|")
