@@ -311,11 +311,13 @@ class BatchNorm(keras.layers.Layer):
     def updated_statistics(self, mean, variance, count) -> list:
         """The moving mean and variance after a training step whose (biased) batch statistics over
         `count` values per channel are `mean`, `variance` (values, not assigned)."""
+        return self._moving_averages(mean, unbiased(variance, count))
+
+    def _moving_averages(self, mean, unbiased_variance) -> list:
         m = self.momentum
-        variance = unbiased(variance, count)
         return [
             self.moving_mean * m + tf.cast(mean, self.moving_mean.dtype) * (1.0 - m),
-            self.moving_variance * m + tf.cast(variance, self.moving_variance.dtype) * (1.0 - m),
+            self.moving_variance * m + tf.cast(unbiased_variance, self.moving_variance.dtype) * (1.0 - m),
         ]
 
     def call(self, x, training=None, scale=None, update_statistics=True):
@@ -362,11 +364,9 @@ class BatchNorm(keras.layers.Layer):
             unbiased_variance = unbiased(variance, tf.reduce_prod(tf.shape(x)[:3]) * replicas.count())
         if not update_statistics:
             return y
-        m = self.momentum
-        self.moving_mean.assign(self.moving_mean * m + tf.cast(mean, self.moving_mean.dtype) * (1.0 - m))
-        self.moving_variance.assign(
-            self.moving_variance * m + tf.cast(unbiased_variance, self.moving_variance.dtype) * (1.0 - m)
-        )
+        moving_mean, moving_variance = self._moving_averages(mean, unbiased_variance)
+        self.moving_mean.assign(moving_mean)
+        self.moving_variance.assign(moving_variance)
         return y
 
     def compute_output_shape(self, input_shape):

@@ -301,13 +301,18 @@ class _SharedEdge:
         self.stage = tf.function(self._stage, autograph=False, experimental_attributes=EDGE_FUNCTION_ATTRIBUTES)
         self.finish = tf.function(self._finish, autograph=False, experimental_attributes=EDGE_FUNCTION_ATTRIBUTES)
 
-    def _scope(self, weights, statistics, arch_only):
-        # The template's variables read as the given packed values (what `stateless_call` does).
+    def _unpack(self, weights, statistics, arch_only) -> tuple:
+        # Gradients the caller never uses are not in the functions' backward passes: the
+        # moving statistics never get one, the weights none when `arch_only`.
         statistics = tf.stop_gradient(statistics)
         if arch_only:
             weights = tf.stop_gradient(weights)
         trainable = _unflatten(weights, self.shapes["weights"], self.sizes["weights"])
-        moving = _unflatten(statistics, self.shapes["statistics"], self.sizes["statistics"])
+        return trainable, _unflatten(statistics, self.shapes["statistics"], self.sizes["statistics"])
+
+    def _scope(self, weights, statistics, arch_only):
+        # The template's variables read as the given packed values (what `stateless_call` does).
+        trainable, moving = self._unpack(weights, statistics, arch_only)
         template = self.template
         mapping = list(zip(template.trainable_variables, trainable))
         mapping += list(zip(template.non_trainable_variables, moving))
@@ -378,13 +383,7 @@ class _SharedEdge:
         return tf.constant(self._statistics0, dtype=dtype)
 
     def edge(self, x, op_weights, weights, statistics, training, frozen, arch_only):
-        # Gradients the caller never uses are not in the function's backward pass: the
-        # moving statistics never get one, the weights none when `arch_only`.
-        statistics = tf.stop_gradient(statistics)
-        if arch_only:
-            weights = tf.stop_gradient(weights)
-        trainable = _unflatten(weights, self.shapes["weights"], self.sizes["weights"])
-        moving = _unflatten(statistics, self.shapes["statistics"], self.sizes["statistics"])
+        trainable, moving = self._unpack(weights, statistics, arch_only)
         y, updated = self.template.stateless_call(
             trainable, moving, x, op_weights, training=training, update_statistics=not frozen
         )
@@ -423,9 +422,9 @@ def synchronized_mix(edges, inputs, op_weights, update_statistics=True, weight_g
         for i, piece in zip(active, tf.split(reduced, [int(m.shape[0]) for m in moments])):
             pooled[i].append(piece)
             current[i] = results[i][0] if stage == 0 else {**current[i], **results[i][0]}
+    frozen = not update_statistics
     outputs = []
     for i, edge in enumerate(edges):
-        frozen = not update_statistics
         result = edge._shared.finish(
             inputs[i], current[i], pooled[i], op_weights[i], *packed[i], frozen, arch_only, replicas.count()
         )
