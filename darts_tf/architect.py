@@ -16,6 +16,13 @@ eps = 0.01 / ||v||, or computed exactly by double backpropagation
 (`hessian="exact"`). The model's weights are restored bit for bit and its
 BatchNorm moving statistics are not updated by these extra passes.
 
+Mixed precision (`darts_tf.precision`): the second-order gradient runs in float32 whatever the
+network's policy (`full_precision`). The Hessian-vector product moves the weights by eps * v,
+far below half precision's resolution (its finite difference is then rounding noise), and the
+errors of the virtual step's training gradient and of v in bfloat16 still take the result's
+cosine with float32's to 0.98. The first-order gradient runs in the policy's compute type; with
+a `loss_scale` (float16) it differentiates the scaled loss and unscales its gradients.
+
 Under a tf.distribute strategy (called inside `strategy.run`) every gradient
 here is the mean over the replicas' batches (`darts_tf.replicas.mean`): the
 unrolled step w', v, eps = 0.01 / ||v|| and the w +- eps v passes are the
@@ -27,6 +34,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from darts_tf import replicas
+from darts_tf.precision import full_precision
 
 HESSIAN_MODES = ("finite_difference", "exact")
 
@@ -56,6 +64,20 @@ def dense_gradients(gradients, variables) -> list:
     return [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(gradients, variables)]
 
 
+def gradients_of(tape, loss, variables, loss_scale=None) -> list:
+    """The (replica-local) gradients of `loss` recorded on `tape`, None ones as zeros.
+
+    With a `loss_scale` (`darts_tf.precision.DynamicLossScale`), `loss` must be its scaled
+    value (`loss_scale.scale(...)` inside the tape) and the gradients come back unscaled.
+    """
+    gradients = dense_gradients(tape.gradient(loss, variables), variables)
+    return gradients if loss_scale is None else loss_scale.unscale(gradients)
+
+
+def _scaled(loss, loss_scale):
+    return loss if loss_scale is None else loss_scale.scale(loss)
+
+
 def _assign_after(done, variables, values) -> None:
     """Assigns `values` to `variables` only once every tensor of `done` is computed.
 
@@ -71,18 +93,18 @@ def _assign_after(done, variables, values) -> None:
             variable.assign(value)
 
 
-def first_order_arch_gradients(model, val_batch) -> tuple[list, tf.Tensor]:
+def first_order_arch_gradients(model, val_batch, loss_scale=None) -> tuple[list, tf.Tensor]:
     """grad_alpha L_val(w, alpha) at the current weights; returns (gradients, val_loss)."""
     with tf.GradientTape() as tape:
         loss = model_loss(model, val_batch, **ALPHAS_ONLY)
-    gradients = tape.gradient(loss, model.arch_variables)
-    return replicas.mean(dense_gradients(gradients, model.arch_variables)), loss
+        scaled = _scaled(loss, loss_scale)
+    return replicas.mean(gradients_of(tape, scaled, model.arch_variables, loss_scale)), loss
 
 
 def exact_hessian_vector_product(model, batch, vector) -> list:
-    """grad_alpha [grad_w L(w, alpha) . vector] by nested GradientTapes (double backprop)."""
+    """grad_alpha [grad_w L(w, alpha) . vector] by nested GradientTapes (double backprop), in float32."""
     weights, alphas = model.weight_variables, model.arch_variables
-    with tf.GradientTape() as outer:
+    with full_precision(model), tf.GradientTape() as outer:
         with tf.GradientTape() as inner:
             loss = model_loss(model, batch, **FROZEN)
         grads = dense_gradients(inner.gradient(loss, weights), weights)
@@ -94,7 +116,8 @@ def finite_difference_hessian_vector_product(model, batch, vector, r: float = 0.
     """Central-difference estimate of the mixed Hessian-vector product (DARTS Eq. 8).
 
     Evaluates grad_alpha L at w +- eps * vector, eps = r / ||vector||, then
-    puts the weights back exactly as they were.
+    puts the weights back exactly as they were. The two passes run in float32 whatever
+    the network's policy (`darts_tf.precision.full_precision`).
     """
     weights, alphas = model.weight_variables, model.arch_variables
     saved = [tf.identity(w) for w in weights]
@@ -104,7 +127,7 @@ def finite_difference_hessian_vector_product(model, batch, vector, r: float = 0.
     for sign in (1.0, -1.0):
         moved = [w0 + (sign * eps) * tf.cast(v, w0.dtype) for w0, v in zip(saved, vector)]
         _assign_after(done, weights, moved)
-        with tf.GradientTape() as tape:
+        with full_precision(model), tf.GradientTape() as tape:
             loss = model_loss(model, batch, **ALPHAS_ONLY)
         done = dense_gradients(tape.gradient(loss, alphas), alphas)
         results.append(done)
@@ -138,19 +161,24 @@ def second_order_arch_gradients(
     """
     if hessian not in HESSIAN_MODES:
         raise ValueError(f"hessian must be one of {HESSIAN_MODES}. Received: hessian={hessian!r}")
+    with full_precision(model):
+        return _second_order(model, train_batch, val_batch, xi, momentum_buffers, momentum, weight_decay, hessian, r)
+
+
+def _second_order(model, train_batch, val_batch, xi, momentum_buffers, momentum, weight_decay, hessian, r):
     weights, alphas = model.weight_variables, model.arch_variables
     saved = [tf.identity(w) for w in weights]
     if momentum_buffers is None:
         momentum_buffers = [tf.zeros_like(w) for w in saved]
     with tf.GradientTape() as tape:
         train_loss = model_loss(model, train_batch, **FROZEN)
-    train_grads = replicas.mean(dense_gradients(tape.gradient(train_loss, weights), weights))
+    train_grads = replicas.mean(gradients_of(tape, train_loss, weights))
     for w, w0, g, buf in zip(weights, saved, train_grads, momentum_buffers):
         step = momentum * tf.cast(buf, w0.dtype) + g + weight_decay * w0
         w.assign(w0 - tf.cast(xi, w0.dtype) * step)
     with tf.GradientTape() as tape:
         val_loss = model_loss(model, val_batch, **FROZEN)
-    grads = replicas.mean(dense_gradients(tape.gradient(val_loss, alphas + weights), alphas + weights))
+    grads = replicas.mean(gradients_of(tape, val_loss, alphas + weights))
     alpha_grads, vector = grads[: len(alphas)], grads[len(alphas) :]
     _assign_after(grads, weights, saved)
     if hessian == "exact":

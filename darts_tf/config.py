@@ -17,6 +17,8 @@ AUGMENTATIONS = ("cifar", "imagenet")  # see darts_tf.data.pipeline
 LR_SCHEDULES = ("cosine", "exponential")
 # tf.distribute strategies (darts_tf.distribute.make_strategy): how a run is spread, not what it computes.
 STRATEGIES = ("auto", "one", "mirrored", "multi_worker")
+# The networks' compute type (darts_tf.precision.PRECISIONS; here without TensorFlow).
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 # Keys that older run folders' config.json may hold and that are no longer part of a config.
 _RETIRED_KEYS = ("graph_optimization",)
@@ -72,6 +74,8 @@ class SearchConfig(DataSettings):
     # auto, one, mirrored, multi_worker (darts_tf.distribute): how the run is spread over devices;
     # batch_size stays the global batch, so the result is the one device's.
     strategy: str = "auto"
+    # float32, mixed_bfloat16 or mixed_float16 (darts_tf.precision): the networks' compute type.
+    precision: str = "float32"
     run_dir: str = "runs/search"
 
 
@@ -119,6 +123,7 @@ class TrainConfig(DataSettings):
     seed: int = 0
     eval_batch_size: int = 256
     strategy: str = "auto"  # as SearchConfig.strategy
+    precision: str = "float32"  # as SearchConfig.precision
     run_dir: str = "runs/eval"
     export: bool = True
     export_dir: str = "saved_models"
@@ -267,7 +272,7 @@ def parse_early_stop(rule: str | None) -> tuple[str, int] | None:
 def check_choices(config) -> None:
     """ValueError naming the flag when a config field holds a value outside its choices."""
     choices_of = (("network", NETWORKS), ("augmentation", AUGMENTATIONS), ("lr_schedule", LR_SCHEDULES),
-                  ("strategy", STRATEGIES))  # fmt: skip
+                  ("strategy", STRATEGIES), ("precision", PRECISIONS))  # fmt: skip
     for field, choices in choices_of:
         value = getattr(config, field, None)
         if value is not None and value not in choices:

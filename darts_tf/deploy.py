@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from darts_tf import data
-from darts_tf.eval_model import inference_model
+from darts_tf.eval_model import float32_network, inference_model
 from darts_tf.export import (
     SIGNATURE,
     ExportError,
@@ -74,7 +74,7 @@ def tflite_int8(model: keras.Model, mean, std, calibration_images: np.ndarray, i
             f"int8 calibration expected uint8 images [N, H, W, C]. Received: "
             f"{calibration_images.dtype} {calibration_images.shape}"
         )
-    network = inference_model(model)
+    network = inference_model(float32_network(model))
     shape = tuple(network.input.shape[1:])
     mean_np, std_np = np.asarray(mean, np.float32), np.asarray(std, np.float32)
 

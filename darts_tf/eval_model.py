@@ -30,6 +30,10 @@ from darts_tf.ops import (
 from darts_tf.search_model import reduction_layers
 
 
+def _wide(dtype):
+    return tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
+
+
 @keras.saving.register_keras_serializable(package="darts_tf")
 class DropPath(keras.layers.Layer):
     """Drops a whole op output per sample with probability `rate`, scaling the rest by 1/keep.
@@ -52,15 +56,18 @@ class DropPath(keras.layers.Layer):
     def call(self, x, training=None):
         if not training:
             return x
-        keep = 1.0 - tf.cast(self.rate, x.dtype)
+        # The mask is drawn and formed in float32 (or wider) whatever x's type: the same masks
+        # under a mixed policy as in float32, and an exact 1/keep before the cast.
+        dtype = _wide(x.dtype)
+        keep = 1.0 - tf.cast(self.rate, dtype)
         # Under k replicas each draws the whole global batch's noise (one seed state, the
         # same on every replica) and keeps its slice: the masks one device draws at that batch.
         size, count = tf.shape(x)[0], replicas.count()
-        noise = keras.random.uniform([size * count, 1, 1, 1], dtype=x.dtype, seed=self.seed_generator)
+        noise = keras.random.uniform([size * count, 1, 1, 1], dtype=dtype, seed=self.seed_generator)
         if count > 1:
             noise = noise[replicas.index() * size : (replicas.index() + 1) * size]
         # The 1/keep scale goes into the per-sample mask: one pass over x each way, not two.
-        return x * (tf.floor(keep + noise) / keep)
+        return x * tf.cast(tf.floor(keep + noise) / keep, x.dtype)
 
     def get_config(self):
         config = super().get_config()
@@ -167,7 +174,7 @@ class AuxiliaryHead(keras.layers.Layer):
             kernel_initializer=torch_uniform(768),
             bias_initializer=torch_uniform(768),
             name="classifier",
-            **sub,
+            dtype=logits_policy(self.dtype_policy),
         )
 
     def _strides(self, size):
@@ -206,7 +213,15 @@ class AuxiliaryHead(keras.layers.Layer):
         return config
 
 
-def _cells(genotype, C, layers, s0, s1, reduction_prev, auxiliary_index):
+def logits_policy(policy) -> keras.DTypePolicy:
+    """A classifier's policy: float32 under a mixed `policy` (logits feed losses, metrics and the
+    served softmax), else `policy`."""
+    policy = keras.dtype_policies.get(policy)
+    mixed = policy.compute_dtype != policy.variable_dtype
+    return keras.DTypePolicy(policy.variable_dtype) if mixed else policy
+
+
+def _cells(genotype, C, layers, s0, s1, reduction_prev, auxiliary_index, dtype):
     cells, aux_input = [], None
     channels = C
     reductions = reduction_layers(layers)
@@ -214,7 +229,7 @@ def _cells(genotype, C, layers, s0, s1, reduction_prev, auxiliary_index):
         reduction = i in reductions
         if reduction:
             channels *= 2
-        cell = EvalCell(genotype, channels, reduction, reduction_prev, name=f"cell_{i}")
+        cell = EvalCell(genotype, channels, reduction, reduction_prev, name=f"cell_{i}", dtype=dtype)
         s0, s1 = s1, cell(s0, s1)
         cells.append(cell)
         reduction_prev = reduction
@@ -223,16 +238,17 @@ def _cells(genotype, C, layers, s0, s1, reduction_prev, auxiliary_index):
     return cells, s1, aux_input
 
 
-def _outputs(s1, aux_input, num_classes, auxiliary, aux_pool_strides, aux_final_bn) -> dict:
-    """Global pooling + linear classifier, and the auxiliary head when asked."""
-    pooled = keras.layers.GlobalAveragePooling2D(name="global_pooling")(s1)
+def _outputs(s1, aux_input, num_classes, auxiliary, aux_pool_strides, aux_final_bn, dtype) -> dict:
+    """Global pooling + linear classifier (float32 logits under a mixed policy), and the auxiliary head when asked."""
+    pooled = keras.layers.GlobalAveragePooling2D(name="global_pooling", dtype=dtype)(s1)
     fan_in = s1.shape[-1]
     logits = keras.layers.Dense(
-        num_classes, kernel_initializer=torch_uniform(fan_in), bias_initializer=torch_uniform(fan_in), name="classifier"
-    )(pooled)
+        num_classes, kernel_initializer=torch_uniform(fan_in), bias_initializer=torch_uniform(fan_in),
+        name="classifier", dtype=logits_policy(dtype),
+    )(pooled)  # fmt: skip
     outputs = {"logits": logits}
     if auxiliary:
-        head = AuxiliaryHead(num_classes, aux_pool_strides, aux_final_bn, name="auxiliary_head")
+        head = AuxiliaryHead(num_classes, aux_pool_strides, aux_final_bn, name="auxiliary_head", dtype=dtype)
         outputs["aux_logits"] = head(aux_input)
     return outputs
 
@@ -253,7 +269,8 @@ class _EvaluationNetwork(keras.Model):
     any functional model, and `from_config` rebuilds the graph from the arguments.
     """
 
-    def _set_arguments(self, C, num_classes, layers, auxiliary, genotype, input_shape):
+    def _set_arguments(self, C, num_classes, layers, auxiliary, genotype, input_shape, dtype):
+        self.network_dtype = dtype  # the layers' policy: Keras's own `dtype` of a functional model is its inputs'
         self.C = C
         self.num_classes = num_classes
         self.num_layers = layers
@@ -269,12 +286,16 @@ class _EvaluationNetwork(keras.Model):
             "auxiliary": self.auxiliary,
             "genotype": self.genotype.to_dict(),
             "input_shape": list(self.image_shape),
+            "dtype": keras.dtype_policies.serialize(self.network_dtype),
             "name": self.name,
             "trainable": self.trainable,
         }
 
     @classmethod
     def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         return cls(**config)
 
 
@@ -296,18 +317,21 @@ class NetworkCIFAR(_EvaluationNetwork):
         auxiliary: whether to add the auxiliary head.
         genotype: a `Genotype` (or its dict).
         input_shape: (height, width, channels) of the images.
+        dtype: the layers' dtype policy (e.g. "mixed_bfloat16"; None: Keras's global one). Under a
+            mixed policy the classifiers compute in float32, so the logits are float32.
     """
 
     def __init__(self, C=36, num_classes=10, layers=20, auxiliary=True, genotype=None, input_shape=(32, 32, 3),
-                 name="network_cifar", **kwargs):  # fmt: skip
+                 name="network_cifar", dtype=None, **kwargs):  # fmt: skip
         genotype = _check_genotype(genotype, "NetworkCIFAR")
+        dtype = keras.dtype_policies.get(dtype)
         inputs = keras.Input(tuple(input_shape), name="images")
-        x = Conv2D(3 * C, 3, name="stem_conv")(inputs)
-        x = BatchNorm(name="stem_bn")(x)
-        _, s1, aux_input = _cells(genotype, C, layers, x, x, False, 2 * layers // 3)
-        outputs = _outputs(s1, aux_input, num_classes, auxiliary, None, True)
+        x = Conv2D(3 * C, 3, name="stem_conv", dtype=dtype)(inputs)
+        x = BatchNorm(name="stem_bn", dtype=dtype)(x)
+        _, s1, aux_input = _cells(genotype, C, layers, x, x, False, 2 * layers // 3, dtype)
+        outputs = _outputs(s1, aux_input, num_classes, auxiliary, None, True, dtype)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
-        self._set_arguments(C, num_classes, layers, auxiliary, genotype, input_shape)
+        self._set_arguments(C, num_classes, layers, auxiliary, genotype, input_shape, dtype)
 
 
 @keras.saving.register_keras_serializable(package="darts_tf")
@@ -321,19 +345,20 @@ class NetworkImageNet(_EvaluationNetwork):
     """
 
     def __init__(self, C=48, num_classes=1000, layers=14, auxiliary=True, genotype=None, input_shape=(224, 224, 3),
-                 name="network_imagenet", **kwargs):  # fmt: skip
+                 name="network_imagenet", dtype=None, **kwargs):  # fmt: skip
         genotype = _check_genotype(genotype, "NetworkImageNet")
+        dtype = keras.dtype_policies.get(dtype)
         inputs = keras.Input(tuple(input_shape), name="images")
-        x = Conv2D(C // 2, 3, 2, name="stem0_conv1")(inputs)
-        x = keras.layers.ReLU()(BatchNorm(name="stem0_bn1")(x))
-        x = Conv2D(C, 3, 2, name="stem0_conv2")(x)
-        s0 = BatchNorm(name="stem0_bn2")(x)
-        x = Conv2D(C, 3, 2, name="stem1_conv")(keras.layers.ReLU()(s0))
-        s1 = BatchNorm(name="stem1_bn")(x)
-        _, s1, aux_input = _cells(genotype, C, layers, s0, s1, True, 2 * layers // 3)
-        outputs = _outputs(s1, aux_input, num_classes, auxiliary, 2, False)
+        x = Conv2D(C // 2, 3, 2, name="stem0_conv1", dtype=dtype)(inputs)
+        x = keras.layers.ReLU(dtype=dtype)(BatchNorm(name="stem0_bn1", dtype=dtype)(x))
+        x = Conv2D(C, 3, 2, name="stem0_conv2", dtype=dtype)(x)
+        s0 = BatchNorm(name="stem0_bn2", dtype=dtype)(x)
+        x = Conv2D(C, 3, 2, name="stem1_conv", dtype=dtype)(keras.layers.ReLU(dtype=dtype)(s0))
+        s1 = BatchNorm(name="stem1_bn", dtype=dtype)(x)
+        _, s1, aux_input = _cells(genotype, C, layers, s0, s1, True, 2 * layers // 3, dtype)
+        outputs = _outputs(s1, aux_input, num_classes, auxiliary, 2, False, dtype)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
-        self._set_arguments(C, num_classes, layers, auxiliary, genotype, input_shape)
+        self._set_arguments(C, num_classes, layers, auxiliary, genotype, input_shape, dtype)
 
 
 def count_parameters(model: keras.Model, include_auxiliary: bool = False) -> int:
@@ -349,6 +374,17 @@ def count_parameters(model: keras.Model, include_auxiliary: bool = False) -> int
 def is_eval_network(model) -> bool:
     """True for a NetworkCIFAR or NetworkImageNet (built, or loaded from a `.keras` file)."""
     return isinstance(model, _EvaluationNetwork)
+
+
+def float32_network(model: keras.Model) -> keras.Model:
+    """`model` itself, or for an evaluation network built under a mixed policy a float32 copy with
+    the same weights (its variables are float32 already): what exports serve and convert."""
+    policy = getattr(model, "network_dtype", None)
+    if policy is None or policy.compute_dtype == policy.variable_dtype:
+        return model
+    copy = model.__class__.from_config({**model.get_config(), "dtype": policy.variable_dtype})
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def inference_model(model: keras.Model) -> keras.Model:

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from darts_tf import data
-from darts_tf.eval_model import inference_model
+from darts_tf.eval_model import float32_network, inference_model
 from darts_tf.files import atomic_directory
 
 SIGNATURE = "serving_default"
@@ -41,7 +41,7 @@ def serving_function(model: keras.Model, mean, std, image_shape: tuple | None = 
 
     "classes" is the top-1 class name (a string) of each image; names default to "0", "1", ...
     """
-    network = inference_model(model)
+    network = inference_model(float32_network(model))  # float32 whatever policy trained it
     shape = tuple(image_shape or network.input.shape[1:])
     if len(shape) != 3 or None in shape:
         raise ExportError(f"Export needs a fixed image shape (H, W, C). Received: image_shape={shape}")

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from darts_tf import replicas
+from darts_tf.precision import to_float32
 from darts_tf.genotypes import PRIMITIVES, Genotype, derive_genotype, num_edges
 from darts_tf.ops import (
     BatchNorm,
@@ -125,7 +126,7 @@ class MixedOp(keras.layers.Layer):
             raise ValueError(f"MixedOp {self.name!r} expected {self.channels} channels. Received: {input_shape}")
         input_shape = input_shape[:-1] + (self.op_channels,)  # what the ops see
         if self.shared_trace:
-            self._shared = self.edge_functions.get(self.op_channels, self.strides, input_shape, self.dtype_policy)
+            self._edge_input_shape = input_shape
             self.packed_weights = self.add_weight(
                 name="packed_weights", shape=(self._shared.weights_size,), initializer=self._shared.initial_weights
             )
@@ -140,6 +141,12 @@ class MixedOp(keras.layers.Layer):
             op.build(input_shape)
             if name in self.pool_bns:
                 self.pool_bns[name].build(op.compute_output_shape(input_shape))
+
+    @property
+    def _shared(self) -> _SharedEdge:
+        # Looked up by the layer's current policy: `darts_tf.precision.full_precision` runs a
+        # mixed-precision edge in float32 (the same packed variables, another template).
+        return self.edge_functions.get(self.op_channels, self.strides, self._edge_input_shape, self.dtype_policy)
 
     def call(self, x, op_weights, training=None, update_statistics=True, weight_gradients=True):
         """The weighted sum of the ops on `x`.
@@ -287,7 +294,8 @@ class _SharedEdge:
         self.fan_ins = [fan_ins[id(v)] for v in template.trainable_variables]
         self.weights_size = sum(self.sizes["weights"])
         self.statistics_size = sum(self.sizes["statistics"])
-        self._statistics0 = np.concatenate([np.ravel(v.numpy()) for v in template.non_trainable_variables])
+        with tf.init_scope():  # also when first asked for inside a trace (`full_precision`)
+            self._statistics0 = np.concatenate([np.ravel(v.numpy()) for v in template.non_trainable_variables])
         self.function = tf.function(self.edge, autograph=False, experimental_attributes=EDGE_FUNCTION_ATTRIBUTES)
         # Under several replicas: each op as its BatchNorm stages (see `synchronized_mix`).
         self.stages = {}
@@ -711,7 +719,8 @@ class SearchNetwork(keras.Model):
         for cell in self.cells:
             weights, edges = (weights_reduce, edges_reduce) if cell.reduction else (weights_normal, edges_normal)
             s0, s1 = s1, cell(s0, s1, weights, edges, **passes)
-        return self.classifier(tf.reduce_mean(s1, axis=[1, 2]), training=training)
+        # Logits in float32 under a mixed policy: the losses, metrics and softmax read them.
+        return to_float32(self.classifier(tf.reduce_mean(s1, axis=[1, 2]), training=training))
 
     @property
     def alpha_variables(self) -> list:

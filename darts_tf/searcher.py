@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from darts_tf import architect, data, distribute, replicas, runs, visualize
+from darts_tf import architect, data, distribute, precision, replicas, runs, visualize
 from darts_tf.config import SearchConfig, check_choices, parse_early_stop
 from darts_tf.genotypes import Genotype, edge_weights, format_alphas
 from darts_tf.optimizers import SGD, Adam, EpochCosineDecay, clip_by_global_norm, learning_rate_schedule
@@ -34,10 +34,14 @@ class ArchitectureSearch(keras.Model):
     (`hessian` "finite_difference" as the paper, or "exact"), with the
     virtual step xi equal to the weight optimizer's current learning rate.
     While `update_arch` is False (PC-DARTS's warm-up epochs, set by `ArchWarmup`) a
-    step trains the weights only.
+    step trains the weights only. With `loss_scale` (a `darts_tf.precision.DynamicLossScale`,
+    for a float16 network) every backward pass is loss-scaled, and a step whose architecture
+    or weight gradients are not finite skips that update and halves the scale.
     """
 
-    def __init__(self, network, unrolled=False, hessian="finite_difference", beta_decay=0.0, **kwargs):
+    def __init__(
+        self, network, unrolled=False, hessian="finite_difference", beta_decay=0.0, loss_scale=None, **kwargs
+    ):
         super().__init__(**kwargs)
         if hessian not in architect.HESSIAN_MODES:
             raise ValueError(f"hessian must be one of {architect.HESSIAN_MODES}. Received: hessian={hessian!r}")
@@ -45,6 +49,7 @@ class ArchitectureSearch(keras.Model):
         self.unrolled = unrolled
         self.hessian = hessian
         self.beta_decay = beta_decay
+        self.loss_scale = loss_scale
         # beta-DARTS: the regulariser's weight this epoch (set by BetaDecaySchedule), read by the traced step.
         self.beta_decay_weight = tf.Variable(0.0, trainable=False, name="beta_decay_weight")
         self.update_arch = True  # a Python switch: each value has its own traced step
@@ -128,7 +133,7 @@ class ArchitectureSearch(keras.Model):
 
     def _bilevel_gradients(self, train_batch, val_batch):
         if not self.unrolled:
-            return architect.first_order_arch_gradients(self.network, val_batch)
+            return architect.first_order_arch_gradients(self.network, val_batch, loss_scale=self.loss_scale)
         weights = self.network.weight_variables
         return architect.second_order_arch_gradients(
             self.network,
@@ -142,14 +147,24 @@ class ArchitectureSearch(keras.Model):
         )
 
     def weight_step(self, images, labels):
+        """The weight step; returns (loss, logits, whether its gradients were finite or None without loss scaling)."""
         weights = self.network.weight_variables
         with tf.GradientTape() as tape:
             logits = self.network(images, training=True)
             loss = architect.cross_entropy(labels, logits)
-        gradients = replicas.mean(architect.dense_gradients(tape.gradient(loss, weights), weights))
+            scaled = loss if self.loss_scale is None else self.loss_scale.scale(loss)
+        gradients = replicas.mean(architect.gradients_of(tape, scaled, weights, self.loss_scale))
         gradients, _ = clip_by_global_norm(gradients, self.grad_clip)
-        self.w_optimizer.apply(gradients, weights)
-        return loss, logits
+        finite = self._apply(self.w_optimizer, gradients, weights)
+        return loss, logits, finite
+
+    def _apply(self, optimizer, gradients, variables):
+        if self.loss_scale is None:
+            optimizer.apply(gradients, variables)
+            return None
+        finite = precision.all_finite(gradients)
+        precision.apply_if(finite, lambda: optimizer.apply(gradients, variables))
+        return finite
 
     def train_step(self, batches):
         return self.step(batches, self.update_arch)
@@ -157,11 +172,14 @@ class ArchitectureSearch(keras.Model):
     def step(self, batches, update_arch=True):
         """One search step; `update_arch=False` (warm-up) leaves the architecture variables alone."""
         train_batch, val_batch = batches
+        finite = []
         if update_arch:
             alpha_gradients, arch_loss = self.arch_gradients(train_batch, val_batch)
-            self.alpha_optimizer.apply(alpha_gradients, self.network.arch_variables)
+            finite.append(self._apply(self.alpha_optimizer, alpha_gradients, self.network.arch_variables))
             self.arch_loss_tracker.update_state(arch_loss)
-        loss, logits = self.weight_step(*train_batch)
+        loss, logits, weights_finite = self.weight_step(*train_batch)
+        if self.loss_scale is not None:
+            self.loss_scale.update(tf.reduce_all([weights_finite, *finite]))
         self.loss_tracker.update_state(loss)
         self.accuracy_tracker.update_state(train_batch[1], logits)
         logs = {"loss": self.loss_tracker.result(), "accuracy": self.accuracy_tracker.result()}
@@ -187,7 +205,7 @@ def _network(config: SearchConfig, source: data.ImageData) -> SearchNetwork:
         network = SearchNetwork(
             config.C, source.num_classes, config.layers, config.steps, config.multiplier,
             shared_trace=config.shared_trace, partial_channels=config.partial_channels,
-            edge_normalization=config.edge_normalization,
+            edge_normalization=config.edge_normalization, dtype=precision.dtype_policy(config.precision),
         )  # fmt: skip
         network.build((None, *source.input_shape))
     return network
@@ -196,7 +214,10 @@ def _network(config: SearchConfig, source: data.ImageData) -> SearchNetwork:
 def build_search(config: SearchConfig, source: data.ImageData, schedule: EpochCosineDecay) -> ArchitectureSearch:
     """The compiled `ArchitectureSearch` of `config` (weights on `schedule`, alphas with Adam)."""
     network = _network(config, source)
-    search = ArchitectureSearch(network, unrolled=config.unrolled, hessian=config.hessian, beta_decay=config.beta_decay)
+    loss_scale = precision.DynamicLossScale() if config.precision == "mixed_float16" else None
+    search = ArchitectureSearch(
+        network, unrolled=config.unrolled, hessian=config.hessian, beta_decay=config.beta_decay, loss_scale=loss_scale
+    )
     search.compile(
         w_optimizer=SGD(schedule, momentum=config.momentum, coupled_weight_decay=config.weight_decay),
         alpha_optimizer=Adam(

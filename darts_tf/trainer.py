@@ -18,8 +18,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from darts_tf import data, distribute, replicas, runs
-from darts_tf.architect import cross_entropy, dense_gradients
+from darts_tf import data, distribute, precision, replicas, runs
+from darts_tf.architect import cross_entropy, gradients_of
 from darts_tf.config import TrainConfig, check_choices, config_from_dict
 from darts_tf.eval_model import NetworkCIFAR, NetworkImageNet, count_parameters, inference_model
 from darts_tf.export import accuracy_summary, export_saved_model
@@ -34,14 +34,17 @@ class EvalTrainer(keras.Model):
     `compile(optimizer, grad_clip)` then `fit(train_batches)`; evaluation
     uses the inference-mode logits (no drop path, no auxiliary head).
     `label_smoothing` > 0 trains on label-smoothed cross-entropy (the original's
-    CrossEntropyLabelSmooth, for both heads).
+    CrossEntropyLabelSmooth, for both heads). With `loss_scale` (a
+    `darts_tf.precision.DynamicLossScale`, for a float16 network) the loss is scaled for the
+    backward pass, and a step with a non-finite gradient is skipped and halves the scale.
     """
 
-    def __init__(self, network, auxiliary_weight=0.4, label_smoothing=0.0, **kwargs):
+    def __init__(self, network, auxiliary_weight=0.4, label_smoothing=0.0, loss_scale=None, **kwargs):
         super().__init__(**kwargs)
         self.network = network
         self.auxiliary_weight = auxiliary_weight
         self.label_smoothing = label_smoothing
+        self.loss_scale = loss_scale
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self.top5_tracker = keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5")
@@ -81,9 +84,15 @@ class EvalTrainer(keras.Model):
             if "aux_logits" in outputs and self.auxiliary_weight:
                 aux_loss = smoothed_cross_entropy(labels, outputs["aux_logits"], self.label_smoothing)
                 loss += self.auxiliary_weight * aux_loss
-        gradients = replicas.mean(dense_gradients(tape.gradient(loss, variables), variables))
+            scaled = loss if self.loss_scale is None else self.loss_scale.scale(loss)
+        gradients = replicas.mean(gradients_of(tape, scaled, variables, self.loss_scale))
         gradients, _ = clip_by_global_norm(gradients, self.grad_clip)
-        self.w_optimizer.apply(gradients, variables)
+        if self.loss_scale is None:
+            self.w_optimizer.apply(gradients, variables)
+        else:
+            finite = precision.all_finite(gradients)
+            precision.apply_if(finite, lambda: self.w_optimizer.apply(gradients, variables))
+            self.loss_scale.update(finite)
         return self._update(labels, loss, outputs["logits"])
 
     def test_step(self, batch):
@@ -133,8 +142,9 @@ def build_network(config: TrainConfig, genotype: Genotype, num_classes: int, inp
     network_class = NetworkImageNet if config.network == "imagenet" else NetworkCIFAR
     with initializer_seed(config.seed):
         return network_class(
-            config.C, num_classes, config.layers, config.auxiliary, genotype, input_shape=tuple(input_shape)
-        )
+            config.C, num_classes, config.layers, config.auxiliary, genotype, input_shape=tuple(input_shape),
+            dtype=precision.dtype_policy(config.precision),
+        )  # fmt: skip
 
 
 def data_info(source: data.ImageData) -> dict:
@@ -153,7 +163,10 @@ def data_info(source: data.ImageData) -> dict:
 
 def build_trainer(config: TrainConfig, network: keras.Model, schedule) -> EvalTrainer:
     """The compiled `EvalTrainer` of `config` (SGD on `schedule`)."""
-    trainer = EvalTrainer(network, auxiliary_weight=config.auxiliary_weight, label_smoothing=config.label_smoothing)
+    loss_scale = precision.DynamicLossScale() if config.precision == "mixed_float16" else None
+    trainer = EvalTrainer(
+        network, auxiliary_weight=config.auxiliary_weight, label_smoothing=config.label_smoothing, loss_scale=loss_scale
+    )
     trainer.compile(
         SGD(schedule, momentum=config.momentum, coupled_weight_decay=config.weight_decay), grad_clip=config.grad_clip
     )

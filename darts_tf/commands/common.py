@@ -10,7 +10,7 @@ import re
 import sys
 import threading
 
-from darts_tf.config import DATASETS, STRATEGIES
+from darts_tf.config import DATASETS, PRECISIONS, STRATEGIES
 
 # TensorFlow's C++ logs (absl format: "I0000 00:00:1795939113.218200    2913 port.cc:153] ..."), the
 # line absl prints before them, and the continuation of the CPU-feature notice. TF_CPP_MIN_LOG_LEVEL
@@ -121,6 +121,15 @@ def add_distribute_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--logical-cpus", type=int, metavar="N",
         help="split the CPU into N logical devices (a runtime setting; --strategy mirrored then uses them)",
+    )  # fmt: skip
+
+
+def add_precision_argument(parser: argparse.ArgumentParser) -> None:
+    """--precision (darts_tf.precision) of `darts-tf search`, `train` and `pipeline`."""
+    parser.add_argument(
+        "--precision", choices=list(PRECISIONS), default=None,
+        help="float32 (default), mixed_bfloat16 or mixed_float16 (loss-scaled): the networks' compute type; "
+        "variables, logits and losses stay float32, the second-order architecture gradient is float32",
     )  # fmt: skip
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from darts_tf.commands.common import add_data_arguments, fail, verbosity
+from darts_tf.commands.common import add_data_arguments, add_precision_argument, fail, verbosity
 from darts_tf.config import SEARCH_PRESETS, TRAIN_PRESETS, SearchConfig, TrainConfig
 
 
@@ -26,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export-name", default="darts_pipeline", help="model name under --export-dir")
     p.add_argument("--subset", type=int, default=0, help="use only N training images, as many per class (both runs)")
     p.add_argument("--seed", type=int, help="seed of both runs (default: each preset's)")
+    add_precision_argument(p)
     p.add_argument("--overwrite", action="store_true", help="replace runs already in --run-dir")
     p.add_argument("--quiet", action="store_true", help="no per-step progress")
 
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"--subset must be positive. Received: {args.subset}")
     seed = {} if args.seed is None else {"seed": args.seed}
     shared = {"dataset": args.dataset, "data_dir": args.data_dir, "subset": args.subset, **seed}
-    for name in ("image_size", "channels", "tfds_data_dir", "skip_bad_images", "stream", "cache"):
+    for name in ("image_size", "channels", "tfds_data_dir", "skip_bad_images", "stream", "cache", "precision"):
         if getattr(args, name) is not None:
             shared[name] = getattr(args, name)
     search_config = SearchConfig(

@@ -16,6 +16,7 @@ import argparse
 
 from darts_tf.commands.common import (
     add_distribute_arguments,
+    add_precision_argument,
     add_run_arguments,
     add_training_arguments,
     config_from_args,
@@ -73,6 +74,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="inline every edge, one variable per tensor: first step ~130 s later, +1.7 GiB at the paper size",
     )
     add_distribute_arguments(p)
+    add_precision_argument(p)
     p.add_argument(
         "--graph-optimization",
         choices=["reduced", "off"],

@@ -14,6 +14,7 @@ import argparse
 
 from darts_tf.commands.common import (
     add_distribute_arguments,
+    add_precision_argument,
     add_run_arguments,
     add_training_arguments,
     config_from_args,
@@ -51,6 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export-dir", help="SavedModel base folder (default saved_models)")
     p.add_argument("--export-name", help="model name under --export-dir (default: the arch name)")
     add_distribute_arguments(p)
+    add_precision_argument(p)
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
