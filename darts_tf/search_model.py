@@ -19,7 +19,6 @@ import numpy as np
 import tensorflow as tf
 
 from darts_tf import replicas
-from darts_tf.precision import to_float32
 from darts_tf.genotypes import PRIMITIVES, Genotype, derive_genotype, num_edges
 from darts_tf.ops import (
     BatchNorm,
@@ -33,6 +32,7 @@ from darts_tf.ops import (
     preprocess0,
     torch_uniform,
 )
+from darts_tf.precision import to_float32
 
 
 class PackedSlice:

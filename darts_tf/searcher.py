@@ -39,9 +39,7 @@ class ArchitectureSearch(keras.Model):
     or weight gradients are not finite skips that update and halves the scale.
     """
 
-    def __init__(
-        self, network, unrolled=False, hessian="finite_difference", beta_decay=0.0, loss_scale=None, **kwargs
-    ):
+    def __init__(self, network, unrolled=False, hessian="finite_difference", beta_decay=0.0, loss_scale=None, **kwargs):
         super().__init__(**kwargs)
         if hessian not in architect.HESSIAN_MODES:
             raise ValueError(f"hessian must be one of {architect.HESSIAN_MODES}. Received: hessian={hessian!r}")
