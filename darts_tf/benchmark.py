@@ -97,8 +97,11 @@ def environment(device: str) -> dict:
         "malloc_huge_pages": huge_pages_active(),
     }
     if device == "gpu":
-        details = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])
+        gpus = tf.config.list_physical_devices("GPU")
+        details = tf.config.experimental.get_device_details(gpus[0])
         info["gpu"] = details.get("device_name", "GPU")
+        info["gpu_count"] = len(gpus)
+        info["compute_capability"] = list(details.get("compute_capability") or ())
     return info
 
 
@@ -214,7 +217,10 @@ def _summary(times: list[float], batch: int) -> dict:
 VARIANTS = {"plain": {}, "pcdarts": {"partial_channels": 4, "edge_normalization": True}}
 
 
-def _search_model(C: int, layers: int, order: str, shared_trace: bool = True, variant: str = "plain", size: int = 32):
+def _search_model(
+    C: int, layers: int, order: str, shared_trace: bool = True, variant: str = "plain", size: int = 32,
+    precision: str = "float32",
+):  # fmt: skip
     from darts_tf.optimizers import learning_rate_schedule
     from darts_tf.searcher import SearchConfig, build_search
 
@@ -223,8 +229,9 @@ def _search_model(C: int, layers: int, order: str, shared_trace: bool = True, va
         input_shape = (size, size, 3)
 
     config = SearchConfig(
-        C=C, layers=layers, unrolled=order == "second", shared_trace=shared_trace, **VARIANTS[variant]
-    )
+        C=C, layers=layers, unrolled=order == "second", shared_trace=shared_trace, precision=precision,
+        **VARIANTS[variant],
+    )  # fmt: skip
     return build_search(config, Source(), learning_rate_schedule(config, 390))
 
 
@@ -241,13 +248,14 @@ def _batches(batch: int, count: int, seed: int = 0, size: int = 32):
 
 
 def bench_search(
-    order: str, batch: int, C: int, layers: int, steps: int, warmup: int, t0: float, device: str, variant="plain"
-) -> dict:
+    order: str, batch: int, C: int, layers: int, steps: int, warmup: int, t0: float, device: str, variant="plain",
+    precision: str = "float32",
+) -> dict:  # fmt: skip
     """A search step (architecture step + weight step) through Keras's train_function."""
     import tensorflow as tf
 
     with tf.device(device):
-        search = _search_model(C, layers, order, variant=variant)
+        search = _search_model(C, layers, order, variant=variant, precision=precision)
         train, val = _batches(batch, 2)
         data = tf.data.Dataset.from_tensors((train, val)).repeat()
         iterator = iter(data)
@@ -276,14 +284,14 @@ def search_step_flops(order: str, C: int, layers: int, batch: int = 2) -> int:
     return function_flops(concrete)
 
 
-def _eval_network(auxiliary: bool = True):
+def _eval_network(auxiliary: bool = True, precision: str = "float32"):
     from darts_tf.eval_model import NetworkCIFAR
     from darts_tf.genotypes import DARTS_V2
 
-    return NetworkCIFAR(36, 10, 20, auxiliary, DARTS_V2)
+    return NetworkCIFAR(36, 10, 20, auxiliary, DARTS_V2, dtype=precision)
 
 
-def bench_eval_train(batch: int, steps: int, warmup: int, t0: float, device: str) -> dict:
+def bench_eval_train(batch: int, steps: int, warmup: int, t0: float, device: str, precision: str = "float32") -> dict:
     """A training step of DARTS_V2 (C=36, 20 cells, auxiliary 0.4, drop path 0.2) through Keras's train_function."""
     import tensorflow as tf
 
@@ -291,10 +299,11 @@ def bench_eval_train(batch: int, steps: int, warmup: int, t0: float, device: str
     from darts_tf.trainer import TrainConfig, build_trainer, drop_path_variables
 
     with tf.device(device):
-        network = _eval_network()
+        network = _eval_network(precision=precision)
         for rate in drop_path_variables(network):
             rate.assign(0.2)
-        trainer = build_trainer(TrainConfig(), network, learning_rate_schedule(TrainConfig(), 520))
+        config = TrainConfig(precision=precision)  # float16: the trainer scales the loss
+        trainer = build_trainer(config, network, learning_rate_schedule(config, 520))
         return _time_training(trainer, _batches(batch, 1)[0], steps, warmup, t0)
 
 
@@ -573,7 +582,7 @@ def run_worker(spec: dict) -> dict:
     if kind == "search":
         return bench_search(
             spec["order"], spec["batch"], spec["C"], spec["layers"], steps, warmup, t0, device,
-            spec.get("variant", "plain"),
+            spec.get("variant", "plain"), spec.get("precision", "float32"),
         )  # fmt: skip
     if kind == "distributed":
         return bench_distributed(
@@ -583,7 +592,7 @@ def run_worker(spec: dict) -> dict:
     if kind == "search_flops":
         return {"flops_per_image": search_step_flops(spec["order"], spec["C"], spec["layers"], 2) / 2}
     if kind == "eval_train":
-        return bench_eval_train(spec["batch"], steps, warmup, t0, device)
+        return bench_eval_train(spec["batch"], steps, warmup, t0, device, spec.get("precision", "float32"))
     if kind == "export":
         return {"path": export_for_serving(spec["path"])}
     if kind == "serve":

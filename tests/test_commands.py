@@ -161,3 +161,32 @@ def test_scaling_table_shows_trace_graph_size_and_collectives():
         name, "2", "8", "0.66", "12.0", "71", "65", "1.86", "65,140", "126", "0.50x", "25%"
     ]  # fmt: skip
     assert "batch not divisible" in lines[4] and lines[4].count("|") == lines[0].count("|")
+
+
+def test_the_gpu_benchmark_plan():
+    from darts_tf.commands.benchmark import gpu_plan, mixed_policy
+
+    assert mixed_policy([8, 0]) == "mixed_bfloat16" and mixed_policy([7, 0]) == "mixed_float16"
+    assert mixed_policy(None) == "mixed_float16"
+    one = gpu_plan(1, [8, 6])
+    rows = [(r["kind"], r.get("order"), r.get("variant"), r["batch"], r.get("precision")) for r in one]
+    for precision in ("float32", "mixed_bfloat16"):
+        assert ("search", "first", None, 64, precision) in rows and ("search", "second", None, 64, precision) in rows
+        assert ("search", "first", "pcdarts", 256, precision) in rows
+        assert ("eval_train", None, None, 96, precision) in rows
+    assert ("serve", None, None, 256, None) in rows and len(one) == 9
+    assert not any(r["kind"] == "distributed" for r in one)
+    two = gpu_plan(2, [7, 0])
+    scaling = [(r["what"], r["replicas"], r["batch"]) for r in two if r["kind"] == "distributed"]
+    assert scaling == [("search", 1, 64), ("search", 2, 64), ("train", 1, 96), ("train", 2, 96)]
+    assert {r.get("precision") for r in two} == {"float32", "mixed_float16", None}
+    assert len({r["name"] for r in two}) == len(two)
+
+
+def test_the_gpu_benchmark_without_a_gpu_is_one_line(tmp_path):
+    result = _darts_tf("benchmark", "--device", "gpu", cwd=str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "darts-tf benchmark: error: RuntimeError: --device gpu: TensorFlow sees no GPU"
+    ]
+    assert not (tmp_path / "runs").exists()

@@ -21,6 +21,7 @@ import time
 
 from darts_tf.benchmark import ORIGINAL, default_export_dir, dumps, run_worker  # no TensorFlow import
 from darts_tf.commands.common import fail
+from darts_tf.config import PRECISIONS
 from darts_tf.files import atomic_file
 from darts_tf.runtime import default_pages_environment, huge_pages_environment
 
@@ -30,7 +31,12 @@ RESTART_WITH_HUGE_PAGES = False
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where our steps run (default cpu)")
+    p.add_argument(
+        "--device", choices=["cpu", "gpu"], default="cpu",
+        help="where our steps run (default cpu); gpu: the GPU rows in one command (search both orders at 64, "
+        "PC-DARTS at 256, training at 96, serving at 256, float32 and mixed, 1 and 2 GPUs; JSON in "
+        "runs/benchmark_gpu.json)",
+    )  # fmt: skip
     p.add_argument(
         "--orders", nargs="+", choices=["first", "second"], default=["first", "second"],
         help="search orders to time (default both)",
@@ -79,6 +85,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="on",
         help="on: workers start with malloc on transparent huge pages, as the scripts do (darts_tf.runtime)",
     )
+    p.add_argument(
+        "--precisions", nargs="+", choices=list(PRECISIONS), default=["float32"],
+        help="compute types of the search and training rows (default float32; darts_tf.precision)",
+    )  # fmt: skip
     p.add_argument("--skip-search", action="store_true", help="no search-step rows")
     p.add_argument("--skip-flops", action="store_true", help="no FLOP counts")
     p.add_argument("--skip-eval", action="store_true", help="no evaluation-network training rows")
@@ -242,6 +252,15 @@ def _folder_rows(args, common: dict, huge: bool, rows: list, env: dict) -> None:
 SEARCH_IMAGES, SEARCH_EPOCHS = 25_000, 50
 
 
+def _policy(precision: str) -> str:
+    """A row name's precision suffix (none for float32, the rows the stored original's are beside)."""
+    return "" if precision == "float32" else f" [{precision}]"
+
+
+def _policy_key(precision: str) -> tuple:
+    return () if precision == "float32" else (precision,)
+
+
 def projected_search_hours(median_s: float, batch: int) -> float:
     """Wall time of a full CIFAR-10 search at this step time: 50 epochs of 25,000 // batch steps."""
     return median_s * (SEARCH_IMAGES // batch) * SEARCH_EPOCHS / 3600.0
@@ -254,6 +273,61 @@ def _print_projections(rows: list) -> None:
             r["projected_search_h"] = hours
             print(f"projected 50-epoch CIFAR-10 search, {r['name']}, batch {r['batch']}: "
                   f"{hours:.1f} h ({SEARCH_IMAGES // r['batch']} steps per epoch)", flush=True)  # fmt: skip
+
+
+def mixed_policy(compute_capability) -> str:
+    """The GPU's mixed policy: bfloat16 from compute capability 8.0 (Ampere) on, else float16."""
+    return "mixed_bfloat16" if tuple(compute_capability or (0,)) >= (8, 0) else "mixed_float16"
+
+
+def gpu_plan(gpu_count: int, compute_capability=None) -> list[dict]:
+    """The rows of `darts-tf benchmark --device gpu`: what a GPU user runs, at the paper's batches.
+
+    Search first and second order at 64 (the paper's), PC-DARTS at 256 (theirs), DARTS_V2 training at
+    96 and SavedModel serving at 256, each in float32 and the GPU's mixed policy (serving: the float32
+    export, which every policy's export is); with two or more GPUs, first-order search and training
+    on 1 and 2 replicas at the same global batch.
+    """
+    rows = []
+    for precision in ("float32", mixed_policy(compute_capability)):
+        for order in ("first", "second"):
+            rows.append({"kind": "search", "order": order, "batch": 64, "precision": precision,
+                         "name": f"search, {order} order{_policy(precision)}",
+                         "key": ("search", order, 64) + _policy_key(precision)})  # fmt: skip
+        rows.append({"kind": "search", "order": "first", "variant": "pcdarts", "batch": 256, "precision": precision,
+                     "name": f"search, PC-DARTS K=4 (first order){_policy(precision)}",
+                     "key": ("search", "pcdarts", 256) + _policy_key(precision)})  # fmt: skip
+        rows.append({"kind": "eval_train", "batch": 96, "precision": precision,
+                     "name": f"eval DARTS_V2 train step{_policy(precision)}",
+                     "key": ("eval_train", None, 96) + _policy_key(precision)})  # fmt: skip
+    rows.append({"kind": "serve", "batch": 256, "name": "serve DARTS_V2 (SavedModel)", "key": ("serve", None, 256)})
+    if gpu_count >= 2:
+        for what, C, layers, batch in (("search", 16, 8, 64), ("train", 36, 20, 96)):
+            for replicas in (1, 2):
+                rows.append({"kind": "distributed", "what": what, "order": "first", "replicas": replicas, "C": C,
+                             "layers": layers, "batch": batch, "size": 32,
+                             "name": f"{what} {'first order ' if what == 'search' else ''}on {replicas} GPU(s)",
+                             "key": ("distributed", what, replicas)})  # fmt: skip
+    return rows
+
+
+def _gpu_rows(args, common: dict, huge: bool, env: dict) -> list:
+    rows = []
+    exported = None
+    for row in gpu_plan(env.get("gpu_count", 1), env.get("compute_capability")):
+        name, key = row.pop("name"), row.pop("key")
+        spec = {"C": args.C, "layers": args.layers, **row, **common}
+        if row["kind"] == "serve":
+            exported = exported or measure({"kind": "export", "path": default_export_dir(), **common}, huge)
+            if "error" in exported:
+                rows.append({"name": name, "batch": row["batch"], "error": exported["error"]})
+                continue
+            spec["path"] = exported["path"]
+        r = measure(spec, huge)
+        r.update(name=name, batch=row["batch"], key=key)
+        rows.append(r)
+        print(table(rows[-1:]).splitlines()[-1], flush=True)
+    return rows
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -274,6 +348,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     }
     huge = args.huge_pages == "on"
     env = measure({"kind": "environment", **common}, huge)
+    if "error" in env:  # e.g. --device gpu without a GPU: one line
+        fail(parser, ValueError(env["error"].split(": ", 1)[-1]))
     print(
         f"TensorFlow {env.get('tensorflow')}, Keras {env.get('keras')}, device {args.device} "
         f"({env.get('gpu') or env.get('cpu')}, {env.get('cpu_cores')} cores, "
@@ -283,6 +359,15 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         f"{'on' if env.get('malloc_huge_pages') else 'off'}",
         flush=True,
     )
+    if args.device == "gpu" and not args.strategy:  # the GPU user's one command (see gpu_plan)
+        rows = _gpu_rows(args, common, huge, env)
+        _print_projections(rows)
+        print()
+        print(table(rows))
+        args.json = args.json or os.path.join("runs", "benchmark_gpu.json")
+        _write_json(args, parser, env, rows)
+        print(f"measurements: {args.json}")
+        return 0
     if args.strategy:
         rows = _scaling_rows(args, common, huge)
         print()
@@ -297,14 +382,16 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 counted = measure({"kind": "search_flops", "order": order, "C": args.C, "layers": args.layers}, huge)
                 flops = counted.get("flops_per_image")
             for batch in args.search_batches:
-                spec = {"kind": "search", "order": order, "batch": batch, "C": args.C, "layers": args.layers}
-                r = measure({**spec, **common}, huge)
-                r.update(name=f"search, {order} order", batch=batch, key=("search", order, batch))
-                if flops and "median_s" in r:
-                    r["flops_per_image"] = flops
-                    r["gflops"] = flops * batch / r["median_s"] / 1e9
-                rows.append(r)
-                print(table(rows[-1:]).splitlines()[-1], flush=True)
+                for precision in args.precisions:
+                    spec = {"kind": "search", "order": order, "batch": batch, "C": args.C, "layers": args.layers}
+                    r = measure({**spec, "precision": precision, **common}, huge)
+                    r.update(name=f"search, {order} order{_policy(precision)}", batch=batch,
+                             key=("search", order, batch) + _policy_key(precision))  # fmt: skip
+                    if flops and "median_s" in r:
+                        r["flops_per_image"] = flops
+                        r["gflops"] = flops * batch / r["median_s"] / 1e9
+                    rows.append(r)
+                    print(table(rows[-1:]).splitlines()[-1], flush=True)
         if not args.skip_variants:
             for batch in args.pcdarts_batches:
                 spec = {"kind": "search", "order": "first", "variant": "pcdarts", "batch": batch, "C": args.C}
@@ -315,10 +402,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         _print_projections(rows)
     if not args.skip_eval:
         for batch in args.eval_batches:
-            r = measure({"kind": "eval_train", "batch": batch, **common}, huge)
-            r.update(name="eval DARTS_V2 train step", batch=batch, key=("eval_train", None, batch))
-            rows.append(r)
-            print(table(rows[-1:]).splitlines()[-1], flush=True)
+            for precision in args.precisions:
+                r = measure({"kind": "eval_train", "batch": batch, "precision": precision, **common}, huge)
+                r.update(name=f"eval DARTS_V2 train step{_policy(precision)}", batch=batch,
+                         key=("eval_train", None, batch) + _policy_key(precision))  # fmt: skip
+                rows.append(r)
+                print(table(rows[-1:]).splitlines()[-1], flush=True)
     if not args.skip_serve:
         exported = measure({"kind": "export", "path": default_export_dir(), **common}, huge)
         for batch in args.serve_batches:
