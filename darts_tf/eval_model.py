@@ -48,7 +48,7 @@ class DropPath(keras.layers.Layer):
         self.seed = seed
 
     def build(self, input_shape):
-        self.rate = self.add_weight(name="rate", shape=(), initializer="zeros", trainable=False)
+        self.rate = self.add_weight(name="rate", shape=(), initializer="zeros", trainable=False, autocast=False)
         # The generator's state is a variable of the model (created here, under the
         # layer's name): checkpoints carry it, so a resumed run draws the same masks.
         self.seed_generator = keras.random.SeedGenerator(self.seed, name="seed_generator")

@@ -249,15 +249,15 @@ class BatchNorm(keras.layers.Layer):
 
     def build(self, input_shape):
         channels = input_shape[-1]
+        # Read in float32 under a mixed policy, as Keras's own BatchNormalization (autocast=False).
+        kept = {"shape": (channels,), "autocast": False}
         if self.affine:
-            self.gamma = self.add_weight(name="gamma", shape=(channels,), initializer="ones")
-            self.beta = self.add_weight(name="beta", shape=(channels,), initializer="zeros")
+            self.gamma = self.add_weight(name="gamma", initializer="ones", **kept)
+            self.beta = self.add_weight(name="beta", initializer="zeros", **kept)
         else:
             self.gamma = self.beta = None
-        self.moving_mean = self.add_weight(name="moving_mean", shape=(channels,), initializer="zeros", trainable=False)
-        self.moving_variance = self.add_weight(
-            name="moving_variance", shape=(channels,), initializer="ones", trainable=False
-        )
+        self.moving_mean = self.add_weight(name="moving_mean", initializer="zeros", trainable=False, **kept)
+        self.moving_variance = self.add_weight(name="moving_variance", initializer="ones", trainable=False, **kept)
 
     def _scale_offset(self, channels, dtype, factor=None):
         if self.affine:

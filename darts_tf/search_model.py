@@ -135,6 +135,7 @@ class MixedOp(keras.layers.Layer):
                 shape=(self._shared.statistics_size,),
                 initializer=self._shared.initial_statistics,
                 trainable=False,
+                autocast=False,  # BatchNorm statistics: float32 under a mixed policy
             )
             return
         for name, op in self.primitive_ops.items():
@@ -675,17 +676,23 @@ class SearchNetwork(keras.Model):
         # One initializer per tensor: a Keras initializer draws its seed once, so a shared
         # instance would give both the same values (the original: two `1e-3 * torch.randn`).
         self.alphas_normal = self.add_weight(
-            name="alphas_normal", shape=(k, n), initializer=keras.initializers.RandomNormal(stddev=1e-3)
+            name="alphas_normal", shape=(k, n), initializer=keras.initializers.RandomNormal(stddev=1e-3), autocast=False
         )
         self.alphas_reduce = self.add_weight(
-            name="alphas_reduce", shape=(k, n), initializer=keras.initializers.RandomNormal(stddev=1e-3)
+            name="alphas_reduce", shape=(k, n), initializer=keras.initializers.RandomNormal(stddev=1e-3), autocast=False
         )
         if self.edge_normalization:  # PC-DARTS: 1e-3 * randn(k) each
             self.betas_normal = self.add_weight(
-                name="betas_normal", shape=(k,), initializer=keras.initializers.RandomNormal(stddev=1e-3)
+                name="betas_normal",
+                shape=(k,),
+                initializer=keras.initializers.RandomNormal(stddev=1e-3),
+                autocast=False,
             )
             self.betas_reduce = self.add_weight(
-                name="betas_reduce", shape=(k,), initializer=keras.initializers.RandomNormal(stddev=1e-3)
+                name="betas_reduce",
+                shape=(k,),
+                initializer=keras.initializers.RandomNormal(stddev=1e-3),
+                autocast=False,
             )
         self.stem_conv.build(input_shape)
         stem_shape = self.stem_conv.compute_output_shape(input_shape)
@@ -706,12 +713,14 @@ class SearchNetwork(keras.Model):
         respect to the alphas only); see `MixedOp.call`.
         """
         x = tf.cast(inputs, self.compute_dtype)
-        weights_normal = tf.unstack(tf.nn.softmax(tf.cast(self.alphas_normal, self.compute_dtype), axis=-1))
-        weights_reduce = tf.unstack(tf.nn.softmax(tf.cast(self.alphas_reduce, self.compute_dtype), axis=-1))
+        # The softmaxes in the variables' type (float32 under a mixed policy), then cast for the edges.
+        dtype = self.compute_dtype
+        weights_normal = tf.unstack(tf.cast(tf.nn.softmax(self.alphas_normal, axis=-1), dtype))
+        weights_reduce = tf.unstack(tf.cast(tf.nn.softmax(self.alphas_reduce, axis=-1), dtype))
         edges_normal = edges_reduce = None
         if self.edge_normalization:
-            edges_normal = tf.unstack(edge_weights(tf.cast(self.betas_normal, self.compute_dtype), self.steps))
-            edges_reduce = tf.unstack(edge_weights(tf.cast(self.betas_reduce, self.compute_dtype), self.steps))
+            edges_normal = tf.unstack(tf.cast(edge_weights(self.betas_normal, self.steps), dtype))
+            edges_reduce = tf.unstack(tf.cast(edge_weights(self.betas_reduce, self.steps), dtype))
         s0 = s1 = self.stem_bn(
             self.stem_conv(x, training=training), training=training, update_statistics=update_statistics
         )
