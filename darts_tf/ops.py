@@ -355,12 +355,15 @@ class BatchNorm(keras.layers.Layer):
             )
             y, mean, unbiased_variance = outputs[0], outputs[1], outputs[2]
         else:
+            # One cast for every use of x: the backward pass sums the normalisation's and the
+            # statistics' gradients in float32 (in float16 each can overflow where their sum does not).
+            wide = tf.cast(x, param_dtype)
             if synchronized:  # the global batch's moments, from every replica's (one collective)
-                (pooled,) = replicas.mean([self.local_moments(x)])
+                (pooled,) = replicas.mean([self.local_moments(wide)])
                 mean, variance = self.pooled_statistics(pooled)
             else:
-                mean, variance = _moments(tf.cast(x, param_dtype))
-            y = self.normalize(x, mean, variance, factor)
+                mean, variance = _moments(wide)
+            y = tf.cast(self.normalize(wide, mean, variance, factor), x.dtype)
             unbiased_variance = unbiased(variance, tf.reduce_prod(tf.shape(x)[:3]) * replicas.count())
         if not update_statistics:
             return y

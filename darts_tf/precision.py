@@ -25,6 +25,7 @@ import threading
 import keras
 import tensorflow as tf
 
+from darts_tf import replicas
 from darts_tf.config import PRECISIONS
 
 HALF_TYPES = (tf.float16, tf.bfloat16)
@@ -77,10 +78,15 @@ class DynamicLossScale:
         return [self.value, self.finite_steps]
 
     def scale(self, loss) -> tf.Tensor:
-        return loss * tf.cast(tf.convert_to_tensor(self.value), loss.dtype)
+        """`loss` times the scale, divided by the replica count: a replica's loss is the mean over its
+        share of the global batch, so its backward pass would otherwise carry k times one device's
+        values (and overflow float16 where one device does not)."""
+        factor = tf.convert_to_tensor(self.value) / float(replicas.count())
+        return loss * tf.cast(factor, loss.dtype)
 
     def unscale(self, gradients: list) -> list:
-        inverse = 1.0 / tf.convert_to_tensor(self.value)
+        """Gradients of a `scale`d loss back to the loss's own (before the replicas' mean)."""
+        inverse = float(replicas.count()) / tf.convert_to_tensor(self.value)
         return [g * tf.cast(inverse, g.dtype) for g in gradients]
 
     def update(self, finite) -> None:
@@ -120,6 +126,19 @@ def apply_if(finite, apply) -> None:
         tf.cond(first, lambda: _run(lambda: strategy.extended.call_for_each_replica(apply)), tf.no_op)
 
     context.merge_call(cross_replica, args=(finite,))
+
+
+def apply_gradients(optimizer, gradients: list, variables: list, loss_scale=None):
+    """`optimizer.apply(gradients, variables)`; with a `loss_scale`, only when every gradient is finite.
+
+    Returns whether they were (a boolean tensor), or None without a loss scale.
+    """
+    if loss_scale is None:
+        optimizer.apply(gradients, variables)
+        return None
+    finite = all_finite(gradients)
+    apply_if(finite, lambda: optimizer.apply(gradients, variables))
+    return finite
 
 
 def _run(function):

@@ -351,7 +351,9 @@ class _SharedEdge:
                 if stage:
                     norm = self.stages[name][stage - 1][1]
                     h = norm.normalize(inputs[name], *norm.pooled_statistics(previous[name]), fused=True)
-                outputs[name] = transform(h)
+                # Kept in float32 under a mixed policy: this tensor's normalisation (next stage) and its
+                # moments (here) send their gradients back through one cast, summed in float32.
+                outputs[name] = to_float32(transform(h))
                 moments.append(bn.local_moments(outputs[name]))
         return outputs, tf.concat(moments, axis=0)
 
@@ -368,7 +370,8 @@ class _SharedEdge:
                 if name in self.stages:
                     bn = self.stages[name][-1][1]
                     mean, variance = bn.pooled_statistics(moments[len(self.stages[name]) - 1][name])
-                    terms.append(bn.normalize(last[name], mean, variance, scale=op_weights[index], fused=True))
+                    y = bn.normalize(last[name], mean, variance, scale=op_weights[index], fused=True)
+                    terms.append(tf.cast(y, x.dtype))
                 elif name in self.template.primitive_ops:  # the identity (`none` adds nothing)
                     terms.append(op_weights[index] * x)
             y = tf.add_n(terms)

@@ -153,16 +153,8 @@ class ArchitectureSearch(keras.Model):
             scaled = loss if self.loss_scale is None else self.loss_scale.scale(loss)
         gradients = replicas.mean(architect.gradients_of(tape, scaled, weights, self.loss_scale))
         gradients, _ = clip_by_global_norm(gradients, self.grad_clip)
-        finite = self._apply(self.w_optimizer, gradients, weights)
+        finite = precision.apply_gradients(self.w_optimizer, gradients, weights, self.loss_scale)
         return loss, logits, finite
-
-    def _apply(self, optimizer, gradients, variables):
-        if self.loss_scale is None:
-            optimizer.apply(gradients, variables)
-            return None
-        finite = precision.all_finite(gradients)
-        precision.apply_if(finite, lambda: optimizer.apply(gradients, variables))
-        return finite
 
     def train_step(self, batches):
         return self.step(batches, self.update_arch)
@@ -173,7 +165,8 @@ class ArchitectureSearch(keras.Model):
         finite = []
         if update_arch:
             alpha_gradients, arch_loss = self.arch_gradients(train_batch, val_batch)
-            finite.append(self._apply(self.alpha_optimizer, alpha_gradients, self.network.arch_variables))
+            arch = self.network.arch_variables
+            finite.append(precision.apply_gradients(self.alpha_optimizer, alpha_gradients, arch, self.loss_scale))
             self.arch_loss_tracker.update_state(arch_loss)
         loss, logits, weights_finite = self.weight_step(*train_batch)
         if self.loss_scale is not None:

@@ -87,11 +87,8 @@ class EvalTrainer(keras.Model):
             scaled = loss if self.loss_scale is None else self.loss_scale.scale(loss)
         gradients = replicas.mean(gradients_of(tape, scaled, variables, self.loss_scale))
         gradients, _ = clip_by_global_norm(gradients, self.grad_clip)
-        if self.loss_scale is None:
-            self.w_optimizer.apply(gradients, variables)
-        else:
-            finite = precision.all_finite(gradients)
-            precision.apply_if(finite, lambda: self.w_optimizer.apply(gradients, variables))
+        finite = precision.apply_gradients(self.w_optimizer, gradients, variables, self.loss_scale)
+        if self.loss_scale is not None:
             self.loss_scale.update(finite)
         return self._update(labels, loss, outputs["logits"])
 

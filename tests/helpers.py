@@ -18,7 +18,7 @@ def tiny_search_network(dtype="float32", C=4, num_classes=3, layers=3, size=8, s
     rng = np.random.default_rng(seed)
     # Alphas far from uniform so the second-order term is visible.
     for alpha in model.arch_variables:
-        alpha.assign(rng.normal(scale=0.5, size=alpha.shape).astype(dtype))
+        alpha.assign(rng.normal(scale=0.5, size=alpha.shape).astype(alpha.dtype))
     return model
 
 

@@ -1,8 +1,10 @@
 """Run by tests/test_distribute.py in a fresh process: 2 logical CPU replicas vs one device, 3 steps each.
 
-python tests/replica_equivalence.py {first,second,exact,train,partial} -> one line of JSON: the largest
-difference of any variable (every replica's copy) relative to the variable's largest value, and
-whether the replicas' copies are bit-identical. "exact" runs in float64: in float32 the exact
+python tests/replica_equivalence.py MODE -> one line of JSON: the largest difference of any variable
+(every replica's copy) relative to the variable's largest value and absolute, and whether the
+replicas' copies are bit-identical. MODE: first, second, exact, train, partial, or float16 /
+train_float16 (second-order search / training under mixed_float16 with dynamic loss scaling).
+"exact" runs in float64: in float32 the exact
 second derivative through BatchNorm loses ~1% to round-off on one device already (a 3-channel
 BatchNorm's mixed HVP: float64 -1.0569e-4; float32 one device -1.0718e-4, two replicas -1.0698e-4).
 """
@@ -28,29 +30,37 @@ from darts_tf import distribute  # noqa: E402
 from darts_tf.eval_model import NetworkCIFAR  # noqa: E402
 from darts_tf.genotypes import DARTS_V2  # noqa: E402
 from darts_tf.optimizers import SGD, Adam  # noqa: E402
+from darts_tf.precision import DynamicLossScale  # noqa: E402
 from darts_tf.searcher import ArchitectureSearch  # noqa: E402
 from darts_tf.trainer import EvalTrainer, drop_path_variables  # noqa: E402
 
 BATCH, SIZE, CLASSES = 8, 8, 3
 TRAIN_SIZE = 24  # the auxiliary head needs 24-pixel images or larger
-DTYPE = {"first": "float32", "second": "float32", "exact": "float64", "train": "float32", "partial": "float32"}
+DTYPE = {"first": "float32", "second": "float32", "exact": "float64", "train": "float32", "partial": "float32",
+         "float16": "float32", "train_float16": "float32"}  # fmt: skip
+# Modes under mixed_float16 with dynamic loss scaling (the skip decision under replicas: precision.apply_if).
+POLICY = {"float16": "mixed_float16", "train_float16": "mixed_float16"}
 
 
 def build(mode):
-    if mode == "train":
+    policy = POLICY.get(mode)
+    loss_scale = DynamicLossScale() if policy == "mixed_float16" else None
+    if mode.startswith("train"):
         keras.utils.set_random_seed(0)
-        network = NetworkCIFAR(4, CLASSES, 3, True, DARTS_V2, input_shape=(TRAIN_SIZE, TRAIN_SIZE, 3))
+        network = NetworkCIFAR(4, CLASSES, 3, True, DARTS_V2, input_shape=(TRAIN_SIZE, TRAIN_SIZE, 3), dtype=policy)
         for rate in drop_path_variables(network):
             rate.assign(0.3)  # masks drawn: the replicas must draw one device's
-        model = EvalTrainer(network, auxiliary_weight=0.4)
+        model = EvalTrainer(network, auxiliary_weight=0.4, loss_scale=loss_scale)
         model.compile(SGD(0.1, momentum=0.9, coupled_weight_decay=3e-4), grad_clip=5.0)
         return model
     if mode == "partial":  # PC-DARTS: 2 of 4 channels through the ops, edge normalisation (14 edges)
         network = tiny_search_network(C=4, layers=2, steps=2, partial_channels=2, edge_normalization=True)
     else:
-        network = tiny_search_network(dtype=DTYPE[mode], C=4, layers=2, steps=1)  # 4 edges
+        network = tiny_search_network(dtype=policy or DTYPE[mode], C=4, layers=2, steps=1)  # 4 edges
     hessian = "exact" if mode == "exact" else "finite_difference"
-    model = ArchitectureSearch(network, unrolled=mode not in ("first", "partial"), hessian=hessian)
+    model = ArchitectureSearch(
+        network, unrolled=mode not in ("first", "partial"), hessian=hessian, loss_scale=loss_scale
+    )
     model.compile(SGD(0.1, momentum=0.9, coupled_weight_decay=3e-4), Adam(3e-2, coupled_weight_decay=1e-3))
     return model
 
@@ -59,16 +69,16 @@ def main(mode):
     rng = np.random.default_rng(0)
 
     def batch():
-        size = TRAIN_SIZE if mode == "train" else SIZE
+        size = TRAIN_SIZE if mode.startswith("train") else SIZE
         images = rng.normal(size=(BATCH, size, size, 3)).astype(DTYPE[mode])
         return images, rng.integers(0, CLASSES, size=BATCH).astype("int32")
 
-    steps = [batch() if mode == "train" else (batch(), batch()) for _ in range(3)]
+    steps = [batch() if mode.startswith("train") else (batch(), batch()) for _ in range(3)]
 
     def stacked(pairs):
         return tuple(np.concatenate(parts) for parts in zip(*pairs))
 
-    if mode == "train":
+    if mode.startswith("train"):
         dataset = tf.data.Dataset.from_tensor_slices(stacked(steps))
     else:
         dataset = tf.data.Dataset.from_tensor_slices(tuple(stacked([s[half] for s in steps]) for half in (0, 1)))
@@ -83,7 +93,7 @@ def main(mode):
     step_two = tf.function(lambda batches: strategy.run(two.train_step, args=(batches,)))
     for batches in distribute.distribute_dataset(strategy, dataset):
         step_two(batches)
-    worst, identical = 0.0, True
+    worst, worst_abs, identical = 0.0, 0.0, True
     for a, b in zip(one.variables, two.variables):
         expected = np.asarray(a.numpy(), np.float64)
         copies = [np.asarray(c.numpy(), np.float64) for c in strategy.experimental_local_results(b.value)]
@@ -91,11 +101,16 @@ def main(mode):
         scale = max(float(np.max(np.abs(expected))), 1e-6) if expected.size else 1.0
         for copy in copies:
             if expected.size:
+                worst_abs = max(worst_abs, float(np.max(np.abs(copy - expected))))
                 worst = max(worst, float(np.max(np.abs(copy - expected))) / scale)
     # The reported means (loss, accuracy, ...): per-replica sums read across the replicas.
     metrics = {m.name: (float(m.result()), float(n.result())) for m, n in zip(one.metrics, two.metrics)}
+    scales = [None, None]  # float16: the loss scale after the steps (the same skips on both)
+    if one.loss_scale is not None:
+        scales = [float(one.loss_scale.value.numpy()), float(two.loss_scale.value.numpy())]
     print(json.dumps({"mode": mode, "replicas": strategy.num_replicas_in_sync, "worst": worst,
-                      "identical": bool(identical), "variables": len(one.variables), "metrics": metrics}))  # fmt: skip
+                      "worst_abs": worst_abs, "identical": bool(identical), "variables": len(one.variables),
+                      "metrics": metrics, "loss_scales": scales}))  # fmt: skip
 
 
 def collectives(order):

@@ -49,6 +49,22 @@ def test_two_replicas_compute_what_one_device_computes(mode):
         assert abs(one - two) < 1e-5, (name, one, two)
 
 
+@pytest.mark.parametrize("mode", ["float16", "train_float16"])
+def test_two_replicas_under_float16_loss_scaling_skip_as_one_device(mode):
+    """mixed_float16 with dynamic loss scaling, 3 steps (second-order search; training with the auxiliary
+    head): the replicas decide their updates in the cross-replica context (`precision.apply_if`) and skip
+    exactly the steps one device skips (the same loss scale after), since a replica scales its loss by
+    1/replicas (else its backward pass carries twice one device's values: with per-replica scaling the
+    2-replica training skipped a step one device took). Half-precision round-off differs between a
+    batch of 8 and two of 4, so the weights agree to float16's scale, not float32's."""
+    result = _equivalence(mode)
+    assert result["identical"], result
+    one, two = result["loss_scales"]
+    assert one == two == 2.0**15, result
+    assert result["worst_abs"] < 2e-2, result
+    assert abs(result["metrics"]["loss"][0] - result["metrics"]["loss"][1]) < 5e-3, result
+
+
 def test_two_replicas_reduce_once_per_batchnorm_stage_not_per_batchnorm():
     """A 2-replica first-order search step of a 3-cell network with 4 nodes a cell (14 edges, ~120 BatchNorms
     each) traces 126 all-reduces per replica: per forward pass the stem, 2 preprocessing BatchNorms and
