@@ -89,6 +89,16 @@ class DynamicLossScale:
         inverse = float(replicas.count()) / tf.convert_to_tensor(self.value)
         return [g * tf.cast(inverse, g.dtype) for g in gradients]
 
+    def state(self) -> dict:
+        """The scale and its count of finite steps, for a run's checkpoint state (JSON)."""
+        return {"value": float(self.value.numpy()), "finite_steps": int(self.finite_steps.numpy())}
+
+    def restore(self, state: dict | None) -> None:
+        """Sets what `state()` returned (None: keeps the initial scale, e.g. a checkpoint from before)."""
+        if state:
+            self.value.assign(float(state["value"]))
+            self.finite_steps.assign(int(state["finite_steps"]))
+
     def update(self, finite) -> None:
         """The scale after a step whose gradients were all finite (`finite` True) or not."""
         grown = tf.equal(self.finite_steps, self.growth_interval - 1)

@@ -263,6 +263,8 @@ class _SearchEpochEnd(keras.callbacks.Callback):
         kept.save(os.path.join(run_dir, "genotype.json"))
         finished = epoch + 1 >= self.config.epochs or stop is not None
         state = {"epoch": epoch + 1, "finished": finished, "genotype": kept.to_dict()}
+        if self.search.loss_scale is not None:  # float16: a resumed run continues with this scale
+            state["loss_scale"] = self.search.loss_scale.state()
         if stop:
             state["early_stop"] = {"rule": self.config.early_stop, "reason": stop[0], "genotype_epoch": stop[1]}
             self.model.stop_training = True
@@ -370,7 +372,10 @@ def run_search(
     written = dataclasses.replace(config, run_dir=runs.worker_run_dir(config, chief))  # where this process writes
     if resume:
         optimizers = {"w_optimizer": search.w_optimizer, "alpha_optimizer": search.alpha_optimizer}
-        first_epoch = runs.resume_epoch(config.run_dir, "search", search.network, chief=chief, **optimizers)
+        state = runs.resume_state(config.run_dir, "search", search.network, chief=chief, **optimizers)
+        first_epoch = state["epoch"]
+        if search.loss_scale is not None:
+            search.loss_scale.restore(state.get("loss_scale"))
     else:
         runs.write_json_atomic(os.path.join(written.run_dir, "config.json"), dataclasses.asdict(config))
         record_epoch(search.network, written, 0)

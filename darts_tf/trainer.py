@@ -230,6 +230,8 @@ class _TrainEpochEnd(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         state = {"epoch": epoch + 1, "finished": epoch + 1 >= self.config.epochs}
         state.update({k: float(v) for k, v in (logs or {}).items()})
+        if self.trainer.loss_scale is not None:  # float16: a resumed run continues with this scale
+            state["loss_scale"] = self.trainer.loss_scale.state()
         runs.save_checkpoint(self.config.run_dir, self.trainer.network, state, optimizer=self.trainer.w_optimizer)
 
 
@@ -270,7 +272,10 @@ def run_training(
     first_epoch = 0
     written = dataclasses.replace(config, run_dir=runs.worker_run_dir(config, chief))  # where this process writes
     if resume:
-        first_epoch = runs.resume_epoch(config.run_dir, "training", network, chief=chief, optimizer=trainer.w_optimizer)
+        state = runs.resume_state(config.run_dir, "training", network, chief=chief, optimizer=trainer.w_optimizer)
+        first_epoch = state["epoch"]
+        if trainer.loss_scale is not None:
+            trainer.loss_scale.restore(state.get("loss_scale"))
     else:
         runs.write_json_atomic(os.path.join(written.run_dir, "config.json"), dataclasses.asdict(config))
         genotype.save(os.path.join(written.run_dir, "genotype.json"))

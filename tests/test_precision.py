@@ -234,3 +234,40 @@ def test_evaluation_network_policy_round_trip_and_float32_export(policy, tmp_pat
         if key in node.attr and node.attr[key].type
     }
     assert not types & {"float16", "bfloat16"}
+
+
+class _StopAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+
+def test_float16_search_resumes_with_its_loss_scale_and_bfloat16_training_exports_float32(tmp_path):
+    from darts_tf import runs
+    from darts_tf.searcher import run_search
+    from darts_tf.trainer import run_training
+
+    search = SearchConfig(
+        dataset="synthetic", image_size=8, subset=64, epochs=2, batch_size=16, C=4, layers=3, steps=2,
+        multiplier=2, eval_batch_size=32, precision="mixed_float16", run_dir=str(tmp_path / "search"),
+    )  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        run_search(search, verbose=0, callbacks=[_StopAfterFirstEpoch()])
+    state = runs.read_state(search.run_dir)
+    assert state["epoch"] == 1 and state["loss_scale"]["value"] == 2.0**15
+    assert state["loss_scale"]["finite_steps"] == 2  # two steps an epoch, none skipped
+    resumed = run_search(search, resume=True, verbose=0)
+    assert resumed["config"].precision == "mixed_float16"
+    assert runs.read_state(search.run_dir)["loss_scale"]["finite_steps"] == 4  # counted on, not restarted
+    assert np.isfinite(resumed["history"]["loss"]).all()
+
+    train = TrainConfig(
+        dataset="synthetic", image_size=24, subset=32, epochs=1, batch_size=16, C=8, layers=3, eval_batch_size=32,
+        arch=str(tmp_path / "search" / "genotype.json"), precision="mixed_bfloat16", run_dir=str(tmp_path / "train"),
+        export_dir=str(tmp_path / "exports"),
+    )  # fmt: skip
+    trained = run_training(train, verbose=0)
+    assert np.isfinite(trained["history"]["loss"]).all() and "val_top5" in trained["history"]
+    serve = tf.saved_model.load(trained["export_path"]).signatures["serving_default"]
+    out = serve(images=tf.zeros([2, 24, 24, 3], tf.uint8))
+    assert out["logits"].dtype == tf.float32 and out["probabilities"].dtype == tf.float32
