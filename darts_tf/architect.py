@@ -34,7 +34,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from darts_tf import replicas
-from darts_tf.precision import full_precision
+from darts_tf.precision import full_precision, scaled_loss
 
 HESSIAN_MODES = ("finite_difference", "exact")
 
@@ -74,10 +74,6 @@ def gradients_of(tape, loss, variables, loss_scale=None) -> list:
     return gradients if loss_scale is None else loss_scale.unscale(gradients)
 
 
-def _scaled(loss, loss_scale):
-    return loss if loss_scale is None else loss_scale.scale(loss)
-
-
 def _assign_after(done, variables, values) -> None:
     """Assigns `values` to `variables` only once every tensor of `done` is computed.
 
@@ -97,7 +93,7 @@ def first_order_arch_gradients(model, val_batch, loss_scale=None) -> tuple[list,
     """grad_alpha L_val(w, alpha) at the current weights; returns (gradients, val_loss)."""
     with tf.GradientTape() as tape:
         loss = model_loss(model, val_batch, **ALPHAS_ONLY)
-        scaled = _scaled(loss, loss_scale)
+        scaled = scaled_loss(loss, loss_scale)
     return replicas.mean(gradients_of(tape, scaled, model.arch_variables, loss_scale)), loss
 
 

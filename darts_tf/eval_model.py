@@ -27,11 +27,8 @@ from darts_tf.ops import (
     preprocess0,
     torch_uniform,
 )
+from darts_tf.precision import wide_dtype
 from darts_tf.search_model import reduction_layers
-
-
-def _wide(dtype):
-    return tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
 
 
 @keras.saving.register_keras_serializable(package="darts_tf")
@@ -58,7 +55,7 @@ class DropPath(keras.layers.Layer):
             return x
         # The mask is drawn and formed in float32 (or wider) whatever x's type: the same masks
         # under a mixed policy as in float32, and an exact 1/keep before the cast.
-        dtype = _wide(x.dtype)
+        dtype = wide_dtype(x.dtype)
         keep = 1.0 - tf.cast(self.rate, dtype)
         # Under k replicas each draws the whole global batch's noise (one seed state, the
         # same on every replica) and keeps its slice: the masks one device draws at that batch.

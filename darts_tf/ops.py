@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from darts_tf import replicas
 from darts_tf.genotypes import OPERATIONS
+from darts_tf.precision import wide_dtype
 
 BN_MOMENTUM = 0.9  # PyTorch momentum 0.1
 BN_EPSILON = 1e-5
@@ -169,10 +170,6 @@ class Conv2D(keras.layers.Layer):
         return config
 
 
-def _param_dtype(dtype):
-    return tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
-
-
 def _moments(x) -> tuple:
     # Not tf.nn.moments: it stops the gradient through the mean inside the variance, which
     # is harmless for first derivatives but drops a term of the second derivatives that the
@@ -280,7 +277,7 @@ class BatchNorm(keras.layers.Layer):
         mean and biased variance; a network may concatenate many BatchNorms' vectors into
         one collective.
         """
-        x = tf.cast(x, _param_dtype(x.dtype))
+        x = tf.cast(x, wide_dtype(x.dtype))
         mean, variance = _moments(x)
         offset = mean - tf.stop_gradient(tf.cast(self.moving_mean, x.dtype))
         return tf.concat([offset, variance + tf.square(offset)], axis=0)
@@ -300,7 +297,7 @@ class BatchNorm(keras.layers.Layer):
         fused form; a BatchNorm at the top of a replica function keeps the composite one (there
         the fused form moved a 2-replica training step away from one device's; not understood).
         """
-        param_dtype = _param_dtype(x.dtype)
+        param_dtype = wide_dtype(x.dtype)
         gamma, beta = self._scale_offset(x.shape[-1], param_dtype, scale)
         fused = fused and (self.fused if self.fused is not None else x.dtype != tf.float64)
         if fused:
@@ -322,7 +319,7 @@ class BatchNorm(keras.layers.Layer):
 
     def call(self, x, training=None, scale=None, update_statistics=True):
         channels = x.shape[-1]
-        param_dtype = _param_dtype(x.dtype)
+        param_dtype = wide_dtype(x.dtype)
         factor = scale
         scale, offset = self._scale_offset(channels, param_dtype, scale)
         fused = self.fused if self.fused is not None else x.dtype != tf.float64

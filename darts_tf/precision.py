@@ -8,13 +8,13 @@ stay float32, the convolutions run in the half type, logits, losses and metrics 
 
 - float16 needs loss scaling (its gradients underflow below 6e-8): `DynamicLossScale`, Keras's
   rule (start at 2^15, halve and skip the step on a non-finite gradient, double after 2,000
-  finite steps). The search and training steps scale every backward pass themselves because
-  they clip by the unscaled global norm and take one architecture gradient from several tapes,
-  which `keras.optimizers.LossScaleOptimizer` (it unscales inside `apply`) cannot express.
+  finite steps). The search and training steps scale their half-precision backward passes
+  themselves because they clip by the unscaled global norm, which
+  `keras.optimizers.LossScaleOptimizer` (it unscales inside `apply`) cannot express.
 - The second-order architecture gradient's Hessian-vector product moves the weights by
   eps * v with eps = 0.01 / ||v||: relative moves far below bfloat16's or float16's resolution,
   which in half precision leave only rounding noise in the difference (cosine 0.88 with
-  float32's under bfloat16). `full_precision(model)` runs those passes in float32.
+  float32's under bfloat16). `full_precision(model)` runs the whole second-order gradient in float32.
 """
 
 from __future__ import annotations
@@ -42,9 +42,19 @@ def dtype_policy(precision: str) -> keras.DTypePolicy:
     return keras.DTypePolicy(check_precision(precision))
 
 
+def wide_dtype(dtype) -> tf.DType:
+    """float32 for float16/bfloat16, else `dtype` itself (float32, float64)."""
+    return tf.float32 if dtype in HALF_TYPES else dtype
+
+
 def to_float32(x) -> tf.Tensor:
     """`x` in float32 when it is float16/bfloat16 (logits for losses and metrics), else unchanged."""
-    return tf.cast(x, tf.float32) if x.dtype in HALF_TYPES else x
+    return tf.cast(x, wide_dtype(x.dtype))
+
+
+def scaled_loss(loss, loss_scale=None) -> tf.Tensor:
+    """`loss` times `loss_scale` (a `DynamicLossScale`; None: `loss` itself), inside a tape."""
+    return loss if loss_scale is None else loss_scale.scale(loss)
 
 
 class DynamicLossScale:
@@ -72,10 +82,6 @@ class DynamicLossScale:
         self.finite_steps = keras.Variable(
             0, dtype="int64", trainable=False, aggregation="only_first_replica", name="loss_scale_finite_steps"
         )
-
-    @property
-    def variables(self) -> list:
-        return [self.value, self.finite_steps]
 
     def scale(self, loss) -> tf.Tensor:
         """`loss` times the scale, divided by the replica count: a replica's loss is the mean over its

@@ -150,7 +150,7 @@ class ArchitectureSearch(keras.Model):
         with tf.GradientTape() as tape:
             logits = self.network(images, training=True)
             loss = architect.cross_entropy(labels, logits)
-            scaled = loss if self.loss_scale is None else self.loss_scale.scale(loss)
+            scaled = precision.scaled_loss(loss, self.loss_scale)
         gradients = replicas.mean(architect.gradients_of(tape, scaled, weights, self.loss_scale))
         gradients, _ = clip_by_global_norm(gradients, self.grad_clip)
         finite = precision.apply_gradients(self.w_optimizer, gradients, weights, self.loss_scale)

@@ -84,7 +84,7 @@ class EvalTrainer(keras.Model):
             if "aux_logits" in outputs and self.auxiliary_weight:
                 aux_loss = smoothed_cross_entropy(labels, outputs["aux_logits"], self.label_smoothing)
                 loss += self.auxiliary_weight * aux_loss
-            scaled = loss if self.loss_scale is None else self.loss_scale.scale(loss)
+            scaled = precision.scaled_loss(loss, self.loss_scale)
         gradients = replicas.mean(gradients_of(tape, scaled, variables, self.loss_scale))
         gradients, _ = clip_by_global_norm(gradients, self.grad_clip)
         finite = precision.apply_gradients(self.w_optimizer, gradients, variables, self.loss_scale)

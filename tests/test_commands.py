@@ -197,6 +197,6 @@ def test_the_original_column_only_beside_the_paper_sized_search_network():
 
     row = {"name": "search, first order", "batch": 32, "median_s": 2.0, "images_per_s": 16.0}
     row["key"] = ("search", "first", 32)
-    paper, small = table([row]).splitlines()[-1], table([{**row, "paper_size": False}]).splitlines()[-1]
+    paper, small = table([row]).splitlines()[-1], table([{**row, "beside_original": False}]).splitlines()[-1]
     assert "7.74 s/step" in paper and "3.87x" in paper
     assert "s/step," not in small and small.rstrip(" |").endswith("-")

@@ -167,8 +167,9 @@ def table(rows: list[dict]) -> str:
         if "error" in r:
             lines.append([r["name"], r["batch"], r["error"], "", "", "", "", "", "", ""])
             continue
-        # The stored original rows are the paper's search network (C=16, 8 cells): other sizes have none.
-        original = ORIGINAL.get(r["key"], {}) if r.get("paper_size", True) else {}
+        # The stored original rows: the paper's search network (C=16, 8 cells) on this CPU; other sizes
+        # and GPU rows have none.
+        original = ORIGINAL.get(r["key"], {}) if r.get("beside_original", True) else {}
         if "seconds" in original:
             ref = f"{original['seconds']:.2f} s/step"
             speedup = original["seconds"] / r["median_s"]
@@ -325,7 +326,7 @@ def _gpu_rows(args, common: dict, huge: bool, env: dict) -> list:
                 continue
             spec["path"] = exported["path"]
         r = measure(spec, huge)
-        r.update(name=name, batch=row["batch"], key=key)
+        r.update(name=name, batch=row["batch"], key=key, beside_original=False)  # the original ran on a CPU
         rows.append(r)
         print(table(rows[-1:]).splitlines()[-1], flush=True)
     return rows
@@ -388,7 +389,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                     r = measure({**spec, "precision": precision, **common}, huge)
                     r.update(name=f"search, {order} order{_policy(precision)}", batch=batch,
                              key=("search", order, batch) + _policy_key(precision),
-                             paper_size=(args.C, args.layers) == (16, 8))  # fmt: skip
+                             beside_original=(args.C, args.layers) == (16, 8))  # fmt: skip
                     if flops and "median_s" in r:
                         r["flops_per_image"] = flops
                         r["gflops"] = flops * batch / r["median_s"] / 1e9
