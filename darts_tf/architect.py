@@ -34,6 +34,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from darts_tf import replicas
+from darts_tf.errors import ConfigError
 from darts_tf.precision import full_precision, scaled_loss
 
 HESSIAN_MODES = ("finite_difference", "exact")
@@ -156,7 +157,7 @@ def second_order_arch_gradients(
         r: the finite-difference scale, eps = r / ||grad_w' L_val||.
     """
     if hessian not in HESSIAN_MODES:
-        raise ValueError(f"hessian must be one of {HESSIAN_MODES}. Received: hessian={hessian!r}")
+        raise ConfigError(f"`hessian` must be one of {HESSIAN_MODES}. Received: hessian={hessian!r}")
     with full_precision(model):
         return _second_order(model, train_batch, val_batch, xi, momentum_buffers, momentum, weight_decay, hessian, r)
 

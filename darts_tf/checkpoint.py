@@ -15,6 +15,7 @@ import os
 
 import tensorflow as tf
 
+from darts_tf.errors import RunDirError
 from darts_tf.files import atomic_directory
 
 
@@ -88,4 +89,4 @@ def restore(checkpoint: tf.train.Checkpoint, path: str, partial: bool = False) -
             status.assert_consumed()
     except AssertionError as error:  # TensorFlow's message runs to many lines
         first = str(error).strip().splitlines()[0]
-        raise ValueError(f"Checkpoint {path!r} does not match the model's variables: {first}") from None
+        raise RunDirError(f"Checkpoint {path!r} does not match the model's variables: {first}") from None

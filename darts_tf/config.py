@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from darts_tf.errors import ConfigError
+
 # Dataset names `--dataset` accepts (a local copy is named by `--data-dir` instead).
 DATASETS = ("cifar10", "synthetic")
 NETWORKS = ("cifar", "imagenet")  # NetworkCIFAR or NetworkImageNet (three stride-2 stem convolutions)
@@ -68,8 +70,8 @@ class SearchConfig(DataSettings):
     partial_channels: int = 1  # PC-DARTS: each edge's ops see 1/K of its channels (their setting: 4; 1: off)
     edge_normalization: bool = False  # PC-DARTS: per-node softmax edge weights (betas), trained with the alphas
     arch_warmup: int = 0  # epochs of weight training before the architecture steps start (PC-DARTS: 15)
-    # Packed edges as shared out-of-line functions: ~130 s faster start-up and ~1.7 GiB less at the
-    # paper size, steps as fast (README, Performance); False inlines every edge (the plain reference).
+    # Packed edges as shared out-of-line functions: a much faster start-up and less memory, steps as
+    # fast (docs/performance.md); False inlines every edge (the plain reference).
     shared_trace: bool = True
     # auto, one, mirrored, multi_worker (darts_tf.distribute): how the run is spread over devices;
     # batch_size stays the global batch, so the result is the one device's.
@@ -236,21 +238,21 @@ RNN_TRAIN_PRESETS = {
 
 
 def check_rnn_config(config) -> None:
-    """ValueError naming the flag for out-of-range settings of a recurrent config."""
+    """ConfigError naming the field for out-of-range settings of a recurrent config."""
     for name in ("emsize", "nhid", "epochs", "batch_size", "bptt", "eval_batch_size"):
         if getattr(config, name) <= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive. Received: {getattr(config, name)}")
+            raise ConfigError(f"`{name}` must be positive. Received: {getattr(config, name)}")
     if config.emsize != config.nhid:
-        raise ValueError(f"--emsize must equal --nhid (tied weights). Received: {config.emsize} and {config.nhid}")
+        raise ConfigError(f"`emsize` must equal `nhid` (tied weights). Received: {config.emsize} and {config.nhid}")
     for name in ("dropout", "dropouth", "dropoutx", "dropouti", "dropoute"):
         if not 0.0 <= getattr(config, name) < 1.0:
-            raise ValueError(f"--{name} must be in [0, 1). Received: {getattr(config, name)}")
+            raise ConfigError(f"`{name}` must be in [0, 1). Received: {getattr(config, name)}")
     if getattr(config, "virtual_step", "original") not in ("original", "paper"):
-        raise ValueError(f"--virtual-step must be original or paper. Received: {config.virtual_step!r}")
+        raise ConfigError(f"`virtual_step` must be original or paper. Received: {config.virtual_step!r}")
     if getattr(config, "nonmono", 0) < 0:
-        raise ValueError(f"--nonmono must be 0 or more. Received: {config.nonmono}")
+        raise ConfigError(f"`nonmono` must be 0 or more. Received: {config.nonmono}")
     if config.train_portion is not None and not 0.0 < config.train_portion < 1.0:
-        raise ValueError(f"--train-portion must be in (0, 1). Received: {config.train_portion}")
+        raise ConfigError(f"`train_portion` must be in (0, 1). Received: {config.train_portion}")
 
 
 def config_from_dict(config_class, values: dict, **overrides):
@@ -260,35 +262,34 @@ def config_from_dict(config_class, values: dict, **overrides):
 
 
 def parse_early_stop(rule: str | None) -> tuple[str, int] | None:
-    """("skip", N) or ("stable", E) from "skip:N" / "stable:E" (ValueError naming --early-stop otherwise)."""
+    """("skip", N) or ("stable", E) from "skip:N" / "stable:E" (ConfigError naming `early_stop` otherwise)."""
     if rule is None:
         return None
     kind, _, value = str(rule).partition(":")
     if kind not in ("skip", "stable") or not value.isdigit() or int(value) < 1:
-        raise ValueError(f"--early-stop must be skip:N or stable:E with a positive integer. Received: {rule!r}")
+        raise ConfigError(f"`early_stop` must be skip:N or stable:E with a positive integer. Received: {rule!r}")
     return kind, int(value)
 
 
 def check_choices(config) -> None:
-    """ValueError naming the flag when a config field holds a value outside its choices."""
+    """ConfigError naming the field when a config field holds a value outside its choices."""
     choices_of = (("network", NETWORKS), ("augmentation", AUGMENTATIONS), ("lr_schedule", LR_SCHEDULES),
                   ("strategy", STRATEGIES), ("precision", PRECISIONS))  # fmt: skip
     for field, choices in choices_of:
         value = getattr(config, field, None)
         if value is not None and value not in choices:
-            flag = "--" + field.replace("_", "-")
-            raise ValueError(f"{flag} must be one of {', '.join(choices)}. Received: {value!r}")
+            raise ConfigError(f"`{field}` must be one of {', '.join(choices)}. Received: {value!r}")
     if not 0.0 <= getattr(config, "label_smoothing", 0.0) < 1.0:
-        raise ValueError(f"--label-smoothing must be in [0, 1). Received: {config.label_smoothing}")
+        raise ConfigError(f"`label_smoothing` must be in [0, 1). Received: {config.label_smoothing}")
     if not 0.0 < getattr(config, "lr_decay", 1.0) <= 1.0:
-        raise ValueError(f"--lr-decay must be in (0, 1]. Received: {config.lr_decay}")
+        raise ConfigError(f"`lr_decay` must be in (0, 1]. Received: {config.lr_decay}")
     parse_early_stop(getattr(config, "early_stop", None))
     if getattr(config, "beta_decay", 0.0) < 0:
-        raise ValueError(f"--beta-decay must be 0 or more. Received: {config.beta_decay}")
+        raise ConfigError(f"`beta_decay` must be 0 or more. Received: {config.beta_decay}")
     if getattr(config, "max_skip", None) is not None and config.max_skip < 0:
-        raise ValueError(f"--max-skip must be 0 or more. Received: {config.max_skip}")
+        raise ConfigError(f"`max_skip` must be 0 or more. Received: {config.max_skip}")
     if getattr(config, "arch_warmup", 0) < 0:
-        raise ValueError(f"--arch-warmup must be 0 or more. Received: {config.arch_warmup}")
+        raise ConfigError(f"`arch_warmup` must be 0 or more. Received: {config.arch_warmup}")
     partial = getattr(config, "partial_channels", 1)
     if partial < 1 or config.C % partial:
-        raise ValueError(f"--partial-channels must be a positive divisor of --C {config.C}. Received: {partial}")
+        raise ConfigError(f"`partial_channels` must be a positive divisor of `C` {config.C}. Received: {partial}")

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from darts_tf import eval_model, ops, search_model
+from darts_tf.errors import ConfigError
 from darts_tf.files import read_npz
 from darts_tf.genotypes import PRIMITIVES
 
@@ -250,7 +251,7 @@ def load_pytorch_state_dict(model, state_dict: Mapping[str, np.ndarray]) -> None
             )
         if mismatched:
             parts.append(f"shape mismatch {len(mismatched)}: {'; '.join(mismatched[:10])}")
-        raise ValueError(f"State dict does not match {model.name!r}: " + " | ".join(parts))
+        raise ConfigError(f"State dict does not match {model.name!r}: " + " | ".join(parts))
     for variable, value in assignments:
         variable.assign(value.astype(variable.dtype))
 
@@ -260,9 +261,9 @@ def read_npz_state_dict(path: str) -> dict[str, np.ndarray]:
     try:
         return read_npz(path)
     except OSError as error:
-        raise ValueError(f"Cannot read state dict {path!r}: {error.strerror or error}") from None
+        raise ConfigError(f"Cannot read state dict {path!r}: {error.strerror or error}") from None
     except ValueError as error:
-        raise ValueError(f"State dict {path!r} is not a plain .npz of arrays: {error}") from None
+        raise ConfigError(f"State dict {path!r} is not a plain .npz of arrays: {error}") from None
 
 
 def to_pytorch_state_dict(model) -> dict[str, np.ndarray]:

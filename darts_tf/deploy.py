@@ -118,7 +118,7 @@ def onnx_model(model: keras.Model, mean, std, class_names=None) -> bytes:
     try:
         import tf2onnx
     except ImportError:
-        raise ExportError(f"--format onnx needs tf2onnx: {_INSTALL_HINT}") from None
+        raise ExportError(f"`format` onnx needs tf2onnx: {_INSTALL_HINT}") from None
     network, serve = serving_function(model, mean, std, class_names=class_names)
     spec = [tf.TensorSpec([None, *network.input.shape[1:]], tf.uint8, name="images")]
     try:
@@ -132,11 +132,11 @@ def targets(version_dir: str, formats, overwrite: bool = False) -> dict:
     """{format: file path} in `version_dir` for the non-SavedModel `formats`; refuses existing files."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
-        raise ExportError(f"--format {unknown[0]!r} is not one of {', '.join(FORMATS)}")
+        raise ExportError(f"`format` {unknown[0]!r} is not one of {', '.join(FORMATS)}")
     paths = {f: os.path.join(version_dir, FILE_NAMES[f]) for f in formats if f in FILE_NAMES}
     for path in paths.values():
         if os.path.exists(path) and not overwrite:
-            raise ExportError(f"{path!r} already exists; pass --overwrite to replace it")
+            raise ExportError(f"{path!r} already exists; pass `overwrite` to replace it")
     return paths
 
 
@@ -207,7 +207,7 @@ def evaluate_model(
 def calibration_images(source: data.ImageData, count: int = 300) -> np.ndarray:
     """The first `count` training images (the data's fixed order: every class) as uint8, for int8 calibration."""
     if count <= 0:
-        raise ExportError(f"--calibration-images must be positive. Received: {count}")
+        raise ExportError(f"`calibration_images` must be positive. Received: {count}")
     n = min(count, len(source.train_labels))
     ds = data.test_dataset(source.train_images[:n], source.train_labels[:n])
     return np.stack([image for image, _ in ds.as_numpy_iterator()])

@@ -27,14 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from darts_tf.config import STRATEGIES
-
-
-class DistributeError(ValueError):
-    """A strategy cannot be set up as asked (one line naming the flag or TF_CONFIG)."""
-
-
-class WorkerLostError(RuntimeError):
-    """A worker of a multi-worker run stopped answering; the run stopped (one line naming it)."""
+from darts_tf.errors import DistributeError, WorkerLostError
 
 
 def split_cpu(count: int) -> list[str]:
@@ -44,7 +37,7 @@ def split_cpu(count: int) -> list[str]:
     lets the mirrored path run (and be tested) on a CPU-only machine, as Keras's own tests do.
     """
     if not isinstance(count, int) or count < 1:
-        raise DistributeError(f"--logical-cpus expected a positive integer. Received: {count!r}")
+        raise DistributeError(f"`logical_cpus` expected a positive integer. Received: {count!r}")
     cpu = tf.config.list_physical_devices("CPU")[0]
     try:
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
@@ -52,7 +45,7 @@ def split_cpu(count: int) -> list[str]:
         devices = tf.config.list_logical_devices("CPU")
         if len(devices) != count:
             raise DistributeError(
-                f"--logical-cpus {count}: TensorFlow already started with {len(devices)} CPU device(s); "
+                f"`logical_cpus` {count}: TensorFlow already started with {len(devices)} CPU device(s); "
                 "split the CPU before anything else runs"
             ) from None
     return [device.name for device in tf.config.list_logical_devices("CPU")]
@@ -100,11 +93,11 @@ def make_strategy(name: str = "auto", environ=None) -> tf.distribute.Strategy:
     anything else runs TensorFlow); "auto": mirrored when more than one GPU is visible.
     """
     if name not in STRATEGIES:
-        raise DistributeError(f"--strategy must be one of {', '.join(STRATEGIES)}. Received: {name!r}")
+        raise DistributeError(f"`strategy` must be one of {', '.join(STRATEGIES)}. Received: {name!r}")
     if name == "multi_worker":  # first: listing logical devices would start TensorFlow's runtime
         if read_tf_config(environ) is None:
             raise DistributeError(
-                "--strategy multi_worker needs TF_CONFIG, e.g. "
+                "`strategy` multi_worker needs TF_CONFIG, e.g. "
                 '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
             )
         return tf.distribute.MultiWorkerMirroredStrategy()
@@ -116,8 +109,8 @@ def make_strategy(name: str = "auto", environ=None) -> tf.distribute.Strategy:
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         if len(devices) < 2:
             print(
-                f"warning: --strategy mirrored: one device visible ({devices[0].name}); running on it "
-                "(--logical-cpus N splits a CPU into N devices)",
+                f"warning: strategy mirrored: one device visible ({devices[0].name}); running on it "
+                "(split_cpu(n), --logical-cpus N, splits a CPU into N devices)",
                 file=sys.stderr,
                 flush=True,
             )
@@ -178,12 +171,12 @@ def is_chief(strategy) -> bool:
     return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().jobs
 
 
-def check_global_batch(batch_size: int, strategy, flag: str = "--batch-size") -> None:
+def check_global_batch(batch_size: int, strategy, field: str = "batch_size") -> None:
     """DistributeError unless the global batch splits evenly over the replicas."""
     replicas = strategy.num_replicas_in_sync
     if batch_size % replicas:
         raise DistributeError(
-            f"{flag} {batch_size} is the global batch and must split evenly over the {replicas} replicas "
+            f"`{field}` {batch_size} is the global batch and must split evenly over the {replicas} replicas "
             f"(a multiple of {replicas})"
         )
 
@@ -301,6 +294,6 @@ def fit(model, batches, epochs: int, initial_epoch: int, steps_per_epoch: int, v
     except _LOST as error:
         raise WorkerLostError(
             f"{_peer(error, strategy)} stopped answering ({type(error).__name__}); the run stopped, its last "
-            "epoch's checkpoint is kept: start every worker again with --resume"
+            "epoch's checkpoint is kept: start every worker again with `resume`"
         ) from None
     return model.history

@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 from darts_tf import replicas
+from darts_tf.errors import ConfigError, GenotypeError
 from darts_tf.genotypes import Genotype
 from darts_tf.ops import (
     BatchNorm,
@@ -183,7 +184,7 @@ class AuxiliaryHead(keras.layers.Layer):
         height, width = input_shape[1], input_shape[2]
         sizes = [None if n is None else (n - 5) // self._strides(n) + 1 for n in (height, width)]
         if sizes != [2, 2] or height != width:
-            raise ValueError(
+            raise ConfigError(
                 "AuxiliaryHead expected square features that pool to 2x2 (at least 6x6: 24-pixel images or larger). "
                 f"Received: {height}x{width} features; build the network with auxiliary=False for this size"
             )
@@ -254,7 +255,7 @@ def _check_genotype(genotype, where: str) -> Genotype:
     if isinstance(genotype, dict):
         genotype = Genotype.from_dict(genotype)
     if not isinstance(genotype, Genotype):
-        raise ValueError(f"{where} expected a genotype. Received: genotype={genotype!r}")
+        raise GenotypeError(f"{where} expected a genotype. Received: genotype={genotype!r}")
     return genotype
 
 

@@ -18,14 +18,11 @@ import numpy as np
 import tensorflow as tf
 
 from darts_tf import data
+from darts_tf.errors import ExportError
 from darts_tf.eval_model import float32_network, inference_model
 from darts_tf.files import atomic_directory
 
 SIGNATURE = "serving_default"
-
-
-class ExportError(ValueError):
-    """An export or a SavedModel cannot be used as asked (one line, names the path)."""
 
 
 def next_version(base_dir: str) -> int:
@@ -86,7 +83,7 @@ def export_saved_model(
         raise ExportError(f"Export version must be a positive integer. Received: version={version}")
     target = os.path.join(base_dir, str(version))
     if os.path.exists(target) and not overwrite:
-        raise ExportError(f"{target!r} already exists; choose another --version or pass --overwrite")
+        raise ExportError(f"{target!r} already exists; choose another `version` or pass `overwrite`")
     network, serve = serving_function(model, mean, std, image_shape, class_names)
     archive = keras.export.ExportArchive()
     archive.track(network)

@@ -18,6 +18,8 @@ from typing import IO
 
 import numpy as np
 
+from darts_tf.errors import ConfigError
+
 
 def _umask() -> int:
     """The process's file-creation mask, read without changing it where the system says it (Linux)."""
@@ -107,6 +109,7 @@ class JsonDocument:
     """
 
     KIND = "document"
+    ERROR = ConfigError
 
     def to_json(self, indent: int | None = None) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -116,7 +119,7 @@ class JsonDocument:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
-            raise ValueError(f"{cls.KIND.capitalize()} JSON is not valid JSON: {error}") from None
+            raise cls.ERROR(f"{cls.KIND.capitalize()} JSON is not valid JSON: {error}") from None
         return cls.from_dict(data)
 
     def save(self, path: str | os.PathLike) -> None:
@@ -131,8 +134,8 @@ class JsonDocument:
             with open(path, encoding="utf-8") as handle:
                 text = handle.read()
         except OSError as error:
-            raise ValueError(f"Cannot read {cls.KIND} file {path!r}: {error.strerror}") from None
+            raise cls.ERROR(f"Cannot read {cls.KIND} file {path!r}: {error.strerror}") from None
         try:
             return cls.from_json(text)
         except ValueError as error:
-            raise ValueError(f"Bad {cls.KIND} file {path!r}: {error}") from None
+            raise cls.ERROR(f"Bad {cls.KIND} file {path!r}: {error}") from None

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from darts_tf.errors import ConfigError, GenotypeError
 from darts_tf.files import JsonDocument, looks_like_path
 
 PRIMITIVES: tuple[str, ...] = (
@@ -42,43 +43,43 @@ def num_edges(steps: int = 4) -> int:
 
 def _as_int(value, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{what} must be an integer. Received: {value!r}")
+        raise GenotypeError(f"{what} must be an integer. Received: {value!r}")
     return int(value)
 
 
 def _validate_cell(kind: str, edges, concat) -> tuple[tuple[tuple[str, int], ...], tuple[int, ...]]:
     if not isinstance(edges, (list, tuple)):
-        raise ValueError(f"Genotype.{kind} must be a list of (op, input) pairs. Received: {edges!r}")
+        raise GenotypeError(f"Genotype.{kind} must be a list of (op, input) pairs. Received: {edges!r}")
     if len(edges) == 0 or len(edges) % 2:
-        raise ValueError(
+        raise GenotypeError(
             f"Genotype.{kind} must hold 2 (op, input) pairs per intermediate node, an even, "
             f"non-zero count. Received: {len(edges)} pairs"
         )
     clean = []
     for position, entry in enumerate(edges):
         if not isinstance(entry, (list, tuple)) or len(entry) != 2:
-            raise ValueError(f"Genotype.{kind}[{position}] must be an (op, input) pair. Received: {entry!r}")
+            raise GenotypeError(f"Genotype.{kind}[{position}] must be an (op, input) pair. Received: {entry!r}")
         op, index = entry
         if op not in OPERATIONS:
-            raise ValueError(
+            raise GenotypeError(
                 f"Genotype.{kind}[{position}] names unknown op {op!r}. Expected one of {', '.join(OPERATIONS)}"
             )
         index = _as_int(index, f"Genotype.{kind}[{position}] input index")
         node = position // 2  # intermediate node fed by this edge; its own index is node + 2
         if not 0 <= index < node + 2:
-            raise ValueError(
+            raise GenotypeError(
                 f"Genotype.{kind}[{position}] = ({op!r}, {index}): node {node + 2} can only take "
                 f"inputs 0..{node + 1} (earlier nodes). Received input index: {index}"
             )
         clean.append((op, index))
     steps = len(clean) // 2
     if not isinstance(concat, (list, tuple, range)) or len(concat) == 0:
-        raise ValueError(f"Genotype.{kind}_concat must be a non-empty list. Received: {concat!r}")
+        raise GenotypeError(f"Genotype.{kind}_concat must be a non-empty list. Received: {concat!r}")
     concat_clean = []
     for value in concat:
         value = _as_int(value, f"Genotype.{kind}_concat entry")
         if not 0 <= value < steps + 2:
-            raise ValueError(
+            raise GenotypeError(
                 f"Genotype.{kind}_concat entry {value} is not a node of a {steps}-step cell "
                 f"(expected 0..{steps + 1}). Received: {list(concat)!r}"
             )
@@ -98,6 +99,7 @@ class Genotype(JsonDocument):
     """
 
     KIND = "genotype"
+    ERROR = GenotypeError
 
     normal: tuple[tuple[str, int], ...]
     normal_concat: tuple[int, ...]
@@ -123,12 +125,12 @@ class Genotype(JsonDocument):
     @classmethod
     def from_dict(cls, data: dict) -> Genotype:
         if not isinstance(data, dict):
-            raise ValueError(f"A genotype must be a JSON object. Received: {type(data).__name__}")
+            raise GenotypeError(f"A genotype must be a JSON object. Received: {type(data).__name__}")
         expected = {"normal", "normal_concat", "reduce", "reduce_concat"}
         missing = sorted(expected - set(data))
         extra = sorted(set(data) - expected)
         if missing or extra:
-            raise ValueError(
+            raise GenotypeError(
                 f"A genotype must have exactly the keys {sorted(expected)}. Missing: {missing}; unexpected: {extra}"
             )
         return cls(
@@ -271,8 +273,8 @@ def get_genotype(name_or_path: str) -> Genotype:
     if os.path.exists(name_or_path):
         return Genotype.load(name_or_path)
     if looks_like_path(name_or_path):
-        raise ValueError(f"genotype file {name_or_path!r} does not exist")
-    raise ValueError(
+        raise GenotypeError(f"genotype file {name_or_path!r} does not exist")
+    raise GenotypeError(
         f"Unknown genotype {name_or_path!r}. Expected one of {sorted(GENOTYPES)} or the path of a genotype JSON file"
     )
 
@@ -309,9 +311,9 @@ def _check_alphas(alphas, name: str, steps: int) -> np.ndarray:
     alphas = np.asarray(alphas)
     expected = (num_edges(steps), len(PRIMITIVES))
     if alphas.shape != expected:
-        raise ValueError(f"{name} must have shape {expected} for steps={steps}. Received: shape={alphas.shape}")
+        raise GenotypeError(f"{name} must have shape {expected} for steps={steps}. Received: shape={alphas.shape}")
     if not np.all(np.isfinite(alphas)):
-        raise ValueError(f"{name} holds non-finite values (NaN or inf)")
+        raise GenotypeError(f"{name} holds non-finite values (NaN or inf)")
     return alphas
 
 
@@ -325,9 +327,9 @@ def edge_weights(betas: np.ndarray | Sequence, steps: int = 4) -> np.ndarray:
 def _check_betas(betas, name: str, steps: int) -> np.ndarray:
     betas = np.asarray(betas)
     if betas.shape != (num_edges(steps),):
-        raise ValueError(f"{name} must have shape {(num_edges(steps),)} for steps={steps}. Received: {betas.shape}")
+        raise GenotypeError(f"{name} must have shape {(num_edges(steps),)} for steps={steps}. Received: {betas.shape}")
     if not np.all(np.isfinite(betas)):
-        raise ValueError(f"{name} holds non-finite values (NaN or inf)")
+        raise GenotypeError(f"{name} holds non-finite values (NaN or inf)")
     return betas
 
 
@@ -359,7 +361,7 @@ def derive_genotype(
     normal = softmax(_check_alphas(alphas_normal, "alphas_normal", steps))
     reduce = softmax(_check_alphas(alphas_reduce, "alphas_reduce", steps))
     if (betas_normal is None) != (betas_reduce is None):
-        raise ValueError("derive_genotype expected both betas_normal and betas_reduce, or neither")
+        raise GenotypeError("derive_genotype expected both betas_normal and betas_reduce, or neither")
     if betas_normal is not None:
         normal = normal * edge_weights(_check_betas(betas_normal, "betas_normal", steps), steps)[:, None]
         reduce = reduce * edge_weights(_check_betas(betas_reduce, "betas_reduce", steps), steps)[:, None]
@@ -367,7 +369,7 @@ def derive_genotype(
     cell = _parse_cell(normal, steps)
     if max_skip is not None:
         if max_skip < 0:
-            raise ValueError(f"max_skip must be >= 0. Received: max_skip={max_skip}")
+            raise ConfigError(f"`max_skip` must be >= 0. Received: max_skip={max_skip}")
         skip = PRIMITIVES.index("skip_connect")
         normal = normal.copy()
         while sum(op == "skip_connect" for op, _ in cell) > max_skip:

@@ -25,6 +25,7 @@ import keras
 import tensorflow as tf
 
 from darts_tf import replicas
+from darts_tf.errors import GenotypeError
 from darts_tf.genotypes import OPERATIONS
 from darts_tf.precision import wide_dtype
 
@@ -659,8 +660,8 @@ def max_pool(x, pool_size: int, strides: int, padding: str) -> tf.Tensor:
     Same values and gradients. oneDNN's fast max-pool gradient replaces
     TensorFlow's only where the forward pooling is in the same graph; when
     the backward pass is a function of its own (the search network's shared
-    edges), the default kernel ran ~25x slower (5 ms vs 0.2 ms per call at
-    16x32x32x16, a quarter of a search step). Pooling again costs ~0.15 ms.
+    edges), the default kernel ran instead, far slower (docs/performance.md).
+    Pooling again costs much less than it saves.
     """
     ksize, stride = [1, pool_size, pool_size, 1], [1, strides, strides, 1]
 
@@ -813,6 +814,6 @@ OPS: dict[str, OpFactory] = {
 def make_op(primitive: str, channels: int, stride: int, affine: bool = True, **kwargs) -> keras.layers.Layer:
     """Builds op `primitive` for `channels` channels; ValueError on unknown op or stride."""
     if primitive not in OPS:
-        raise ValueError(f"Unknown DARTS op {primitive!r}. Expected one of: {', '.join(OPERATIONS)}")
+        raise GenotypeError(f"Unknown DARTS op {primitive!r}. Expected one of: {', '.join(OPERATIONS)}")
     _check_stride(stride, f"op {primitive!r}")
     return OPS[primitive](channels, stride, affine, **kwargs)

@@ -17,6 +17,9 @@ import weakref
 import keras
 import tensorflow as tf
 
+from darts_tf.errors import ConfigError
+from darts_tf.internals import ReplicaReducedGradients, variable_index
+
 _GRAPH_CONSTANTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -27,17 +30,8 @@ def _handle(variable):
     return variable.handle
 
 
-class _ReducedGradients:
-    """For optimizers whose `apply` receives the global gradients: the caller's step has already
-    reduced them across tf.distribute replicas (`darts_tf.replicas.mean`, before clipping), so
-    Keras's own summation over the replicas in `apply` is skipped (it would multiply them by k)."""
-
-    def _all_reduce_sum_gradients(self, grads_and_vars):
-        return list(grads_and_vars)
-
-
 @keras.saving.register_keras_serializable(package="darts_tf")
-class SGD(_ReducedGradients, keras.optimizers.Optimizer):
+class SGD(ReplicaReducedGradients, keras.optimizers.Optimizer):
     """SGD with momentum and coupled L2 weight decay, as `torch.optim.SGD`.
 
     buf = momentum * buf + (g + coupled_weight_decay * w);  w -= lr * buf.
@@ -47,7 +41,7 @@ class SGD(_ReducedGradients, keras.optimizers.Optimizer):
     def __init__(self, learning_rate=0.025, momentum=0.9, coupled_weight_decay=0.0, name="darts_sgd", **kwargs):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         if momentum < 0:
-            raise ValueError(f"SGD expected momentum >= 0. Received: momentum={momentum}")
+            raise ConfigError(f"SGD expected momentum >= 0. Received: momentum={momentum}")
         self.momentum = momentum
         self.coupled_weight_decay = coupled_weight_decay
 
@@ -74,7 +68,7 @@ class SGD(_ReducedGradients, keras.optimizers.Optimizer):
         momentum, weight_decay = self._constants(variable.dtype)
         if self.coupled_weight_decay:
             g = g + weight_decay * variable
-        buf = self.momentums[self._get_variable_index(variable)]
+        buf = self.momentums[variable_index(self, variable)]
         if keras.backend.backend() == "tensorflow":
             # One kernel for buf = momentum * buf + g; w -= lr * buf (PyTorch's rule, in place):
             # a network can have ~1,400 weight tensors (unpacked), so ops per variable count.
@@ -95,7 +89,7 @@ class SGD(_ReducedGradients, keras.optimizers.Optimizer):
         """PyTorch's `momentum_buffer` for each variable (zeros before the first step)."""
         if not self.built:
             return [tf.zeros_like(v) for v in variables]
-        return [tf.convert_to_tensor(self.momentums[self._get_variable_index(v)]) for v in variables]
+        return [tf.convert_to_tensor(self.momentums[variable_index(self, v)]) for v in variables]
 
     def get_config(self):
         config = super().get_config()
@@ -104,7 +98,7 @@ class SGD(_ReducedGradients, keras.optimizers.Optimizer):
 
 
 @keras.saving.register_keras_serializable(package="darts_tf")
-class Adam(_ReducedGradients, keras.optimizers.Optimizer):
+class Adam(ReplicaReducedGradients, keras.optimizers.Optimizer):
     """Adam with coupled L2 weight decay, as `torch.optim.Adam`.
 
     Used for the DARTS architecture weights with lr 3e-4, betas (0.5, 0.999),
@@ -143,7 +137,7 @@ class Adam(_ReducedGradients, keras.optimizers.Optimizer):
         step = tf.cast(self.iterations + 1, dtype)
         bias_1 = 1.0 - tf.pow(tf.cast(self.beta_1, dtype), step)
         bias_2 = 1.0 - tf.pow(tf.cast(self.beta_2, dtype), step)
-        index = self._get_variable_index(variable)
+        index = variable_index(self, variable)
         m, v = self.first_moments[index], self.second_moments[index]
         self.assign(m, self.beta_1 * m + (1.0 - self.beta_1) * g)
         self.assign(v, self.beta_2 * v + (1.0 - self.beta_2) * tf.square(g))
@@ -173,7 +167,7 @@ class EpochCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, initial, minimum, epochs, steps_per_epoch):
         if epochs <= 0 or steps_per_epoch <= 0:
-            raise ValueError(
+            raise ConfigError(
                 f"EpochCosineDecay expected positive epochs and steps_per_epoch. "
                 f"Received: epochs={epochs}, steps_per_epoch={steps_per_epoch}"
             )
@@ -208,7 +202,7 @@ class EpochExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, initial, gamma, steps_per_epoch):
         if steps_per_epoch <= 0 or not 0.0 < gamma <= 1.0:
-            raise ValueError(
+            raise ConfigError(
                 "EpochExponentialDecay expected 0 < gamma <= 1 and positive steps_per_epoch. "
                 f"Received: gamma={gamma}, steps_per_epoch={steps_per_epoch}"
             )

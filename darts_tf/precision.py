@@ -25,15 +25,16 @@ import threading
 import keras
 import tensorflow as tf
 
-from darts_tf import replicas
+from darts_tf import internals, replicas
 from darts_tf.config import PRECISIONS
+from darts_tf.errors import ConfigError
 
 HALF_TYPES = (tf.float16, tf.bfloat16)
 
 
 def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}. Received: precision={precision!r}")
+        raise ConfigError(f"`precision` must be one of {', '.join(PRECISIONS)}. Received: precision={precision!r}")
     return precision
 
 
@@ -129,9 +130,7 @@ def apply_if(finite, apply) -> None:
     """
     context = tf.distribute.get_replica_context()
     needs_merge = (
-        context is not None
-        and context.num_replicas_in_sync > 1
-        and not tf.__internal__.distribute.strategy_supports_no_merge_call()
+        context is not None and context.num_replicas_in_sync > 1 and not internals.strategy_supports_no_merge_call()
     )
     if not needs_merge:
         tf.cond(finite, lambda: _run(apply), tf.no_op)
@@ -184,7 +183,7 @@ def full_precision(model):
     with _SWAP:
         entry = _ACTIVE.setdefault(key, [0, None])
         if entry[0] == 0:
-            layers = list(model._flatten_layers(include_self=True, recursive=True))
+            layers = internals.flatten_layers(model)
             entry[1] = [(layer, layer.dtype_policy) for layer in layers]
             for layer, policy in entry[1]:
                 layer.dtype_policy = policy.variable_dtype

@@ -16,19 +16,12 @@ import tensorflow as tf
 from darts_tf import data, distribute
 from darts_tf.checkpoint import make_checkpoint, restore, write_atomic
 from darts_tf.config import config_from_dict
+from darts_tf.errors import DivergedError, RunDirError
 from darts_tf.files import atomic_file
 
 CHECKPOINT_DIR = "checkpoint"
 PREVIOUS_DIR = "checkpoint.previous"  # the epoch before, kept so that a damaged checkpoint is not the end
 STATE_FILE = "state.json"
-
-
-class RunDirError(ValueError):
-    """The run folder cannot be used as asked (one line, names the folder and the flag)."""
-
-
-class DivergedError(ValueError):
-    """A loss became NaN or infinite: the run stopped at once (one line: which loss, when, what to change)."""
 
 
 def write_json_atomic(path: str, data) -> None:
@@ -47,10 +40,10 @@ def prepare_run_dir(run_dir: str, resume: bool, overwrite: bool) -> None:
     has_run = os.path.exists(os.path.join(run_dir, "config.json"))
     if resume:
         if not any(os.path.exists(os.path.join(run_dir, d, STATE_FILE)) for d in (CHECKPOINT_DIR, PREVIOUS_DIR)):
-            raise RunDirError(f"--resume {run_dir!r}: no checkpoint there to resume from")
+            raise RunDirError(f"`resume` {run_dir!r}: no checkpoint there to resume from")
         return
     if has_run and not overwrite:
-        raise RunDirError(f"--run-dir {run_dir!r} already holds a run; pass --resume to continue it or --overwrite")
+        raise RunDirError(f"`run_dir` {run_dir!r} already holds a run; pass `resume` to continue it or `overwrite`")
     if has_run and overwrite:
         shutil.rmtree(run_dir)
     # The folder itself is created by the first file written (config.json), so a run
@@ -140,7 +133,7 @@ def resume_state(run_dir: str, what: str, model, chief: bool = True, **optimizer
     """
     state = load_checkpoint(run_dir, model, **optimizers)
     if state.get("finished"):
-        raise RunDirError(f"--resume {run_dir!r}: the {what} already finished ({state['epoch']} epochs)")
+        raise RunDirError(f"`resume` {run_dir!r}: the {what} already finished ({state['epoch']} epochs)")
     if chief:
         truncate_metrics(run_dir, state["epoch"])  # after a fallback to the previous checkpoint: its later rows go
     return state
@@ -251,7 +244,7 @@ def require_one_replica(model) -> None:
 class StopOnNonFinite(keras.callbacks.Callback):
     """Stops a `fit` at the first step whose loss is NaN or infinite (`DivergedError`, one line).
 
-    `flags` maps each logged loss to check to the flag to change (e.g. {"loss": "--learning-rate"}).
+    `flags` maps each logged loss to check to the config field to change (e.g. {"loss": "`learning_rate`"}).
     Nothing of the epoch is recorded: its checkpoint stays the last good one.
     """
 
@@ -314,7 +307,7 @@ def fit_run(model, batches, run_dir: str, epochs: int, first_epoch: int, steps_p
     metrics row) before one of them can stop or interrupt the run.
     """
     callbacks = [
-        StopOnNonFinite(loss_flags or {"loss": "--learning-rate"}),
+        StopOnNonFinite(loss_flags or {"loss": "`learning_rate`"}),
         *callbacks,
         MetricsCSV(os.path.join(run_dir, "metrics.csv"), extra=csv_extra),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),
@@ -339,5 +332,5 @@ def fit_run(model, batches, run_dir: str, epochs: int, first_epoch: int, steps_p
         if "not a readable image" not in str(error):
             raise
         raise data.DataError(
-            f"{data.unreadable_file(error)}; the run stopped (--resume continues from its last checkpoint)"
+            f"{data.unreadable_file(error)}; the run stopped (`resume` continues from its last checkpoint)"
         ) from None

@@ -1,26 +1,22 @@
-"""TensorFlow runtime settings measured to suit the DARTS search and training steps (see README, Performance).
+"""TensorFlow runtime settings chosen by measurement for the DARTS search and training steps.
 
-The search network is many small, independent ops (14 edges x 7 ops per
-cell), so on CPU single-threaded kernels run side by side (intra-op 1,
-inter-op = cores) beat multi-threaded kernels run one after another: 2.0 s
-vs 3.0 s per first-order step at batch 16 on 2 cores. Training the
-evaluation network gains less but gains too (`configure_for_training`). The grappler passes
-switched off here ("reduced") cost start-up on the search step's graph and
-gave no measurable step-time gain. Function optimisation is among them: it
-specialised each of the step's ~450-1,100 edge calls to prune the gradients
-the caller does not use (15-45 s of start-up), which the edge functions now
-leave out when traced (`weight_gradients=False`). "off" switches grappler off
-altogether. The thread settings must be made before TensorFlow runs its
-first op; the graph optimisation applies to functions first run after it is
-set.
+The measurements behind each choice are in docs/performance.md. The search
+network is many small, independent ops (14 edges x 7 ops per cell), so on CPU
+single-threaded kernels run side by side (intra-op 1, inter-op = cores) rather
+than multi-threaded kernels one after another; training the evaluation network
+gains too (`configure_for_training`). The grappler passes switched off here
+("reduced") cost start-up on the search step's graph and gave no step-time gain
+(function optimisation among them: the edge functions already leave out the
+gradients their callers do not use, `weight_gradients=False`). "off" switches
+grappler off altogether. The thread settings must be made before TensorFlow
+runs its first op; the graph optimisation applies to functions first run after
+it is set.
 
-Memory: the first step touches all the memory a step needs (7.4 GiB for a
-second-order step at batch 64), and on the development machine (a virtual
-machine) each 4 KiB page's first touch cost ~13 us of kernel time: 1.8
-million page faults, 24 s of system time, ~15-20 s of the first step.
+Memory: the first step touches all the memory a step needs, and on a virtual
+machine each 4 KiB page's first touch is costly kernel time.
 `restart_with_huge_pages` re-executes the command line with glibc's
 `glibc.malloc.hugetlb=1` tunable, so malloc asks for transparent huge pages
-(2 MiB): 60 thousand faults for the same step. The commands call it first
+(2 MiB), far fewer faults for the same step. The commands call it first
 thing; TensorFlow is imported only where it is used, so this module is
 cheap to import before that.
 
@@ -36,6 +32,8 @@ import ctypes.util
 import os
 import platform
 import sys
+
+from darts_tf.errors import ConfigError
 
 _M_ARENA_MAX = -8  # glibc mallopt parameter
 
@@ -60,7 +58,7 @@ GRAPH_OPTIMIZATION_MODES = ("reduced", "off")
 
 def _check_graph_optimization(mode: str) -> str:
     if mode not in GRAPH_OPTIMIZATION_MODES:
-        raise ValueError(f"graph_optimization must be one of {GRAPH_OPTIMIZATION_MODES}. Received: {mode!r}")
+        raise ConfigError(f"`graph_optimization` must be one of {GRAPH_OPTIMIZATION_MODES}. Received: {mode!r}")
     return mode
 
 
@@ -80,8 +78,8 @@ def limit_malloc_arenas(arenas: int = 1) -> bool:
 
     TensorFlow's CPU tensors come from malloc. With one arena per thread,
     memory freed by one thread's kernels is not reused by another's, and the
-    search step's peak resident memory grew by ~0.4 GiB (batch 16, 2 cores)
-    with no gain in speed. Other C libraries: nothing happens.
+    search step's peak resident memory grew with no gain in speed
+    (docs/performance.md). Other C libraries: nothing happens.
     """
     if not sys.platform.startswith("linux"):
         return False
@@ -150,18 +148,15 @@ def configure_for_training(threads: int | None = None) -> dict:
 
     On CPU, single-threaded kernels side by side (intra-op 1, inter-op
     `threads`, default the number of cores), as for the search: the DARTS_V2
-    step (C=36, 20 cells) used 4-10% less CPU time per step than with
-    TensorFlow's default (2 threads per kernel), and its wall time was lower
-    in 5 of 6 interleaved A/B rounds (batch 32 and 96, medians of 8 steps,
-    2 cores; equal in the sixth). If TensorFlow has already started, the
+    step used less CPU time and wall time than with TensorFlow's default
+    threads (docs/performance.md). If TensorFlow has already started, the
     threads are left as they are ("unchanged"). On a machine with a GPU:
     TensorFlow's defaults and GPU memory growth on, as `configure_for_search`.
 
     Grappler's remapper is off: it fuses each BatchNorm with the ReLU after
-    it into one oneDNN kernel, which ran ~3x slower in training than the two
-    apart on this network's first-stage shape (forward at [32, 32, 32, 36]:
-    4.7 vs 1.5 ms; CPU, TF 2.21); without it the peak memory is 0.2-0.5 GiB
-    lower (benchmark, batch 32 and 96). The search already runs without it
+    it into one oneDNN kernel, which ran slower in training than the two
+    apart on this network's shapes, with more peak memory
+    (docs/performance.md). The search already runs without it
     (`GRAPPLER_OPTIONS`). Applies to functions first run after it; an
     exported SavedModel is unaffected (its server optimises it anew).
     """
@@ -188,7 +183,7 @@ def configure(workload: str, threads: int | None = None, graph_optimization: str
     "training": `configure_for_training(threads)`.
     """
     if workload not in WORKLOADS:
-        raise ValueError(f"runtime.configure expected a workload in {WORKLOADS}. Received: workload={workload!r}")
+        raise ConfigError(f"runtime.configure expected a workload in {WORKLOADS}. Received: workload={workload!r}")
     if workload == "search":
         return configure_for_search(threads, graph_optimization)
     return configure_for_training(threads)

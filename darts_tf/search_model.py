@@ -18,7 +18,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from darts_tf import replicas
+from darts_tf import internals, replicas
+from darts_tf.errors import ConfigError
 from darts_tf.genotypes import PRIMITIVES, Genotype, derive_genotype, num_edges
 from darts_tf.ops import (
     BatchNorm,
@@ -97,7 +98,7 @@ class MixedOp(keras.layers.Layer):
     def __init__(self, channels, strides=1, shared_trace=True, edge_functions=None, partial_channels=1, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(partial_channels, int) or partial_channels < 1 or channels % partial_channels:
-            raise ValueError(
+            raise ConfigError(
                 f"MixedOp expected partial_channels, a positive integer dividing channels={channels}. "
                 f"Received: partial_channels={partial_channels!r}"
             )
@@ -288,7 +289,8 @@ class _SharedEdge:
                 self.slots[id(variable)] = (which, offset, tuple(variable.shape))
                 offset += size
         # PyTorch's default conv init for each packed kernel (every trainable tensor is one).
-        fan_ins = {id(layer.kernel): layer.fan_in for layer in template._flatten_layers() if isinstance(layer, Conv2D)}
+        convs = [layer for layer in internals.flatten_layers(template) if isinstance(layer, Conv2D)]
+        fan_ins = {id(layer.kernel): layer.fan_in for layer in convs}
         unknown = [v.path for v in template.trainable_variables if id(v) not in fan_ins]
         if unknown:
             raise ValueError(f"Packed edge: every trainable tensor must be a conv kernel. Received: {unknown}")
@@ -621,13 +623,13 @@ class SearchNetwork(keras.Model):
         self.edge_functions = EdgeFunctions()  # this network's edge functions, one per edge shape
         for name, value in (("C", C), ("num_classes", num_classes), ("layers", layers), ("steps", steps)):
             if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"SearchNetwork expected a positive integer {name}. Received: {name}={value!r}")
+                raise ConfigError(f"SearchNetwork expected a positive integer {name}. Received: {name}={value!r}")
         if not 1 <= multiplier <= steps:
-            raise ValueError(
+            raise ConfigError(
                 f"SearchNetwork expected 1 <= multiplier <= steps. Received: multiplier={multiplier}, steps={steps}"
             )
         if not isinstance(partial_channels, int) or partial_channels < 1 or C % partial_channels:
-            raise ValueError(
+            raise ConfigError(
                 f"SearchNetwork expected partial_channels, a positive integer dividing C={C}. "
                 f"Received: partial_channels={partial_channels!r}"
             )

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from darts_tf import architect, data, distribute, precision, replicas, runs, visualize
 from darts_tf.config import SearchConfig, check_choices, parse_early_stop
+from darts_tf.errors import ConfigError
 from darts_tf.genotypes import Genotype, edge_weights, format_alphas
 from darts_tf.optimizers import SGD, Adam, EpochCosineDecay, clip_by_global_norm, learning_rate_schedule
 from darts_tf.search_model import SearchNetwork
@@ -42,7 +43,7 @@ class ArchitectureSearch(keras.Model):
     def __init__(self, network, unrolled=False, hessian="finite_difference", beta_decay=0.0, loss_scale=None, **kwargs):
         super().__init__(**kwargs)
         if hessian not in architect.HESSIAN_MODES:
-            raise ValueError(f"hessian must be one of {architect.HESSIAN_MODES}. Received: hessian={hessian!r}")
+            raise ConfigError(f"`hessian` must be one of {architect.HESSIAN_MODES}. Received: hessian={hessian!r}")
         self.network = network
         self.unrolled = unrolled
         self.hessian = hessian
@@ -87,7 +88,7 @@ class ArchitectureSearch(keras.Model):
     def make_train_function(self, force=False):
         # Keras calls its step function (a tf.function) from a second one that reads the
         # iterator; TensorFlow inlines the whole step graph into that one when it first
-        # runs it: ~3 s of start-up for a second-order step. At one step per call
+        # runs it, seconds of start-up for a second-order step. At one step per call
         # (the default), one function reads the batch and runs the step.
         runs.require_one_replica(self)  # this train function runs outside any strategy
         if self.train_function is not None and not force:
@@ -361,8 +362,8 @@ def run_search(
     smallest = min(len(train_x), len(val_x))
     if config.batch_size > smallest:
         raise data.DataError(
-            f"--batch-size {config.batch_size} is larger than the search split ({smallest} images per half of "
-            f"{len(source.train_labels)} training images); use --batch-size {smallest} or less"
+            f"`batch_size` {config.batch_size} is larger than the search split ({smallest} images per half of "
+            f"{len(source.train_labels)} training images); use `batch_size` {smallest} or less"
         )
     steps_per_epoch = smallest // config.batch_size
     schedule = learning_rate_schedule(config, steps_per_epoch)
@@ -404,7 +405,7 @@ def run_search(
             csv_extra=lambda e: {"lr": schedule.value_at_epoch(e), "genotype": _genotype_json(search.network, config)},
             verbose=verbose,
             user_callbacks=callbacks,
-            loss_flags={"loss": "--learning-rate", "arch_loss": "--arch-learning-rate"},
+            loss_flags={"loss": "`learning_rate`", "arch_loss": "`arch_learning_rate`"},
         )  # fmt: skip
         genotype = Genotype.load(os.path.join(written.run_dir, "genotype.json"))  # the kept one (early stop)
     finally:

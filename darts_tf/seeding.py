@@ -13,12 +13,14 @@ import contextlib
 import random
 from collections.abc import Iterator
 
+from darts_tf.errors import ConfigError
+
 
 @contextlib.contextmanager
 def initializer_seed(seed: int) -> Iterator[None]:
     """Inside the block Keras's unseeded initialisers draw as after `keras.utils.set_random_seed(seed)`."""
     if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ValueError(f"initializer_seed expected an integer seed. Received: seed={seed!r}")
+        raise ConfigError(f"initializer_seed expected an integer seed. Received: seed={seed!r}")
     state = random.getstate()
     random.seed(seed)
     try:

@@ -173,7 +173,7 @@ def build_trainer(config: TrainConfig, network: keras.Model, schedule) -> EvalTr
 def read_run(run_dir: str) -> tuple[TrainConfig, Genotype, dict]:
     """The config, genotype and data.json of a training run folder."""
     if not os.path.isdir(run_dir):
-        raise runs.RunDirError(f"run folder {run_dir!r} does not exist (expected the --run-dir of a darts-tf train)")
+        raise runs.RunDirError(f"run folder {run_dir!r} does not exist (expected the `run_dir` of a darts-tf train)")
     paths = [os.path.join(run_dir, name) for name in ("config.json", "data.json")]
     if not all(os.path.exists(path) for path in paths):
         raise runs.RunDirError(f"{run_dir!r} holds no training run (no config.json/data.json)")
@@ -259,8 +259,8 @@ def run_training(
         print(f"data: {source.description}", flush=True)
     if config.batch_size > len(source.train_labels):
         raise data.DataError(
-            f"--batch-size {config.batch_size} is larger than the training set ({len(source.train_labels)} images); "
-            f"use --batch-size {len(source.train_labels)} or less"
+            f"`batch_size` {config.batch_size} is larger than the training set ({len(source.train_labels)} images); "
+            f"use `batch_size` {len(source.train_labels)} or less"
         )
     # Every step sees a full batch (one traced shape); the at most batch_size - 1
     # images left over change from epoch to epoch with the shuffle.

@@ -22,6 +22,7 @@ import re
 
 import numpy as np
 
+from darts_tf.errors import ConfigError, RunDirError
 from darts_tf.files import atomic_file
 from darts_tf.genotypes import PRIMITIVES, Genotype, derive_genotype, softmax
 
@@ -53,7 +54,7 @@ def _figure(width: float, height: float):
 
 def _cell(genotype: Genotype, kind: str) -> tuple[tuple, tuple]:
     if kind not in ("normal", "reduce"):
-        raise ValueError(f"cell kind must be 'normal' or 'reduce'. Received: kind={kind!r}")
+        raise ConfigError(f"cell kind must be 'normal' or 'reduce'. Received: kind={kind!r}")
     return (genotype.normal, genotype.normal_concat) if kind == "normal" else (genotype.reduce, genotype.reduce_concat)
 
 
@@ -250,7 +251,7 @@ def save_recurrent_cell(genotype, out_dir: str, formats=("png", "svg"), prefix: 
     """`<prefix>_recurrent.<fmt>` and its `.dot` source in `out_dir`; the paths."""
     bad = [f for f in formats if f not in FORMATS]
     if bad:
-        raise ValueError(f"--format must be among {', '.join(FORMATS)}. Received: {bad[0]!r}")
+        raise ConfigError(f"`format` must be among {', '.join(FORMATS)}. Received: {bad[0]!r}")
     figure = recurrent_cell_figure(genotype)
     written = [save_figure(figure, os.path.join(out_dir, f"{prefix}_recurrent.{fmt}")) for fmt in formats]
     path = os.path.join(out_dir, f"{prefix}_recurrent.dot")
@@ -272,7 +273,7 @@ def save_figure(figure, path: str) -> str:
 
     fmt = os.path.splitext(path)[1][1:].lower()
     if fmt not in FORMATS + ("gif",):
-        raise ValueError(f"picture format must be one of {', '.join(FORMATS)}. Received: {path!r}")
+        raise ConfigError(f"picture format must be one of {', '.join(FORMATS)}. Received: {path!r}")
     with matplotlib.rc_context({"svg.fonttype": "none", "pdf.fonttype": 42}), atomic_file(path, "wb") as handle:
         figure.savefig(handle, format=fmt, dpi=110, bbox_inches="tight")
     return path
@@ -282,7 +283,7 @@ def save_cells(genotype: Genotype, out_dir: str, formats=("png", "svg"), prefix:
     """`<prefix>_normal.<fmt>`, `<prefix>_reduce.<fmt>` and their `.dot` sources in `out_dir`; the paths."""
     bad = [f for f in formats if f not in FORMATS]
     if bad:
-        raise ValueError(f"--format must be among {', '.join(FORMATS)}. Received: {bad[0]!r}")
+        raise ConfigError(f"`format` must be among {', '.join(FORMATS)}. Received: {bad[0]!r}")
     written = []
     for kind in ("normal", "reduce"):
         figure = cell_figure(genotype, kind)
@@ -364,7 +365,7 @@ def read_search_run(run_dir: str) -> dict:
     """A search run folder's config, per-epoch alphas (epoch 0 = the initial ones when recorded) and metrics rows."""
     config_path = os.path.join(run_dir, "config.json")
     if not os.path.isfile(config_path):
-        raise ValueError(f"{run_dir!r} holds no run (no config.json)")
+        raise RunDirError(f"{run_dir!r} holds no run (no config.json)")
     with open(config_path, encoding="utf-8") as handle:
         config = json.load(handle)
     alphas, betas = {}, {}
@@ -417,7 +418,7 @@ def save_animation(frames: list[np.ndarray], path: str, seconds_per_frame: float
     from PIL import Image
 
     if not frames:
-        raise ValueError(f"no frames to animate into {path!r} (the run folder has no alphas_epoch_*.npz)")
+        raise RunDirError(f"no frames to animate into {path!r} (the run folder has no alphas_epoch_*.npz)")
     images = [Image.fromarray(frame).convert("P", palette=Image.Palette.ADAPTIVE, colors=128) for frame in frames]
     durations = [int(1000 * seconds_per_frame)] * len(images)
     durations[-1] *= 3
@@ -599,7 +600,7 @@ _MEANINGS = {
     "train_portion": {None: "the corpus's training file"},
     "max_skip": {None: "no limit"},
     "early_stop": {None: "off"},
-    "data_dir": {None: "none (--dataset)"},
+    "data_dir": {None: "none (`dataset`)"},
     "export_name": {None: "from the arch"},
     "cache": {None: "off"},
     "tfds_data_dir": {None: "tensorflow-datasets' default"},
@@ -712,14 +713,17 @@ def visualize(target: str, out_dir: str | None = None, formats=("png", "svg")) -
     from darts_tf.rnn import genotypes as recurrent
 
     if os.path.isdir(target):
-        if _holds_recurrent_genotype(os.path.join(target, "genotype.json")):  # a search-rnn / train-rnn run
-            return visualize_recurrent_run(target, out_dir, formats)
-        return visualize_run(target, out_dir, formats)
+        try:
+            if _holds_recurrent_genotype(os.path.join(target, "genotype.json")):  # a search-rnn / train-rnn run
+                return visualize_recurrent_run(target, out_dir, formats)
+            return visualize_run(target, out_dir, formats)
+        except OSError as error:  # a file of the run folder unreadable, or the output folder unwritable
+            raise RunDirError(f"{target!r}: {error.strerror or error} ({error.filename})") from None
     stem = os.path.splitext(os.path.basename(target))[0].lower()
     if target.startswith("rnn:") or _holds_recurrent_genotype(target):
         genotype = recurrent.get_genotype(target[4:] if target.startswith("rnn:") else target)
         return save_recurrent_cell(genotype, out_dir or ".", formats, prefix=stem.replace("rnn:", "rnn_"))
-    genotype = get_genotype(target)  # a name or a JSON file; ValueError naming it otherwise
+    genotype = get_genotype(target)  # a name or a JSON file; GenotypeError naming it otherwise
     return save_cells(genotype, out_dir or ".", formats, prefix=stem)
 
 

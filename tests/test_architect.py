@@ -38,6 +38,7 @@ def _rel(a, b):
     return np.linalg.norm(a - b) / np.linalg.norm(b)
 
 
+@pytest.mark.slow
 def test_finite_difference_matches_exact_and_differs_from_first_order(setup):
     model, train, val, buffers = setup
     xi = 0.5  # large virtual step so the second-order term is large
@@ -122,7 +123,7 @@ def test_in_tf_function_float32():
 
 def test_bad_hessian_mode(setup):
     model, train, val, _ = setup
-    with pytest.raises(ValueError, match="hessian must be one of"):
+    with pytest.raises(ValueError, match="`hessian` must be one of"):
         architect.second_order_arch_gradients(model, train, val, xi=0.1, hessian="gauss_newton")
 
 

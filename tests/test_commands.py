@@ -70,6 +70,7 @@ def test_errors_are_one_line_and_exit_2(tmp_path):
     assert _darts_tf("nonsense").returncode == 2
 
 
+@pytest.mark.slow
 def test_the_library_leaves_process_wide_settings_alone(tmp_path):
     """run_search/run_training do not set threads or grappler; the commands do (runtime.configure)."""
     code = (
@@ -129,6 +130,7 @@ def test_flag_errors_are_one_line():
         assert "error:" in result.stderr and "usage" not in result.stderr
 
 
+@pytest.mark.slow
 def test_output_to_a_pipe_is_plain_lines_and_quiet_drops_the_tables(tmp_path):
     flags = ["--dataset", "synthetic", "--image-size", "8", "--subset", "32", "--epochs", "2", "--C", "4"]
     flags += ["--layers", "2", "--batch-size", "8"]

@@ -19,7 +19,7 @@ def test_reads_the_real_sample(cifar_sample):
 
 
 def test_missing_or_wrong_data_dir(tmp_path):
-    with pytest.raises(data.DataError, match="--data-dir .*nope.* does not exist"):
+    with pytest.raises(data.DataError, match="`data_dir` .*nope.* does not exist"):
         data.load_cifar10_python(str(tmp_path / "nope"))
     with pytest.raises(data.DataError, match="missing data_batch_1"):
         data.load_cifar10_python(str(tmp_path))
@@ -31,7 +31,7 @@ def test_tfds_offline_fails_fast_with_the_fix(tmp_path, monkeypatch):
     with pytest.raises(data.DataError) as info:
         data.load_cifar10_tfds(tfds_data_dir=str(tmp_path))
     assert time.time() - start < 30
-    assert "--data-dir" in str(info.value) and "--dataset synthetic" in str(info.value)
+    assert "`data_dir`" in str(info.value) and "`dataset` synthetic" in str(info.value)
 
 
 def test_pipeline_is_a_function_of_seed_and_epoch(cifar_sample):
@@ -64,7 +64,7 @@ def test_cutout_zeroes_a_16x16_square():
 def test_synthetic_and_unknown_dataset():
     d = data.load_data("synthetic")
     assert d.train_images.shape[1:] == (32, 32, 3) and d.num_classes == 10
-    with pytest.raises(data.DataError, match="--dataset 'imagenet' is not supported"):
+    with pytest.raises(data.DataError, match="`dataset` 'imagenet' is not supported"):
         data.load_data("imagenet")
 
 
@@ -170,7 +170,7 @@ def test_imagenet_augmentation_is_deterministic_and_crops_like_the_original():
         crop = data.random_resized_crop(tf.constant(ramp), 50, tf.constant([i, 7], tf.int64)).numpy() * 255.0
         width = crop[0, -1, 0] - crop[0, 0, 0]
         assert np.sqrt(0.08) * 200 * np.sqrt(3 / 4) - 2 <= width <= 200
-    with pytest.raises(ValueError, match="augmentation must be one of"):
+    with pytest.raises(ValueError, match="`augmentation` must be one of"):
         data.epoch_dataset(images, labels, 4, (0.5,) * 3, (0.25,) * 3, seed=1, epoch=0, augmentation="autoaugment")
 
 

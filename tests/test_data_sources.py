@@ -62,12 +62,12 @@ def test_image_folder_bad_input_is_one_line(tmp_path):
         return str(info.value)
 
     (root / "train" / "circle" / "broken.png").write_bytes(b"not a png")
-    assert "broken.png' is not a readable image (--skip-bad-images" in error()
+    assert "broken.png' is not a readable image (`skip_bad_images`" in error()
     source = data.load_data(data_dir=str(root), skip_bad_images=True)
     assert "1 unreadable files skipped" in source.description and len(source.train_images) == 6
     os.remove(root / "train" / "circle" / "broken.png")
     tf.io.write_file(str(root / "train" / "circle" / "big.png"), tf.io.encode_png(np.zeros((30, 30, 1), np.uint8)))
-    assert "images of different sizes" in error() and "--image-size" in error()
+    assert "images of different sizes" in error() and "`image_size`" in error()
     assert data.load_data(data_dir=str(root), image_size=28).train_images.shape[1:] == (28, 28, 1)
     os.remove(root / "train" / "circle" / "big.png")
     os.makedirs(root / "train" / "hexagon")
@@ -80,7 +80,7 @@ def test_image_folder_bad_input_is_one_line(tmp_path):
                 os.remove(root / split / name / file)
             os.rmdir(root / split / name)
     assert "at least 2 class folders" in error()
-    with pytest.raises(data.DataError, match="--channels must be 1 or 3. Received: 2"):
+    with pytest.raises(data.DataError, match="`channels` must be 1 or 3. Received: 2"):
         data.load_data(data_dir=str(root), channels=2)
     with pytest.raises(data.DataError, match="is not a dataset darts_tf reads"):
         data.load_data(data_dir=str(tmp_path))
@@ -140,6 +140,7 @@ def _tiny_search(run_dir, root, **overrides):
     return SearchConfig(data_dir=str(root), run_dir=str(run_dir), **{**values, **overrides})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size, channels, fmt", [(28, 1, "png"), (48, 3, "jpg")], ids=["28px-grey", "48px-rgb"])
 def test_search_train_export_and_serve_on_an_image_folder(tmp_path, size, channels, fmt):
     root = _image_folder(tmp_path / "images", size=size, channels=channels, fmt=fmt)
@@ -175,6 +176,7 @@ class _Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_resume_on_an_image_folder_gives_the_same_search(tmp_path):
     root = _image_folder(tmp_path / "images", size=16, channels=3)
     straight = run_search(_tiny_search(tmp_path / "a", root, epochs=2), verbose=0)
@@ -245,18 +247,18 @@ def test_large_folders_stream_by_themselves_and_need_an_image_size(tmp_path, mon
     root = _mixed_folder(tmp_path / "mixed")
     monkeypatch.setattr(data.sources, "STREAM_ABOVE_BYTES", 1000)
     assert data.is_streamed(data.load_data(data_dir=str(root), image_size=16).train_images)
-    with pytest.raises(data.DataError, match="more than is held in memory .* needs --image-size N"):
+    with pytest.raises(data.DataError, match="more than is held in memory .* needs `image_size` N"):
         data.load_data(data_dir=str(root))
-    with pytest.raises(data.DataError, match="streaming .* needs --image-size N"):
+    with pytest.raises(data.DataError, match="streaming .* needs `image_size` N"):
         data.load_data(data_dir=str(root), stream=True)
-    with pytest.raises(data.DataError, match="--stream and --cache apply to image folders"):
+    with pytest.raises(data.DataError, match="`stream` and `cache` apply to image folders"):
         data.load_data(dataset="synthetic", stream=True)
 
 
 def test_streamed_bad_files_are_named_or_skipped(tmp_path, monkeypatch):
     root = _mixed_folder(tmp_path / "mixed")
     (root / "train" / "square" / "zz_broken.png").write_bytes(b"not an image at all")
-    with pytest.raises(data.DataError, match=r"zz_broken.png' is not a readable image \(--skip-bad-images"):
+    with pytest.raises(data.DataError, match=r"zz_broken.png' is not a readable image \(`skip_bad_images`"):
         data.load_data(data_dir=str(root), image_size=16, stream=True)
     source = data.load_data(data_dir=str(root), image_size=16, stream=True, skip_bad_images=True)
     assert len(source.train_labels) == 18 and "1 unreadable files skipped" in source.description
@@ -284,6 +286,7 @@ def test_subset_keeps_as_many_images_of_every_class():
     assert len(runs.subset_indices(labels, 100, 3)) == len(labels)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stream", [False, True], ids=["in-memory", "streamed"])
 def test_resume_on_an_image_folder_gives_the_same_training(tmp_path, stream):
     root = _image_folder(tmp_path / "images", size=20, channels=3, fmt="jpg", train=6, test=2)

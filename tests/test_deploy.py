@@ -47,6 +47,7 @@ def _fresh(code: str, cwd) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_litert_float_and_int8_run_without_tensorflow(trained):
     tmp, config, saved_model = trained
     network, _, info = load_trained_network(config.run_dir)
@@ -139,6 +140,7 @@ def _darts_tf(*args, cwd):
     return subprocess.run(command, capture_output=True, text=True, cwd=cwd)
 
 
+@pytest.mark.slow
 def test_export_and_evaluate_commands_with_every_format(trained):
     tmp, config, _ = trained
     out = _darts_tf(
@@ -167,6 +169,7 @@ def test_export_and_evaluate_commands_with_every_format(trained):
     assert json.loads(evaluated.stdout.strip().splitlines()[-1])["images"] == 128
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["DARTS_V1", "DARTS_V2", "NASNet", "AmoebaNet", "imagenet:DARTS_V2"])
 def test_every_genotype_and_both_networks_convert_with_builtin_ops_only(tmp_path, arch):
     from darts_tf.eval_model import NetworkCIFAR, NetworkImageNet

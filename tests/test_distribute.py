@@ -34,6 +34,7 @@ def _equivalence(mode):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["first", "second", "exact", "train", "partial"])
 def test_two_replicas_compute_what_one_device_computes(mode):
     """3 steps at global batch 8 on 2 logical CPUs (4 images each) vs one device at batch 8: every weight,
@@ -49,6 +50,7 @@ def test_two_replicas_compute_what_one_device_computes(mode):
         assert abs(one - two) < 1e-5, (name, one, two)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["float16", "train_float16"])
 def test_two_replicas_under_float16_loss_scaling_skip_as_one_device(mode):
     """mixed_float16 with dynamic loss scaling, 3 steps (second-order search; training with the auxiliary
@@ -65,6 +67,7 @@ def test_two_replicas_under_float16_loss_scaling_skip_as_one_device(mode):
     assert abs(result["metrics"]["loss"][0] - result["metrics"]["loss"][1]) < 5e-3, result
 
 
+@pytest.mark.slow
 def test_two_replicas_reduce_once_per_batchnorm_stage_not_per_batchnorm():
     """A 2-replica first-order search step of a 3-cell network with 4 nodes a cell (14 edges, ~120 BatchNorms
     each) traces 126 all-reduces per replica: per forward pass the stem, 2 preprocessing BatchNorms and
@@ -96,7 +99,7 @@ def test_tf_config_errors_name_what_is_wrong():
     assert distribute.read_tf_config({}) is None
     with pytest.raises(distribute.DistributeError, match="multi_worker needs TF_CONFIG"):
         distribute.make_strategy("multi_worker", environ={})
-    with pytest.raises(distribute.DistributeError, match="--strategy must be one of auto, one, mirrored"):
+    with pytest.raises(distribute.DistributeError, match="`strategy` must be one of auto, one, mirrored"):
         distribute.make_strategy("ring")
 
 
@@ -113,7 +116,7 @@ def test_global_batch_must_split_evenly():
         num_replicas_in_sync = 2
 
     distribute.check_global_batch(16, TwoReplicas())
-    with pytest.raises(distribute.DistributeError, match="--batch-size 15 is the global batch .* multiple of 2"):
+    with pytest.raises(distribute.DistributeError, match="`batch_size` 15 is the global batch .* multiple of 2"):
         distribute.check_global_batch(15, TwoReplicas())
 
 
@@ -200,6 +203,7 @@ def _arrays(path):
         return [saved[name] for name in sorted(saved.files, key=lambda n: int(n.split("_")[1]))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["search", "train"])
 def test_two_workers_on_localhost_match_one_process(tmp_path, kind):
     """Two MultiWorkerMirroredStrategy workers (TF_CONFIG, two ports, one CPU each) run a 1-epoch tiny
@@ -240,6 +244,7 @@ def _wait_for_epoch(run_dir, epoch, processes, timeout=600):
     return None
 
 
+@pytest.mark.slow
 def test_a_killed_mirrored_run_resumes_on_one_device(tmp_path):
     """SIGKILL a 2-replica search after its first epoch, then --resume it on one device (same global batch):
     it continues from the last checkpoint and ends where an uninterrupted one-device run ends."""
@@ -265,6 +270,7 @@ def test_a_killed_mirrored_run_resumes_on_one_device(tmp_path):
     assert [int(row.split(",")[0]) for row in rows] == list(range(1, 13))
 
 
+@pytest.mark.slow
 def test_a_killed_worker_fails_the_run_in_bounded_time_then_it_resumes(tmp_path):
     """Two workers; SIGKILL worker 1 after the first epoch: worker 0 (the chief) stops within 3 minutes with one
     line naming worker 1 (no hang), and the same two commands with --resume finish the search."""

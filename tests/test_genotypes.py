@@ -164,5 +164,5 @@ def test_max_skip_replaces_the_weakest_skip_connections_as_p_darts():
     assert "skip_connect" not in {op for op, _ in none_left}
     assert set(none_left[:2]) == {("sep_conv_3x3", 0), ("sep_conv_3x3", 1)}  # order by the remaining weights
     assert limited.reduce == plain.reduce
-    with pytest.raises(ValueError, match="max_skip must be >= 0"):
+    with pytest.raises(ValueError, match="`max_skip` must be >= 0"):
         derive_genotype(normal, reduce, max_skip=-1)

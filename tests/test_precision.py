@@ -48,9 +48,9 @@ def policies_of(model):
 
 def test_precision_choices_are_checked():
     for config in (SearchConfig(precision="float64"), TrainConfig(precision="half")):
-        with pytest.raises(ValueError, match="--precision must be one of float32, mixed_bfloat16, mixed_float16"):
+        with pytest.raises(ValueError, match="`precision` must be one of float32, mixed_bfloat16, mixed_float16"):
             check_choices(config)
-    with pytest.raises(ValueError, match="precision must be one of"):
+    with pytest.raises(ValueError, match="`precision` must be one of"):
         precision.dtype_policy("bfloat16")
     assert precision.dtype_policy("mixed_float16").compute_dtype == "float16"
 
@@ -65,6 +65,7 @@ def test_search_network_variables_float32_logits_float32(policy):
     assert network(images, training=False).dtype == tf.float32
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hessian", architect.HESSIAN_MODES)
 @pytest.mark.parametrize("policy", MIXED)
 def test_second_order_gradient_under_mixed_precision_matches_float32(policy, hessian):
@@ -146,6 +147,7 @@ def test_float16_step_whose_unscaled_gradient_underflows():
     np.testing.assert_allclose(scaled, expected, rtol=2e-3, atol=1e-3 * np.abs(expected).max())
 
 
+@pytest.mark.slow
 def test_a_non_finite_step_is_skipped_and_halves_the_scale():
     network = search_network("mixed_float16")
     loss_scale = precision.DynamicLossScale(initial_scale=2.0**120)  # scaled losses overflow float16's gradients
@@ -166,6 +168,7 @@ def test_a_non_finite_step_is_skipped_and_halves_the_scale():
     assert int(loss_scale.finite_steps.numpy()) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", MIXED)
 def test_search_and_evaluation_metrics_under_mixed_precision(policy):
     # The top-5 metric (InTopKV2) has no half-precision kernel: logits reach it in float32.
@@ -242,6 +245,7 @@ class _StopAfterFirstEpoch(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_float16_search_resumes_with_its_loss_scale_and_bfloat16_training_exports_float32(tmp_path):
     from darts_tf import runs
     from darts_tf.searcher import run_search

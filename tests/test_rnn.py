@@ -136,11 +136,11 @@ def test_dropout_masks_are_a_function_of_the_seed_and_tar_its_formula():
 
 
 def test_bad_settings_are_one_line_errors():
-    with pytest.raises(ValueError, match="--emsize must equal --nhid"):
+    with pytest.raises(ValueError, match="`emsize` must equal `nhid`"):
         check_rnn_config(RNNSearchConfig(emsize=32, nhid=64))
-    with pytest.raises(ValueError, match="--dropoutx must be in \\[0, 1\\)"):
+    with pytest.raises(ValueError, match="`dropoutx` must be in \\[0, 1\\)"):
         check_rnn_config(RNNTrainConfig(dropoutx=1.0))
-    with pytest.raises(ValueError, match="--virtual-step must be original or paper. Received: 'both'"):
+    with pytest.raises(ValueError, match="`virtual_step` must be original or paper. Received: 'both'"):
         check_rnn_config(RNNSearchConfig(virtual_step="both"))
 
 
@@ -173,6 +173,7 @@ def _interrupt_after_first(epoch):
         raise _Interrupt
 
 
+@pytest.mark.slow
 def test_second_order_search_runs_and_moves_the_alphas(tmp_path):
     """The unrolled step in the traced search loop (its numbers: tests/test_rnn_parity_torch.py)."""
     from darts_tf.rnn.search import run_rnn_search
@@ -186,6 +187,7 @@ def test_second_order_search_runs_and_moves_the_alphas(tmp_path):
     assert np.isfinite(result["history"]["val_ppl"][0])
 
 
+@pytest.mark.slow
 def test_search_records_every_epoch_and_resumes_exactly(tmp_path):
     from darts_tf import runs
     from darts_tf.rnn.search import run_rnn_search

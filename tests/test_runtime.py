@@ -41,7 +41,7 @@ def test_graph_optimization_off_in_a_fresh_process():
 def test_unknown_graph_optimization_is_refused():
     from darts_tf.runtime import set_graph_optimization
 
-    with pytest.raises(ValueError, match="graph_optimization must be one of"):
+    with pytest.raises(ValueError, match="`graph_optimization` must be one of"):
         set_graph_optimization("fast")
 
 

@@ -25,6 +25,7 @@ def tiny_config(run_dir, **overrides):
     return SearchConfig(**values)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("unrolled", [False, True])
 def test_one_epoch_search_on_real_images(cifar_sample, tmp_path, unrolled):
     config = tiny_config(tmp_path / "run", data_dir=cifar_sample, unrolled=unrolled)
@@ -50,6 +51,7 @@ def _numpy_adam_step(alpha, g, lr=3e-4, b1=0.5, b2=0.999, eps=1e-8, wd=1e-3):
     return alpha - lr / (1 - b1) * m / (np.sqrt(v) / np.sqrt(1 - b2) + eps)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("unrolled", [False, True])
 def test_train_step_equals_core_functions_by_hand(unrolled):
     source = data.make_synthetic(num_train=32, num_test=8, image_size=8)
@@ -86,6 +88,7 @@ def test_train_step_equals_core_functions_by_hand(unrolled):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6, err_msg=a.path)
 
 
+@pytest.mark.slow
 def test_train_function_runs_one_step_per_call_and_stops_at_the_end_of_data():
     source = data.make_synthetic(num_train=24, num_test=8, image_size=8)
     config = SearchConfig(C=4, layers=3, steps=2, multiplier=2)
@@ -115,6 +118,7 @@ class _Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_search(cifar_sample, tmp_path):
     kwargs = dict(data_dir=cifar_sample, epochs=2, subset=96)
     straight = run_search(tiny_config(tmp_path / "a", **kwargs), verbose=0)
@@ -149,7 +153,7 @@ def test_refuses_bad_input(cifar_sample, tmp_path):
     run_search(tiny_config(tmp_path / "done", data_dir=cifar_sample, subset=64), verbose=0)
     with pytest.raises(runs.RunDirError, match="already holds a run"):
         run_search(tiny_config(tmp_path / "done", data_dir=cifar_sample), verbose=0)
-    with pytest.raises(data.DataError, match="--batch-size 64 is larger than the search split"):
+    with pytest.raises(data.DataError, match="`batch_size` 64 is larger than the search split"):
         run_search(tiny_config(tmp_path / "big", data_dir=cifar_sample, subset=64, batch_size=64), verbose=0)
     assert not (tmp_path / "big" / "checkpoint").exists()
 
@@ -179,7 +183,7 @@ def test_early_stop_rules_read_the_run_folder(tmp_path):
     assert stop[1] == 4 and "not changed for 2 epochs" in stop[0]
     assert early_stop_reason(str(tmp_path), 4, SearchConfig(early_stop="stable:3")) is None
     assert early_stop_reason(str(tmp_path), 1, SearchConfig(early_stop="stable:1"))[1] == 1  # epoch 1 == epoch 0
-    with pytest.raises(ValueError, match="--early-stop must be skip:N or stable:E"):
+    with pytest.raises(ValueError, match="`early_stop` must be skip:N or stable:E"):
         run_search(SearchConfig(early_stop="skip", run_dir=str(tmp_path / "x")), verbose=0)
 
 
@@ -214,6 +218,7 @@ def test_beta_decay_adds_its_weighted_gradient_to_the_architecture_gradient():
         np.testing.assert_allclose(g.numpy(), p.numpy() + 2.0 * softmax / rows, rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.slow
 def test_pc_darts_search_warms_up_records_betas_and_resumes_exactly(tmp_path):
     """--partial-channels, --edge-normalization, --arch-warmup: recorded, honoured by --resume."""
     from darts_tf.genotypes import derive_genotype
@@ -269,9 +274,9 @@ def test_pc_darts_preset_and_flags(tmp_path):
         0.1, 0.0, 6e-4, 15,
     )  # fmt: skip
     assert not preset.unrolled and SearchConfig().partial_channels == 1 and not SearchConfig().edge_normalization
-    with pytest.raises(ValueError, match="--partial-channels must be a positive divisor of --C 16. Received: 3"):
+    with pytest.raises(ValueError, match="`partial_channels` must be a positive divisor of `C` 16. Received: 3"):
         check_choices(SearchConfig(partial_channels=3))
-    with pytest.raises(ValueError, match="--arch-warmup must be 0 or more"):
+    with pytest.raises(ValueError, match="`arch_warmup` must be 0 or more"):
         check_choices(SearchConfig(arch_warmup=-1))
     cmd = [sys.executable, os.path.join(ROOT, "scripts", "search.py"), "--dataset", "synthetic", "--preset", "pcdarts",
            "--partial-channels", "5", "--run-dir", str(tmp_path / "run"), "--quiet"]  # fmt: skip
@@ -288,6 +293,7 @@ class _InterruptAfterSecond(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_a_damaged_checkpoint_is_named_and_the_previous_epochs_resumes_exactly(tmp_path, capfd):
     options = dict(dataset="synthetic", epochs=3, subset=64)
     straight = run_search(tiny_config(tmp_path / "a", **options), verbose=0)
@@ -317,7 +323,7 @@ def test_a_damaged_checkpoint_is_named_and_the_previous_epochs_resumes_exactly(t
 def test_a_loss_that_becomes_nan_stops_the_search_at_once(tmp_path):
     config = tiny_config(tmp_path / "run", dataset="synthetic", epochs=2, subset=64, learning_rate=1e38)
     with pytest.raises(
-        runs.DivergedError, match=r"the loss became (nan|inf) at epoch 1, step \d; lower --learning-rate"
+        runs.DivergedError, match=r"the loss became (nan|inf) at epoch 1, step \d; lower `learning_rate`"
     ):
         run_search(config, verbose=0)
     assert not (tmp_path / "run" / "checkpoint").exists()  # nothing of the diverged epoch was recorded

@@ -72,6 +72,7 @@ def test_drop_path_ramps_linearly_over_epochs():
             assert float(v.numpy()) == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_train_export_evaluate_and_resume_on_real_images(cifar_sample, tmp_path):
     config = tiny_config(tmp_path, data_dir=cifar_sample)
     result = run_training(config, verbose=0)
@@ -120,7 +121,7 @@ def test_refuses_bad_input(tmp_path):
     bad.write_text('{"normal": [["sep_conv_3x3", 0]]}')
     with pytest.raises(ValueError, match="bad.json"):
         run_training(tiny_config(tmp_path, dataset="synthetic", arch=str(bad), run_dir=str(tmp_path / "r2")), verbose=0)
-    with pytest.raises(data.DataError, match="--batch-size 512"):
+    with pytest.raises(data.DataError, match="`batch_size` 512"):
         run_training(
             tiny_config(tmp_path, dataset="synthetic", batch_size=512, run_dir=str(tmp_path / "r3")), verbose=0
         )
@@ -157,6 +158,7 @@ def _run_script(name, *args):
     )
 
 
+@pytest.mark.slow
 def test_export_and_evaluate_scripts(tmp_path):
     config = tiny_config(tmp_path, dataset="synthetic", epochs=1, subset=64, export=False)
     run_training(config, verbose=0)

@@ -85,6 +85,7 @@ def test_more_steps_and_heatmaps():
     assert counts["skip_connect"] == [2, 3] and counts["sep_conv_3x3"] == [5, 5] and counts["dil_conv_3x3"] == [1, 0]
 
 
+@pytest.mark.slow
 def test_search_run_pictures_tensorboard_and_a_self_contained_report(tmp_path):
     config = SearchConfig(
         dataset="synthetic", epochs=2, batch_size=16, C=4, layers=3, steps=2, multiplier=2, subset=64,

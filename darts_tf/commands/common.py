@@ -11,6 +11,7 @@ import sys
 import threading
 
 from darts_tf.config import DATASETS, PRECISIONS, STRATEGIES
+from darts_tf.errors import DartsError
 
 # TensorFlow's C++ logs (absl format: "I0000 00:00:1795939113.218200    2913 port.cc:153] ..."), the
 # line absl prints before them, and the continuation of the CPU-feature notice. TF_CPP_MIN_LOG_LEVEL
@@ -144,7 +145,7 @@ def start_strategy(parser: argparse.ArgumentParser, args: argparse.Namespace, co
         options = {"graph_optimization": args.graph_optimization} if workload == "search" else {}
         configure(workload, **options)
         strategy = distribute.make_strategy(config.strategy)
-    except ValueError as error:
+    except DartsError as error:
         fail(parser, error)
     if not getattr(args, "quiet", False):
         print(distribute.describe(strategy, config.strategy), flush=True)
@@ -176,9 +177,15 @@ def verbosity(args: argparse.Namespace) -> int:
     return 1 if sys.stdout.isatty() else 2
 
 
+def as_flags(message: str) -> str:
+    """A library message with the config fields it names (`batch_size`) as the flags that set them (--batch-size)."""
+    return re.sub(r"`([A-Za-z_][A-Za-z0-9_]*)`", lambda match: "--" + match[1].replace("_", "-"), message)
+
+
 def fail(parser: argparse.ArgumentParser, error: Exception) -> None:
-    """Exits with status 2 and one line naming the problem."""
-    parser.exit(2, f"{parser.prog}: error: {str(error).splitlines()[0] if str(error) else type(error).__name__}\n")
+    """Exits with status 2 and one line naming the problem (a `DartsError`'s fields named as flags)."""
+    line = str(error).splitlines()[0] if str(error) else type(error).__name__
+    parser.exit(2, f"{parser.prog}: error: {as_flags(line)}\n")
 
 
 def quiet_tensorflow_logs() -> None:

@@ -12,6 +12,7 @@ import json
 
 from darts_tf.commands.common import add_data_arguments, data_arguments, fail
 from darts_tf.config import AUGMENTATIONS
+from darts_tf.errors import DartsError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             )  # fmt: skip
         else:
             result = evaluate_run(args.run_dir, args.dataset, args.data_dir, args.batch_size)
-    except ValueError as error:
+    except DartsError as error:
         fail(parser, error)
     if args.json:
         print(json.dumps(result))

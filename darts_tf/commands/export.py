@@ -16,6 +16,7 @@ import argparse
 import os
 
 from darts_tf.commands.common import add_data_arguments, data_arguments, fail
+from darts_tf.errors import ConfigError, DartsError, ExportError
 
 FORMATS = ("savedmodel", "tflite", "tflite-int8", "onnx")
 
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             augmentation, data_config = config.augmentation, config
         else:
             if not os.path.isfile(args.pytorch_weights):
-                raise ValueError(f"--pytorch-weights {args.pytorch_weights!r}: no such file")
+                raise ConfigError(f"`pytorch_weights` {args.pytorch_weights!r}: no such file")
             network = NetworkCIFAR(args.C, args.num_classes, args.layers, True, get_genotype(args.arch))
             load_pytorch_state_dict(network, read_npz_state_dict(args.pytorch_weights))
             name = args.name or "darts_pytorch"
@@ -74,17 +75,17 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         else:
             version = args.version if args.version is not None else export.next_version(base) - 1
             if version <= 0 or not os.path.isdir(os.path.join(base, str(version))):
-                raise ValueError(
-                    f"no SavedModel version {version} under {base!r} to convert; add savedmodel to --format"
+                raise ExportError(
+                    f"no SavedModel version {version} under {base!r} to convert; add savedmodel to `format`"
                 )
         version_dir = os.path.join(base, str(version))
         if "savedmodel" in formats and os.path.exists(version_dir) and not args.overwrite:
-            raise ValueError(f"{version_dir!r} already exists; choose another --version or pass --overwrite")
+            raise ExportError(f"{version_dir!r} already exists; choose another `version` or pass `overwrite`")
         files = deploy.targets(version_dir, formats, overwrite=args.overwrite or "savedmodel" in formats)
         source = None
         if "tflite-int8" in formats:  # calibration data first: nothing is written when it is missing
             if data_config is None:
-                raise ValueError("--format tflite-int8 needs calibration images: pass --data-dir (or --dataset)")
+                raise ConfigError("`format` tflite-int8 needs calibration images: pass `data_dir` (or `dataset`)")
             source = _load(data_config, runs, data, network)
             calibration = deploy.calibration_images(source, args.calibration_images)
         if "savedmodel" in formats:
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                                                 augmentation=augmentation)  # fmt: skip
             print(f"test top-1 on {float_result['images']} images: float (SavedModel) {float_result['accuracy']:.4f}, "
                   f"int8 (LiteRT) {int8_result['accuracy']:.4f}")  # fmt: skip
-    except ValueError as error:  # ExportError, DataError, RunDirError, bad genotype: one line
+    except DartsError as error:
         fail(parser, error)
     return 0
 

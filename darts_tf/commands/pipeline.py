@@ -1,6 +1,6 @@
 """The whole DARTS pipeline on one preset: search -> train the found cell -> evaluate -> export -> serve.
 
-darts-tf pipeline --preset quick --data-dir ../shared/data/cifar10-sample   # ~13 minutes on 2 CPU cores
+darts-tf pipeline --preset quick --data-dir ../shared/data/cifar10-sample   # minutes on a CPU
 darts-tf pipeline --run-dir runs/pipeline                                   # the paper's settings (days on a GPU)
 
 RUN_DIR/search and RUN_DIR/train are an ordinary search and training run
@@ -16,6 +16,7 @@ import os
 
 from darts_tf.commands.common import add_data_arguments, add_precision_argument, fail, verbosity
 from darts_tf.config import SEARCH_PRESETS, TRAIN_PRESETS, SearchConfig, TrainConfig
+from darts_tf.errors import DartsError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"4/4 serve: {result['images']} test images through the SavedModel: top-1 {result['accuracy']:.4f}, "
               f"top-5 {result['top5']:.4f}")  # fmt: skip
         print("    " + _served_prediction(path, source))
-    except ValueError as error:  # DataError, RunDirError, ExportError: one line
+    except DartsError as error:
         fail(parser, error)
     summary = {"search": search_config.run_dir, "train": train_config.run_dir, "saved_model": path}
     print("pipeline finished: " + ", ".join(f"{k} {v}" for k, v in summary.items()))

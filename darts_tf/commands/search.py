@@ -25,6 +25,7 @@ from darts_tf.commands.common import (
     verbosity,
 )
 from darts_tf.config import SEARCH_PRESETS, SearchConfig
+from darts_tf.errors import DartsError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -71,7 +72,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         dest="shared_trace",
         action="store_false",
         default=None,
-        help="inline every edge, one variable per tensor: first step ~130 s later, +1.7 GiB at the paper size",
+        help="inline every edge, one variable per tensor (the plain reference): a much slower start, more memory",
     )
     add_distribute_arguments(p)
     add_precision_argument(p)
@@ -79,8 +80,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--graph-optimization",
         choices=["reduced", "off"],
         default="reduced",
-        help="grappler (a runtime setting): reduced (default) or off: first step up to ~5 s sooner, "
-        "+0.2-0.4 GiB peak memory",
+        help="grappler (a runtime setting): reduced (default) or off: a slightly sooner first step, more peak memory",
     )
 
 
@@ -89,7 +89,6 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser, args, SearchConfig, SEARCH_PRESETS, positive=["epochs", "batch_size", "C", "layers"]
     )
     strategy = start_strategy(parser, args, config, "search")  # before TensorFlow runs anything
-    from darts_tf.distribute import WorkerLostError
     from darts_tf.searcher import run_search
 
     try:
@@ -97,7 +96,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             config, resume=bool(args.resume), overwrite=args.overwrite, verbose=verbosity(args),
             strategy=strategy,
         )  # fmt: skip
-    except (ValueError, WorkerLostError) as error:  # DataError, RunDirError, bad flags, a lost worker: one line
+    except DartsError as error:  # bad input, data, run folders, a diverged run, a lost worker
         fail(parser, error)
     history = result["history"]
     print(f"search finished in {result['seconds']:.0f} s; run folder: {result['config'].run_dir}")

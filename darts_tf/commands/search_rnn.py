@@ -13,6 +13,7 @@ import argparse
 from darts_tf.commands.common import config_from_args, fail, verbosity
 from darts_tf.commands.rnn import add_rnn_arguments
 from darts_tf.config import RNN_SEARCH_PRESETS, RNNSearchConfig
+from darts_tf.errors import DartsError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     try:
         result = run_rnn_search(config, resume=bool(args.resume), overwrite=args.overwrite, verbose=verbosity(args))
-    except ValueError as error:  # CorpusError, RunDirError, DivergedError, bad flags: one line
+    except DartsError as error:
         fail(parser, error)
     history = result["history"]
     print(f"search finished in {result['seconds']:.0f} s; run folder: {result['config'].run_dir}")

@@ -23,6 +23,7 @@ from darts_tf.commands.common import (
     verbosity,
 )
 from darts_tf.config import AUGMENTATIONS, LR_SCHEDULES, NETWORKS, TRAIN_PRESETS, TrainConfig
+from darts_tf.errors import DartsError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,7 +60,6 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     positive = ["epochs", "batch_size", "C", "layers", "eval_batch_size"]
     config = config_from_args(parser, args, TrainConfig, TRAIN_PRESETS, positive=positive)
     strategy = start_strategy(parser, args, config, "training")  # before TensorFlow runs anything
-    from darts_tf.distribute import WorkerLostError
     from darts_tf.trainer import run_training
 
     try:
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             config, resume=bool(args.resume), overwrite=args.overwrite, verbose=verbosity(args),
             strategy=strategy,
         )  # fmt: skip
-    except (ValueError, WorkerLostError) as error:  # DataError, RunDirError, ExportError, a lost worker: one line
+    except DartsError as error:  # bad input, data, run folders, a diverged run, a lost worker
         fail(parser, error)
     history = result["history"]
     config = result["config"]

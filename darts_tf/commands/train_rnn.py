@@ -13,6 +13,7 @@ import argparse
 from darts_tf.commands.common import config_from_args, fail, verbosity
 from darts_tf.commands.rnn import add_rnn_arguments
 from darts_tf.config import RNN_TRAIN_PRESETS, RNNTrainConfig
+from darts_tf.errors import DartsError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,7 +32,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     try:
         result = run_rnn_training(config, resume=bool(args.resume), overwrite=args.overwrite, verbose=verbosity(args))
-    except ValueError as error:  # CorpusError, RunDirError, DivergedError, bad genotype: one line
+    except DartsError as error:
         fail(parser, error)
     print(f"training finished in {result['seconds']:.0f} s; run folder: {result['config'].run_dir}")
     print(f"best epoch {result['best_epoch']}: valid ppl {result['valid_ppl']:.2f}, test ppl {result['test_ppl']:.2f}")

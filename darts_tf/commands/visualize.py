@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from darts_tf.commands.common import fail
+from darts_tf.errors import DartsError
 
 FORMATS = ("png", "svg", "pdf")
 # Drawing needs no huge pages and no TensorFlow (a training run's report loads its SavedModel lazily).
@@ -28,7 +29,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     try:
         written = visualize(args.target, args.out, tuple(dict.fromkeys(args.format)))
-    except (ValueError, OSError) as error:  # bad genotype JSON, unknown name, unreadable run folder: one line
+    except DartsError as error:  # bad genotype JSON, unknown name, unreadable run folder
         fail(parser, error)
     for path in written:
         print(path)

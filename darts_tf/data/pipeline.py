@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from darts_tf.data.images import is_streamed, read_image, read_resized
 from darts_tf.data.sources import DataError, ImageData
+from darts_tf.errors import ConfigError
 
 AUGMENTATIONS = ("cifar", "imagenet")
 # In-memory images larger than this are read through NumPy (no copy into the graph: constants stop at 2 GiB).
@@ -156,7 +157,7 @@ def epoch_dataset(
     drops files that fail to decode (streamed images only; the same ones every epoch).
     """
     if augmentation not in AUGMENTATIONS:
-        raise ValueError(f"augmentation must be one of {AUGMENTATIONS}. Received: augmentation={augmentation!r}")
+        raise ConfigError(f"`augmentation` must be one of {AUGMENTATIONS}. Received: augmentation={augmentation!r}")
     size = images.shape[1]
     imagenet = augment and augmentation == "imagenet"
     read = _reader(images, full_size=imagenet)
@@ -234,7 +235,7 @@ def epochs_dataset(make_epoch, first_epoch: int, epochs: int) -> tf.data.Dataset
 def split_for_search(data: ImageData, train_portion: float = 0.5):
     """The original's split: the first `train_portion` of the training set for w, the rest for alpha."""
     if not 0.0 < train_portion < 1.0:
-        raise DataError(f"--train-portion must be in (0, 1). Received: {train_portion}")
+        raise DataError(f"`train_portion` must be in (0, 1). Received: {train_portion}")
     split = int(np.floor(train_portion * len(data.train_labels)))
     return (
         (data.train_images[:split], data.train_labels[:split]),

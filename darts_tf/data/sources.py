@@ -28,16 +28,13 @@ import numpy as np
 
 from darts_tf.config import DATASETS
 from darts_tf.data import images as image_ops
+from darts_tf.errors import DataError
 from darts_tf.files import atomic_file, read_npz
 
 CIFAR_MEAN = (0.49139968, 0.48215827, 0.44653124)
 CIFAR_STD = (0.24703233, 0.24348505, 0.26158768)
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-
-
-class DataError(ValueError):
-    """A dataset could not be loaded; the message is one line naming the cause and the fix."""
 
 
 @dataclass
@@ -111,7 +108,7 @@ def _batch_arrays(batch: dict, label_key: bytes = b"labels", classes: int = 10) 
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     labels = np.asarray(batch[label_key], dtype=np.int32)
     if labels.shape != (len(images),) or labels.min(initial=0) < 0 or labels.max(initial=0) >= classes:
-        raise ValueError(f"{len(images)} images need as many labels in 0..{classes - 1}, found shape {labels.shape}")
+        raise DataError(f"{len(images)} images need as many labels in 0..{classes - 1}, found shape {labels.shape}")
     return images, labels
 
 
@@ -141,15 +138,15 @@ def load_cifar10_python(path: str) -> ImageData:
                 with open(file, "rb") as handle:
                     batches[base] = _unpickle(handle, file)
     else:
-        raise DataError(f"--data-dir {path!r} does not exist (expected a cifar-10-batches-py folder or its .tar.gz)")
+        raise DataError(f"`data_dir` {path!r} does not exist (expected a cifar-10-batches-py folder or its .tar.gz)")
     missing = [name for name in train_names + ["test_batch"] if name not in batches]
     if missing:
-        raise DataError(f"--data-dir {path!r} is not CIFAR-10 python batches: missing {', '.join(missing)}")
+        raise DataError(f"`data_dir` {path!r} is not CIFAR-10 python batches: missing {', '.join(missing)}")
     try:
         train = [_batch_arrays(batches[name]) for name in train_names]
         test_images, test_labels = _batch_arrays(batches["test_batch"])
     except (KeyError, TypeError, ValueError) as error:
-        raise DataError(f"--data-dir {path!r}: unreadable CIFAR-10 batch ({error})") from None
+        raise DataError(f"`data_dir` {path!r}: unreadable CIFAR-10 batch ({error})") from None
     return ImageData(
         train_images=np.concatenate([t[0] for t in train]),
         train_labels=np.concatenate([t[1] for t in train]),
@@ -174,7 +171,7 @@ def _online(host: str = "storage.googleapis.com", port: int = 443, timeout: floa
 
 def load_cifar10_tfds(tfds_data_dir: str | None = None) -> ImageData:
     """CIFAR-10 through tensorflow-datasets, failing in seconds (not minutes) when offline."""
-    hint = "pass --data-dir pointing at CIFAR-10 python batches, or --dataset synthetic for a smoke test"
+    hint = "pass `data_dir` pointing at CIFAR-10 python batches, or `dataset` synthetic for a smoke test"
     try:
         import tensorflow_datasets as tfds
     except ImportError as error:
@@ -265,7 +262,7 @@ def load_cifar100_python(path: str) -> ImageData:
         train = _batch_arrays(batches["train"], b"fine_labels", len(names))
         test = _batch_arrays(batches["test"], b"fine_labels", len(names))
     except (KeyError, TypeError, ValueError) as error:
-        raise DataError(f"--data-dir {path!r}: unreadable CIFAR-100 batch ({error})") from None
+        raise DataError(f"`data_dir` {path!r}: unreadable CIFAR-100 batch ({error})") from None
     return _from_arrays("cifar100", train, test, names, f"CIFAR-100 python batches at {path}")
 
 
@@ -274,10 +271,10 @@ def load_npz(path: str) -> ImageData:
     try:
         content = read_npz(path)
     except (OSError, ValueError) as error:
-        raise DataError(f"--data-dir {path!r} is not a readable .npz of plain arrays ({error})") from None
+        raise DataError(f"`data_dir` {path!r} is not a readable .npz of plain arrays ({error})") from None
     missing = [key for key in ("x_train", "y_train", "x_test", "y_test") if key not in content]
     if missing:
-        raise DataError(f"--data-dir {path!r}: the .npz lacks {', '.join(missing)}")
+        raise DataError(f"`data_dir` {path!r}: the .npz lacks {', '.join(missing)}")
     images = {}
     for split in ("train", "test"):
         x = content[f"x_{split}"]
@@ -285,12 +282,12 @@ def load_npz(path: str) -> ImageData:
             x = x[..., None]
         if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] not in (1, 3):
             raise DataError(
-                f"--data-dir {path!r}: x_{split} must be uint8 images [N, H, W, 1 or 3]. Received: {x.dtype} {x.shape}"
+                f"`data_dir` {path!r}: x_{split} must be uint8 images [N, H, W, 1 or 3]. Received: {x.dtype} {x.shape}"
             )
         images[split] = x
     if images["train"].shape[1:] != images["test"].shape[1:]:
         raise DataError(
-            f"--data-dir {path!r}: x_train {images['train'].shape} and x_test {images['test'].shape} differ"
+            f"`data_dir` {path!r}: x_train {images['train'].shape} and x_test {images['test'].shape} differ"
         )
     labels = {split: np.asarray(content[f"y_{split}"]).reshape(-1) for split in ("train", "test")}
     if "class_names" in content:
@@ -298,9 +295,9 @@ def load_npz(path: str) -> ImageData:
     else:
         names = [str(i) for i in range(int(max(labels["train"].max(initial=0), labels["test"].max(initial=0))) + 1)]
     for split in ("train", "test"):
-        labels[split] = _check_labels(labels[split], len(names), f"--data-dir {path!r} y_{split}")
+        labels[split] = _check_labels(labels[split], len(names), f"`data_dir` {path!r} y_{split}")
         if len(labels[split]) != len(images[split]):
-            raise DataError(f"--data-dir {path!r}: {len(images[split])} x_{split} but {len(labels[split])} y_{split}")
+            raise DataError(f"`data_dir` {path!r}: {len(images[split])} x_{split} but {len(labels[split])} y_{split}")
     train, test = (images["train"], labels["train"]), (images["test"], labels["test"])
     return _from_arrays(os.path.basename(path), train, test, names, f"NumPy arrays at {path}")
 
@@ -322,16 +319,16 @@ def _folder_files(path: str) -> tuple[list[str], str, dict]:
     test_split = "test" if os.path.isdir(os.path.join(path, "test")) else "val"
     roots = {"train": os.path.join(path, "train"), "test": os.path.join(path, test_split)}
     if not os.path.isdir(roots["test"]):
-        raise DataError(f"--data-dir {path!r}: an image folder needs train/ and test/ (or val/) sub-folders")
+        raise DataError(f"`data_dir` {path!r}: an image folder needs train/ and test/ (or val/) sub-folders")
     classes = _class_folders(roots["train"])
     test_classes = _class_folders(roots["test"])
     if len(classes) < 2:
-        raise DataError(f"--data-dir {path!r}: train/ must hold at least 2 class folders. Received: {classes}")
+        raise DataError(f"`data_dir` {path!r}: train/ must hold at least 2 class folders. Received: {classes}")
     if classes != test_classes:
         only_train = sorted(set(classes) - set(test_classes))
         only_test = sorted(set(test_classes) - set(classes))
         raise DataError(
-            f"--data-dir {path!r}: train/ and {test_split}/ must hold the same classes; "
+            f"`data_dir` {path!r}: train/ and {test_split}/ must hold the same classes; "
             f"only in train: {only_train}, only in {test_split}: {only_test}"
         )
     files = {}
@@ -340,7 +337,7 @@ def _folder_files(path: str) -> tuple[list[str], str, dict]:
         for label, name in enumerate(classes):
             found = _image_files(os.path.join(root, name))
             if not found:
-                raise DataError(f"--data-dir {path!r}: class folder {os.path.join(root, name)!r} holds no images")
+                raise DataError(f"`data_dir` {path!r}: class folder {os.path.join(root, name)!r} holds no images")
             paths += found
             labels += [label] * len(found)
         files[split] = (np.array(paths, dtype=str), np.array(labels, np.int32))
@@ -353,7 +350,7 @@ def _folder_files(path: str) -> tuple[list[str], str, dict]:
 
 def not_an_image(what: str) -> DataError:
     """The one-line error for a file that does not decode (`what`: the quoted path, or a description)."""
-    return DataError(f"{what} is not a readable image (--skip-bad-images skips such files)")
+    return DataError(f"{what} is not a readable image (`skip_bad_images` skips such files)")
 
 
 def unreadable_file(error: Exception) -> DataError:
@@ -382,7 +379,7 @@ def load_image_folder(
 
     Class names are the sorted sub-folder names of `train` (the test split must have the
     same set). The training images come in a fixed shuffled order (not class by class), so
-    the search's split into halves and `--subset` keep every class. `channels`: 1 or 3
+    the search's split into halves and `subset` keep every class. `channels`: 1 or 3
     (default: 3 if any training image has colour, else 1). `image_size`: resize every
     image to that square size (needed when sizes differ, and to stream).
 
@@ -409,12 +406,12 @@ def load_image_folder(
         stream = estimate > STREAM_ABOVE_BYTES
         if stream and not image_size:
             raise DataError(
-                f"--data-dir {path!r} decodes to ~{estimate / 2**30:.0f} GiB, more than is held in memory "
-                f"({STREAM_ABOVE_BYTES >> 30} GiB): it streams from disk, which needs --image-size N"
+                f"`data_dir` {path!r} decodes to ~{estimate / 2**30:.0f} GiB, more than is held in memory "
+                f"({STREAM_ABOVE_BYTES >> 30} GiB): it streams from disk, which needs `image_size` N"
             )
     if stream or cache:
         if not image_size:
-            raise DataError(f"--data-dir {path!r}: streaming (--stream, --cache) needs --image-size N")
+            raise DataError(f"`data_dir` {path!r}: streaming (`stream`, `cache`) needs `image_size` N")
         source = _streamed_folder(path, classes, test_split, files, channels, image_size, skip_bad_images)
         return cache_images(source, cache, skip_bad_images) if cache else source
     return _decoded_folder(path, classes, test_split, files, channels, image_size, skip_bad_images)
@@ -435,13 +432,13 @@ def _decoded_folder(path, classes, test_split, files, channels, image_size, skip
                 raise not_an_image(repr(str(file))) from None
             decoded[split].append((image, int(label)))
     if not decoded["train"] or not decoded["test"]:
-        raise DataError(f"--data-dir {path!r}: no readable images in train/ or {test_split}/")
+        raise DataError(f"`data_dir` {path!r}: no readable images in train/ or {test_split}/")
     colour = any(image.shape[-1] >= 3 for image, _ in decoded["train"])
     channels = channels or (3 if colour else 1)
     sizes = {tuple(image.shape[:2]) for split in decoded.values() for image, _ in split}
     if not image_size and len(sizes) > 1:
         shown = ", ".join(f"{h}x{w}" for h, w in sorted(sizes)[:4])
-        raise DataError(f"--data-dir {path!r}: images of different sizes ({shown}, ...); pass --image-size N")
+        raise DataError(f"`data_dir` {path!r}: images of different sizes ({shown}, ...); pass `image_size` N")
     arrays = {}
     for split, items in decoded.items():
         converted = [image_ops.to_channels(image, channels) for image, _ in items]
@@ -486,7 +483,7 @@ def _streamed_folder(path, classes, test_split, files, channels, image_size, ski
     except tf.errors.InvalidArgumentError as error:
         raise unreadable_file(error) from None
     if not decoded:
-        raise DataError(f"--data-dir {path!r}: no readable images in train/")
+        raise DataError(f"`data_dir` {path!r}: no readable images in train/")
     sample_images = np.concatenate(decoded)
     if not channels:
         channels = 3 if np.concatenate(natives).max() >= 3 else 1
@@ -590,7 +587,7 @@ def load_tfds(name: str, tfds_data_dir: str | None = None) -> ImageData:
     The test images come from its `test` split, or `validation` where there is none
     (`ImageData.test_split` says which). Offline and not cached: one line, in seconds.
     """
-    hint = "pass --data-dir with a local copy, or --dataset synthetic for a smoke test"
+    hint = "pass `data_dir` with a local copy, or `dataset` synthetic for a smoke test"
     try:
         import tensorflow_datasets as tfds
     except ImportError as error:
@@ -599,15 +596,15 @@ def load_tfds(name: str, tfds_data_dir: str | None = None) -> ImageData:
         builder = tfds.builder(name, data_dir=tfds_data_dir)
     except Exception as error:  # DatasetNotFoundError and config errors
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DataError(f"--dataset tfds:{name}: not a tensorflow-datasets dataset ({first})") from None
+        raise DataError(f"`dataset` tfds:{name}: not a tensorflow-datasets dataset ({first})") from None
     features = builder.info.features
     image, label = features.get("image") if "image" in features else None, features.get("label")
     if image is None or label is None or not hasattr(label, "names") or str(image.dtype) != "<dtype: 'uint8'>":
-        raise DataError(f"--dataset tfds:{name} is not image classification (needs uint8 'image' and a class 'label')")
+        raise DataError(f"`dataset` tfds:{name} is not image classification (needs uint8 'image' and a class 'label')")
     splits = builder.info.splits
     test_split = "test" if "test" in splits else "validation" if "validation" in splits else None
     if "train" not in splits or test_split is None:
-        raise DataError(f"--dataset tfds:{name} needs a train split and a test or validation split")
+        raise DataError(f"`dataset` tfds:{name} needs a train split and a test or validation split")
     if not builder.is_prepared() and not _online():
         raise DataError(f"tfds:{name} is not in the tfds cache and the download server is unreachable; {hint}")
     try:
@@ -639,11 +636,11 @@ def detect_data_dir(path: str) -> str:
             return "folder"
     else:
         raise DataError(
-            f"--data-dir {path!r} does not exist (expected an image folder with train/<class>/*, an .npz, or "
+            f"`data_dir` {path!r} does not exist (expected an image folder with train/<class>/*, an .npz, or "
             "CIFAR-10/100 python batches or their .tar.gz)"
         )
     raise DataError(
-        f"--data-dir {path!r} is not a dataset darts_tf reads: expected CIFAR-10 python batches (data_batch_1..5, "
+        f"`data_dir` {path!r} is not a dataset darts_tf reads: expected CIFAR-10 python batches (data_batch_1..5, "
         "test_batch) or their .tar.gz, CIFAR-100 python batches (train, test, meta), an image folder "
         "(train/<class>/*, test/<class>/*) or an .npz (x_train, y_train, x_test, y_test)"
     )
@@ -667,15 +664,15 @@ def load_data(
     see `load_image_folder`.
     """
     if dataset not in DATASETS and not (dataset.startswith("tfds:") and len(dataset) > 5):
-        raise DataError(f"--dataset {dataset!r} is not supported; expected one of {', '.join(DATASETS)} or tfds:NAME")
+        raise DataError(f"`dataset` {dataset!r} is not supported; expected one of {', '.join(DATASETS)} or tfds:NAME")
     if channels not in (0, 1, 3):
-        raise DataError(f"--channels must be 1 or 3. Received: {channels}")
+        raise DataError(f"`channels` must be 1 or 3. Received: {channels}")
     if image_size and image_size < 8:
-        raise DataError(f"--image-size must be at least 8 pixels. Received: {image_size}")
+        raise DataError(f"`image_size` must be at least 8 pixels. Received: {image_size}")
     if data_dir:
         kind = detect_data_dir(data_dir)
         if (stream or cache) and kind != "folder":
-            raise DataError(f"--stream and --cache apply to image folders; --data-dir {data_dir!r} is {kind}")
+            raise DataError(f"`stream` and `cache` apply to image folders; `data_dir` {data_dir!r} is {kind}")
         if kind == "folder":
             source = load_image_folder(data_dir, channels, image_size, skip_bad_images, stream, cache)
         else:
@@ -683,7 +680,7 @@ def load_data(
                 os.path.expanduser(data_dir)
             )
     elif stream or cache:
-        raise DataError("--stream and --cache apply to image folders (--data-dir DIR with train/ and test/)")
+        raise DataError("`stream` and `cache` apply to image folders (`data_dir` DIR with train/ and test/)")
     elif dataset == "synthetic":
         source = make_synthetic(seed=seed)
     elif dataset.startswith("tfds:"):

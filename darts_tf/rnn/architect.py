@@ -25,6 +25,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from darts_tf.architect import _assign_after, dense_gradients
+from darts_tf.errors import ConfigError
 from darts_tf.rnn.model import nll
 
 
@@ -78,8 +79,8 @@ def second_order_arch_gradients(
     The weights are restored bit for bit.
     """
     if virtual_step not in VIRTUAL_STEPS:
-        raise ValueError(
-            f"virtual_step must be one of {', '.join(VIRTUAL_STEPS)}. Received: virtual_step={virtual_step!r}"
+        raise ConfigError(
+            f"`virtual_step` must be one of {', '.join(VIRTUAL_STEPS)}. Received: virtual_step={virtual_step!r}"
         )
     weights, alphas = model.weight_variables, model.arch_variables
     saved = [tf.identity(w) for w in weights]

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from darts_tf.errors import ConfigError
 from darts_tf.rnn.model import RNNModel
 
 IGNORED_SUFFIXES = ("num_batches_tracked",)
@@ -52,11 +53,11 @@ def load_pytorch_state_dict(model: RNNModel, state_dict: Mapping[str, np.ndarray
     if missing or unexpected or mismatched:
         problems = (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched))
         parts = [f"{what} {len(items)}: {', '.join(items[:10])}" for what, items in problems if items]
-        raise ValueError(f"State dict does not match {model.name!r}: " + " | ".join(parts))
+        raise ConfigError(f"State dict does not match {model.name!r}: " + " | ".join(parts))
     if "decoder.weight" in state_dict and not np.array_equal(
         state_dict["decoder.weight"], state_dict["encoder.weight"]
     ):
-        raise ValueError("State dict's decoder.weight differs from encoder.weight: the model ties them")
+        raise ConfigError("State dict's decoder.weight differs from encoder.weight: the model ties them")
     for name, variable in targets.items():
         if name in state_dict:
             variable.assign(np.asarray(state_dict[name]).astype(variable.dtype))

@@ -15,16 +15,14 @@ import os
 
 import numpy as np
 
+from darts_tf.errors import CorpusError
+
 EOS, UNK = "<eos>", "<unk>"
 _NAMES = {
     "train": ("train.txt", "ptb.train.txt", "wiki.train.tokens"),
     "valid": ("valid.txt", "ptb.valid.txt", "wiki.valid.tokens"),
     "test": ("test.txt", "ptb.test.txt", "wiki.test.tokens"),
 }
-
-
-class CorpusError(ValueError):
-    """A corpus that cannot be read: one line naming the file or the word."""
 
 
 def read_words(path: str) -> list[str]:
@@ -106,12 +104,12 @@ def load_corpus(folder: str, train_portion: float | None = None) -> Corpus:
     `train_portion` of the lines train, the rest validate; test stays test.
     """
     if not os.path.isdir(folder):
-        raise CorpusError(f"--data-dir {folder!r} is not a folder")
+        raise CorpusError(f"`data_dir` {folder!r} is not a folder")
     paths = {split: _find(folder, split) for split in _NAMES}
     if paths["test"] is None or paths["valid"] is None:
         missing = [split for split in ("valid", "test") if paths[split] is None]
         raise CorpusError(
-            f"--data-dir {folder!r} has no {' or '.join(missing)} file (expected {' / '.join(_NAMES[missing[0]])})"
+            f"`data_dir` {folder!r} has no {' or '.join(missing)} file (expected {' / '.join(_NAMES[missing[0]])})"
         )
     if paths["train"] is not None and train_portion is None:
         return corpus_from_words(
@@ -120,11 +118,11 @@ def load_corpus(folder: str, train_portion: float | None = None) -> Corpus:
         )  # fmt: skip
     if train_portion is None:
         raise CorpusError(
-            f"--data-dir {folder!r} has no training file ({' / '.join(_NAMES['train'])}); "
-            "--train-portion P trains on the first part of the validation text"
+            f"`data_dir` {folder!r} has no training file ({' / '.join(_NAMES['train'])}); "
+            "`train_portion` P trains on the first part of the validation text"
         )
     if not 0.0 < train_portion < 1.0:
-        raise CorpusError(f"--train-portion must be in (0, 1). Received: {train_portion}")
+        raise CorpusError(f"`train_portion` must be in (0, 1). Received: {train_portion}")
     with open(paths["valid"], encoding="utf-8") as handle:
         lines = handle.readlines()
     cut = int(len(lines) * train_portion)

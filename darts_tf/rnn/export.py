@@ -42,7 +42,7 @@ def export_language_model(model: RNNModel, words, base_dir: str, version: int | 
     version = next_version(base_dir) if version is None else int(version)
     target = os.path.join(base_dir, str(version))
     if os.path.exists(target) and not overwrite:
-        raise ExportError(f"{target!r} already exists; choose another --version or pass --overwrite")
+        raise ExportError(f"{target!r} already exists; choose another `version` or pass `overwrite`")
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(SIGNATURE, serving_function(model))

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from darts_tf.errors import GenotypeError
 from darts_tf.files import JsonDocument, looks_like_path
 
 PRIMITIVES = ("none", "tanh", "relu", "sigmoid", "identity")
@@ -38,6 +39,7 @@ class RecurrentGenotype(JsonDocument):
     """
 
     KIND = "recurrent genotype"
+    ERROR = GenotypeError
 
     recurrent: tuple[tuple[str, int], ...]
     concat: tuple[int, ...]
@@ -46,27 +48,29 @@ class RecurrentGenotype(JsonDocument):
         recurrent = []
         for position, edge in enumerate(self.recurrent):
             if not isinstance(edge, (list, tuple)) or len(edge) != 2:
-                raise ValueError(
+                raise GenotypeError(
                     f"recurrent genotype node {position + 1}: expected (op, predecessor). Received: {edge!r}"
                 )
             op, predecessor = edge
             if op not in PRIMITIVES or op == "none":
-                raise ValueError(
+                raise GenotypeError(
                     f"Unknown recurrent op {op!r} at node {position + 1}. Expected one of: {', '.join(PRIMITIVES[1:])}"
                 )
             if isinstance(predecessor, bool) or not isinstance(predecessor, (int, np.integer)):
-                raise ValueError(f"recurrent genotype node {position + 1}: predecessor must be an integer")
+                raise GenotypeError(f"recurrent genotype node {position + 1}: predecessor must be an integer")
             if not 0 <= int(predecessor) <= position:
-                raise ValueError(
+                raise GenotypeError(
                     f"recurrent genotype node {position + 1}: predecessor must be in [0, {position}]. "
                     f"Received: {predecessor}"
                 )
             recurrent.append((str(op), int(predecessor)))
         if not recurrent:
-            raise ValueError("recurrent genotype needs at least one node")
+            raise GenotypeError("recurrent genotype needs at least one node")
         concat = tuple(int(c) for c in self.concat)
         if not concat or any(not 0 <= c <= len(recurrent) for c in concat):
-            raise ValueError(f"recurrent genotype concat must name nodes in [0, {len(recurrent)}]. Received: {concat}")
+            raise GenotypeError(
+                f"recurrent genotype concat must name nodes in [0, {len(recurrent)}]. Received: {concat}"
+            )
         object.__setattr__(self, "recurrent", tuple(recurrent))
         object.__setattr__(self, "concat", concat)
 
@@ -81,7 +85,7 @@ class RecurrentGenotype(JsonDocument):
     def from_dict(cls, data: dict) -> RecurrentGenotype:
         if not isinstance(data, dict) or set(data) != {"recurrent", "concat"}:
             keys = sorted(data) if isinstance(data, dict) else type(data).__name__
-            raise ValueError(f"recurrent genotype JSON must have keys 'recurrent' and 'concat'. Received: {keys}")
+            raise GenotypeError(f"recurrent genotype JSON must have keys 'recurrent' and 'concat'. Received: {keys}")
         return cls(recurrent=tuple(tuple(edge) for edge in data["recurrent"]), concat=tuple(data["concat"]))
 
 
@@ -107,8 +111,8 @@ def get_genotype(name_or_path: str) -> RecurrentGenotype:
     if os.path.exists(name_or_path):
         return RecurrentGenotype.load(name_or_path)
     if looks_like_path(name_or_path):
-        raise ValueError(f"recurrent genotype file {name_or_path!r} does not exist")
-    raise ValueError(
+        raise GenotypeError(f"recurrent genotype file {name_or_path!r} does not exist")
+    raise GenotypeError(
         f"Unknown recurrent genotype {name_or_path!r}. Expected one of {sorted(GENOTYPES)} or a genotype JSON file"
     )
 
@@ -129,9 +133,9 @@ def derive_recurrent_genotype(alphas: np.ndarray | Sequence, steps: int = STEPS)
     alphas = np.asarray(alphas)
     expected = (num_edges(steps), len(PRIMITIVES))
     if alphas.shape != expected:
-        raise ValueError(f"alphas must have shape {expected} for steps={steps}. Received: shape={alphas.shape}")
+        raise GenotypeError(f"alphas must have shape {expected} for steps={steps}. Received: shape={alphas.shape}")
     if not np.all(np.isfinite(alphas)):
-        raise ValueError("alphas hold non-finite values (NaN or inf)")
+        raise GenotypeError("alphas hold non-finite values (NaN or inf)")
     weights = softmax(alphas)
     gene, start = [], 0
     ops = [k for k in range(len(PRIMITIVES)) if k != _NONE_INDEX]

@@ -53,7 +53,7 @@ def train_epoch(
         inputs, targets = text.get_batch(train_data, i, seq_len)
         learning_rate.assign(config.learning_rate * len(inputs) / config.bptt)
         raw = float(step(i, inputs, targets, step_seed(config.seed, epoch, index)))
-        check_finite(raw, f"training loss at epoch {epoch + 1}, step {index + 1}", "--learning-rate")
+        check_finite(raw, f"training loss at epoch {epoch + 1}, step {index + 1}", "`learning_rate`")
         total, count, i = total + raw, count + 1, i + seq_len
         progress.update(count, total / count)
     learning_rate.assign(config.learning_rate)

@@ -22,6 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from darts_tf.errors import ConfigError
 from darts_tf.rnn.genotypes import PRIMITIVES, STEPS, RecurrentGenotype, derive_recurrent_genotype, num_edges
 
 INIT_RANGE = 0.04
@@ -204,11 +205,11 @@ class RNNModel(keras.Model):
     ):  # fmt: skip
         super().__init__(**kwargs)
         if ninp != nhid:
-            raise ValueError(f"RNNModel expected ninp == nhid (tied weights). Received: ninp={ninp}, nhid={nhid}")
+            raise ConfigError(f"RNNModel expected ninp == nhid (tied weights). Received: ninp={ninp}, nhid={nhid}")
         for name, rate in (("dropout", dropout), ("dropouth", dropouth), ("dropoutx", dropoutx),
                            ("dropouti", dropouti), ("dropoute", dropoute)):  # fmt: skip
             if not 0.0 <= rate < 1.0:
-                raise ValueError(f"RNNModel expected {name} in [0, 1). Received: {name}={rate}")
+                raise ConfigError(f"RNNModel expected {name} in [0, 1). Received: {name}={rate}")
         self.ntoken = ntoken
         self.ninp = ninp
         self.nhid = nhid
