@@ -6,20 +6,20 @@ needs TensorFlow is imported on first use, so `import darts_tf` stays light.
 
 import importlib
 
+from darts_tf.cnn.genotypes import AMOEBANET, DARTS, DARTS_V1, DARTS_V2, NASNET, PRIMITIVES, Genotype, derive_genotype
 from darts_tf.config import SearchConfig, TrainConfig
-from darts_tf.genotypes import AMOEBANET, DARTS, DARTS_V1, DARTS_V2, NASNET, PRIMITIVES, Genotype, derive_genotype
 
 _LAZY = {
-    "OPS": "darts_tf.ops",
-    "MixedOp": "darts_tf.search_model",
-    "SearchCell": "darts_tf.search_model",
-    "SearchNetwork": "darts_tf.search_model",
-    "NetworkCIFAR": "darts_tf.eval_model",
-    "NetworkImageNet": "darts_tf.eval_model",
+    "OPS": "darts_tf.cnn.ops",
+    "MixedOp": "darts_tf.cnn.search_model",
+    "SearchCell": "darts_tf.cnn.search_model",
+    "SearchNetwork": "darts_tf.cnn.search_model",
+    "NetworkCIFAR": "darts_tf.cnn.eval_model",
+    "NetworkImageNet": "darts_tf.cnn.eval_model",
     "run_search": "darts_tf.searcher",
     "run_training": "darts_tf.trainer",
-    "load_pytorch_state_dict": "darts_tf.convert",
-    "to_pytorch_state_dict": "darts_tf.convert",
+    "load_pytorch_state_dict": "darts_tf.cnn.convert",
+    "to_pytorch_state_dict": "darts_tf.cnn.convert",
     "architect": None,
 }
 

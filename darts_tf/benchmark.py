@@ -285,8 +285,8 @@ def search_step_flops(order: str, C: int, layers: int, batch: int = 2) -> int:
 
 
 def _eval_network(auxiliary: bool = True, precision: str = "float32"):
-    from darts_tf.eval_model import NetworkCIFAR
-    from darts_tf.genotypes import DARTS_V2
+    from darts_tf.cnn.eval_model import NetworkCIFAR
+    from darts_tf.cnn.genotypes import DARTS_V2
 
     return NetworkCIFAR(36, 10, 20, auxiliary, DARTS_V2, dtype=precision)
 
@@ -325,9 +325,9 @@ def bench_imagenet_train(batch: int, steps: int, warmup: int, t0: float, device:
     classes, auxiliary 0.4, label smoothing 0.1: `--preset imagenet`) through Keras's train_function."""
     import tensorflow as tf
 
+    from darts_tf.cnn.eval_model import NetworkImageNet
+    from darts_tf.cnn.genotypes import DARTS_V2
     from darts_tf.config import TRAIN_PRESETS
-    from darts_tf.eval_model import NetworkImageNet
-    from darts_tf.genotypes import DARTS_V2
     from darts_tf.optimizers import learning_rate_schedule
     from darts_tf.trainer import TrainConfig, build_trainer
 
@@ -503,8 +503,8 @@ def bench_distributed(what: str, order: str, replicas: int, batch: int, C: int, 
 
     from darts_tf import distribute
     from darts_tf import replicas as replicas_lib
-    from darts_tf.eval_model import NetworkCIFAR
-    from darts_tf.genotypes import DARTS_V2
+    from darts_tf.cnn.eval_model import NetworkCIFAR
+    from darts_tf.cnn.genotypes import DARTS_V2
     from darts_tf.optimizers import learning_rate_schedule
     from darts_tf.trainer import TrainConfig, build_trainer, drop_path_variables
 

@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from darts_tf import data
-from darts_tf.eval_model import float32_network, inference_model
+from darts_tf.cnn.eval_model import float32_network, inference_model
 from darts_tf.export import (
     SIGNATURE,
     ExportError,

@@ -18,8 +18,8 @@ import numpy as np
 import tensorflow as tf
 
 from darts_tf import data
+from darts_tf.cnn.eval_model import float32_network, inference_model
 from darts_tf.errors import ExportError
-from darts_tf.eval_model import float32_network, inference_model
 from darts_tf.files import atomic_directory
 
 SIGNATURE = "serving_default"

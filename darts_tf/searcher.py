@@ -18,11 +18,11 @@ import numpy as np
 import tensorflow as tf
 
 from darts_tf import architect, data, distribute, precision, replicas, runs, visualize
+from darts_tf.cnn.genotypes import Genotype, edge_weights, format_alphas
+from darts_tf.cnn.search_model import SearchNetwork
 from darts_tf.config import SearchConfig, check_choices, parse_early_stop
 from darts_tf.errors import ConfigError
-from darts_tf.genotypes import Genotype, edge_weights, format_alphas
 from darts_tf.optimizers import SGD, Adam, EpochCosineDecay, clip_by_global_norm, learning_rate_schedule
-from darts_tf.search_model import SearchNetwork
 from darts_tf.seeding import initializer_seed
 
 

@@ -20,10 +20,10 @@ import tensorflow as tf
 
 from darts_tf import data, distribute, precision, replicas, runs
 from darts_tf.architect import cross_entropy, gradients_of
+from darts_tf.cnn.eval_model import NetworkCIFAR, NetworkImageNet, count_parameters, inference_model
+from darts_tf.cnn.genotypes import GENOTYPES, Genotype, get_genotype
 from darts_tf.config import TrainConfig, check_choices, config_from_dict
-from darts_tf.eval_model import NetworkCIFAR, NetworkImageNet, count_parameters, inference_model
 from darts_tf.export import accuracy_summary, export_saved_model
-from darts_tf.genotypes import GENOTYPES, Genotype, get_genotype
 from darts_tf.optimizers import SGD, clip_by_global_norm, learning_rate_schedule
 from darts_tf.seeding import initializer_seed
 

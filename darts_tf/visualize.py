@@ -22,9 +22,9 @@ import re
 
 import numpy as np
 
+from darts_tf.cnn.genotypes import PRIMITIVES, Genotype, derive_genotype, softmax
 from darts_tf.errors import ConfigError, RunDirError
 from darts_tf.files import atomic_file
-from darts_tf.genotypes import PRIMITIVES, Genotype, derive_genotype, softmax
 
 FORMATS = ("png", "svg", "pdf")
 # One colour per operation, the same in every picture: Paul Tol's colour-blind-safe "bright" and
@@ -709,7 +709,7 @@ def _holds_recurrent_genotype(path: str) -> bool:
 
 def visualize(target: str, out_dir: str | None = None, formats=("png", "svg")) -> list[str]:
     """Pictures of a run folder, a genotype JSON file or a published genotype name; the files written."""
-    from darts_tf.genotypes import get_genotype
+    from darts_tf.cnn.genotypes import get_genotype
     from darts_tf.rnn import genotypes as recurrent
 
     if os.path.isdir(target):

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from darts_tf.search_model import SearchNetwork
+from darts_tf.cnn.search_model import SearchNetwork
 
 
 def tiny_search_network(dtype="float32", C=4, num_classes=3, layers=3, size=8, seed=0, steps=4, **options):

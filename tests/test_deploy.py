@@ -172,9 +172,9 @@ def test_export_and_evaluate_commands_with_every_format(trained):
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["DARTS_V1", "DARTS_V2", "NASNet", "AmoebaNet", "imagenet:DARTS_V2"])
 def test_every_genotype_and_both_networks_convert_with_builtin_ops_only(tmp_path, arch):
-    from darts_tf.eval_model import NetworkCIFAR, NetworkImageNet
+    from darts_tf.cnn.eval_model import NetworkCIFAR, NetworkImageNet
+    from darts_tf.cnn.genotypes import get_genotype
     from darts_tf.export import export_saved_model
-    from darts_tf.genotypes import get_genotype
 
     imagenet = arch.startswith("imagenet:")
     genotype = get_genotype(arch.split(":")[-1])

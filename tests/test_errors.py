@@ -6,9 +6,9 @@ import pytest
 
 import darts_tf.visualize
 from darts_tf import config, errors
+from darts_tf.cnn.genotypes import get_genotype
 from darts_tf.commands import build_parser
 from darts_tf.commands.common import as_flags
-from darts_tf.genotypes import get_genotype
 
 
 def test_every_reported_error_derives_from_the_base():

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from darts_tf.convert import load_pytorch_state_dict, to_pytorch_state_dict
-from darts_tf.eval_model import (
+from darts_tf.cnn.convert import load_pytorch_state_dict, to_pytorch_state_dict
+from darts_tf.cnn.eval_model import (
     DropPath,
     NetworkCIFAR,
     NetworkImageNet,
@@ -12,7 +12,7 @@ from darts_tf.eval_model import (
     inference_model,
     is_eval_network,
 )
-from darts_tf.genotypes import AMOEBANET, DARTS_V1, DARTS_V2, NASNET, get_genotype
+from darts_tf.cnn.genotypes import AMOEBANET, DARTS_V1, DARTS_V2, NASNET, get_genotype
 
 
 @pytest.mark.parametrize(

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from darts_tf.cnn.eval_model import NetworkCIFAR, inference_model
+from darts_tf.cnn.genotypes import DARTS_V1
 from darts_tf.data import CIFAR_MEAN, CIFAR_STD
-from darts_tf.eval_model import NetworkCIFAR, inference_model
 from darts_tf.export import ExportError, evaluate_saved_model, export_saved_model, next_version
-from darts_tf.genotypes import DARTS_V1
 
 # The served graph runs the same float32 ops as the Keras model, but grappler may
 # fuse or reorder them: agreement to float32 rounding (logits are O(1) here).

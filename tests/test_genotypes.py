@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from darts_tf.genotypes import DARTS, DARTS_V1, DARTS_V2, PRIMITIVES, Genotype, derive_genotype, num_edges
+from darts_tf.cnn.genotypes import DARTS, DARTS_V1, DARTS_V2, PRIMITIVES, Genotype, derive_genotype, num_edges
 
 
 def test_primitives_in_paper_order():
@@ -24,7 +24,7 @@ def test_primitives_in_paper_order():
 
 
 def test_genotypes_module_does_not_import_tensorflow():
-    code = "import sys, darts_tf.genotypes; print('tensorflow' in sys.modules)"
+    code = "import sys, darts_tf.cnn.genotypes; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -146,7 +146,7 @@ def test_bad_json_and_missing_file(tmp_path):
 
 
 def test_max_skip_replaces_the_weakest_skip_connections_as_p_darts():
-    from darts_tf.genotypes import PRIMITIVES, derive_genotype
+    from darts_tf.cnn.genotypes import PRIMITIVES, derive_genotype
 
     skip, sep, dil = (PRIMITIVES.index(op) for op in ("skip_connect", "sep_conv_3x3", "dil_conv_3x3"))
     normal = np.zeros((14, 8))

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from darts_tf.genotypes import OPERATIONS, PRIMITIVES
-from darts_tf.ops import (
+from darts_tf.cnn.genotypes import OPERATIONS, PRIMITIVES
+from darts_tf.cnn.ops import (
     OPS,
     BatchNorm,
     Conv2D,
@@ -57,8 +57,8 @@ def test_op_output_shapes(primitive, stride, size):
 
 
 def test_op_table_lists_every_operation_the_search_space_first():
-    from darts_tf.genotypes import OPERATIONS, PRIMITIVES
-    from darts_tf.ops import OPS
+    from darts_tf.cnn.genotypes import OPERATIONS, PRIMITIVES
+    from darts_tf.cnn.ops import OPS
 
     assert tuple(OPS) == OPERATIONS
     assert OPERATIONS[: len(PRIMITIVES)] == PRIMITIVES
@@ -295,7 +295,7 @@ def test_conv_7x1_1x7_against_a_direct_computation():
 @pytest.mark.parametrize("size", [8, 7])
 def test_stride_2_max_pool_mirror_padding_equals_minus_infinity_padding(size):
     """The edge-mirrored padding (quantisable for LiteRT int8) gives -inf padding's values and gradients, ties too."""
-    from darts_tf.ops import Pool
+    from darts_tf.cnn.ops import Pool
 
     rng = np.random.default_rng(size)
     x = tf.constant(rng.integers(0, 3, size=(2, size, size, 3)).astype("float32"))  # many ties
@@ -313,7 +313,7 @@ def test_stride_2_max_pool_mirror_padding_equals_minus_infinity_padding(size):
 def test_fused_normalize_has_the_composite_formulas_first_and_second_derivatives():
     """The replicas' normalisation with given statistics: one fused kernel forward, a written-out backward;
     gradients in x, mean, variance, scale, offset and a Hessian-vector product equal the composite formula's."""
-    from darts_tf.ops import fused_normalize
+    from darts_tf.cnn.ops import fused_normalize
 
     rng = np.random.default_rng(0)
     x, w = (tf.constant(rng.normal(2, 3, size=(4, 5, 5, 3)), tf.float32) for _ in range(2))

@@ -18,9 +18,9 @@ import tensorflow as tf
 from helpers import random_batch, tiny_search_network
 
 from darts_tf.architect import first_order_arch_gradients
-from darts_tf.convert import to_pytorch_state_dict
-from darts_tf.eval_model import NetworkCIFAR
-from darts_tf.genotypes import AMOEBANET, DARTS_V1, DARTS_V2, NASNET, PRIMITIVES, derive_genotype
+from darts_tf.cnn.convert import to_pytorch_state_dict
+from darts_tf.cnn.eval_model import NetworkCIFAR
+from darts_tf.cnn.genotypes import AMOEBANET, DARTS_V1, DARTS_V2, NASNET, PRIMITIVES, derive_genotype
 
 if os.environ.get("DARTS_TF_REQUIRE_TORCH") == "1":
     import torch
@@ -416,7 +416,7 @@ def test_pc_darts_search_network_matches_pytorch(shared_trace):
 
 
 def test_pc_darts_paper_size_parameter_count_is_the_references():
-    from darts_tf.search_model import SearchNetwork
+    from darts_tf.cnn.search_model import SearchNetwork
 
     model = SearchNetwork(16, 10, 8, partial_channels=4, edge_normalization=True)
     model.build((None, 32, 32, 3))

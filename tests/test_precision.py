@@ -7,13 +7,13 @@ import tensorflow as tf
 from helpers import random_batch
 
 from darts_tf import architect, precision
+from darts_tf.cnn.eval_model import DropPath, NetworkCIFAR, float32_network, inference_model
+from darts_tf.cnn.genotypes import DARTS_V2
+from darts_tf.cnn.ops import BatchNorm
+from darts_tf.cnn.search_model import SearchNetwork
 from darts_tf.config import SearchConfig, TrainConfig, check_choices
-from darts_tf.eval_model import DropPath, NetworkCIFAR, float32_network, inference_model
 from darts_tf.export import serving_function
-from darts_tf.genotypes import DARTS_V2
-from darts_tf.ops import BatchNorm
 from darts_tf.optimizers import SGD, Adam
-from darts_tf.search_model import SearchNetwork
 from darts_tf.searcher import ArchitectureSearch
 from darts_tf.seeding import initializer_seed
 from darts_tf.trainer import EvalTrainer

@@ -5,11 +5,10 @@ import tensorflow as tf
 from helpers import random_batch, tiny_search_network
 
 from darts_tf.architect import cross_entropy
-from darts_tf.checkpoint import make_checkpoint, restore, write_atomic
-from darts_tf.convert import DEPTHWISE, load_pytorch_state_dict, to_pytorch_state_dict, torch_variables
-from darts_tf.genotypes import PRIMITIVES, Genotype
-from darts_tf.ops import Zero
-from darts_tf.search_model import EdgeFunctions, MixedOp, PackedSlice, SearchNetwork
+from darts_tf.cnn.convert import DEPTHWISE, load_pytorch_state_dict, to_pytorch_state_dict, torch_variables
+from darts_tf.cnn.genotypes import PRIMITIVES, Genotype
+from darts_tf.cnn.ops import Zero
+from darts_tf.cnn.search_model import EdgeFunctions, MixedOp, PackedSlice, SearchNetwork
 
 
 def _count(variables):
@@ -45,28 +44,6 @@ def test_custom_input_shape_and_classes():
     model = SearchNetwork(4, 7, 3)
     model.build((None, 12, 12, 1))
     assert model(tf.zeros([2, 12, 12, 1]), training=True).shape == (2, 7)
-
-
-def test_checkpoint_holds_every_variable_and_the_alphas(tmp_path):
-    model = tiny_search_network(seed=0)
-    path = write_atomic(make_checkpoint(model), str(tmp_path / "ckpt"))
-    names = [name for name, _ in tf.train.list_variables(path)]
-    assert any("alphas_normal" in n for n in names) and any("alphas_reduce" in n for n in names)
-    assert len([n for n in names if n.startswith("model/")]) == len(model.variables)
-    other = tiny_search_network(seed=5)
-    assert not np.array_equal(other.alphas_normal.numpy(), model.alphas_normal.numpy())
-    restore(make_checkpoint(other), path)
-    for a, b in zip(model.variables, other.variables):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
-
-
-def test_a_checkpoint_of_other_variables_is_refused_in_one_line(tmp_path):
-    plain = SearchNetwork(4, 3, 3, shared_trace=False)  # one variable per tensor, as before packing
-    plain.build((None, 8, 8, 3))
-    path = write_atomic(make_checkpoint(plain), str(tmp_path / "ckpt"))
-    with pytest.raises(ValueError, match=r"Checkpoint .*ckpt.* does not match the model's variables") as error:
-        restore(make_checkpoint(tiny_search_network()), path)
-    assert "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize(
@@ -275,17 +252,6 @@ def test_every_random_tensor_is_drawn_independently():
     assert len(arrays) > 500 and len(set(firsts)) == len(firsts)  # no two tensors start from the same draw
 
 
-def test_plain_tf_checkpoint_misses_keras_sublayer_variables_ours_does_not(tmp_path):
-    """Why darts_tf.checkpoint exists: Keras 3 keeps list-held sublayers where tf.train.Checkpoint does not look."""
-    model = tiny_search_network(C=4, layers=3, steps=2)
-    plain = tf.train.Checkpoint(model=model).write(str(tmp_path / "plain" / "ckpt"))
-    saved = [name for name, _ in tf.train.list_variables(plain) if name.endswith("VARIABLE_VALUE")]
-    assert len(saved) < len(model.variables) // 2  # most of the network is silently left out
-    ours = make_checkpoint(model).write(str(tmp_path / "ours" / "ckpt"))
-    saved = [name for name, _ in tf.train.list_variables(ours) if name.endswith("VARIABLE_VALUE")]
-    assert len(saved) == len(model.variables)
-
-
 def test_edge_functions_belong_to_their_network():
     """No module-level cache: each network traces its own edge functions, one per edge shape."""
     first, second = SearchNetwork(4, 10, 3, steps=2, multiplier=2), SearchNetwork(4, 10, 3, steps=2, multiplier=2)
@@ -302,7 +268,7 @@ def test_edge_functions_belong_to_their_network():
 
 
 def test_channel_shuffle_is_pytorchs_view_transpose_view():
-    from darts_tf.ops import channel_shuffle
+    from darts_tf.cnn.ops import channel_shuffle
 
     x = np.random.default_rng(0).normal(size=(2, 3, 5, 12)).astype("float32")
     nchw = x.transpose(0, 3, 1, 2)  # PyTorch: view(b, g, c/g, h, w).transpose(1, 2).view(b, c, h, w)
@@ -315,7 +281,7 @@ def test_channel_shuffle_is_pytorchs_view_transpose_view():
 
 @pytest.mark.parametrize("size", [6, 7])
 def test_halving_max_pool_rounds_odd_sizes_up_as_minus_infinity_padding(size):
-    from darts_tf.ops import halving_max_pool
+    from darts_tf.cnn.ops import halving_max_pool
 
     x = np.random.default_rng(1).normal(size=(2, size, size, 3))
     padded = np.full((2, size + size % 2, size + size % 2, 3), -np.inf)
@@ -351,7 +317,7 @@ def test_partial_channel_network_variables_and_options():
     again = SearchNetwork.from_config(config)
     assert again.partial_channels == 4 and again.edge_normalization
     genotype = model.genotype()
-    from darts_tf.genotypes import derive_genotype
+    from darts_tf.cnn.genotypes import derive_genotype
 
     assert genotype == derive_genotype(**model.arch_arrays())
     with pytest.raises(ValueError, match="partial_channels, a positive integer dividing C=16"):

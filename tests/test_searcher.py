@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from darts_tf import architect, data, runs
-from darts_tf.genotypes import Genotype
+from darts_tf.cnn.genotypes import Genotype
 from darts_tf.optimizers import learning_rate_schedule
 from darts_tf.runtime import set_graph_optimization
 from darts_tf.searcher import SearchConfig, _network, build_search, run_search
@@ -170,7 +170,7 @@ def test_script_exits_2_with_one_line(tmp_path):
 
 
 def test_early_stop_rules_read_the_run_folder(tmp_path):
-    from darts_tf.genotypes import DARTS_V1, DARTS_V2
+    from darts_tf.cnn.genotypes import DARTS_V1, DARTS_V2
     from darts_tf.searcher import early_stop_reason
 
     for epoch, genotype in enumerate([DARTS_V2, DARTS_V2, DARTS_V1, DARTS_V1, DARTS_V1]):
@@ -221,7 +221,7 @@ def test_beta_decay_adds_its_weighted_gradient_to_the_architecture_gradient():
 @pytest.mark.slow
 def test_pc_darts_search_warms_up_records_betas_and_resumes_exactly(tmp_path):
     """--partial-channels, --edge-normalization, --arch-warmup: recorded, honoured by --resume."""
-    from darts_tf.genotypes import derive_genotype
+    from darts_tf.cnn.genotypes import derive_genotype
 
     options = dict(dataset="synthetic", epochs=3, C=8, partial_channels=4, edge_normalization=True, arch_warmup=1)
     straight = run_search(tiny_config(tmp_path / "a", **options), verbose=0)
@@ -339,7 +339,7 @@ def test_a_multi_replica_strategy_is_refused_not_silently_dropped():
         "from darts_tf.optimizers import learning_rate_schedule\nfrom darts_tf.searcher import build_search\n"
         "source = data.make_synthetic(num_train=16, num_test=8, image_size=8)\n"
         "strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])\n"
-        "from darts_tf.eval_model import NetworkCIFAR\nfrom darts_tf.genotypes import DARTS_V2\n"
+        "from darts_tf.cnn.eval_model import NetworkCIFAR\nfrom darts_tf.cnn.genotypes import DARTS_V2\n"
         "search_config, train_config = SearchConfig(C=4, layers=3, steps=2, multiplier=2), TrainConfig(C=4, layers=3)\n"
         "builds = [lambda: build_search(search_config, source, learning_rate_schedule(search_config, 2))]\n"
         "network = lambda: NetworkCIFAR(4, 10, 3, False, DARTS_V2, input_shape=(8, 8, 3))\n"
@@ -364,8 +364,8 @@ def test_a_multi_replica_strategy_is_refused_not_silently_dropped():
 def test_compile_refuses_what_the_search_step_cannot_run():
     from helpers import tiny_search_network
 
+    from darts_tf.cnn.search_model import SearchNetwork
     from darts_tf.optimizers import SGD, Adam
-    from darts_tf.search_model import SearchNetwork
     from darts_tf.searcher import ArchitectureSearch
 
     with pytest.raises(ValueError, match="expected a built network .* Received: unbuilt"):

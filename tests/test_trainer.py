@@ -10,8 +10,8 @@ import tensorflow as tf
 
 from darts_tf import data, runs
 from darts_tf.architect import cross_entropy
+from darts_tf.cnn.genotypes import DARTS_V2, Genotype
 from darts_tf.export import evaluate_saved_model
-from darts_tf.genotypes import DARTS_V2, Genotype
 from darts_tf.optimizers import learning_rate_schedule
 from darts_tf.trainer import (
     DropPathSchedule,
@@ -198,8 +198,8 @@ def test_export_and_evaluate_scripts(tmp_path):
 
 
 def test_export_script_serves_pytorch_weights(tmp_path):
-    from darts_tf.convert import to_pytorch_state_dict
-    from darts_tf.eval_model import NetworkCIFAR, inference_model
+    from darts_tf.cnn.convert import to_pytorch_state_dict
+    from darts_tf.cnn.eval_model import NetworkCIFAR, inference_model
 
     model = NetworkCIFAR(4, 10, 3, True, DARTS_V2)
     np.savez(tmp_path / "weights.npz", **to_pytorch_state_dict(model))
@@ -239,8 +239,8 @@ def test_label_smoothing_is_the_originals_cross_entropy_label_smooth():
 
 
 def test_imagenet_recipe_trains_network_imagenet_on_streamed_files(tmp_path):
+    from darts_tf.cnn.eval_model import NetworkImageNet
     from darts_tf.config import TRAIN_PRESETS
-    from darts_tf.eval_model import NetworkImageNet
 
     rng = np.random.default_rng(0)
     for split, count in (("train", 6), ("val", 2)):

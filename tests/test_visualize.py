@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from darts_tf import visualize
+from darts_tf.cnn.genotypes import DARTS_V1, DARTS_V2, Genotype, softmax
 from darts_tf.config import SearchConfig
-from darts_tf.genotypes import DARTS_V1, DARTS_V2, Genotype, softmax
 from darts_tf.searcher import run_search
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -25,7 +25,7 @@ def _not_blank_png(path, min_size=(400, 250)):
 
 
 def test_every_operation_has_a_colour_of_its_own():
-    from darts_tf.genotypes import OPERATIONS
+    from darts_tf.cnn.genotypes import OPERATIONS
     from darts_tf.rnn.genotypes import PRIMITIVES as ACTIVATIONS
     from darts_tf.visualize import OP_COLOURS
 

@@ -48,9 +48,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     formats = list(dict.fromkeys(args.format))
     try:
         from darts_tf import data, deploy, export, runs
-        from darts_tf.convert import load_pytorch_state_dict, read_npz_state_dict
-        from darts_tf.eval_model import NetworkCIFAR
-        from darts_tf.genotypes import get_genotype
+        from darts_tf.cnn.convert import load_pytorch_state_dict, read_npz_state_dict
+        from darts_tf.cnn.eval_model import NetworkCIFAR
+        from darts_tf.cnn.genotypes import get_genotype
         from darts_tf.trainer import export_name, load_trained_network
 
         augmentation, data_config = "cifar", None

@@ -50,6 +50,7 @@ def _with_genotype(config: dict) -> dict:
     return config
 
 
+@keras.saving.register_keras_serializable(package="darts_tf")
 class RecurrentCell(keras.layers.Layer):
     """A DARTS recurrent cell run over a sequence (arXiv:1806.09055, Sec. 2.1, Fig. 1/6).
 

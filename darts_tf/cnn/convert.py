@@ -18,10 +18,10 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
-from darts_tf import eval_model, ops, search_model
+from darts_tf.cnn import eval_model, ops, search_model
+from darts_tf.cnn.genotypes import PRIMITIVES
 from darts_tf.errors import ConfigError
 from darts_tf.files import read_npz
-from darts_tf.genotypes import PRIMITIVES
 
 # Kinds of parameter layout.
 CONV = "conv"  # Keras [kh, kw, in, out]  <-> PyTorch [out, in, kh, kw]

@@ -10,7 +10,7 @@ pads stride-2 ops at the bottom/right only, which would shift the sampling
 grid by one pixel; the layers here pad explicitly where that matters.
 
 Layout is NHWC. The original code's parameter names for these layers live in
-`darts_tf.convert`, which maps PyTorch state dicts.
+`darts_tf.cnn.convert`, which maps PyTorch state dicts.
 
 Reference: Liu, Simonyan & Yang, "DARTS: Differentiable Architecture Search",
 ICLR 2019 (arXiv:1806.09055), Section 3.1 and Appendix A.1.
@@ -25,8 +25,8 @@ import keras
 import tensorflow as tf
 
 from darts_tf import replicas
+from darts_tf.cnn.genotypes import OPERATIONS
 from darts_tf.errors import GenotypeError
-from darts_tf.genotypes import OPERATIONS
 from darts_tf.precision import wide_dtype
 
 BN_MOMENTUM = 0.9  # PyTorch momentum 0.1
@@ -387,7 +387,7 @@ class _Composite(keras.layers.Layer):
     `normalization_stages(training)` lists the op as [(f, bn), ...]: the op is
     bn_n(f_n(... bn_1(f_1(x)))). A network under several replicas runs the stages of
     many ops side by side and reduces all their BatchNorms' statistics of one stage in
-    one collective (`darts_tf.search_model`); `call` is the same chain.
+    one collective (`darts_tf.cnn.search_model`); `call` is the same chain.
     """
 
     def normalization_stages(self, training=None) -> list:

@@ -16,9 +16,8 @@ import keras
 import tensorflow as tf
 
 from darts_tf import replicas
-from darts_tf.errors import ConfigError, GenotypeError
-from darts_tf.genotypes import Genotype
-from darts_tf.ops import (
+from darts_tf.cnn.genotypes import Genotype
+from darts_tf.cnn.ops import (
     BatchNorm,
     Conv2D,
     FactorizedReduce,
@@ -28,8 +27,9 @@ from darts_tf.ops import (
     preprocess0,
     torch_uniform,
 )
+from darts_tf.cnn.search_model import reduction_layers
+from darts_tf.errors import ConfigError, GenotypeError
 from darts_tf.precision import wide_dtype
-from darts_tf.search_model import reduction_layers
 
 
 @keras.saving.register_keras_serializable(package="darts_tf")
