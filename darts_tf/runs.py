@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -84,18 +85,24 @@ def read_json(path: str):
         return json.load(handle)
 
 
-def load_run_data(config) -> data.ImageData:
-    """The dataset a run's config names, cut to `config.subset` training images (as many per class) when set."""
-    source = data.load_data(
-        config.dataset, config.data_dir, seed=config.seed, image_size=config.image_size,
-        channels=config.channels, tfds_data_dir=config.tfds_data_dir, skip_bad_images=config.skip_bad_images,
-        stream=config.stream, cache=config.cache,
-    )  # fmt: skip
+def load_run_data(config, source=None) -> data.ImageData:
+    """The dataset a run's config names, or `source` (an `ImageData` or a (train, test) pair of
+    tf.data.Datasets, `darts_tf.data.from_datasets`) when given; cut to `config.subset` training
+    images (as many per class) when set."""
+    if source is not None:
+        source = data.as_image_data(source)
+    else:
+        source = data.load_data(
+            config.dataset, config.data_dir, seed=config.seed, image_size=config.image_size,
+            channels=config.channels, tfds_data_dir=config.tfds_data_dir, skip_bad_images=config.skip_bad_images,
+            stream=config.stream, cache=config.cache,
+        )  # fmt: skip
     if config.subset:
         keep = subset_indices(source.train_labels, config.subset, source.num_classes)
-        source.train_images = source.train_images[keep]
-        source.train_labels = source.train_labels[keep]
-        source.description += f", subset of {len(keep)} training images"
+        source = dataclasses.replace(
+            source, train_images=source.train_images[keep], train_labels=source.train_labels[keep],
+            description=f"{source.description}, subset of {len(keep)} training images",
+        )  # fmt: skip
     return source
 
 

@@ -339,7 +339,7 @@ def record_epoch(network, config: SearchConfig, epoch: int) -> tuple[Genotype, d
 
 def run_search(
     config: SearchConfig, resume: bool = False, overwrite: bool = False, verbose: int = 1, callbacks=(),
-    strategy: tf.distribute.Strategy | None = None,
+    strategy: tf.distribute.Strategy | None = None, source=None,
 ) -> dict:  # fmt: skip
     """Runs (or resumes) a search; returns {"genotype", "history", "seconds", "config", "first_epoch"}.
 
@@ -348,6 +348,9 @@ def run_search(
     steps over its replicas at the same global batch; with several workers only the chief
     writes the run folder. Process-wide runtime settings (threads, grappler) are the caller's
     choice: `darts_tf.runtime.configure("search")` is what `darts-tf search` applies.
+    `source`: your own data instead of the config's data fields, an `ImageData` or a (train,
+    test) pair of tf.data.Datasets of (image, label) (`darts_tf.data.from_datasets`); pass it
+    again to resume.
     """
     started = time.time()
     check_choices(config)
@@ -355,7 +358,7 @@ def run_search(
     chief = distribute.is_chief(strategy)
     config = runs.begin_run(config, resume, overwrite, chief=chief)
     distribute.check_global_batch(config.batch_size, strategy)
-    source = runs.load_run_data(config)
+    source = runs.load_run_data(config, source)
     if verbose:
         print(f"data: {source.description}", flush=True)
     (train_x, train_y), (val_x, val_y) = data.split_for_search(source, config.train_portion)

@@ -237,7 +237,7 @@ class _TrainEpochEnd(keras.callbacks.Callback):
 
 def run_training(
     config: TrainConfig, resume: bool = False, overwrite: bool = False, verbose: int = 1, callbacks=(),
-    strategy: tf.distribute.Strategy | None = None,
+    strategy: tf.distribute.Strategy | None = None, source=None,
 ) -> dict:  # fmt: skip
     """Trains (or resumes training) an evaluation network and exports it; returns a summary dict.
 
@@ -245,7 +245,8 @@ def run_training(
     tensorboard/, checkpoint/) and, when `config.export`, a SavedModel under
     `export_dir/<name>/<version>/`. Process-wide runtime settings are the
     caller's choice: `darts_tf.runtime.configure("training")` is what
-    `darts-tf train` applies. `strategy`: as in `darts_tf.searcher.run_search` (the chief exports).
+    `darts-tf train` applies. `strategy` and `source`: as in `darts_tf.searcher.run_search` (the
+    chief exports).
     """
     started = time.time()
     check_choices(config)
@@ -254,7 +255,7 @@ def run_training(
     config = runs.begin_run(config, resume, overwrite, chief=chief)
     distribute.check_global_batch(config.batch_size, strategy)
     genotype = read_run(config.run_dir)[1] if resume else get_genotype(config.arch)
-    source = runs.load_run_data(config)
+    source = runs.load_run_data(config, source)
     if verbose:
         print(f"data: {source.description}", flush=True)
     if config.batch_size > len(source.train_labels):

@@ -1,5 +1,6 @@
 """Datasets (`sources`) and input pipelines (`pipeline`) for search and evaluation."""
 
+from darts_tf.data.datasets import as_image_data, from_datasets
 from darts_tf.data.images import ImageFiles, is_streamed
 from darts_tf.data.pipeline import (
     AUGMENTATIONS,
@@ -43,6 +44,8 @@ __all__ = [
     "ImageData",
     "ImageFiles",
     "adapt",
+    "as_image_data",
+    "from_datasets",
     "cache_images",
     "centre_crop",
     "colour_jitter",
