@@ -42,8 +42,40 @@ class DataSettings:
 
 
 @dataclasses.dataclass
-class SearchConfig(DataSettings):
-    """Every setting of a search run; the defaults are the paper's (arXiv:1806.09055, Sec. 3.1.2)."""
+class RunSettings:
+    """How a run is carried out, not what it computes (as Model Garden's runtime config): where
+    it writes, over which devices, in which compute type, at which evaluation batch. Changing
+    them leaves a run's result as it is (to round-off; `precision`: half precision's)."""
+
+    run_dir: str = "runs/run"
+    # auto, one, mirrored, multi_worker (darts_tf.distribute): how the run is spread over devices;
+    # batch_size stays the global batch, so the result is the one device's.
+    strategy: str = "auto"
+    # float32, mixed_bfloat16 or mixed_float16 (darts_tf.precision): the networks' compute type.
+    precision: str = "float32"
+    eval_batch_size: int = 256
+
+
+def task_and_run_settings(config) -> tuple[dict, dict]:
+    """A config's fields as (what the experiment is, how it is run): the second holds its
+    `RunSettings` fields and the other fields of how it runs (`shared_trace`, the export's)."""
+    run_names = {f.name for f in dataclasses.fields(RunSettings)} | set(getattr(config, "RUN_FIELDS", ()))
+    values = dataclasses.asdict(config)
+    return (
+        {name: value for name, value in values.items() if name not in run_names},
+        {name: value for name, value in values.items() if name in run_names},
+    )
+
+
+@dataclasses.dataclass
+class SearchConfig(DataSettings, RunSettings):
+    """Every setting of a search run; the defaults are the paper's (arXiv:1806.09055, Sec. 3.1.2).
+
+    The experiment: the data fields (`DataSettings`), the network, the schedule and the
+    algorithm below; how it runs: `RunSettings` and `shared_trace` (`task_and_run_settings`).
+    """
+
+    RUN_FIELDS = ("shared_trace",)
 
     epochs: int = 50
     batch_size: int = 64
@@ -63,7 +95,6 @@ class SearchConfig(DataSettings):
     arch_learning_rate: float = 3e-4
     arch_weight_decay: float = 1e-3
     cutout: int = 0
-    eval_batch_size: int = 256
     beta_decay: float = 0.0  # beta-DARTS: regulariser weight beta_decay * epoch / 100 (their setting: 50)
     max_skip: int | None = None  # P-DARTS: at most this many skip connections in the derived normal cell
     early_stop: str | None = None  # DARTS+: "skip:N" (N skips in the normal cell) or "stable:E" (E epochs unchanged)
@@ -73,11 +104,6 @@ class SearchConfig(DataSettings):
     # Packed edges as shared out-of-line functions: a much faster start-up and less memory, steps as
     # fast (docs/performance.md); False inlines every edge (the plain reference).
     shared_trace: bool = True
-    # auto, one, mirrored, multi_worker (darts_tf.distribute): how the run is spread over devices;
-    # batch_size stays the global batch, so the result is the one device's.
-    strategy: str = "auto"
-    # float32, mixed_bfloat16 or mixed_float16 (darts_tf.precision): the networks' compute type.
-    precision: str = "float32"
     run_dir: str = "runs/search"
 
 
@@ -100,8 +126,13 @@ SEARCH_PRESETS = {
 
 
 @dataclasses.dataclass
-class TrainConfig(DataSettings):
-    """Every setting of an evaluation training run; the defaults are the paper's CIFAR-10 ones."""
+class TrainConfig(DataSettings, RunSettings):
+    """Every setting of an evaluation training run; the defaults are the paper's CIFAR-10 ones.
+
+    How it runs: `RunSettings` and the export's fields (`task_and_run_settings`).
+    """
+
+    RUN_FIELDS = ("export", "export_dir", "export_name")
 
     arch: str = "DARTS_V2"  # a published genotype name, or a genotype JSON file
     network: str = "cifar"  # cifar (NetworkCIFAR) or imagenet (NetworkImageNet)
@@ -123,9 +154,6 @@ class TrainConfig(DataSettings):
     weight_decay: float = 3e-4
     grad_clip: float = 5.0
     seed: int = 0
-    eval_batch_size: int = 256
-    strategy: str = "auto"  # as SearchConfig.strategy
-    precision: str = "float32"  # as SearchConfig.precision
     run_dir: str = "runs/eval"
     export: bool = True
     export_dir: str = "saved_models"
@@ -158,8 +186,11 @@ TRAIN_PRESETS = {
 
 
 @dataclasses.dataclass
-class RNNSearchConfig:
-    """A recurrent (Penn Treebank) search; the defaults are the original's rnn/train_search.py."""
+class LanguageModelSettings:
+    """What the recurrent search and training share: the corpus, the language model and its
+    regularisation, the optimiser, and how the run writes (`run_dir`, `eval_batch_size`,
+    `max_steps`). The defaults are the original's rnn/train_search.py; `RNNTrainConfig`
+    overrides the ones its rnn/train.py sets otherwise."""
 
     data_dir: str = "data/penn"  # train.txt, valid.txt, test.txt (or ptb.*.txt)
     train_portion: float | None = None  # without a training file: train on this first part of valid.txt
@@ -178,16 +209,22 @@ class RNNSearchConfig:
     dropoute: float = 0.0
     ar_alpha: float = 0.0  # AR (activation regularisation) weight
     tar_beta: float = 1e-3  # TAR (temporal activation regularisation) weight
+    seed: int = 3
+    eval_batch_size: int = 10
+    max_steps: int = 0  # weight steps per epoch at most (0: the whole training text)
+    run_dir: str = "runs/search_rnn"
+
+
+@dataclasses.dataclass
+class RNNSearchConfig(LanguageModelSettings):
+    """A recurrent (Penn Treebank) search; the defaults are the original's rnn/train_search.py."""
+
     arch_learning_rate: float = 3e-3
     arch_weight_decay: float = 1e-3
     unrolled: bool = False
     # Second order: "original" keeps the tied embedding at w in the virtual step w' (as quark0/darts
     # computes it, which found the published cells); "paper" moves every weight (docs/fidelity.md).
     virtual_step: str = "original"
-    seed: int = 3
-    eval_batch_size: int = 10
-    max_steps: int = 0  # weight steps per epoch at most (0: the whole training text)
-    run_dir: str = "runs/search_rnn"
 
 
 RNN_SEARCH_PRESETS = {
@@ -198,34 +235,21 @@ RNN_SEARCH_PRESETS = {
 
 
 @dataclasses.dataclass
-class RNNTrainConfig:
+class RNNTrainConfig(LanguageModelSettings):
     """A recurrent cell's language-model training; the defaults are the original's rnn/train.py."""
 
-    arch: str = "DARTS_V2"  # a published recurrent genotype name, or a genotype JSON file
-    data_dir: str = "data/penn"
-    train_portion: float | None = None
     emsize: int = 850
     nhid: int = 850
     epochs: int = 8000  # the original's cap; averaged SGD after `nonmono` epochs without improvement
     batch_size: int = 64
-    bptt: int = 35
-    learning_rate: float = 20.0
-    clip: float = 0.25
     weight_decay: float = 8e-7
-    dropout: float = 0.75
-    dropouth: float = 0.25
-    dropoutx: float = 0.75
-    dropouti: float = 0.2
     dropoute: float = 0.1
-    ar_alpha: float = 0.0
-    tar_beta: float = 1e-3
+    seed: int = 1267
+    run_dir: str = "runs/train_rnn"
+    arch: str = "DARTS_V2"  # a published recurrent genotype name, or a genotype JSON file
     nonmono: int = 5
     max_seq_len_delta: int = 20
-    seed: int = 1267
-    eval_batch_size: int = 10
     test_batch_size: int = 1
-    max_steps: int = 0
-    run_dir: str = "runs/train_rnn"
     export: bool = True
     export_dir: str = "saved_models"
     export_name: str | None = None

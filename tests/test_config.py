@@ -84,3 +84,21 @@ def test_recurrent_fields_are_named():
 def test_configs_import_no_tensorflow():
     code = "import sys, darts_tf.config; print('tensorflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_what_an_experiment_is_apart_from_how_it_runs():
+    task, run = config.task_and_run_settings(config.SearchConfig())
+    assert set(run) == {"run_dir", "strategy", "precision", "eval_batch_size", "shared_trace"}
+    assert {"C", "layers", "unrolled", "learning_rate", "data_dir", "seed"} <= set(task)
+    assert not set(task) & set(run)
+    _, run = config.task_and_run_settings(config.TrainConfig())
+    assert set(run) == {"run_dir", "strategy", "precision", "eval_batch_size", "export", "export_dir", "export_name"}
+
+
+def test_the_recurrent_configs_share_one_base_with_each_runs_defaults():
+    shared = {f.name for f in dataclasses.fields(config.LanguageModelSettings)}
+    for config_class in (config.RNNSearchConfig, config.RNNTrainConfig):
+        assert shared <= {f.name for f in dataclasses.fields(config_class)}
+    search, train = config.RNNSearchConfig(), config.RNNTrainConfig()
+    assert (search.nhid, search.batch_size, search.seed) == (300, 256, 3)  # the original's train_search.py
+    assert (train.nhid, train.batch_size, train.seed, train.dropoute) == (850, 64, 1267, 0.1)  # its train.py
