@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 
 import keras
 import numpy as np
@@ -16,9 +17,10 @@ import tensorflow as tf
 
 from darts_tf import data, distribute
 from darts_tf.checkpoint import make_checkpoint, restore, write_atomic
-from darts_tf.config import config_from_dict
+from darts_tf.config import check_choices, config_from_dict
 from darts_tf.errors import DivergedError, RunDirError
 from darts_tf.files import atomic_file
+from darts_tf.optimizers import learning_rate_schedule
 
 CHECKPOINT_DIR = "checkpoint"
 PREVIOUS_DIR = "checkpoint.previous"  # the epoch before, kept so that a damaged checkpoint is not the end
@@ -341,3 +343,102 @@ def fit_run(model, batches, run_dir: str, epochs: int, first_epoch: int, steps_p
         raise data.DataError(
             f"{data.unreadable_file(error)}; the run stopped (`resume` continues from its last checkpoint)"
         ) from None
+
+
+class RunPlan:
+    """What one kind of run adds to the shared lifecycle of `execute` (a search, a training).
+
+    `what` names it in messages and the checkpoint state. Each method is one step of the
+    lifecycle that differs between kinds; the model `build` returns is a Keras model with a
+    `network` (what the checkpoint restores) and a `loss_scale` (None unless float16).
+    """
+
+    what = "run"
+
+    def __init__(self, config):
+        self.config = config
+
+    def prepare(self, resume: bool) -> None:
+        """Before the data is read (e.g. read the genotype to train)."""
+
+    def steps_per_epoch(self, source: data.ImageData) -> int:
+        raise NotImplementedError
+
+    def build(self, source: data.ImageData, schedule) -> keras.Model:
+        """The compiled model (called under the strategy's scope)."""
+        raise NotImplementedError
+
+    def optimizers(self, model) -> dict:
+        """The optimizers a checkpoint holds, by name."""
+        raise NotImplementedError
+
+    def first_files(self, run_dir: str, source: data.ImageData, model) -> None:
+        """What a new run writes beside config.json before its first epoch."""
+
+    def batches(self, source: data.ImageData, first_epoch: int, steps_per_epoch: int):
+        raise NotImplementedError
+
+    def validation(self, source: data.ImageData):
+        raise NotImplementedError
+
+    def callbacks(self, model, written, verbose: int) -> list:
+        return []
+
+    def csv_extra(self, model, schedule):
+        return None
+
+    loss_flags = None
+
+    def finish(self, model, source: data.ImageData, written, chief: bool) -> dict:
+        """After the last epoch, before a non-chief worker's folder is deleted: the result's own entries."""
+        return {}
+
+
+def execute(plan: RunPlan, resume: bool = False, overwrite: bool = False, verbose: int = 1, callbacks=(),
+            strategy=None, source=None) -> dict:  # fmt: skip
+    """One run's lifecycle, the same for every kind (`plan`): check the config, make the strategy,
+    claim (or resume) the run folder, read the data (or `source`), build the model under the
+    strategy's scope, restore the checkpoint or write the first files, fit epoch by epoch with the
+    run's callbacks (checkpoints, metrics.csv, TensorBoard) and the user's, then `plan.finish`.
+
+    Returns `plan.finish`'s entries with "config", "history", "first_epoch" and "seconds".
+    """
+    started = time.time()
+    check_choices(plan.config)
+    strategy = strategy or distribute.make_strategy(plan.config.strategy)
+    chief = distribute.is_chief(strategy)
+    plan.config = config = begin_run(plan.config, resume, overwrite, chief=chief)
+    distribute.check_global_batch(config.batch_size, strategy)
+    plan.prepare(resume)
+    source = load_run_data(config, source)
+    if verbose:
+        print(f"data: {source.description}", flush=True)
+    steps_per_epoch = plan.steps_per_epoch(source)
+    schedule = learning_rate_schedule(config, steps_per_epoch)
+    with strategy.scope():
+        model = plan.build(source, schedule)
+    first_epoch = 0
+    written = dataclasses.replace(config, run_dir=worker_run_dir(config, chief))  # where this process writes
+    if resume:
+        state = resume_state(config.run_dir, plan.what, model.network, chief=chief, **plan.optimizers(model))
+        first_epoch = state["epoch"]
+        if model.loss_scale is not None:
+            model.loss_scale.restore(state.get("loss_scale"))
+    else:
+        write_json_atomic(os.path.join(written.run_dir, "config.json"), dataclasses.asdict(config))
+        plan.first_files(written.run_dir, source, model)
+    verbose = verbose if chief else 0
+    try:
+        history = fit_run(
+            model, plan.batches(source, first_epoch, steps_per_epoch), written.run_dir, config.epochs, first_epoch,
+            steps_per_epoch, plan.validation(source), callbacks=plan.callbacks(model, written, verbose),
+            csv_extra=plan.csv_extra(model, schedule), verbose=verbose, user_callbacks=callbacks,
+            loss_flags=plan.loss_flags,
+        )  # fmt: skip
+        result = plan.finish(model, source, written, chief)
+    finally:
+        if not chief:
+            shutil.rmtree(written.run_dir, ignore_errors=True)
+    result.update(config=config, history=history.history, first_epoch=first_epoch)
+    result["seconds"] = time.time() - started
+    return result

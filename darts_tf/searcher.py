@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
-import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from darts_tf import architect, data, distribute, precision, replicas, runs, visualize
+from darts_tf import architect, data, precision, replicas, runs, visualize
 from darts_tf.cnn.genotypes import Genotype, edge_weights, format_alphas
 from darts_tf.cnn.search_model import SearchNetwork
-from darts_tf.config import SearchConfig, check_choices, parse_early_stop
+from darts_tf.config import SearchConfig, parse_early_stop
 from darts_tf.errors import ConfigError
-from darts_tf.optimizers import SGD, Adam, EpochCosineDecay, clip_by_global_norm, learning_rate_schedule
+from darts_tf.optimizers import SGD, Adam, EpochCosineDecay, clip_by_global_norm
 from darts_tf.seeding import initializer_seed
 
 
@@ -337,6 +335,69 @@ def record_epoch(network, config: SearchConfig, epoch: int) -> tuple[Genotype, d
     return genotype, alphas
 
 
+class SearchPlan(runs.RunPlan):
+    """A search's part of the run lifecycle (`darts_tf.runs.execute`)."""
+
+    what = "search"
+    loss_flags = {"loss": "`learning_rate`", "arch_loss": "`arch_learning_rate`"}
+
+    def steps_per_epoch(self, source):
+        config = self.config
+        self.halves = data.split_for_search(source, config.train_portion)
+        smallest = min(len(half[0]) for half in self.halves)
+        if config.batch_size > smallest:
+            raise data.DataError(
+                f"`batch_size` {config.batch_size} is larger than the search split ({smallest} images per half "
+                f"of {len(source.train_labels)} training images); use `batch_size` {smallest} or less"
+            )
+        return smallest // config.batch_size
+
+    def build(self, source, schedule):
+        return build_search(self.config, source, schedule)
+
+    def optimizers(self, model):
+        return {"w_optimizer": model.w_optimizer, "alpha_optimizer": model.alpha_optimizer}
+
+    def first_files(self, run_dir, source, model):
+        record_epoch(model.network, dataclasses.replace(self.config, run_dir=run_dir), 0)
+
+    def batches(self, source, first_epoch, steps_per_epoch):
+        config, ((train_x, train_y), (val_x, val_y)) = self.config, self.halves
+
+        def epoch_pair(epoch):
+            kwargs = dict(
+                mean=source.mean, std=source.std, seed=config.seed, epoch=epoch, cutout_length=config.cutout,
+                skip_bad_images=config.skip_bad_images,
+            )  # fmt: skip
+            # The two halves use different seeds so their shuffles are independent.
+            train = data.epoch_dataset(train_x, train_y, config.batch_size, **kwargs).take(steps_per_epoch)
+            kwargs["seed"] = config.seed + 1
+            val = data.epoch_dataset(val_x, val_y, config.batch_size, **kwargs).take(steps_per_epoch)
+            return tf.data.Dataset.zip((train, val))
+
+        return data.epochs_dataset(epoch_pair, first_epoch, config.epochs)
+
+    def validation(self, source):
+        val_x, val_y = self.halves[1]
+        return data.evaluation_dataset(
+            val_x, val_y, self.config.eval_batch_size, source.mean, source.std,
+            skip_bad_images=self.config.skip_bad_images,
+        )  # fmt: skip
+
+    def callbacks(self, model, written, verbose):
+        return [BetaDecaySchedule(model), ArchWarmup(model, self.config.arch_warmup),
+                _SearchEpochEnd(model, written, verbose)]  # fmt: skip
+
+    def csv_extra(self, model, schedule):
+        return lambda e: {"lr": schedule.value_at_epoch(e), "genotype": _genotype_json(model.network, self.config)}
+
+    def finish(self, model, source, written, chief):
+        genotype = Genotype.load(os.path.join(written.run_dir, "genotype.json"))  # the kept one (early stop)
+        if chief:
+            visualize.save_cells(genotype, written.run_dir, ("png", "svg"), prefix="cell")
+        return {"genotype": genotype}
+
+
 def run_search(
     config: SearchConfig, resume: bool = False, overwrite: bool = False, verbose: int = 1, callbacks=(),
     strategy: tf.distribute.Strategy | None = None, source=None,
@@ -350,76 +411,6 @@ def run_search(
     choice: `darts_tf.runtime.configure("search")` is what `darts-tf search` applies.
     `source`: your own data instead of the config's data fields, an `ImageData` or a (train,
     test) pair of tf.data.Datasets of (image, label) (`darts_tf.data.from_datasets`); pass it
-    again to resume.
+    again to resume. The lifecycle is `darts_tf.runs.execute`'s.
     """
-    started = time.time()
-    check_choices(config)
-    strategy = strategy or distribute.make_strategy(config.strategy)
-    chief = distribute.is_chief(strategy)
-    config = runs.begin_run(config, resume, overwrite, chief=chief)
-    distribute.check_global_batch(config.batch_size, strategy)
-    source = runs.load_run_data(config, source)
-    if verbose:
-        print(f"data: {source.description}", flush=True)
-    (train_x, train_y), (val_x, val_y) = data.split_for_search(source, config.train_portion)
-    smallest = min(len(train_x), len(val_x))
-    if config.batch_size > smallest:
-        raise data.DataError(
-            f"`batch_size` {config.batch_size} is larger than the search split ({smallest} images per half of "
-            f"{len(source.train_labels)} training images); use `batch_size` {smallest} or less"
-        )
-    steps_per_epoch = smallest // config.batch_size
-    schedule = learning_rate_schedule(config, steps_per_epoch)
-    with strategy.scope():
-        search = build_search(config, source, schedule)
-    first_epoch = 0
-    written = dataclasses.replace(config, run_dir=runs.worker_run_dir(config, chief))  # where this process writes
-    if resume:
-        optimizers = {"w_optimizer": search.w_optimizer, "alpha_optimizer": search.alpha_optimizer}
-        state = runs.resume_state(config.run_dir, "search", search.network, chief=chief, **optimizers)
-        first_epoch = state["epoch"]
-        if search.loss_scale is not None:
-            search.loss_scale.restore(state.get("loss_scale"))
-    else:
-        runs.write_json_atomic(os.path.join(written.run_dir, "config.json"), dataclasses.asdict(config))
-        record_epoch(search.network, written, 0)
-
-    def epoch_pair(epoch):
-        kwargs = dict(
-            mean=source.mean, std=source.std, seed=config.seed, epoch=epoch, cutout_length=config.cutout,
-            skip_bad_images=config.skip_bad_images,
-        )  # fmt: skip
-        # The two halves use different seeds so their shuffles are independent.
-        train = data.epoch_dataset(train_x, train_y, config.batch_size, **kwargs).take(steps_per_epoch)
-        kwargs["seed"] = config.seed + 1
-        val = data.epoch_dataset(val_x, val_y, config.batch_size, **kwargs).take(steps_per_epoch)
-        return tf.data.Dataset.zip((train, val))
-
-    batches = data.epochs_dataset(epoch_pair, first_epoch, config.epochs)
-    val_eval = data.evaluation_dataset(
-        val_x, val_y, config.eval_batch_size, source.mean, source.std, skip_bad_images=config.skip_bad_images
-    )
-    verbose = verbose if chief else 0
-    try:
-        history = runs.fit_run(
-            search, batches, written.run_dir, config.epochs, first_epoch, steps_per_epoch, val_eval,
-            callbacks=[BetaDecaySchedule(search), ArchWarmup(search, config.arch_warmup),
-                       _SearchEpochEnd(search, written, verbose)],
-            csv_extra=lambda e: {"lr": schedule.value_at_epoch(e), "genotype": _genotype_json(search.network, config)},
-            verbose=verbose,
-            user_callbacks=callbacks,
-            loss_flags={"loss": "`learning_rate`", "arch_loss": "`arch_learning_rate`"},
-        )  # fmt: skip
-        genotype = Genotype.load(os.path.join(written.run_dir, "genotype.json"))  # the kept one (early stop)
-    finally:
-        if not chief:
-            shutil.rmtree(written.run_dir, ignore_errors=True)
-    if chief:
-        visualize.save_cells(genotype, config.run_dir, ("png", "svg"), prefix="cell")
-    return {
-        "genotype": genotype,
-        "history": history.history,
-        "seconds": time.time() - started,
-        "config": config,
-        "first_epoch": first_epoch,
-    }
+    return runs.execute(SearchPlan(config), resume, overwrite, verbose, callbacks, strategy, source)

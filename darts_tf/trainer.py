@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
-import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from darts_tf import data, distribute, precision, replicas, runs
+from darts_tf import data, precision, replicas, runs
 from darts_tf.architect import cross_entropy, gradients_of
 from darts_tf.cnn.eval_model import NetworkCIFAR, NetworkImageNet, count_parameters, inference_model
 from darts_tf.cnn.genotypes import GENOTYPES, Genotype, get_genotype
-from darts_tf.config import TrainConfig, check_choices, config_from_dict
+from darts_tf.config import TrainConfig, config_from_dict
 from darts_tf.export import accuracy_summary, export_saved_model
-from darts_tf.optimizers import SGD, clip_by_global_norm, learning_rate_schedule
+from darts_tf.optimizers import SGD, clip_by_global_norm
 from darts_tf.seeding import initializer_seed
 
 
@@ -235,6 +233,72 @@ class _TrainEpochEnd(keras.callbacks.Callback):
         runs.save_checkpoint(self.config.run_dir, self.trainer.network, state, optimizer=self.trainer.w_optimizer)
 
 
+class TrainingPlan(runs.RunPlan):
+    """An evaluation training's part of the run lifecycle (`darts_tf.runs.execute`)."""
+
+    what = "training"
+
+    def prepare(self, resume):
+        self.genotype = read_run(self.config.run_dir)[1] if resume else get_genotype(self.config.arch)
+
+    def steps_per_epoch(self, source):
+        config = self.config
+        if config.batch_size > len(source.train_labels):
+            raise data.DataError(
+                f"`batch_size` {config.batch_size} is larger than the training set ({len(source.train_labels)} "
+                f"images); use `batch_size` {len(source.train_labels)} or less"
+            )
+        # Every step sees a full batch (one traced shape); the at most batch_size - 1
+        # images left over change from epoch to epoch with the shuffle.
+        return len(source.train_labels) // config.batch_size
+
+    def build(self, source, schedule):
+        network = build_network(self.config, self.genotype, source.num_classes, source.input_shape)
+        return build_trainer(self.config, network, schedule)
+
+    def optimizers(self, model):
+        return {"optimizer": model.w_optimizer}
+
+    def first_files(self, run_dir, source, model):
+        self.genotype.save(os.path.join(run_dir, "genotype.json"))
+        runs.write_json_atomic(os.path.join(run_dir, "data.json"), data_info(source))
+
+    def batches(self, source, first_epoch, steps_per_epoch):
+        config = self.config
+
+        def epoch(e):
+            return data.epoch_dataset(
+                source.train_images, source.train_labels, config.batch_size, source.mean, source.std,
+                config.seed, e, cutout_length=config.cutout, augmentation=config.augmentation,
+                skip_bad_images=config.skip_bad_images,
+            ).take(steps_per_epoch)  # fmt: skip
+
+        return data.epochs_dataset(epoch, first_epoch, config.epochs)
+
+    def validation(self, source):
+        return data.evaluation_dataset(
+            source.test_images, source.test_labels, self.config.eval_batch_size, source.mean, source.std,
+            self.config.augmentation, self.config.skip_bad_images,
+        )  # fmt: skip
+
+    def callbacks(self, model, written, verbose):
+        self.drop_path = DropPathSchedule(model.network, self.config.drop_path_prob, self.config.epochs)
+        return [self.drop_path, _TrainEpochEnd(model, written)]
+
+    def csv_extra(self, model, schedule):
+        return lambda e: {"lr": schedule.value_at_epoch(e), "drop_path_prob": self.drop_path.rate(e)}
+
+    def finish(self, model, source, written, chief):
+        config, network = self.config, model.network
+        result = {"parameters": count_parameters(network), "network": network, "export_path": None}
+        if config.export and chief:
+            base = os.path.join(config.export_dir, export_name(config))
+            result["export_path"] = export_saved_model(
+                network, base, source.mean, source.std, class_names=source.class_names
+            )
+        return result
+
+
 def run_training(
     config: TrainConfig, resume: bool = False, overwrite: bool = False, verbose: int = 1, callbacks=(),
     strategy: tf.distribute.Strategy | None = None, source=None,
@@ -246,78 +310,6 @@ def run_training(
     `export_dir/<name>/<version>/`. Process-wide runtime settings are the
     caller's choice: `darts_tf.runtime.configure("training")` is what
     `darts-tf train` applies. `strategy` and `source`: as in `darts_tf.searcher.run_search` (the
-    chief exports).
+    chief exports). The lifecycle is `darts_tf.runs.execute`'s.
     """
-    started = time.time()
-    check_choices(config)
-    strategy = strategy or distribute.make_strategy(config.strategy)
-    chief = distribute.is_chief(strategy)
-    config = runs.begin_run(config, resume, overwrite, chief=chief)
-    distribute.check_global_batch(config.batch_size, strategy)
-    genotype = read_run(config.run_dir)[1] if resume else get_genotype(config.arch)
-    source = runs.load_run_data(config, source)
-    if verbose:
-        print(f"data: {source.description}", flush=True)
-    if config.batch_size > len(source.train_labels):
-        raise data.DataError(
-            f"`batch_size` {config.batch_size} is larger than the training set ({len(source.train_labels)} images); "
-            f"use `batch_size` {len(source.train_labels)} or less"
-        )
-    # Every step sees a full batch (one traced shape); the at most batch_size - 1
-    # images left over change from epoch to epoch with the shuffle.
-    steps_per_epoch = len(source.train_labels) // config.batch_size
-    schedule = learning_rate_schedule(config, steps_per_epoch)
-    with strategy.scope():
-        network = build_network(config, genotype, source.num_classes, source.input_shape)
-        trainer = build_trainer(config, network, schedule)
-    first_epoch = 0
-    written = dataclasses.replace(config, run_dir=runs.worker_run_dir(config, chief))  # where this process writes
-    if resume:
-        state = runs.resume_state(config.run_dir, "training", network, chief=chief, optimizer=trainer.w_optimizer)
-        first_epoch = state["epoch"]
-        if trainer.loss_scale is not None:
-            trainer.loss_scale.restore(state.get("loss_scale"))
-    else:
-        runs.write_json_atomic(os.path.join(written.run_dir, "config.json"), dataclasses.asdict(config))
-        genotype.save(os.path.join(written.run_dir, "genotype.json"))
-        runs.write_json_atomic(os.path.join(written.run_dir, "data.json"), data_info(source))
-
-    def epoch(e):
-        return data.epoch_dataset(
-            source.train_images, source.train_labels, config.batch_size, source.mean, source.std,
-            config.seed, e, cutout_length=config.cutout, augmentation=config.augmentation,
-            skip_bad_images=config.skip_bad_images,
-        ).take(steps_per_epoch)  # fmt: skip
-
-    batches = data.epochs_dataset(epoch, first_epoch, config.epochs)
-    test = data.evaluation_dataset(
-        source.test_images, source.test_labels, config.eval_batch_size, source.mean, source.std,
-        config.augmentation, config.skip_bad_images,
-    )  # fmt: skip
-    drop_path = DropPathSchedule(network, config.drop_path_prob, config.epochs)
-    try:
-        history = runs.fit_run(
-            trainer, batches, written.run_dir, config.epochs, first_epoch, steps_per_epoch, test,
-            callbacks=[drop_path, _TrainEpochEnd(trainer, written)],
-            csv_extra=lambda e: {"lr": schedule.value_at_epoch(e), "drop_path_prob": drop_path.rate(e)},
-            verbose=verbose if chief else 0,
-            user_callbacks=callbacks,
-        )  # fmt: skip
-    finally:
-        if not chief:
-            shutil.rmtree(written.run_dir, ignore_errors=True)
-    result = {
-        "config": config,
-        "history": history.history,
-        "parameters": count_parameters(network),
-        "network": network,
-        "export_path": None,
-        "first_epoch": first_epoch,
-    }
-    if config.export and chief:
-        base = os.path.join(config.export_dir, export_name(config))
-        result["export_path"] = export_saved_model(
-            network, base, source.mean, source.std, class_names=source.class_names
-        )
-    result["seconds"] = time.time() - started
-    return result
+    return runs.execute(TrainingPlan(config), resume, overwrite, verbose, callbacks, strategy, source)
