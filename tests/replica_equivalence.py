@@ -24,7 +24,6 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
-from helpers import tiny_search_network  # noqa: E402
 
 from darts_tf import distribute  # noqa: E402
 from darts_tf.cnn.eval_model import NetworkCIFAR  # noqa: E402
@@ -33,6 +32,7 @@ from darts_tf.optimizers import SGD, Adam  # noqa: E402
 from darts_tf.precision import DynamicLossScale  # noqa: E402
 from darts_tf.searcher import ArchitectureSearch  # noqa: E402
 from darts_tf.trainer import EvalTrainer, drop_path_variables  # noqa: E402
+from helpers import tiny_search_network  # noqa: E402
 
 BATCH, SIZE, CLASSES = 8, 8, 3
 TRAIN_SIZE = 24  # the auxiliary head needs 24-pixel images or larger

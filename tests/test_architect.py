@@ -15,9 +15,9 @@ test of the math.
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import random_batch, tiny_search_network
 
 from darts_tf import architect
+from helpers import random_batch, tiny_search_network
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,12 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import tiny_search_network
 
 from darts_tf.checkpoint import make_checkpoint, restore, write_atomic
 from darts_tf.cnn.search_model import SearchNetwork
 from darts_tf.errors import RunDirError
 from darts_tf.optimizers import SGD, Adam
+from helpers import tiny_search_network
 
 
 def test_checkpoint_holds_every_variable_and_the_alphas(tmp_path):

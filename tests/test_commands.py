@@ -145,7 +145,7 @@ def test_output_to_a_pipe_is_plain_lines_and_quiet_drops_the_tables(tmp_path):
 
 
 def test_scaling_table_shows_trace_graph_size_and_collectives():
-    from darts_tf.commands.benchmark import scaling_table
+    from benchmarks.command import scaling_table
 
     name = "search, first order (C=4, 3 cells)"
     rows = [
@@ -166,7 +166,7 @@ def test_scaling_table_shows_trace_graph_size_and_collectives():
 
 
 def test_the_gpu_benchmark_plan():
-    from darts_tf.commands.benchmark import gpu_plan, mixed_policy
+    from benchmarks.command import gpu_plan, mixed_policy
 
     assert mixed_policy([8, 0]) == "mixed_bfloat16" and mixed_policy([7, 0]) == "mixed_float16"
     assert mixed_policy(None) == "mixed_float16"
@@ -195,10 +195,21 @@ def test_the_gpu_benchmark_without_a_gpu_is_one_line(tmp_path):
 
 
 def test_the_original_column_only_beside_the_paper_sized_search_network():
-    from darts_tf.commands.benchmark import table
+    from benchmarks.command import table
 
     row = {"name": "search, first order", "batch": 32, "median_s": 2.0, "images_per_s": 16.0}
     row["key"] = ("search", "first", 32)
     paper, small = table([row]).splitlines()[-1], table([{**row, "beside_original": False}]).splitlines()[-1]
     assert "7.74 s/step" in paper and "3.87x" in paper
     assert "s/step," not in small and small.rstrip(" |").endswith("-")
+
+
+def test_the_benchmark_outside_a_source_checkout_is_one_line(tmp_path, monkeypatch, capsys):
+    from darts_tf.commands import benchmark, build_parser
+
+    args = build_parser().parse_args(["benchmark", "--skip-search"])
+    monkeypatch.setattr(benchmark, "_ROOT", str(tmp_path))  # no benchmarks/ there, as in a wheel install
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.run(args, args._parser)
+    assert exit_info.value.code == 2
+    assert "the benchmark runs from a source checkout of darts_tf" in capsys.readouterr().err

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
-from helpers import random_batch, tiny_search_network
 
 from darts_tf.cnn.convert import load_pytorch_state_dict, to_pytorch_state_dict
+from helpers import random_batch, tiny_search_network
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import random_batch
 
 from darts_tf import architect, precision
 from darts_tf.cnn.eval_model import DropPath, NetworkCIFAR, float32_network, inference_model
@@ -17,6 +16,7 @@ from darts_tf.optimizers import SGD, Adam
 from darts_tf.searcher import ArchitectureSearch
 from darts_tf.seeding import initializer_seed
 from darts_tf.trainer import EvalTrainer
+from helpers import random_batch
 
 MIXED = ("mixed_bfloat16", "mixed_float16")
 

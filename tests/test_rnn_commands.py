@@ -4,9 +4,9 @@ import subprocess
 import sys
 
 import pytest
-from rnn_helpers import ROOT
 
 from darts_tf.config import RNNSearchConfig, RNNTrainConfig, check_rnn_config
+from rnn_helpers import ROOT
 
 
 def test_bad_settings_are_one_line_errors():

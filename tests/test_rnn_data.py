@@ -4,9 +4,9 @@ import os
 
 import numpy as np
 import pytest
-from rnn_helpers import corpus_folder
 
 from darts_tf.rnn import data as text
+from rnn_helpers import corpus_folder
 
 
 def test_corpus_vocabulary_unknown_words_and_batches(tmp_path):

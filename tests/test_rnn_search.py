@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 import tensorflow as tf
+
 from rnn_helpers import Interrupt, corpus_folder, interrupt_after_first, search_config
 
 

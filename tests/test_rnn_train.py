@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
-from rnn_helpers import Interrupt, corpus_folder
 
 from darts_tf.config import RNNTrainConfig
+from rnn_helpers import Interrupt, corpus_folder
 
 
 def test_training_switches_to_averaged_sgd_keeps_the_best_and_serves_without_darts_tf(tmp_path):

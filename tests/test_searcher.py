@@ -199,9 +199,8 @@ def test_a_stable_genotype_stops_the_search_and_is_recorded(tmp_path):
 
 
 def test_beta_decay_adds_its_weighted_gradient_to_the_architecture_gradient():
-    from helpers import random_batch, tiny_search_network
-
     from darts_tf.searcher import ArchitectureSearch, BetaDecaySchedule
+    from helpers import random_batch, tiny_search_network
 
     network = tiny_search_network()
     batch = random_batch()
@@ -248,9 +247,8 @@ def test_pc_darts_search_warms_up_records_betas_and_resumes_exactly(tmp_path):
 
 
 def test_beta_decay_regularises_the_alphas_and_leaves_the_betas_alone():
-    from helpers import random_batch, tiny_search_network
-
     from darts_tf.searcher import ArchitectureSearch
+    from helpers import random_batch, tiny_search_network
 
     network = tiny_search_network(C=8, partial_channels=2, edge_normalization=True)
     batch = random_batch()
@@ -362,11 +360,10 @@ def test_a_multi_replica_strategy_is_refused_not_silently_dropped():
 
 
 def test_compile_refuses_what_the_search_step_cannot_run():
-    from helpers import tiny_search_network
-
     from darts_tf.cnn.search_model import SearchNetwork
     from darts_tf.optimizers import SGD, Adam
     from darts_tf.searcher import ArchitectureSearch
+    from helpers import tiny_search_network
 
     with pytest.raises(ValueError, match="expected a built network .* Received: unbuilt"):
         ArchitectureSearch(SearchNetwork(4, 3, 3)).compile(SGD(0.1), Adam(3e-4))
