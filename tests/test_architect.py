@@ -58,6 +58,7 @@ def test_finite_difference_matches_exact_and_differs_from_first_order(setup):
     assert np.isfinite(val_loss.numpy()) and np.isfinite(first_loss.numpy())
 
 
+@pytest.mark.slow
 def test_second_order_equals_manual_unrolling(setup):
     """Assemble the unrolled gradient by hand (independent code) and compare."""
     model, train, val, buffers = setup
