@@ -221,8 +221,8 @@ def _search_model(
     C: int, layers: int, order: str, shared_trace: bool = True, variant: str = "plain", size: int = 32,
     precision: str = "float32",
 ):  # fmt: skip
+    from darts_tf.cnn.search import SearchConfig, build_search
     from darts_tf.optimizers import learning_rate_schedule
-    from darts_tf.searcher import SearchConfig, build_search
 
     class Source:  # only what build_search reads
         num_classes = 10
@@ -295,8 +295,8 @@ def bench_eval_train(batch: int, steps: int, warmup: int, t0: float, device: str
     """A training step of DARTS_V2 (C=36, 20 cells, auxiliary 0.4, drop path 0.2) through Keras's train_function."""
     import tensorflow as tf
 
+    from darts_tf.cnn.train import TrainConfig, build_trainer, drop_path_variables
     from darts_tf.optimizers import learning_rate_schedule
-    from darts_tf.trainer import TrainConfig, build_trainer, drop_path_variables
 
     with tf.device(device):
         network = _eval_network(precision=precision)
@@ -327,9 +327,9 @@ def bench_imagenet_train(batch: int, steps: int, warmup: int, t0: float, device:
 
     from darts_tf.cnn.eval_model import NetworkImageNet
     from darts_tf.cnn.genotypes import DARTS_V2
+    from darts_tf.cnn.train import TrainConfig, build_trainer
     from darts_tf.config import TRAIN_PRESETS
     from darts_tf.optimizers import learning_rate_schedule
-    from darts_tf.trainer import TrainConfig, build_trainer
 
     config = TrainConfig(**TRAIN_PRESETS["imagenet"])
     with tf.device(device):
@@ -505,8 +505,8 @@ def bench_distributed(what: str, order: str, replicas: int, batch: int, C: int, 
     from darts_tf import replicas as replicas_lib
     from darts_tf.cnn.eval_model import NetworkCIFAR
     from darts_tf.cnn.genotypes import DARTS_V2
+    from darts_tf.cnn.train import TrainConfig, build_trainer, drop_path_variables
     from darts_tf.optimizers import learning_rate_schedule
-    from darts_tf.trainer import TrainConfig, build_trainer, drop_path_variables
 
     kind = "GPU" if device.startswith("/GPU") else "CPU"
     devices = [d.name for d in tf.config.list_logical_devices(kind)][:replicas]

@@ -683,9 +683,9 @@ def _export_signature(config: dict) -> str | None:
     if not config.get("export") or "export_dir" not in config:
         return None
     # A training run's report: the export's own naming and layout (imports TensorFlow).
+    from darts_tf.cnn.train import export_name
     from darts_tf.config import TrainConfig, config_from_dict
     from darts_tf.export import load_serving_signature, next_version
-    from darts_tf.trainer import export_name
 
     base = os.path.join(config["export_dir"], export_name(config_from_dict(TrainConfig, config)))
     version = next_version(base) - 1

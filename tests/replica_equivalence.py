@@ -28,10 +28,10 @@ import keras  # noqa: E402
 from darts_tf import distribute  # noqa: E402
 from darts_tf.cnn.eval_model import NetworkCIFAR  # noqa: E402
 from darts_tf.cnn.genotypes import DARTS_V2  # noqa: E402
+from darts_tf.cnn.search import ArchitectureSearch  # noqa: E402
+from darts_tf.cnn.train import EvalTrainer, drop_path_variables  # noqa: E402
 from darts_tf.optimizers import SGD, Adam  # noqa: E402
 from darts_tf.precision import DynamicLossScale  # noqa: E402
-from darts_tf.searcher import ArchitectureSearch  # noqa: E402
-from darts_tf.trainer import EvalTrainer, drop_path_variables  # noqa: E402
 from helpers import tiny_search_network  # noqa: E402
 
 BATCH, SIZE, CLASSES = 8, 8, 3

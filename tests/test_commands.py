@@ -75,7 +75,7 @@ def test_the_library_leaves_process_wide_settings_alone(tmp_path):
     """run_search/run_training do not set threads or grappler; the commands do (runtime.configure)."""
     code = (
         "import tensorflow as tf; from darts_tf.config import SearchConfig, TrainConfig; "
-        "from darts_tf.searcher import run_search; from darts_tf.trainer import run_training; "
+        "from darts_tf.cnn.search import run_search; from darts_tf.cnn.train import run_training; "
         "threads = tf.config.threading; "
         "before = (tf.config.optimizer.get_experimental_options(), "
         "threads.get_inter_op_parallelism_threads(), threads.get_intra_op_parallelism_threads()); "

@@ -70,8 +70,8 @@ def test_bad_datasets_are_one_line_naming_the_split():
 
 @pytest.mark.slow
 def test_a_search_and_a_training_on_datasets_compute_what_the_same_npz_gives(tmp_path):
-    from darts_tf.searcher import run_search
-    from darts_tf.trainer import run_training
+    from darts_tf.cnn.search import run_search
+    from darts_tf.cnn.train import run_training
 
     (x, y), (tx, ty) = _arrays(64, size=16, classes=4), _arrays(16, size=16, classes=4, seed=1)
     np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_test=tx, y_test=ty)

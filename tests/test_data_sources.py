@@ -11,9 +11,9 @@ import pytest
 import tensorflow as tf
 
 from darts_tf import data, runs
+from darts_tf.cnn.search import run_search
+from darts_tf.cnn.train import evaluate_run, run_training
 from darts_tf.config import SearchConfig, TrainConfig
-from darts_tf.searcher import run_search
-from darts_tf.trainer import evaluate_run, run_training
 
 CLASSES = ["circle", "square", "triangle"]
 

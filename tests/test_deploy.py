@@ -10,8 +10,8 @@ import pytest
 import tensorflow as tf
 
 from darts_tf import deploy, runs
+from darts_tf.cnn.train import TrainConfig, load_trained_network, run_training
 from darts_tf.export import ExportError, evaluate_saved_model
-from darts_tf.trainer import TrainConfig, load_trained_network, run_training
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 

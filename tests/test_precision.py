@@ -9,13 +9,13 @@ from darts_tf import architect, precision
 from darts_tf.cnn.eval_model import DropPath, NetworkCIFAR, float32_network, inference_model
 from darts_tf.cnn.genotypes import DARTS_V2
 from darts_tf.cnn.ops import BatchNorm
+from darts_tf.cnn.search import ArchitectureSearch
 from darts_tf.cnn.search_model import SearchNetwork
+from darts_tf.cnn.train import EvalTrainer
 from darts_tf.config import SearchConfig, TrainConfig, check_choices
 from darts_tf.export import serving_function
 from darts_tf.optimizers import SGD, Adam
-from darts_tf.searcher import ArchitectureSearch
 from darts_tf.seeding import initializer_seed
-from darts_tf.trainer import EvalTrainer
 from helpers import random_batch
 
 MIXED = ("mixed_bfloat16", "mixed_float16")
@@ -248,8 +248,8 @@ class _StopAfterFirstEpoch(keras.callbacks.Callback):
 @pytest.mark.slow
 def test_float16_search_resumes_with_its_loss_scale_and_bfloat16_training_exports_float32(tmp_path):
     from darts_tf import runs
-    from darts_tf.searcher import run_search
-    from darts_tf.trainer import run_training
+    from darts_tf.cnn.search import run_search
+    from darts_tf.cnn.train import run_training
 
     search = SearchConfig(
         dataset="synthetic", image_size=8, subset=64, epochs=2, batch_size=16, C=4, layers=3, steps=2,

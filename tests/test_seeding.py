@@ -7,9 +7,9 @@ import pytest
 import tensorflow as tf
 
 from darts_tf.cnn.genotypes import DARTS_V2
+from darts_tf.cnn.train import build_network
 from darts_tf.config import TrainConfig
 from darts_tf.seeding import initializer_seed
-from darts_tf.trainer import build_network
 
 
 def _build(seed):

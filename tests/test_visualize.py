@@ -11,8 +11,8 @@ from PIL import Image
 
 from darts_tf import visualize
 from darts_tf.cnn.genotypes import DARTS_V1, DARTS_V2, Genotype, softmax
+from darts_tf.cnn.search import run_search
 from darts_tf.config import SearchConfig
-from darts_tf.searcher import run_search
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
@@ -145,7 +145,7 @@ def test_visualize_command_and_its_errors(tmp_path):
 
 
 def test_training_run_report_shows_the_curves_cells_and_served_signature(tmp_path):
-    from darts_tf.trainer import TrainConfig, run_training
+    from darts_tf.cnn.train import TrainConfig, run_training
 
     config = TrainConfig(
         dataset="synthetic", epochs=1, batch_size=32, C=4, layers=3, subset=64, eval_batch_size=64,

@@ -18,9 +18,9 @@ strategy = distribute.make_strategy(STRATEGY)  # first: a multi-worker strategy 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from darts_tf.cnn.search import run_search  # noqa: E402
+from darts_tf.cnn.train import run_training  # noqa: E402
 from darts_tf.config import SearchConfig, TrainConfig  # noqa: E402
-from darts_tf.searcher import run_search  # noqa: E402
-from darts_tf.trainer import run_training  # noqa: E402
 
 DATA = dict(dataset="synthetic", subset=64, eval_batch_size=32, strategy=STRATEGY)
 

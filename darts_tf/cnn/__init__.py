@@ -5,6 +5,8 @@
 - `ops`: the candidate operations as Keras layers, with PyTorch's numerics.
 - `search_model`: `MixedOp`, `SearchCell`, `SearchNetwork` (the relaxed network the search trains).
 - `eval_model`: `NetworkCIFAR`, `NetworkImageNet` (the network built from a genotype).
+- `search`: `ArchitectureSearch` (the bilevel `train_step`) and the search run (`run_search`).
+- `train`: `EvalTrainer` and the evaluation network's training run (`run_training`).
 - `convert`: the original's PyTorch parameter names, both ways.
 
 Importing this package imports no TensorFlow.

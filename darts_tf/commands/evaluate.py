@@ -37,8 +37,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"--batch-size must be positive. Received: {args.batch_size}")
     try:
         from darts_tf import data
+        from darts_tf.cnn.train import evaluate_run
         from darts_tf.deploy import evaluate_model, load_predictor
-        from darts_tf.trainer import evaluate_run
 
         if args.model:
             load_predictor(args.model)  # fails fast, before loading data

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from darts_tf.cnn.convert import load_pytorch_state_dict, read_npz_state_dict
         from darts_tf.cnn.eval_model import NetworkCIFAR
         from darts_tf.cnn.genotypes import get_genotype
-        from darts_tf.trainer import export_name, load_trained_network
+        from darts_tf.cnn.train import export_name, load_trained_network
 
         augmentation, data_config = "cifar", None
         if args.run_dir:

@@ -71,9 +71,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     configure("search")  # before TensorFlow runs anything; the training settings follow below
     from darts_tf import runs
+    from darts_tf.cnn.search import run_search
+    from darts_tf.cnn.train import run_training
     from darts_tf.export import evaluate_saved_model
-    from darts_tf.searcher import run_search
-    from darts_tf.trainer import run_training
 
     try:
         if search_config.strategy == "auto" and not getattr(args, "quiet", False):

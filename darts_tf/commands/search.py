@@ -89,7 +89,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser, args, SearchConfig, SEARCH_PRESETS, positive=["epochs", "batch_size", "C", "layers"]
     )
     strategy = start_strategy(parser, args, config, "search")  # before TensorFlow runs anything
-    from darts_tf.searcher import run_search
+    from darts_tf.cnn.search import run_search
 
     try:
         result = run_search(

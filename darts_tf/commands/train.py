@@ -60,7 +60,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     positive = ["epochs", "batch_size", "C", "layers", "eval_batch_size"]
     config = config_from_args(parser, args, TrainConfig, TRAIN_PRESETS, positive=positive)
     strategy = start_strategy(parser, args, config, "training")  # before TensorFlow runs anything
-    from darts_tf.trainer import run_training
+    from darts_tf.cnn.train import run_training
 
     try:
         result = run_training(

@@ -11,9 +11,9 @@ import tensorflow as tf
 
 from darts_tf import architect, data, runs
 from darts_tf.cnn.genotypes import Genotype
+from darts_tf.cnn.search import SearchConfig, _network, build_search, run_search
 from darts_tf.optimizers import learning_rate_schedule
 from darts_tf.runtime import set_graph_optimization
-from darts_tf.searcher import SearchConfig, _network, build_search, run_search
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
@@ -171,7 +171,7 @@ def test_script_exits_2_with_one_line(tmp_path):
 
 def test_early_stop_rules_read_the_run_folder(tmp_path):
     from darts_tf.cnn.genotypes import DARTS_V1, DARTS_V2
-    from darts_tf.searcher import early_stop_reason
+    from darts_tf.cnn.search import early_stop_reason
 
     for epoch, genotype in enumerate([DARTS_V2, DARTS_V2, DARTS_V1, DARTS_V1, DARTS_V1]):
         genotype.save(tmp_path / f"genotype_epoch_{epoch:03d}.json")
@@ -199,7 +199,7 @@ def test_a_stable_genotype_stops_the_search_and_is_recorded(tmp_path):
 
 
 def test_beta_decay_adds_its_weighted_gradient_to_the_architecture_gradient():
-    from darts_tf.searcher import ArchitectureSearch, BetaDecaySchedule
+    from darts_tf.cnn.search import ArchitectureSearch, BetaDecaySchedule
     from helpers import random_batch, tiny_search_network
 
     network = tiny_search_network()
@@ -247,7 +247,7 @@ def test_pc_darts_search_warms_up_records_betas_and_resumes_exactly(tmp_path):
 
 
 def test_beta_decay_regularises_the_alphas_and_leaves_the_betas_alone():
-    from darts_tf.searcher import ArchitectureSearch
+    from darts_tf.cnn.search import ArchitectureSearch
     from helpers import random_batch, tiny_search_network
 
     network = tiny_search_network(C=8, partial_channels=2, edge_normalization=True)
@@ -333,8 +333,9 @@ def test_a_multi_replica_strategy_is_refused_not_silently_dropped():
     code = (
         "import tensorflow as tf; cpu = tf.config.list_physical_devices('CPU')[0]\n"
         "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
-        "from darts_tf import data, trainer\nfrom darts_tf.config import SearchConfig, TrainConfig\n"
-        "from darts_tf.optimizers import learning_rate_schedule\nfrom darts_tf.searcher import build_search\n"
+        "from darts_tf import data\nfrom darts_tf.cnn import train as trainer\n"
+        "from darts_tf.config import SearchConfig, TrainConfig\n"
+        "from darts_tf.optimizers import learning_rate_schedule\nfrom darts_tf.cnn.search import build_search\n"
         "source = data.make_synthetic(num_train=16, num_test=8, image_size=8)\n"
         "strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])\n"
         "from darts_tf.cnn.eval_model import NetworkCIFAR\nfrom darts_tf.cnn.genotypes import DARTS_V2\n"
@@ -360,9 +361,9 @@ def test_a_multi_replica_strategy_is_refused_not_silently_dropped():
 
 
 def test_compile_refuses_what_the_search_step_cannot_run():
+    from darts_tf.cnn.search import ArchitectureSearch
     from darts_tf.cnn.search_model import SearchNetwork
     from darts_tf.optimizers import SGD, Adam
-    from darts_tf.searcher import ArchitectureSearch
     from helpers import tiny_search_network
 
     with pytest.raises(ValueError, match="expected a built network .* Received: unbuilt"):

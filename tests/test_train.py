@@ -11,9 +11,7 @@ import tensorflow as tf
 from darts_tf import data, runs
 from darts_tf.architect import cross_entropy
 from darts_tf.cnn.genotypes import DARTS_V2, Genotype
-from darts_tf.export import evaluate_saved_model
-from darts_tf.optimizers import learning_rate_schedule
-from darts_tf.trainer import (
+from darts_tf.cnn.train import (
     DropPathSchedule,
     TrainConfig,
     build_network,
@@ -23,6 +21,8 @@ from darts_tf.trainer import (
     load_trained_network,
     run_training,
 )
+from darts_tf.export import evaluate_saved_model
+from darts_tf.optimizers import learning_rate_schedule
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
@@ -225,7 +225,7 @@ def test_failed_start_leaves_no_run_folder(tmp_path):
 
 
 def test_label_smoothing_is_the_originals_cross_entropy_label_smooth():
-    from darts_tf.trainer import smoothed_cross_entropy
+    from darts_tf.cnn.train import smoothed_cross_entropy
 
     rng = np.random.default_rng(0)
     logits, labels = rng.normal(size=(6, 5)), rng.integers(0, 5, size=6)

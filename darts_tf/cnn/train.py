@@ -309,7 +309,7 @@ def run_training(
     tensorboard/, checkpoint/) and, when `config.export`, a SavedModel under
     `export_dir/<name>/<version>/`. Process-wide runtime settings are the
     caller's choice: `darts_tf.runtime.configure("training")` is what
-    `darts-tf train` applies. `strategy` and `source`: as in `darts_tf.searcher.run_search` (the
+    `darts-tf train` applies. `strategy` and `source`: as in `darts_tf.cnn.search.run_search` (the
     chief exports). The lifecycle is `darts_tf.runs.execute`'s.
     """
     return runs.execute(TrainingPlan(config), resume, overwrite, verbose, callbacks, strategy, source)
