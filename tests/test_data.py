@@ -26,7 +26,7 @@ def test_missing_or_wrong_data_dir(tmp_path):
 
 
 def test_tfds_offline_fails_fast_with_the_fix(tmp_path, monkeypatch):
-    monkeypatch.setattr(data.sources, "_online", lambda *a, **k: False)
+    monkeypatch.setattr(data.tfds, "_online", lambda *a, **k: False)
     start = time.time()
     with pytest.raises(data.DataError) as info:
         data.load_cifar10_tfds(tfds_data_dir=str(tmp_path))

@@ -245,7 +245,7 @@ def _cached(tmp_path, root):
 
 def test_large_folders_stream_by_themselves_and_need_an_image_size(tmp_path, monkeypatch):
     root = _mixed_folder(tmp_path / "mixed")
-    monkeypatch.setattr(data.sources, "STREAM_ABOVE_BYTES", 1000)
+    monkeypatch.setattr(data.folders, "STREAM_ABOVE_BYTES", 1000)
     assert data.is_streamed(data.load_data(data_dir=str(root), image_size=16).train_images)
     with pytest.raises(data.DataError, match="more than is held in memory .* needs `image_size` N"):
         data.load_data(data_dir=str(root))
@@ -263,7 +263,7 @@ def test_streamed_bad_files_are_named_or_skipped(tmp_path, monkeypatch):
     source = data.load_data(data_dir=str(root), image_size=16, stream=True, skip_bad_images=True)
     assert len(source.train_labels) == 18 and "1 unreadable files skipped" in source.description
     # A file that first fails in an epoch (not among the start-up sample) stops the run with one line naming it.
-    monkeypatch.setattr(data.sources, "STATISTICS_SAMPLE", 4)
+    monkeypatch.setattr(data.folders, "STATISTICS_SAMPLE", 4)
     os.remove(root / "train" / "square" / "zz_broken.png")
     victim = str(source.train_images.paths[-1])
     with open(victim, "wb") as handle:

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             load_pytorch_state_dict(network, read_npz_state_dict(args.pytorch_weights))
             name = args.name or "darts_pytorch"
             mean, std = data.CIFAR_MEAN, data.CIFAR_STD
-            class_names = data.sources.CIFAR10_CLASSES if args.num_classes == 10 else None
+            class_names = data.image_data.CIFAR10_CLASSES if args.num_classes == 10 else None
         if args.data_dir or args.dataset:  # other data for calibration and accuracy, at the network's shape
             data_config = data_arguments(args)
         base = os.path.join(args.export_dir, name)

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from darts_tf.data.sources import STREAM_ABOVE_BYTES, ImageData, channel_statistics
+from darts_tf.data.folders import STREAM_ABOVE_BYTES
+from darts_tf.data.image_data import ImageData, channel_statistics
 from darts_tf.errors import DataError
 
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from darts_tf.data.image_data import ImageData
 from darts_tf.data.images import is_streamed, read_image, read_resized
-from darts_tf.data.sources import DataError, ImageData
-from darts_tf.errors import ConfigError
+from darts_tf.errors import ConfigError, DataError
 
 AUGMENTATIONS = ("cifar", "imagenet")
 # In-memory images larger than this are read through NumPy (no copy into the graph: constants stop at 2 GiB).
