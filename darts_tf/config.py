@@ -315,5 +315,5 @@ def check_choices(config) -> None:
     if getattr(config, "arch_warmup", 0) < 0:
         raise ConfigError(f"`arch_warmup` must be 0 or more. Received: {config.arch_warmup}")
     partial = getattr(config, "partial_channels", 1)
-    if partial < 1 or config.C % partial:
+    if partial != 1 and (partial < 1 or config.C % partial):
         raise ConfigError(f"`partial_channels` must be a positive divisor of `C` {config.C}. Received: {partial}")

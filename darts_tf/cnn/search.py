@@ -244,43 +244,6 @@ class ArchWarmup(keras.callbacks.Callback):
         self.search.update_arch = epoch >= self.warmup
 
 
-class _SearchEpochEnd(keras.callbacks.Callback):
-    """Writes the epoch's genotype, alphas and checkpoint, and prints the softmax(alphas) table."""
-
-    def __init__(self, search: ArchitectureSearch, config: SearchConfig, verbose: int):
-        super().__init__()
-        self.search = search
-        self.config = config
-        self.verbose = verbose
-
-    def on_epoch_end(self, epoch, logs=None):
-        run_dir = self.config.run_dir
-        network = self.search.network
-        genotype, alphas = record_epoch(network, self.config, epoch + 1)
-        stop = early_stop_reason(run_dir, epoch + 1, self.config)
-        kept = Genotype.load(os.path.join(run_dir, f"genotype_epoch_{stop[1]:03d}.json")) if stop else genotype
-        kept.save(os.path.join(run_dir, "genotype.json"))
-        finished = epoch + 1 >= self.config.epochs or stop is not None
-        state = {"epoch": epoch + 1, "finished": finished, "genotype": kept.to_dict()}
-        if self.search.loss_scale is not None:  # float16: a resumed run continues with this scale
-            state["loss_scale"] = self.search.loss_scale.state()
-        if stop:
-            state["early_stop"] = {"rule": self.config.early_stop, "reason": stop[0], "genotype_epoch": stop[1]}
-            self.model.stop_training = True
-        runs.save_checkpoint(
-            run_dir, network, state, w_optimizer=self.search.w_optimizer, alpha_optimizer=self.search.alpha_optimizer
-        )
-        if self.verbose:
-            print(f"\nepoch {epoch + 1}: genotype = {genotype.to_json()}")
-            if stop:
-                print(f"early stop ({self.config.early_stop}): {stop[0]}; kept the genotype of epoch {stop[1]}")
-            for name in ("alphas_normal", "alphas_reduce"):
-                print(f"softmax({name}):\n{format_alphas(alphas[name], self.config.steps)}")
-            for name in ("betas_normal", "betas_reduce"):
-                if name in alphas:
-                    print(f"edge weights ({name}): {np.round(edge_weights(alphas[name], self.config.steps), 4)}")
-
-
 def derived_genotype(network, config: SearchConfig) -> Genotype:
     """The network's genotype under the run's derivation rules (`max_skip`; the betas when present)."""
     return network.genotype(max_skip=config.max_skip)
@@ -385,8 +348,29 @@ class SearchPlan(runs.RunPlan):
         )  # fmt: skip
 
     def callbacks(self, model, written, verbose):
-        return [BetaDecaySchedule(model), ArchWarmup(model, self.config.arch_warmup),
-                _SearchEpochEnd(model, written, verbose)]  # fmt: skip
+        return [BetaDecaySchedule(model), ArchWarmup(model, self.config.arch_warmup)]
+
+    def end_epoch(self, model, written, epoch, logs, verbose):
+        """The epoch's genotype and alphas, the early-stop rule, the kept genotype; the alphas table."""
+        run_dir, config = written.run_dir, written
+        genotype, alphas = record_epoch(model.network, config, epoch)
+        stop = early_stop_reason(run_dir, epoch, config)
+        kept = Genotype.load(os.path.join(run_dir, f"genotype_epoch_{stop[1]:03d}.json")) if stop else genotype
+        kept.save(os.path.join(run_dir, "genotype.json"))
+        state = {"genotype": kept.to_dict()}
+        if stop:
+            state["finished"] = True
+            state["early_stop"] = {"rule": config.early_stop, "reason": stop[0], "genotype_epoch": stop[1]}
+        if verbose:
+            print(f"\nepoch {epoch}: genotype = {genotype.to_json()}")
+            if stop:
+                print(f"early stop ({config.early_stop}): {stop[0]}; kept the genotype of epoch {stop[1]}")
+            for name in ("alphas_normal", "alphas_reduce"):
+                print(f"softmax({name}):\n{format_alphas(alphas[name], config.steps)}")
+            for name in ("betas_normal", "betas_reduce"):
+                if name in alphas:
+                    print(f"edge weights ({name}): {np.round(edge_weights(alphas[name], config.steps), 4)}")
+        return state
 
     def csv_extra(self, model, schedule):
         return lambda e: {"lr": schedule.value_at_epoch(e), "genotype": _genotype_json(model.network, self.config)}

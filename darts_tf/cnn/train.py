@@ -219,20 +219,6 @@ def _shape_of(info: dict) -> tuple[int, int]:
     return int(height), int(channels)
 
 
-class _TrainEpochEnd(keras.callbacks.Callback):
-    def __init__(self, trainer: EvalTrainer, config: TrainConfig):
-        super().__init__()
-        self.trainer = trainer
-        self.config = config
-
-    def on_epoch_end(self, epoch, logs=None):
-        state = {"epoch": epoch + 1, "finished": epoch + 1 >= self.config.epochs}
-        state.update({k: float(v) for k, v in (logs or {}).items()})
-        if self.trainer.loss_scale is not None:  # float16: a resumed run continues with this scale
-            state["loss_scale"] = self.trainer.loss_scale.state()
-        runs.save_checkpoint(self.config.run_dir, self.trainer.network, state, optimizer=self.trainer.w_optimizer)
-
-
 class TrainingPlan(runs.RunPlan):
     """An evaluation training's part of the run lifecycle (`darts_tf.runs.execute`)."""
 
@@ -283,7 +269,10 @@ class TrainingPlan(runs.RunPlan):
 
     def callbacks(self, model, written, verbose):
         self.drop_path = DropPathSchedule(model.network, self.config.drop_path_prob, self.config.epochs)
-        return [self.drop_path, _TrainEpochEnd(model, written)]
+        return [self.drop_path]
+
+    def end_epoch(self, model, written, epoch, logs, verbose):
+        return {k: float(v) for k, v in logs.items()}  # the epoch's metrics beside it in the checkpoint state
 
     def csv_extra(self, model, schedule):
         return lambda e: {"lr": schedule.value_at_epoch(e), "drop_path_prob": self.drop_path.rate(e)}

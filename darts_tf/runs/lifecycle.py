@@ -15,7 +15,7 @@ from darts_tf import data, distribute
 from darts_tf.config import check_choices
 from darts_tf.optimizers import learning_rate_schedule
 from darts_tf.runs.callbacks import MetricsCSV, StopOnNonFinite
-from darts_tf.runs.folders import begin_run, resume_state, worker_run_dir, write_json_atomic
+from darts_tf.runs.folders import begin_run, resume_state, save_checkpoint, worker_run_dir, write_json_atomic
 
 
 def load_run_data(config, source=None) -> data.ImageData:
@@ -150,7 +150,13 @@ class RunPlan:
         raise NotImplementedError
 
     def callbacks(self, model, written, verbose: int) -> list:
+        """The kind's own Keras callbacks, run before the epoch's checkpoint (`end_epoch`)."""
         return []
+
+    def end_epoch(self, model, written, epoch: int, logs: dict, verbose: int) -> dict:
+        """What the kind records after `epoch` (1-based) before its checkpoint; entries for the
+        checkpoint's state (e.g. "finished": True stops the run after this epoch)."""
+        return {}
 
     def csv_extra(self, model, schedule):
         return None
@@ -160,6 +166,29 @@ class RunPlan:
     def finish(self, model, source: data.ImageData, written, chief: bool) -> dict:
         """After the last epoch, before a non-chief worker's folder is deleted: the result's own entries."""
         return {}
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """After each epoch: the plan's record of it (`RunPlan.end_epoch`), then one atomic checkpoint
+    of the network, the optimizers and the state (the epoch, whether the run finished, the loss
+    scale under float16, the plan's entries). A "finished" state before the last epoch stops `fit`."""
+
+    def __init__(self, plan: RunPlan, model, written, verbose: int):
+        super().__init__()
+        self.plan = plan
+        self.run_model = model
+        self.written = written
+        self.verbose = verbose
+
+    def on_epoch_end(self, epoch, logs=None):
+        model, epochs = self.run_model, self.written.epochs
+        state = {"epoch": epoch + 1, "finished": epoch + 1 >= epochs}
+        state.update(self.plan.end_epoch(model, self.written, epoch + 1, logs or {}, self.verbose))
+        if model.loss_scale is not None:  # float16: a resumed run continues with this scale
+            state["loss_scale"] = model.loss_scale.state()
+        if state["finished"] and epoch + 1 < epochs:
+            model.stop_training = True
+        save_checkpoint(self.written.run_dir, model.network, state, **self.plan.optimizers(model))
 
 
 def execute(plan: RunPlan, resume: bool = False, overwrite: bool = False, verbose: int = 1, callbacks=(),
@@ -199,7 +228,8 @@ def execute(plan: RunPlan, resume: bool = False, overwrite: bool = False, verbos
     try:
         history = fit_run(
             model, plan.batches(source, first_epoch, steps_per_epoch), written.run_dir, config.epochs, first_epoch,
-            steps_per_epoch, plan.validation(source), callbacks=plan.callbacks(model, written, verbose),
+            steps_per_epoch, plan.validation(source),
+            callbacks=[*plan.callbacks(model, written, verbose), EpochCheckpoint(plan, model, written, verbose)],
             csv_extra=plan.csv_extra(model, schedule), verbose=verbose, user_callbacks=callbacks,
             loss_flags=plan.loss_flags,
         )  # fmt: skip
