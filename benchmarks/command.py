@@ -1,6 +1,6 @@
 """Speed and memory of darts_tf against the original PyTorch DARTS: prints a table (and JSON with --json).
 
-darts-tf benchmark                                   # everything (CPU; about 30 minutes on 2 cores)
+darts-tf benchmark                                   # every row (CPU)
 darts-tf benchmark --search-batches 16 --orders first --skip-eval --skip-serve --skip-data --skip-folder   # one row
 darts-tf benchmark --device gpu --json gpu.json
 darts-tf benchmark --strategy mirrored --replicas 1 2 --C 8 --layers 5 --train-C 16 --train-layers 8  # scaling

@@ -1,14 +1,4 @@
-"""Speed and memory of darts_tf against the original PyTorch DARTS: prints a table (and JSON with --json).
-
-darts-tf benchmark                                   # everything (CPU; about 30 minutes on 2 cores)
-darts-tf benchmark --search-batches 16 --orders first --skip-eval --skip-serve --skip-data --skip-folder   # one row
-darts-tf benchmark --device gpu --json gpu.json
-darts-tf benchmark --strategy mirrored --replicas 1 2 --C 8 --layers 5 --train-C 16 --train-layers 8  # scaling
-
-Every configuration runs in a fresh process: its time to first step counts from that
-process's start (Python and TensorFlow imports, model building, tracing, graph
-optimisation and the first step), and its peak RSS is its own.
-"""
+"""`darts-tf benchmark`: speed and memory against the original DARTS code (benchmarks/ of a source checkout)."""
 
 from __future__ import annotations
 
@@ -39,6 +29,7 @@ def _command():
 def add_arguments(p: argparse.ArgumentParser) -> None:
     command = _command()
     if command is not None:
+        p.description = command.__doc__  # its examples and method
         command.add_arguments(p)
 
 
