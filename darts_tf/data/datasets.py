@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from darts_tf.data.folders import STREAM_ABOVE_BYTES
-from darts_tf.data.image_data import ImageData, channel_statistics
+from darts_tf.data.image_data import ImageData, _check_labels, channel_statistics
 from darts_tf.errors import DataError
 
 
@@ -39,8 +39,7 @@ def from_datasets(
         num_classes = len(class_names) if class_names else int(labels.max()) + 1 if len(labels) else 0
     if num_classes < 2:
         raise DataError(f"{name}: a classification needs at least 2 classes. Received: num_classes={num_classes}")
-    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-        raise DataError(f"{name}: labels must be in 0..{num_classes - 1}. Received: {labels.min()}..{labels.max()}")
+    _check_labels(labels, num_classes, name)
     (train_x, train_y), (test_x, test_y) = arrays["train"], arrays["test"]
     mean, std = channel_statistics(train_x)
     description = f"{name}: {num_classes} classes, {len(train_y)} train / {len(test_y)} test images {shapes['train']}"
@@ -72,8 +71,8 @@ def _read(dataset, split: str, max_bytes: int) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{split}: dataset elements must be (image, label) pairs. Received: {spec}")
     image, label = spec
     if image.shape.rank == 4:  # batched
-        dataset, (image, label) = dataset.unbatch(), (tf.TensorSpec(image.shape[1:], image.dtype), label)
-        label = tf.TensorSpec(label.shape[1:], label.dtype)
+        dataset = dataset.unbatch()
+        image, label = dataset.element_spec
     if image.shape.rank != 3 or image.shape[-1] not in (1, 3):
         raise DataError(f"{split}: images must be [height, width, 1 or 3]. Received: {image.shape}")
     if not (image.dtype == tf.uint8 or image.dtype.is_floating):

@@ -173,15 +173,14 @@ class EpochCheckpoint(keras.callbacks.Callback):
     of the network, the optimizers and the state (the epoch, whether the run finished, the loss
     scale under float16, the plan's entries). A "finished" state before the last epoch stops `fit`."""
 
-    def __init__(self, plan: RunPlan, model, written, verbose: int):
+    def __init__(self, plan: RunPlan, written, verbose: int):
         super().__init__()
         self.plan = plan
-        self.run_model = model
         self.written = written
         self.verbose = verbose
 
     def on_epoch_end(self, epoch, logs=None):
-        model, epochs = self.run_model, self.written.epochs
+        model, epochs = self.model, self.written.epochs  # the model fit (or distribute.fit) runs
         state = {"epoch": epoch + 1, "finished": epoch + 1 >= epochs}
         state.update(self.plan.end_epoch(model, self.written, epoch + 1, logs or {}, self.verbose))
         if model.loss_scale is not None:  # float16: a resumed run continues with this scale
@@ -229,7 +228,7 @@ def execute(plan: RunPlan, resume: bool = False, overwrite: bool = False, verbos
         history = fit_run(
             model, plan.batches(source, first_epoch, steps_per_epoch), written.run_dir, config.epochs, first_epoch,
             steps_per_epoch, plan.validation(source),
-            callbacks=[*plan.callbacks(model, written, verbose), EpochCheckpoint(plan, model, written, verbose)],
+            callbacks=[*plan.callbacks(model, written, verbose), EpochCheckpoint(plan, written, verbose)],
             csv_extra=plan.csv_extra(model, schedule), verbose=verbose, user_callbacks=callbacks,
             loss_flags=plan.loss_flags,
         )  # fmt: skip
