@@ -466,22 +466,17 @@ def bench_rnn(kind: str, order: str, batch: int, steps: int, warmup: int, t0: fl
             from darts_tf.rnn.search import RecurrentSearch, build_search_model
 
             config = RNNSearchConfig(batch_size=batch, unrolled=order == "second")
-            model = build_search_model(config, 10_000)
-            search = RecurrentSearch(model, config)
-            hidden = model.init_hidden(batch)
-
-            def step(k):
-                return search.step(inputs, targets, hidden, inputs, targets, hidden, tf.constant([0, k], tf.int32))
+            model = RecurrentSearch(build_search_model(config, 10_000), config)
         else:
             from darts_tf.rnn.train import LanguageModelTrainer, build_model
 
             config = RNNTrainConfig(batch_size=batch, data_dir="", arch="DARTS_V2")
-            model = build_model(config, 10_000)
-            trainer = LanguageModelTrainer(model, config)
-            hidden = model.init_hidden(batch)
+            model = LanguageModelTrainer(build_model(config, 10_000), config)
+        train_step = tf.function(model.train_step, autograph=False)  # the run's step (hidden state carried)
 
-            def step(k):
-                return trainer.step(inputs, targets, hidden, tf.constant([0, k], tf.int32))
+        def step(k):
+            words = (inputs, targets, tf.constant([0, k], tf.int32))
+            return train_step((words, (inputs, targets)) if kind == "rnn_search" else words)
 
         built = time.time()
         _sync(step(0))

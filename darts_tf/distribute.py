@@ -241,22 +241,27 @@ _LOST = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.
 
 def fit(model, batches, epochs: int, initial_epoch: int, steps_per_epoch: int, validation_data=None,
         callbacks=(), verbose: int = 1):  # fmt: skip
-    """`model.fit` for several replicas or workers: `strategy.run(model.train_step)` per step, Keras callbacks.
+    """`model.fit` for several replicas or workers, or for epochs of different lengths:
+    `strategy.run(model.train_step)` per step, Keras callbacks.
 
-    `model` (an `ArchitectureSearch` or `EvalTrainer`) was built under its strategy's scope;
-    `batches` yields global batches. Callbacks see what `fit` gives them (batch logs, epoch logs
-    with val_loss, val_accuracy, val_top5 from `evaluate`); returns the History callback.
-    A lost worker: `WorkerLostError` naming it (the last epoch's checkpoint stays).
+    `model` (a Keras model with a `train_step`, e.g. `ArchitectureSearch` or `EvalTrainer`) was
+    built under its strategy's scope; `batches` yields global batches, `steps_per_epoch` of them
+    an epoch. With `steps_per_epoch=None`, `batches` is a function of the epoch (from 0) giving
+    that epoch's dataset of known length (Keras's `fit` cannot vary an epoch's length: the
+    recurrent runs' sequence lengths are drawn per epoch). A model's `step_variant` (when it has
+    one) keys its traced steps: each value has its own. Callbacks see what `fit` gives them
+    (batch logs, epoch logs with val_loss, val_accuracy, val_top5 from `evaluate`); returns the
+    History callback. A lost worker: `WorkerLostError` naming it (the last epoch's checkpoint stays).
     """
     strategy = model.distribute_strategy
     callback_list = keras.callbacks.CallbackList(
         list(callbacks), add_history=True, add_progbar=verbose != 0, verbose=verbose, epochs=epochs,
         steps=steps_per_epoch, model=model,
     )  # fmt: skip
-    functions = {}  # one traced step per value of the search's warm-up switch
+    functions = {}  # one traced step per step variant (the search's warm-up switch, averaged SGD)
 
     def train_function(iterator):
-        key = bool(getattr(model, "update_arch", True))
+        key = getattr(model, "step_variant", None)
         if key not in functions:
 
             def step(iterator):
@@ -270,14 +275,23 @@ def fit(model, batches, epochs: int, initial_epoch: int, steps_per_epoch: int, v
 
     model.stop_training = False
     logs = {}
+    per_epoch = steps_per_epoch is None
     try:
-        iterator = iter(distribute_dataset(strategy, batches))
+        iterator = None if per_epoch else iter(distribute_dataset(strategy, batches))
         callback_list.on_train_begin()
         for epoch in range(initial_epoch, epochs):
             for metric in model.metrics:
                 metric.reset_state()
+            steps = steps_per_epoch
+            if per_epoch:
+                dataset = batches(epoch)
+                steps = int(dataset.cardinality())
+                if steps < 0:
+                    raise ValueError(f"fit: the dataset of epoch {epoch + 1} has no known length. Received: {steps}")
+                iterator = iter(distribute_dataset(strategy, dataset))
+                callback_list.set_params({**callback_list.params, "steps": steps})  # the progress bar's target
             callback_list.on_epoch_begin(epoch)
-            for step in range(steps_per_epoch):
+            for step in range(steps):
                 callback_list.on_train_batch_begin(step)
                 logs = {name: float(value) for name, value in train_function(iterator).items()}
                 callback_list.on_train_batch_end(step, logs)

@@ -2,6 +2,7 @@
 
 import os
 
+import keras
 import numpy as np
 
 from darts_tf.config import RNNSearchConfig
@@ -33,6 +34,13 @@ class Interrupt(Exception):
     pass
 
 
-def interrupt_after_first(epoch):
-    if epoch == 1:
-        raise Interrupt
+class InterruptAfter(keras.callbacks.Callback):
+    """Raises `Interrupt` once epoch `epoch` (1-based) is recorded (the user's callbacks run last)."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epoch:
+            raise Interrupt

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -312,3 +313,52 @@ def test_bad_distribution_flags_are_one_line_errors(tmp_path):
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(message), done.stderr
         assert not (tmp_path / "run").exists()
+
+
+class _CountingModel(keras.Model):
+    """Adds each batch to `total`; `step_variant` (the epoch's parity) keys its traced steps."""
+
+    def __init__(self):
+        super().__init__()
+        self.total = tf.Variable(0.0)
+        self.variant = False
+        self.traces = []
+        self.tracker = keras.metrics.Mean(name="loss")
+
+    @property
+    def metrics(self):
+        return [self.tracker]
+
+    @property
+    def step_variant(self):
+        return self.variant
+
+    def train_step(self, batch):
+        self.traces.append(self.variant)
+        self.total.assign_add(tf.reduce_sum(batch) * (10.0 if self.variant else 1.0))
+        self.tracker.update_state(tf.reduce_sum(batch))
+        return {"loss": self.tracker.result()}
+
+
+def test_fit_runs_epochs_of_different_lengths_from_a_function_of_the_epoch():
+    model = _CountingModel()
+    lengths = {1: 3, 2: 5, 3: 2}
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.append([self.params["steps"]])
+            model.variant = epoch == 3
+
+        def on_train_batch_end(self, batch, logs=None):
+            seen[-1].append(batch)
+
+    def batches(epoch):
+        return tf.data.Dataset.from_tensor_slices(tf.fill([lengths[epoch]], float(epoch)))
+
+    history = distribute.fit(model, batches, epochs=4, initial_epoch=1, steps_per_epoch=None, callbacks=[Record()],
+                             verbose=0)  # fmt: skip
+    assert seen == [[3, 0, 1, 2], [5, 0, 1, 2, 3, 4], [2, 0, 1]]
+    assert model.total.numpy() == 3 * 1 + 5 * 2 + 10 * 2 * 3
+    assert history.history["loss"] == [1.0, 2.0, 3.0]  # each epoch's mean, its metrics reset
+    assert model.traces == [False, True]  # one trace per step variant

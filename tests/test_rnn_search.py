@@ -8,21 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rnn_helpers import Interrupt, corpus_folder, interrupt_after_first, search_config
-
-
-def test_progress_within_an_epoch_off_a_terminal_is_a_line_per_tenth(capsys):
-    from darts_tf.rnn.lm import StepProgress
-
-    progress = StepProgress(epoch=0, steps=23, verbose=2)
-    for done in range(1, 24):
-        progress.update(done, 2.0)
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 10 and lines[-1].startswith("epoch 1: step 23/23, train ppl 7.39")
-    assert all("\b" not in line and "\x1b" not in line for line in lines)
-    silent = StepProgress(epoch=0, steps=5, verbose=0)
-    silent.update(5, 2.0)
-    assert capsys.readouterr().out == ""
+from rnn_helpers import Interrupt, InterruptAfter, corpus_folder, search_config
 
 
 @pytest.mark.slow
@@ -69,7 +55,7 @@ def test_search_records_every_epoch_and_resumes_exactly(tmp_path):
     assert {"alphas/softmax", "cells/recurrent", "alphas/recurrent", "genotype"} <= tags and steps == {0, 1, 2}
     with pytest.raises(Interrupt):
         run_rnn_search(
-            search_config(tmp_path, folder, "b", unrolled=unrolled), verbose=0, on_epoch_end=[interrupt_after_first]
+            search_config(tmp_path, folder, "b", unrolled=unrolled), verbose=0, callbacks=[InterruptAfter(1)]
         )
     resumed = run_rnn_search(search_config(tmp_path, folder, "b"), resume=True, verbose=0)
     assert resumed["first_epoch"] == 1 and resumed["genotype"] == straight["genotype"]

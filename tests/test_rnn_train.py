@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from darts_tf.config import RNNTrainConfig
-from rnn_helpers import Interrupt, corpus_folder
+from rnn_helpers import Interrupt, InterruptAfter, corpus_folder
 
 
 def test_training_switches_to_averaged_sgd_keeps_the_best_and_serves_without_darts_tf(tmp_path):
@@ -50,13 +50,10 @@ def test_training_resumes_exactly_across_the_switch_to_averaged_sgd(tmp_path):
                   max_steps=5, nonmono=0, learning_rate=150.0, export=False)  # fmt: skip
     straight = run_rnn_training(RNNTrainConfig(run_dir=str(tmp_path / "a"), **values), verbose=0)
 
-    def interrupt_after_second(epoch):
-        if epoch == 2:  # after the switch was decided: the resumed epoch runs averaged SGD from the checkpoint
-            raise Interrupt
-
+    # After epoch 2 the switch was decided: the resumed epoch runs averaged SGD from the checkpoint.
     with pytest.raises(Interrupt):
         run_rnn_training(RNNTrainConfig(run_dir=str(tmp_path / "b"), **values), verbose=0,
-                         on_epoch_end=[interrupt_after_second])  # fmt: skip
+                         callbacks=[InterruptAfter(2)])  # fmt: skip
     resumed = run_rnn_training(RNNTrainConfig(run_dir=str(tmp_path / "b"), **values), resume=True, verbose=0)
     rows = [(tmp_path / name / "metrics.csv").read_text().strip().splitlines() for name in ("a", "b")]
     assert len(rows[0]) == len(rows[1]) == 4
@@ -83,14 +80,9 @@ def test_training_resumes_from_the_previous_checkpoint_with_its_own_state(tmp_pa
     folder = corpus_folder(tmp_path / "corpus")
     values = dict(data_dir=folder, emsize=16, nhid=16, batch_size=8, bptt=10, epochs=3, eval_batch_size=4,
                   max_steps=3, export=False)  # fmt: skip
-
-    def interrupt_after_second(epoch):
-        if epoch == 2:
-            raise Interrupt
-
     run = tmp_path / "run"
     with pytest.raises(Interrupt):
-        run_rnn_training(RNNTrainConfig(run_dir=str(run), **values), verbose=0, on_epoch_end=[interrupt_after_second])
+        run_rnn_training(RNNTrainConfig(run_dir=str(run), **values), verbose=0, callbacks=[InterruptAfter(2)])
     data_file = next(p for p in (run / "checkpoint").iterdir() if ".data-" in p.name)
     data_file.write_bytes(data_file.read_bytes()[:50])
     run_rnn_training(RNNTrainConfig(run_dir=str(run), **values), resume=True, verbose=0)

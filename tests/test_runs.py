@@ -125,3 +125,17 @@ def test_a_new_kind_of_run_is_a_plan_and_resumes_exactly(tmp_path):
     assert state["finished"] and state["epoch"] == 3
     with pytest.raises(RunDirError, match="the toy run already finished"):
         runs.execute(ToyPlan(cut), resume=True, verbose=0, source=source)
+
+
+def test_progress_lines_print_a_line_at_every_tenth_of_an_epoch(capsys):
+    progress = runs.ProgressLines()
+    progress.set_params({"steps": 23})
+    progress.on_epoch_begin(0)
+    for batch in range(23):
+        progress.on_train_batch_end(batch, {"loss": 2.0, "accuracy": 0.5, "arch_loss": float("nan")})
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 10 and lines[-1].startswith("epoch 1: step 23/23, loss 2.0000, arch_loss nan (")
+    assert lines[0].startswith("epoch 1: step 3/23") and all("accuracy" not in line for line in lines)
+    progress.set_params({"steps": None})  # an epoch of unknown length: nothing
+    progress.on_train_batch_end(0, {"loss": 1.0})
+    assert capsys.readouterr().out == ""

@@ -83,6 +83,11 @@ class ArchitectureSearch(keras.Model):
     def metrics(self):
         return [self.loss_tracker, self.accuracy_tracker, self.arch_loss_tracker, self.top5_tracker]
 
+    @property
+    def step_variant(self) -> bool:
+        """What keys the traced steps (`darts_tf.distribute.fit`): whether the step updates the architecture."""
+        return bool(self.update_arch)
+
     def make_train_function(self, force=False):
         # Keras calls its step function (a tf.function) from a second one that reads the
         # iterator; TensorFlow inlines the whole step graph into that one when it first
@@ -106,7 +111,7 @@ class ArchitectureSearch(keras.Model):
             return functions[update_arch]
 
         def train_function(iterator):
-            step_on_data, step_on_iterator = steps_for(bool(self.update_arch))
+            step_on_data, step_on_iterator = steps_for(self.step_variant)
             if isinstance(iterator, (tf.data.Iterator, tf.distribute.DistributedIterator)):
                 return step_on_iterator(iterator)
             outputs = None

@@ -1,4 +1,4 @@
-"""What the recurrent search and training runs share: data, steps over a text, perplexity, records.
+"""What the recurrent search and training runs share: the corpus, an epoch's batches, losses, perplexity.
 
 Randomness is a pure function of (seed, epoch, step): the truncated-BPTT lengths of an
 epoch come from NumPy's generator seeded by (seed, epoch), the dropout masks of a step
@@ -8,25 +8,20 @@ from the stateless seed (seed, epoch * 2**20 + step); so `--resume` continues ex
 from __future__ import annotations
 
 import math
-import os
 import time
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from darts_tf.rnn import data as text
 from darts_tf.rnn.model import RNNModel, activation_regularization, nll, temporal_activation_regularization
-from darts_tf.runs import DivergedError, MetricsCSV
 
 _STEP_STRIDE = 2**20
 
 
 def load_corpus(config) -> text.Corpus:
     return text.load_corpus(config.data_dir, config.train_portion)
-
-
-def step_seed(seed: int, epoch: int, step: int) -> tf.Tensor:
-    return tf.constant([seed, epoch * _STEP_STRIDE + step], tf.int32)
 
 
 def epoch_lengths(config, epoch: int, rows: int, vary: bool) -> list[int]:
@@ -36,53 +31,44 @@ def epoch_lengths(config, epoch: int, rows: int, vary: bool) -> list[int]:
     return lengths[: config.max_steps] if config.max_steps else lengths
 
 
-def train_epoch(
-    config, epoch: int, train_data: np.ndarray, learning_rate, step, vary: bool, verbose: int = 0
-) -> tuple[float, int]:
-    """One epoch of truncated BPTT over `train_data`; returns (mean raw NLL, steps).
+def epoch_batches(config, epoch: int, train_data: np.ndarray, vary: bool, search_data=None) -> tf.data.Dataset:
+    """The weight steps of `epoch` as a dataset of known length: (inputs [T, B], targets [T, B], seed [2]).
 
-    For each of the epoch's sequence lengths the learning rate variable is set to
-    lr * seq_len / bptt (the original's rescaling) and `step(i, inputs, targets, seed)`
-    runs a step from row `i` and returns its raw NLL (a NaN/inf one stops the run).
-    `verbose` as Keras's: 1 a progress bar, 2 a line at every tenth of the epoch.
+    One element per sequence length of `epoch_lengths`, from consecutive rows of
+    `train_data` (the original's truncated BPTT: the last one cut at the text's end);
+    `seed` is the step's (seed, epoch * 2**20 + step), wrapped to int32. With
+    `search_data` (the search's architecture text) each element is paired with
+    (inputs, targets) of `bptt` rows from row i % (rows - 1), where i is the weight step's first row.
     """
-    lengths = epoch_lengths(config, epoch, len(train_data), vary)
-    progress = StepProgress(epoch, len(lengths), verbose)
-    total, count, i = 0.0, 0, 0
-    for index, seq_len in enumerate(lengths):
-        inputs, targets = text.get_batch(train_data, i, seq_len)
-        learning_rate.assign(config.learning_rate * len(inputs) / config.bptt)
-        raw = float(step(i, inputs, targets, step_seed(config.seed, epoch, index)))
-        check_finite(raw, f"training loss at epoch {epoch + 1}, step {index + 1}", "`learning_rate`")
-        total, count, i = total + raw, count + 1, i + seq_len
-        progress.update(count, total / count)
-    learning_rate.assign(config.learning_rate)
-    return total / max(count, 1), count
+    lengths = np.asarray(epoch_lengths(config, epoch, len(train_data), vary), np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    steps = np.arange(len(lengths), dtype=np.int64)
+    seeds = np.stack([np.full_like(steps, config.seed), epoch * _STEP_STRIDE + steps], axis=1)
+    seeds = seeds.astype(np.uint32).view(np.int32)  # int32 two's complement beyond epoch 2047
+    train = _slices(train_data, starts, lengths)
+    batches = tf.data.Dataset.zip(train, tf.data.Dataset.from_tensor_slices(seeds)).map(
+        lambda pair, seed: (*pair, seed)
+    )
+    if search_data is None:
+        return batches
+    val_starts = starts % (len(search_data) - 1)
+    search = _slices(search_data, val_starts, np.full_like(val_starts, config.bptt))
+    return tf.data.Dataset.zip(batches, search)
 
 
-class StepProgress:
-    """Progress within an epoch: Keras's bar on a terminal (`verbose=1`), or plain lines at every tenth (2)."""
+def _slices(rows: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tf.data.Dataset:
+    """(rows[i : i + n], rows[i + 1 : i + 1 + n]) for each start i and length n, cut at the end (`text.get_batch`)."""
+    ends = np.minimum(starts + lengths, len(rows) - 1)
+    text_rows = tf.constant(np.asarray(rows), tf.int32)
+    return tf.data.Dataset.from_tensor_slices((starts, ends)).map(
+        lambda i, j: (text_rows[i:j], text_rows[i + 1 : j + 1])
+    )
 
-    def __init__(self, epoch: int, steps: int, verbose: int):
-        self.epoch = epoch
-        self.steps = steps
-        self.verbose = verbose
-        self.started = time.time()
-        self.bar = None
-        if verbose == 1:
-            import keras
 
-            self.bar = keras.utils.Progbar(steps, stateful_metrics=["train_ppl"], unit_name="step")
-
-    def update(self, done: int, mean_loss: float) -> None:
-        if self.bar is not None:
-            self.bar.update(done, [("train_ppl", perplexity(mean_loss))])
-        elif self.verbose == 2 and (done == self.steps or done * 10 // self.steps > (done - 1) * 10 // self.steps):
-            print(
-                f"epoch {self.epoch + 1}: step {done}/{self.steps}, train ppl {perplexity(mean_loss):.2f} "
-                f"({time.time() - self.started:.0f} s)",
-                flush=True,
-            )
+def scaled_learning_rate(learning_rate: float, inputs, bptt: int) -> tf.Tensor:
+    """The original's learning rate of a step: lr * seq_len / bptt (float64 arithmetic, then float32)."""
+    length = tf.cast(tf.shape(inputs)[0], tf.float64)
+    return tf.cast(tf.constant(learning_rate, tf.float64) * length / bptt, tf.float32)
 
 
 def lm_training_loss(model: RNNModel, inputs, targets, hidden, seed, ar_alpha: float, tar_beta: float):
@@ -120,30 +106,29 @@ def evaluate(model: RNNModel, ids: np.ndarray, batch_size: int, bptt: int, eval_
     return total / len(source)
 
 
+_FLOAT32_MAX_LOG = math.log(float(np.finfo(np.float32).max))
+
+
 def perplexity(loss: float) -> float:
-    return math.exp(loss) if loss < 700.0 else math.inf
+    """exp(loss); infinite beyond float32's range (where TensorBoard's summaries end)."""
+    return math.exp(loss) if loss < _FLOAT32_MAX_LOG else math.inf
 
 
-def check_finite(loss: float, what: str, flag: str) -> None:
-    """`DivergedError` (one line) when a loss is NaN or infinite."""
-    if not math.isfinite(loss):
-        raise DivergedError(
-            f"the {what} became {loss}; lower {flag} (the run folder keeps the last epoch's checkpoint)"
-        )
+class LanguageModelEpochs(keras.callbacks.Callback):
+    """The epochs of a recurrent run's model (`RecurrentSearch`, `LanguageModelTrainer`): zero hidden
+    states and the clock of the epoch's `seconds` at its start; at its end the learning rate back
+    at the config's (each step sets lr * seq_len / bptt)."""
 
-
-def record_epoch_metrics(run_dir: str, epoch: int, row: dict, writer) -> None:
-    """A metrics.csv row and TensorBoard scalars of `epoch` (1-based)."""
-    MetricsCSV(os.path.join(run_dir, "metrics.csv")).on_epoch_end(epoch - 1, row)
-    with writer.as_default():
-        for name, value in row.items():
-            tf.summary.scalar(name, min(value, 3e38), step=epoch)  # float32 summaries
-    writer.flush()
-
-
-class Timer:
     def __init__(self):
+        super().__init__()
         self.started = time.time()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.reset_hidden()
+        self.started = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.learning_rate.assign(self.model.config.learning_rate)
 
     def seconds(self) -> float:
         return time.time() - self.started

@@ -3,8 +3,9 @@
 Per step, as the original: the architecture step on a batch of the search split (the
 validation text; first or second order, `darts_tf.rnn.architect`) with its own carried
 hidden state, then the weight step on the training batch (NLL + TAR, gradients clipped
-to 0.25, SGD with coupled weight decay at lr * seq_len / bptt). After each epoch: the
-validation perplexity (batch 10), the derived genotype and alphas, metrics.csv,
+to 0.25, SGD with coupled weight decay at lr * seq_len / bptt): `RecurrentSearch`'s
+`train_step`. The run is `darts_tf.runs.execute` with `RecurrentSearchPlan`: after each
+epoch the validation perplexity (batch 10), the derived genotype and alphas, metrics.csv,
 TensorBoard and an atomic checkpoint.
 """
 
@@ -13,12 +14,14 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from darts_tf import runs, visualize
 from darts_tf.architect import dense_gradients
 from darts_tf.config import RNNSearchConfig, check_rnn_config
+from darts_tf.errors import ConfigError
 from darts_tf.optimizers import SGD, Adam, clip_by_global_norm
 from darts_tf.rnn import architect, lm
 from darts_tf.rnn import data as text
@@ -37,114 +40,167 @@ def build_search_model(config: RNNSearchConfig, ntoken: int) -> RNNModel:
     return model
 
 
-class RecurrentSearch:
-    """The compiled search step of a recurrent search model: architecture step, then weight step."""
+class RecurrentSearch(keras.Model):
+    """Bilevel search of a recurrent cell (arXiv:1806.09055, Sec. 3.1.2; the original's rnn/train_search.py).
 
-    def __init__(self, model: RNNModel, config: RNNSearchConfig):
-        self.model = model
+    A step, on ((inputs, targets, seed), (val_inputs, val_targets)) of `lm.epoch_batches`:
+    the architecture step on the validation batch (first or second order,
+    `darts_tf.rnn.architect`), then the weight step on the training batch (NLL + TAR,
+    gradients clipped to `config.clip`, SGD with coupled weight decay at lr * seq_len / bptt).
+    The two hidden states are carried from step to step in the model (`reset_hidden` at each
+    epoch's start); `step` is the same on explicit states.
+    """
+
+    def __init__(self, network: RNNModel, config: RNNSearchConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.network = network
         self.config = config
+        self.loss_scale = None  # float32 only
         self.w_optimizer = SGD(config.learning_rate, momentum=0.0, coupled_weight_decay=config.weight_decay)
         # The original's architect: torch.optim.Adam(lr=arch_lr, weight_decay=arch_wdecay), default betas.
         self.alpha_optimizer = Adam(
             config.arch_learning_rate, beta_1=0.9, beta_2=0.999, coupled_weight_decay=config.arch_weight_decay
         )
-        self.w_optimizer.build(model.weight_variables)
-        self.alpha_optimizer.build(model.arch_variables)
-        tokens = tf.TensorSpec([None, None], tf.int32)
-        hidden = tf.TensorSpec([None, model.nhid], model.compute_dtype)
-        self.step = tf.function(
-            self._step, input_signature=[tokens, tokens, hidden, tokens, tokens, hidden, tf.TensorSpec([2], tf.int32)]
-        )
+        self.w_optimizer.build(network.weight_variables)
+        self.alpha_optimizer.build(network.arch_variables)
+        self.hidden = tf.Variable(network.init_hidden(config.batch_size), trainable=False, name="hidden")
+        self.val_hidden = tf.Variable(network.init_hidden(config.batch_size), trainable=False, name="val_hidden")
+        self.loss_tracker = keras.metrics.Mean(name="train_loss")
+        self.built = True
 
-    def _step(self, inputs, targets, hidden, val_inputs, val_targets, val_hidden, seed):
-        model, config = self.model, self.config
+    @property
+    def metrics(self):
+        return [self.loss_tracker]
+
+    @property
+    def learning_rate(self) -> tf.Variable:
+        """The weight optimizer's learning rate (a step sets it to lr * seq_len / bptt)."""
+        return self.w_optimizer.learning_rate
+
+    def reset_hidden(self) -> None:
+        """Zero hidden states, as at the start of each of the original's epochs."""
+        self.hidden.assign(tf.zeros_like(self.hidden))
+        self.val_hidden.assign(tf.zeros_like(self.val_hidden))
+
+    def step(self, inputs, targets, hidden, val_inputs, val_targets, val_hidden, seed):
+        """One search step from explicit hidden states; returns (raw NLL, next hidden, next validation hidden)."""
+        network, config = self.network, self.config
         fold = lambda k: tf.random.experimental.stateless_fold_in(seed, k)  # noqa: E731
         eta = self.w_optimizer.learning_rate
         if config.unrolled:
             grads, _, val_hidden = architect.second_order_arch_gradients(
-                model, (inputs, targets, hidden), (val_inputs, val_targets, val_hidden), eta=eta,
+                network, (inputs, targets, hidden), (val_inputs, val_targets, val_hidden), eta=eta,
                 weight_decay=config.weight_decay, clip=config.clip, seed=fold(0), virtual_step=config.virtual_step,
             )  # fmt: skip
         else:
             grads, _, val_hidden = architect.first_order_arch_gradients(
-                model, (val_inputs, val_targets, val_hidden), seed=fold(0)
+                network, (val_inputs, val_targets, val_hidden), seed=fold(0)
             )
-        self.alpha_optimizer.apply(grads, model.arch_variables)
-        weights = model.weight_variables
+        self.alpha_optimizer.apply(grads, network.arch_variables)
+        weights = network.weight_variables
         with tf.GradientTape() as tape:
             raw, loss, hidden = lm.lm_training_loss(
-                model, inputs, targets, hidden, fold(1), config.ar_alpha, config.tar_beta
+                network, inputs, targets, hidden, fold(1), config.ar_alpha, config.tar_beta
             )
         gradients, _ = clip_by_global_norm(dense_gradients(tape.gradient(loss, weights), weights), config.clip)
         self.w_optimizer.apply(gradients, weights)
         return raw, tf.stop_gradient(hidden), val_hidden
 
+    def train_step(self, batch):
+        (inputs, targets, seed), (val_inputs, val_targets) = batch
+        self.w_optimizer.learning_rate.assign(
+            lm.scaled_learning_rate(self.config.learning_rate, inputs, self.config.bptt)
+        )
+        raw, hidden, val_hidden = self.step(
+            inputs, targets, self.hidden.value(), val_inputs, val_targets, self.val_hidden.value(), seed
+        )
+        self.hidden.assign(hidden)
+        self.val_hidden.assign(val_hidden)
+        self.loss_tracker.update_state(raw)
+        return {"train_loss": self.loss_tracker.result()}
+
+    def call(self, tokens, hidden, training=False):
+        return self.network(tokens, hidden, training=training)
+
+
+class RecurrentSearchPlan(runs.RunPlan):
+    """A recurrent search's part of the run lifecycle (`darts_tf.runs.execute`): the corpus, epochs of
+    the original's sequence lengths, the validation perplexity and the genotype after each epoch."""
+
+    what = "search"
+    loss_flags = {"train_loss": "`learning_rate`"}
+
+    def strategy(self):
+        return tf.distribute.get_strategy()  # one device (the recurrent runs have no `strategy`)
+
+    def load_data(self, source):
+        if source is not None:
+            raise ConfigError("a recurrent search reads its corpus from `data_dir`; it takes no `source`")
+        self.corpus = lm.load_corpus(self.config)
+        return self.corpus
+
+    def describe(self, corpus):
+        return f"{corpus.description or self.config.data_dir}; vocabulary {len(corpus)} words"
+
+    def steps_per_epoch(self, corpus):
+        return None  # epochs differ in length
+
+    def schedule(self, steps_per_epoch):
+        return None
+
+    def build(self, corpus, schedule):
+        self.eval_step = None
+        model = RecurrentSearch(build_search_model(self.config, len(corpus)), self.config)
+        model.compile(optimizer=None, jit_compile=False)  # its optimizers are its own
+        return model
+
+    def optimizers(self, model):
+        return {"w_optimizer": model.w_optimizer, "alpha_optimizer": model.alpha_optimizer}
+
+    def first_files(self, run_dir, corpus, model):
+        _record_arch(model.network, dataclasses.replace(self.config, run_dir=run_dir), 0)
+
+    def batches(self, corpus, first_epoch, steps_per_epoch):
+        config = self.config
+        train_data = text.batchify(corpus.train, config.batch_size)
+        search_data = text.batchify(corpus.valid, config.batch_size)  # the architecture's batches
+        return lambda epoch: lm.epoch_batches(config, epoch, train_data, False, search_data)
+
+    def callbacks(self, model, written, verbose):
+        self.clock = lm.LanguageModelEpochs()
+        return [self.clock]
+
+    def end_epoch(self, model, written, epoch, logs, verbose):
+        """The validation perplexity, the epoch's genotype and alphas (`logs` gains the perplexities and seconds)."""
+        self.eval_step = self.eval_step or lm.make_eval_step(model.network)
+        config = self.config
+        val_loss = lm.evaluate(model.network, self.corpus.valid, config.eval_batch_size, config.bptt, self.eval_step)
+        logs.update(train_ppl=lm.perplexity(logs["train_loss"]), val_loss=val_loss, val_ppl=lm.perplexity(val_loss),
+                    seconds=self.clock.seconds())  # fmt: skip
+        genotype = _record_arch(model.network, written, epoch)
+        genotype.save(os.path.join(written.run_dir, "genotype.json"))
+        if verbose:
+            print(f"epoch {epoch}: train ppl {logs['train_ppl']:.2f}, valid ppl {logs['val_ppl']:.2f} "
+                  f"({logs['seconds']:.0f} s)", flush=True)  # fmt: skip
+            print(f"genotype = {genotype.to_json()}", flush=True)
+            if verbose > 1:
+                print(format_alphas(model.network.alphas.numpy(), model.network.steps))
+        return {"genotype": genotype.to_dict()}
+
+    def finish(self, model, corpus, written, chief):
+        return {"genotype": RecurrentGenotype.load(os.path.join(written.run_dir, "genotype.json"))}
+
 
 def run_rnn_search(
-    config: RNNSearchConfig, resume: bool = False, overwrite: bool = False, verbose: int = 1, on_epoch_end=()
+    config: RNNSearchConfig, resume: bool = False, overwrite: bool = False, verbose: int = 1, callbacks=()
 ) -> dict:
     """Runs (or resumes) a recurrent search; returns {"genotype", "history", "seconds", "config", "first_epoch"}.
 
-    `on_epoch_end`: callables (epoch) run after an epoch is fully recorded.
+    Writes the run folder; `callbacks` (Keras callbacks) run after the run's own, once an epoch
+    is recorded. The lifecycle is `darts_tf.runs.execute`'s.
     """
-    timer = lm.Timer()
     check_rnn_config(config)
-    config = runs.begin_run(config, resume, overwrite)
-    corpus = lm.load_corpus(config)
-    if verbose:
-        print(f"data: {corpus.description or config.data_dir}; vocabulary {len(corpus)} words", flush=True)
-    train_data = text.batchify(corpus.train, config.batch_size)
-    search_data = text.batchify(corpus.valid, config.batch_size)  # the architecture's batches
-    model = build_search_model(config, len(corpus))
-    search = RecurrentSearch(model, config)
-    first_epoch = 0
-    if resume:
-        first_epoch = runs.resume_epoch(
-            config.run_dir, "search", model, w_optimizer=search.w_optimizer, alpha_optimizer=search.alpha_optimizer
-        )
-    else:
-        runs.write_json_atomic(os.path.join(config.run_dir, "config.json"), dataclasses.asdict(config))
-        _record_arch(model, config, 0)
-    writer = tf.summary.create_file_writer(os.path.join(config.run_dir, "tensorboard"))
-    eval_step = lm.make_eval_step(model)
-    history = {"train_loss": [], "val_loss": [], "val_ppl": []}
-    for epoch in range(first_epoch, config.epochs):
-        epoch_timer = lm.Timer()
-        carried = {"train": model.init_hidden(config.batch_size), "val": model.init_hidden(config.batch_size)}
-
-        def step(i, inputs, targets, seed, carried=carried):
-            val_inputs, val_targets = text.get_batch(search_data, i % (len(search_data) - 1), config.bptt)
-            raw, carried["train"], carried["val"] = search.step(
-                inputs, targets, carried["train"], val_inputs, val_targets, carried["val"], seed
-            )
-            return raw
-
-        train_loss, count = lm.train_epoch(
-            config, epoch, train_data, search.w_optimizer.learning_rate, step, False, verbose=verbose
-        )
-        val_loss = lm.evaluate(model, corpus.valid, config.eval_batch_size, config.bptt, eval_step)
-        genotype = _record_arch(model, config, epoch + 1)
-        genotype.save(os.path.join(config.run_dir, "genotype.json"))
-        state = {"epoch": epoch + 1, "finished": epoch + 1 >= config.epochs, "genotype": genotype.to_dict()}
-        runs.save_checkpoint(
-            config.run_dir, model, state, w_optimizer=search.w_optimizer, alpha_optimizer=search.alpha_optimizer
-        )
-        row = {"train_loss": train_loss, "train_ppl": lm.perplexity(train_loss),
-               "val_loss": val_loss, "val_ppl": lm.perplexity(val_loss), "seconds": epoch_timer.seconds()}  # fmt: skip
-        lm.record_epoch_metrics(config.run_dir, epoch + 1, row, writer)
-        for key in history:
-            history[key].append(row[key])
-        if verbose:
-            print(f"epoch {epoch + 1}: {count} steps, train ppl {row['train_ppl']:.2f}, valid ppl "
-                  f"{row['val_ppl']:.2f} ({row['seconds']:.0f} s)", flush=True)  # fmt: skip
-            print(f"genotype = {genotype.to_json()}", flush=True)
-            if verbose > 1:
-                print(format_alphas(model.alphas.numpy(), model.steps))
-        for callback in on_epoch_end:
-            callback(epoch + 1)
-    genotype = RecurrentGenotype.load(os.path.join(config.run_dir, "genotype.json"))
-    return {"genotype": genotype, "history": history, "seconds": timer.seconds(), "config": config,
-            "first_epoch": first_epoch}  # fmt: skip
+    return runs.execute(RecurrentSearchPlan(config), resume, overwrite, verbose, callbacks)
 
 
 def _record_arch(model: RNNModel, config: RNNSearchConfig, epoch: int) -> RecurrentGenotype:

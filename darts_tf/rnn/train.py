@@ -6,13 +6,15 @@ loss is worse than the best of all but the last `nonmono` epochs; from then on t
 validation loss, the best model and the export use the averaged weights. The best model
 (by validation loss) is kept in `best/`; at the end its test perplexity is computed at
 batch size 1, as the original's final number, and it is exported as a SavedModel.
+The run is `darts_tf.runs.execute` with `LanguageModelPlan`; the step is
+`LanguageModelTrainer`'s `train_step`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -20,6 +22,7 @@ from darts_tf import runs
 from darts_tf.architect import dense_gradients
 from darts_tf.checkpoint import make_checkpoint, restore, write_atomic
 from darts_tf.config import RNNTrainConfig, check_rnn_config
+from darts_tf.errors import ConfigError
 from darts_tf.optimizers import SGD, AveragedSGD, clip_by_global_norm
 from darts_tf.rnn import data as text
 from darts_tf.rnn import lm
@@ -40,52 +43,76 @@ def build_model(config: RNNTrainConfig, ntoken: int) -> RNNModel:
     return model
 
 
-class LanguageModelTrainer:
-    """The weight step under SGD or, after the switch, averaged SGD (one traced step each)."""
+class LanguageModelTrainer(keras.Model):
+    """The weight step of a recurrent cell's language model (the original's rnn/train.py), under SGD
+    or, once `averaging` is set, averaged SGD (each its own traced step: `step_variant`).
 
-    def __init__(self, model: RNNModel, config: RNNTrainConfig):
-        self.model, self.config = model, config
+    A step, on (inputs, targets, seed) of `lm.epoch_batches`: NLL + AR/TAR, gradients clipped to
+    `config.clip`, the optimizer's learning rate at lr * seq_len / bptt; the hidden state is
+    carried in the model from step to step (`reset_hidden` at each epoch's start).
+    """
+
+    def __init__(self, network: RNNModel, config: RNNTrainConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.network = network
+        self.config = config
+        self.loss_scale = None  # float32 only
         self.sgd = SGD(config.learning_rate, momentum=0.0, coupled_weight_decay=config.weight_decay)
-        self.sgd.build(model.trainable_variables)
+        self.sgd.build(network.trainable_variables)
         self.asgd = AveragedSGD(config.learning_rate, coupled_weight_decay=config.weight_decay)
-        self.asgd.build(model.trainable_variables)
-        self.averaging = False
-        tokens = tf.TensorSpec([None, None], tf.int32)
-        signature = [
-            tokens,
-            tokens,
-            tf.TensorSpec([None, model.nhid], model.compute_dtype),
-            tf.TensorSpec([2], tf.int32),
-        ]
-        self._steps = {flag: tf.function(lambda *a, f=flag: self._step(*a, f), input_signature=signature)
-                       for flag in (False, True)}  # fmt: skip
+        self.asgd.build(network.trainable_variables)
+        self.averaging = False  # a Python switch: each value has its own traced step
+        self.hidden = tf.Variable(network.init_hidden(config.batch_size), trainable=False, name="hidden")
+        self.loss_tracker = keras.metrics.Mean(name="train_loss")
+        self.built = True
 
     @property
-    def learning_rate(self):
+    def metrics(self):
+        return [self.loss_tracker]
+
+    @property
+    def step_variant(self) -> bool:
+        return bool(self.averaging)
+
+    @property
+    def learning_rate(self) -> tf.Variable:
+        """The active optimizer's learning rate (a step sets it to lr * seq_len / bptt)."""
         return self.asgd.learning_rate if self.averaging else self.sgd.learning_rate
 
-    def _step(self, inputs, targets, hidden, seed, averaging):
-        weights = self.model.trainable_variables
+    def reset_hidden(self) -> None:
+        self.hidden.assign(tf.zeros_like(self.hidden))
+
+    def step(self, inputs, targets, hidden, seed):
+        """One weight step from an explicit hidden state; returns (raw NLL, next hidden)."""
+        weights = self.network.trainable_variables
         with tf.GradientTape() as tape:
             raw, loss, hidden = lm.lm_training_loss(
-                self.model, inputs, targets, hidden, seed, self.config.ar_alpha, self.config.tar_beta
+                self.network, inputs, targets, hidden, seed, self.config.ar_alpha, self.config.tar_beta
             )
         gradients, _ = clip_by_global_norm(dense_gradients(tape.gradient(loss, weights), weights), self.config.clip)
-        (self.asgd if averaging else self.sgd).apply(gradients, weights)
+        (self.asgd if self.averaging else self.sgd).apply(gradients, weights)
         return raw, tf.stop_gradient(hidden)
 
-    def step(self, *args):
-        return self._steps[self.averaging](*args)
+    def train_step(self, batch):
+        inputs, targets, seed = batch
+        self.learning_rate.assign(lm.scaled_learning_rate(self.config.learning_rate, inputs, self.config.bptt))
+        raw, hidden = self.step(inputs, targets, self.hidden.value(), seed)
+        self.hidden.assign(hidden)
+        self.loss_tracker.update_state(raw)
+        return {"train_loss": self.loss_tracker.result()}
+
+    def call(self, tokens, hidden, training=False):
+        return self.network(tokens, hidden, training=training)
 
     def swap_in_averages(self) -> list:
-        """Puts the averaged weights in the model; returns the current ones (to put back)."""
-        current = [np.array(v.numpy()) for v in self.model.trainable_variables]
-        for variable, average in zip(self.model.trainable_variables, self.asgd.averages):
+        """Puts the averaged weights in the network; returns the current ones (to put back)."""
+        current = [np.array(v.numpy()) for v in self.network.trainable_variables]
+        for variable, average in zip(self.network.trainable_variables, self.asgd.averages):
             variable.assign(average)
         return current
 
     def put_back(self, current: list) -> None:
-        for variable, value in zip(self.model.trainable_variables, current):
+        for variable, value in zip(self.network.trainable_variables, current):
             variable.assign(value)
 
 
@@ -104,86 +131,128 @@ def load_best(model: RNNModel, run_dir: str) -> dict:
     return runs.read_json(os.path.join(run_dir, BEST_DIR, "state.json"))
 
 
-def run_rnn_training(
-    config: RNNTrainConfig, resume: bool = False, overwrite: bool = False, verbose: int = 1, on_epoch_end=()
-) -> dict:
-    """Trains (or resumes); returns {"valid_ppl", "test_ppl", "history", "export_path", "seconds", "config"}."""
-    timer = lm.Timer()
-    check_rnn_config(config)
-    genotype = get_genotype(config.arch)  # a bad --arch fails before the run folder is touched
-    config = runs.begin_run(config, resume, overwrite)
-    corpus = lm.load_corpus(config)
-    if verbose:
-        print(f"data: {corpus.description or config.data_dir}; vocabulary {len(corpus)} words", flush=True)
-    train_data = text.batchify(corpus.train, config.batch_size)
-    model = build_model(config, len(corpus))
-    trainer = LanguageModelTrainer(model, config)
-    optimizers = {"sgd": trainer.sgd, "asgd": trainer.asgd}
-    state = {"epoch": 0, "best_val_loss": [], "stored_loss": None, "averaging": False}
-    if resume:
-        state = runs.resume_state(config.run_dir, "training", model, **optimizers)
-        trainer.averaging = state["averaging"]
-    else:
-        runs.write_json_atomic(os.path.join(config.run_dir, "config.json"), dataclasses.asdict(config))
-        genotype.save(os.path.join(config.run_dir, "genotype.json"))
-    writer = tf.summary.create_file_writer(os.path.join(config.run_dir, "tensorboard"))
-    eval_step = lm.make_eval_step(model)
-    for epoch in range(state["epoch"], config.epochs):
-        epoch_timer = lm.Timer()
-        carried = {"hidden": model.init_hidden(config.batch_size)}
+class LanguageModelPlan(runs.RunPlan):
+    """A recurrent training's part of the run lifecycle (`darts_tf.runs.execute`): after each epoch
+    the validation loss (of the averaged weights once averaging), the best model kept in `best/`,
+    the switch to averaged SGD; at the end the best model's test perplexity and its export."""
 
-        def step(i, inputs, targets, seed, carried=carried):
-            raw, carried["hidden"] = trainer.step(inputs, targets, carried["hidden"], seed)
-            return raw
+    what = "training"
+    loss_flags = {"train_loss": "`learning_rate`"}
 
-        train_loss, count = lm.train_epoch(
-            config, epoch, train_data, trainer.learning_rate, step, True, verbose=verbose
-        )
-        current = trainer.swap_in_averages() if trainer.averaging else None
-        val_loss = lm.evaluate(model, corpus.valid, config.eval_batch_size, config.bptt, eval_step)
+    def strategy(self):
+        return tf.distribute.get_strategy()  # one device (the recurrent runs have no `strategy`)
+
+    def prepare(self, resume):
+        self.genotype = get_genotype(self.config.arch)
+        self.state = {"best_val_loss": [], "stored_loss": None, "averaging": False}
+
+    def load_data(self, source):
+        if source is not None:
+            raise ConfigError("a recurrent training reads its corpus from `data_dir`; it takes no `source`")
+        self.corpus = lm.load_corpus(self.config)
+        return self.corpus
+
+    def describe(self, corpus):
+        return f"{corpus.description or self.config.data_dir}; vocabulary {len(corpus)} words"
+
+    def steps_per_epoch(self, corpus):
+        return None  # epochs differ in length
+
+    def schedule(self, steps_per_epoch):
+        return None
+
+    def build(self, corpus, schedule):
+        self.eval_step = None
+        model = LanguageModelTrainer(build_model(self.config, len(corpus)), self.config)
+        model.compile(optimizer=None, jit_compile=False)  # its optimizers are its own
+        return model
+
+    def optimizers(self, model):
+        return {"sgd": model.sgd, "asgd": model.asgd}
+
+    def first_files(self, run_dir, corpus, model):
+        self.genotype.save(os.path.join(run_dir, "genotype.json"))
+
+    def resumed(self, model, state):
+        self.state = {key: state[key] for key in ("best_val_loss", "stored_loss", "averaging")}
+        model.averaging = state["averaging"]
+
+    def batches(self, corpus, first_epoch, steps_per_epoch):
+        config = self.config
+        train_data = text.batchify(corpus.train, config.batch_size)
+        return lambda epoch: lm.epoch_batches(config, epoch, train_data, True)
+
+    def callbacks(self, model, written, verbose):
+        self.clock = lm.LanguageModelEpochs()
+        return [self.clock]
+
+    def end_epoch(self, model, written, epoch, logs, verbose):
+        """The validation loss, the best model, the switch to averaged SGD (`logs` gains the row's entries)."""
+        config, state = self.config, self.state
+        self.eval_step = self.eval_step or lm.make_eval_step(model.network)
+        current = model.swap_in_averages() if model.averaging else None
+        val_loss = lm.evaluate(model.network, self.corpus.valid, config.eval_batch_size, config.bptt, self.eval_step)
         improved = state["stored_loss"] is None or val_loss < state["stored_loss"]
         if improved:
             state["stored_loss"] = val_loss
-            _save_best(model, config.run_dir, {"epoch": epoch + 1, "val_loss": val_loss, "averaged": trainer.averaging})
+            best = {"epoch": epoch, "val_loss": val_loss, "averaged": model.averaging}
+            _save_best(model.network, written.run_dir, best)
         if current is not None:
-            trainer.put_back(current)
+            model.put_back(current)
         history = state["best_val_loss"]
-        switch = not trainer.averaging and should_average(history, val_loss, config.nonmono)
-        if not trainer.averaging:
+        switch = not model.averaging and should_average(history, val_loss, config.nonmono)
+        if not model.averaging:
             history.append(val_loss)
         if switch:  # the original starts ASGD afresh (its averages from the next step on)
-            trainer.averaging = True
-        state.update(epoch=epoch + 1, averaging=trainer.averaging, finished=epoch + 1 >= config.epochs)
-        runs.save_checkpoint(config.run_dir, model, dict(state), **optimizers)
-        row = {"train_loss": train_loss, "train_ppl": lm.perplexity(train_loss),
-               "val_loss": val_loss, "val_ppl": lm.perplexity(val_loss), "averaged": float(bool(current)),
-               "lr": config.learning_rate, "seconds": epoch_timer.seconds()}  # fmt: skip
-        lm.record_epoch_metrics(config.run_dir, epoch + 1, row, writer)
+            model.averaging = True
+        state["averaging"] = model.averaging
+        logs.update(
+            train_ppl=lm.perplexity(logs["train_loss"]), val_loss=val_loss, val_ppl=lm.perplexity(val_loss),
+            averaged=float(current is not None), lr=config.learning_rate, seconds=self.clock.seconds(),
+        )  # fmt: skip
         if verbose:
             note = " (averaged weights)" if current is not None else ""
             mark = " *" if improved else ""
-            print(f"epoch {epoch + 1}: {count} steps, train ppl {row['train_ppl']:.2f}, valid ppl "
-                  f"{row['val_ppl']:.2f}{note}{mark} ({row['seconds']:.0f} s)", flush=True)  # fmt: skip
+            print(f"epoch {epoch}: train ppl {logs['train_ppl']:.2f}, valid ppl {logs['val_ppl']:.2f}{note}{mark} "
+                  f"({logs['seconds']:.0f} s)", flush=True)  # fmt: skip
             if switch:
                 print(f"switching to averaged SGD (no improvement on the best of {config.nonmono} epochs ago)")
-        for callback in on_epoch_end:
-            callback(epoch + 1)
-    best = load_best(model, config.run_dir)
-    test_loss = lm.evaluate(model, corpus.test, config.test_batch_size, config.bptt, eval_step)
-    valid_loss = best["val_loss"]
-    runs.write_json_atomic(
-        os.path.join(config.run_dir, "results.json"),
-        {"best_epoch": best["epoch"], "valid_ppl": lm.perplexity(valid_loss), "test_ppl": lm.perplexity(test_loss),
-         "test_batch_size": config.test_batch_size, "vocabulary": len(corpus)},
-    )  # fmt: skip
-    export_path = None
-    if config.export:
-        from darts_tf.rnn.export import export_language_model
+        return dict(state)
 
-        name = config.export_name or (config.arch.lower() if config.arch in ("DARTS_V1", "DARTS_V2") else "darts_rnn")
-        export_path = export_language_model(model, corpus.words, os.path.join(config.export_dir, name))
-    if verbose:
-        print(f"best epoch {best['epoch']}: valid ppl {lm.perplexity(valid_loss):.2f}; "
-              f"test ppl {lm.perplexity(test_loss):.2f} (batch {config.test_batch_size})", flush=True)  # fmt: skip
-    return {"valid_ppl": lm.perplexity(valid_loss), "test_ppl": lm.perplexity(test_loss), "export_path": export_path,
-            "seconds": timer.seconds(), "config": config, "best_epoch": best["epoch"]}  # fmt: skip
+    def finish(self, model, corpus, written, chief):
+        config = self.config
+        best = load_best(model.network, written.run_dir)
+        eval_step = self.eval_step or lm.make_eval_step(model.network)
+        test_loss = lm.evaluate(model.network, corpus.test, config.test_batch_size, config.bptt, eval_step)
+        valid_loss = best["val_loss"]
+        runs.write_json_atomic(
+            os.path.join(written.run_dir, "results.json"),
+            {"best_epoch": best["epoch"], "valid_ppl": lm.perplexity(valid_loss), "test_ppl": lm.perplexity(test_loss),
+             "test_batch_size": config.test_batch_size, "vocabulary": len(corpus)},
+        )  # fmt: skip
+        export_path = None
+        if config.export:
+            from darts_tf.rnn.export import export_language_model
+
+            default = config.arch.lower() if config.arch in ("DARTS_V1", "DARTS_V2") else "darts_rnn"
+            name = config.export_name or default
+            export_path = export_language_model(model.network, corpus.words, os.path.join(config.export_dir, name))
+        if self.verbose:
+            print(f"best epoch {best['epoch']}: valid ppl {lm.perplexity(valid_loss):.2f}; "
+                  f"test ppl {lm.perplexity(test_loss):.2f} (batch {config.test_batch_size})", flush=True)  # fmt: skip
+        return {"valid_ppl": lm.perplexity(valid_loss), "test_ppl": lm.perplexity(test_loss),
+                "export_path": export_path, "best_epoch": best["epoch"]}  # fmt: skip
+
+
+def run_rnn_training(
+    config: RNNTrainConfig, resume: bool = False, overwrite: bool = False, verbose: int = 1, callbacks=()
+) -> dict:
+    """Trains (or resumes); returns {"valid_ppl", "test_ppl", "best_epoch", "export_path", "history", "seconds",
+    "config", "first_epoch"}.
+
+    Writes the run folder; `callbacks` (Keras callbacks) run after the run's own, once an epoch
+    is recorded. The lifecycle is `darts_tf.runs.execute`'s.
+    """
+    check_rnn_config(config)
+    get_genotype(config.arch)  # a bad `arch` fails before the run folder is touched
+    return runs.execute(LanguageModelPlan(config), resume, overwrite, verbose, callbacks)

@@ -6,7 +6,7 @@ lifecycle of every kind of run (`lifecycle`: `execute` with a `RunPlan`).
 """
 
 from darts_tf.errors import DivergedError, RunDirError
-from darts_tf.runs.callbacks import MetricsCSV, StopOnNonFinite
+from darts_tf.runs.callbacks import MetricsCSV, ProgressLines, StopOnNonFinite
 from darts_tf.runs.folders import (
     CHECKPOINT_DIR,
     PREVIOUS_DIR,
@@ -29,6 +29,7 @@ from darts_tf.runs.lifecycle import RunPlan, execute, fit_run, load_run_data, re
 __all__ = [
     "CHECKPOINT_DIR",
     "PREVIOUS_DIR",
+    "ProgressLines",
     "STATE_FILE",
     "DivergedError",
     "MetricsCSV",

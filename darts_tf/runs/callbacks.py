@@ -1,9 +1,11 @@
-"""The Keras callbacks every run has: a stop at the first non-finite loss, metrics.csv."""
+"""The Keras callbacks every run has: a stop at the first non-finite loss, metrics.csv, progress lines."""
 
 from __future__ import annotations
 
 import csv
+import math
 import os
+import time
 
 import keras
 import numpy as np
@@ -68,3 +70,29 @@ class MetricsCSV(keras.callbacks.Callback):
             writer = csv.DictWriter(handle, fieldnames=fields)
             writer.writeheader()
             writer.writerows(rows + [row])
+
+
+class ProgressLines(keras.callbacks.Callback):
+    """A plain line at every tenth of an epoch (`verbose=2`, for logs off a terminal, where Keras
+    prints one line an epoch): the step, the running mean of each logged loss, the seconds so far."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+        self.started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.started = time.time()
+
+    def on_train_batch_end(self, batch, logs=None):
+        steps, done = self.params.get("steps"), batch + 1
+        if not steps or (done < steps and done * 10 // steps == batch * 10 // steps):
+            return
+        losses = ", ".join(f"{name} {_plain(value)}" for name, value in (logs or {}).items() if "loss" in name)
+        print(f"epoch {self.epoch + 1}: step {done}/{steps}, {losses} ({time.time() - self.started:.0f} s)", flush=True)
+
+
+def _plain(value) -> str:
+    value = float(np.asarray(value))
+    return f"{value:.4f}" if math.isfinite(value) else str(value)

@@ -14,7 +14,7 @@ import tensorflow as tf
 from darts_tf import data, distribute
 from darts_tf.config import check_choices
 from darts_tf.optimizers import learning_rate_schedule
-from darts_tf.runs.callbacks import MetricsCSV, StopOnNonFinite
+from darts_tf.runs.callbacks import MetricsCSV, ProgressLines, StopOnNonFinite
 from darts_tf.runs.folders import begin_run, resume_state, save_checkpoint, worker_run_dir, write_json_atomic
 
 
@@ -81,17 +81,20 @@ def fit_run(model, batches, run_dir: str, epochs: int, first_epoch: int, steps_p
     """`model.fit` over a run's epochs: the run's own callbacks, metrics.csv, TensorBoard, then the user's.
 
     The user's callbacks come last, so an epoch is fully recorded (checkpoint and
-    metrics row) before one of them can stop or interrupt the run.
+    metrics row) before one of them can stop or interrupt the run. `batches` is a dataset of
+    `steps_per_epoch` batches an epoch, or (with `steps_per_epoch=None`) a function of the
+    epoch giving its dataset (`darts_tf.distribute.fit` runs those, and several replicas).
     """
     callbacks = [
         StopOnNonFinite(loss_flags or {"loss": "`learning_rate`"}),
+        *([ProgressLines()] if verbose == 2 else []),
         *callbacks,
         MetricsCSV(os.path.join(run_dir, "metrics.csv"), extra=csv_extra),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),
         *user_callbacks,
     ]
     try:
-        if distribute.needs_own_loop(model.distribute_strategy):
+        if steps_per_epoch is None or distribute.needs_own_loop(model.distribute_strategy):
             return distribute.fit(
                 model, batches, epochs, first_epoch, steps_per_epoch, validation_data, callbacks, verbose=verbose
             )
@@ -125,12 +128,29 @@ class RunPlan:
 
     def __init__(self, config):
         self.config = config
+        self.verbose = 0  # `execute`'s (0 on a worker that is not the chief)
+
+    def strategy(self) -> tf.distribute.Strategy:
+        """The strategy the config asks for (when `execute` is given none)."""
+        return distribute.make_strategy(self.config.strategy)
 
     def prepare(self, resume: bool) -> None:
         """Before the data is read (e.g. read the genotype to train)."""
 
-    def steps_per_epoch(self, source: data.ImageData) -> int:
+    def load_data(self, source):
+        """The run's data: the config's dataset, or `source` (`load_run_data`)."""
+        return load_run_data(self.config, source)
+
+    def describe(self, source) -> str:
+        return source.description
+
+    def steps_per_epoch(self, source: data.ImageData) -> int | None:
+        """Steps an epoch, or None when epochs differ in length (`batches` is then a function of the epoch)."""
         raise NotImplementedError
+
+    def schedule(self, steps_per_epoch: int | None):
+        """The weight optimizer's learning rate schedule `build` gets."""
+        return learning_rate_schedule(self.config, steps_per_epoch)
 
     def build(self, source: data.ImageData, schedule) -> keras.Model:
         """The compiled model (called under the strategy's scope)."""
@@ -143,11 +163,16 @@ class RunPlan:
     def first_files(self, run_dir: str, source: data.ImageData, model) -> None:
         """What a new run writes beside config.json before its first epoch."""
 
-    def batches(self, source: data.ImageData, first_epoch: int, steps_per_epoch: int):
+    def resumed(self, model, state: dict) -> None:
+        """After a resumed run's checkpoint was restored into `model`: what its `state` sets."""
+
+    def batches(self, source: data.ImageData, first_epoch: int, steps_per_epoch: int | None):
+        """The training batches from `first_epoch` on (a function of the epoch without `steps_per_epoch`)."""
         raise NotImplementedError
 
     def validation(self, source: data.ImageData):
-        raise NotImplementedError
+        """What Keras validates on after each epoch (None: nothing)."""
+        return None
 
     def callbacks(self, model, written, verbose: int) -> list:
         """The kind's own Keras callbacks, run before the epoch's checkpoint (`end_epoch`)."""
@@ -201,16 +226,16 @@ def execute(plan: RunPlan, resume: bool = False, overwrite: bool = False, verbos
     """
     started = time.time()
     check_choices(plan.config)
-    strategy = strategy or distribute.make_strategy(plan.config.strategy)
+    strategy = strategy or plan.strategy()
     chief = distribute.is_chief(strategy)
     plan.config = config = begin_run(plan.config, resume, overwrite, chief=chief)
     distribute.check_global_batch(config.batch_size, strategy)
     plan.prepare(resume)
-    source = load_run_data(config, source)
+    source = plan.load_data(source)
     if verbose:
-        print(f"data: {source.description}", flush=True)
+        print(f"data: {plan.describe(source)}", flush=True)
     steps_per_epoch = plan.steps_per_epoch(source)
-    schedule = learning_rate_schedule(config, steps_per_epoch)
+    schedule = plan.schedule(steps_per_epoch)
     with strategy.scope():
         model = plan.build(source, schedule)
     first_epoch = 0
@@ -220,10 +245,11 @@ def execute(plan: RunPlan, resume: bool = False, overwrite: bool = False, verbos
         first_epoch = state["epoch"]
         if model.loss_scale is not None:
             model.loss_scale.restore(state.get("loss_scale"))
+        plan.resumed(model, state)
     else:
         write_json_atomic(os.path.join(written.run_dir, "config.json"), dataclasses.asdict(config))
         plan.first_files(written.run_dir, source, model)
-    verbose = verbose if chief else 0
+    plan.verbose = verbose = verbose if chief else 0
     try:
         history = fit_run(
             model, plan.batches(source, first_epoch, steps_per_epoch), written.run_dir, config.epochs, first_epoch,
