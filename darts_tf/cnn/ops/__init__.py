@@ -1,0 +1,106 @@
+"""Keras layers for the eight DARTS primitives, with PyTorch's numerics.
+
+Every spatial op pads symmetrically like PyTorch (`dilation * (k - 1) / 2`
+pixels on every side), max pooling ignores its padding, average pooling excludes
+the padding (`count_include_pad=False`) and batch normalization uses
+epsilon 1e-5, Keras momentum 0.9 (PyTorch's 0.1) and normalizes with the
+biased batch variance in training, updating its moving variance with the
+unbiased one, as `torch.nn.BatchNorm2d` does. TensorFlow's `"SAME"` padding
+pads stride-2 ops at the bottom/right only, which would shift the sampling
+grid by one pixel; the layers here pad explicitly where that matters.
+
+The layers live by kind: `conv` (Conv2D and the padding, subsampling and initialisation
+helpers), `batchnorm`, `composite` (ReLU-Conv-BN, DilConv, SepConv, FactorizedReduce,
+FactorizedConv), `pooling` (Pool, Identity, Zero); this package builds an op by name
+(`make_op`, `OPS`). Layout is NHWC. The original code's parameter names for these layers live in
+`darts_tf.cnn.convert`, which maps PyTorch state dicts.
+
+Reference: Liu, Simonyan & Yang, "DARTS: Differentiable Architecture Search",
+ICLR 2019 (arXiv:1806.09055), Section 3.1 and Appendix A.1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+
+from darts_tf.cnn.genotypes import OPERATIONS
+from darts_tf.cnn.ops.batchnorm import BN_EPSILON, BN_MOMENTUM, BatchNorm, fused_normalize, unbiased
+from darts_tf.cnn.ops.composite import DilConv, FactorizedConv, FactorizedReduce, ReLUConvBN, SepConv
+from darts_tf.cnn.ops.conv import (
+    Conv2D,
+    check_stride,
+    conv_output_size,
+    pointwise_conv,
+    subsample,
+    symmetric_pad,
+    torch_uniform,
+)
+from darts_tf.cnn.ops.pooling import Identity, Pool, Zero, channel_shuffle, halving_max_pool, max_pool
+from darts_tf.errors import GenotypeError
+
+
+def preprocess0(channels: int, reduction_prev: bool, affine: bool = True, **kwargs) -> keras.layers.Layer:
+    """A DARTS cell's first-input preprocessing: FactorizedReduce after a reduction cell, else ReLU-1x1 conv-BN."""
+    if reduction_prev:
+        return FactorizedReduce(channels, affine=affine, name="preprocess0", **kwargs)
+    return ReLUConvBN(channels, 1, 1, affine=affine, name="preprocess0", **kwargs)
+
+
+OpFactory = Callable[..., keras.layers.Layer]
+
+OPS: dict[str, OpFactory] = {
+    "none": lambda C, stride, affine, **kw: Zero(stride, **kw),
+    "max_pool_3x3": lambda C, stride, affine, **kw: Pool("max", 3, stride, **kw),
+    "avg_pool_3x3": lambda C, stride, affine, **kw: Pool("avg", 3, stride, **kw),
+    "skip_connect": lambda C, stride, affine, **kw: (
+        Identity(**kw) if stride == 1 else FactorizedReduce(C, affine=affine, **kw)
+    ),
+    "sep_conv_3x3": lambda C, stride, affine, **kw: SepConv(C, 3, stride, affine=affine, **kw),
+    "sep_conv_5x5": lambda C, stride, affine, **kw: SepConv(C, 5, stride, affine=affine, **kw),
+    "dil_conv_3x3": lambda C, stride, affine, **kw: DilConv(C, 3, stride, 2, affine=affine, **kw),
+    "dil_conv_5x5": lambda C, stride, affine, **kw: DilConv(C, 5, stride, 2, affine=affine, **kw),
+    # Evaluation only (the NASNet and AmoebaNet genotypes), not in the search space:
+    "sep_conv_7x7": lambda C, stride, affine, **kw: SepConv(C, 7, stride, affine=affine, **kw),
+    "conv_7x1_1x7": lambda C, stride, affine, **kw: FactorizedConv(C, 7, stride, affine=affine, **kw),
+}
+
+
+def make_op(primitive: str, channels: int, stride: int, affine: bool = True, **kwargs) -> keras.layers.Layer:
+    """Builds op `primitive` for `channels` channels; ValueError on unknown op or stride."""
+    if primitive not in OPS:
+        raise GenotypeError(f"Unknown DARTS op {primitive!r}. Expected one of: {', '.join(OPERATIONS)}")
+    check_stride(stride, f"op {primitive!r}")
+    return OPS[primitive](channels, stride, affine, **kwargs)
+
+
+__all__ = [
+    "BN_EPSILON",
+    "BN_MOMENTUM",
+    "OPS",
+    "BatchNorm",
+    "Conv2D",
+    "DilConv",
+    "FactorizedConv",
+    "FactorizedReduce",
+    "Identity",
+    "OpFactory",
+    "Pool",
+    "ReLUConvBN",
+    "SepConv",
+    "Zero",
+    "channel_shuffle",
+    "check_stride",
+    "conv_output_size",
+    "fused_normalize",
+    "halving_max_pool",
+    "make_op",
+    "max_pool",
+    "pointwise_conv",
+    "preprocess0",
+    "subsample",
+    "symmetric_pad",
+    "torch_uniform",
+    "unbiased",
+]

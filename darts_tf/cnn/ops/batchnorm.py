@@ -1,0 +1,221 @@
+"""`BatchNorm`: PyTorch's BatchNorm2d numerics (biased variance to normalise, unbiased for the moving
+variance), fused where TensorFlow's kernel is exact, statistics across replicas in one collective."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from darts_tf import replicas
+from darts_tf.precision import wide_dtype
+
+BN_MOMENTUM = 0.9  # PyTorch momentum 0.1
+BN_EPSILON = 1e-5
+
+
+def _moments(x) -> tuple:
+    # Not tf.nn.moments: it stops the gradient through the mean inside the variance, which
+    # is harmless for first derivatives but drops a term of the second derivatives that the
+    # exact hypergradient needs.
+    mean = tf.reduce_mean(x, axis=[0, 1, 2])
+    return mean, tf.reduce_mean(tf.square(x - mean), axis=[0, 1, 2])
+
+
+def fused_normalize(x, mean, variance, scale, offset, epsilon: float) -> tf.Tensor:
+    """(x - mean) / sqrt(variance + epsilon) * scale + offset by TensorFlow's fused kernel, with the
+    gradient in `mean` and `variance` too (given statistics are constants to the kernel's own).
+
+    The backward pass is written out (dx = dy scale / sigma; d offset = sum dy; d scale =
+    sum(dy (x - mean)) / sigma; d mean = -scale / sigma sum dy; d variance = -scale / (2 sigma^3)
+    sum(dy (x - mean))), so it is differentiable again (exact Hessian-vector products), which the
+    fused gradient kernel is not in the statistics. Statistics, scale and offset are float32 for
+    half inputs.
+    """
+
+    @tf.custom_gradient
+    def normalize(x, mean, variance, scale, offset):
+        y = tf.raw_ops.FusedBatchNormV3(
+            x=x, scale=scale, offset=offset, mean=mean, variance=variance, epsilon=epsilon, is_training=False
+        )[0]
+
+        def grad(dy):
+            inverse = tf.math.rsqrt(variance + epsilon)
+            dx = dy * tf.cast(scale * inverse, dy.dtype)
+            wide = tf.cast(dy, mean.dtype)
+            doffset = tf.reduce_sum(wide, axis=[0, 1, 2])
+            centred = tf.reduce_sum(wide * (tf.cast(x, mean.dtype) - mean), axis=[0, 1, 2])
+            dscale = centred * inverse
+            return dx, -scale * inverse * doffset, -0.5 * scale * inverse**3 * centred, dscale, doffset
+
+        return y, grad
+
+    return normalize(x, mean, variance, scale, offset)
+
+
+def unbiased(variance, count) -> tf.Tensor:
+    """The unbiased variance from the biased one over `count` values (PyTorch's moving-variance update)."""
+    count = tf.cast(count, variance.dtype)
+    return variance * count / tf.maximum(count - 1.0, 1.0)
+
+
+@keras.saving.register_keras_serializable(package="darts_tf")
+class BatchNorm(keras.layers.Layer):
+    """Batch normalization with `torch.nn.BatchNorm2d` semantics (NHWC).
+
+    Training normalizes with the biased batch variance and updates the moving
+    variance with the unbiased one; `momentum` is Keras's (0.9 = PyTorch 0.1).
+    `affine=False` drops gamma/beta, as the DARTS search network does.
+    `call(x, training, scale=s)` returns `s * BN(x)` with `s` (a scalar)
+    folded into the normalization's own scale and offset: the product is
+    not a separate op, so its input need not be kept for the backward pass
+    (the search network weights each op's output this way).
+    `call(x, training=True, update_statistics=False)` normalises with the
+    batch statistics and leaves the moving averages alone (the extra passes
+    of the architecture gradient); every op here passes the argument on to
+    its BatchNorms. With `fused=None` the single fused TensorFlow kernel is used for
+    float16/bfloat16/float32 inputs, the composite formula otherwise (float64).
+    Under a tf.distribute strategy with several replicas the batch statistics are
+    synchronised: mean and variance over the global batch (composite formula), so k
+    replicas at global batch B compute what one device does at batch B.
+    (Ioffe & Szegedy 2015; used throughout DARTS, arXiv:1806.09055.)
+    """
+
+    def __init__(self, affine=True, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, fused=None, **kwargs):
+        super().__init__(**kwargs)
+        self.affine = affine
+        self.momentum = momentum
+        self.epsilon = epsilon
+        self.fused = fused
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        # Read in float32 under a mixed policy, as Keras's own BatchNormalization (autocast=False).
+        kept = {"shape": (channels,), "autocast": False}
+        if self.affine:
+            self.gamma = self.add_weight(name="gamma", initializer="ones", **kept)
+            self.beta = self.add_weight(name="beta", initializer="zeros", **kept)
+        else:
+            self.gamma = self.beta = None
+        self.moving_mean = self.add_weight(name="moving_mean", initializer="zeros", trainable=False, **kept)
+        self.moving_variance = self.add_weight(name="moving_variance", initializer="ones", trainable=False, **kept)
+
+    def _scale_offset(self, channels, dtype, factor=None):
+        if self.affine:
+            scale, offset = tf.cast(self.gamma, dtype), tf.cast(self.beta, dtype)
+            if factor is not None:
+                factor = tf.cast(factor, dtype)
+                scale, offset = scale * factor, offset * factor
+            return scale, offset
+        if factor is not None:
+            return tf.broadcast_to(tf.cast(factor, dtype), [channels]), tf.zeros([channels], dtype)
+        return tf.ones([channels], dtype), tf.zeros([channels], dtype)
+
+    def local_moments(self, x) -> tf.Tensor:
+        """This replica's moments of `x` for a cross-replica mean: [2 * channels], differentiable.
+
+        (mean - shift, variance + (mean - shift)^2), the first two moments about `shift`,
+        the moving mean (the same on every replica and close to the mean, so the pooled
+        variance E[d^2] - E[d]^2 loses few digits). The mean over equal-sized replica
+        batches of these vectors is what `pooled_statistics` turns into the global batch's
+        mean and biased variance; a network may concatenate many BatchNorms' vectors into
+        one collective.
+        """
+        x = tf.cast(x, wide_dtype(x.dtype))
+        mean, variance = _moments(x)
+        offset = mean - tf.stop_gradient(tf.cast(self.moving_mean, x.dtype))
+        return tf.concat([offset, variance + tf.square(offset)], axis=0)
+
+    def pooled_statistics(self, pooled) -> tuple:
+        """(mean, biased variance) of the global batch from the replicas' mean of `local_moments`."""
+        offset, second = tf.split(pooled, 2)
+        shift = tf.stop_gradient(tf.cast(self.moving_mean, pooled.dtype))
+        return shift + offset, tf.maximum(second - tf.square(offset), 0.0)
+
+    def normalize(self, x, mean, variance, scale=None, fused=False) -> tf.Tensor:
+        """`scale * BN(x)` with the given batch statistics, differentiable in all of them.
+
+        The composite formula; with `fused=True` one fused kernel forward and a written-out
+        backward (`fused_normalize`) for float32 and half inputs (float32 statistics) unless the
+        layer says `fused=False`. The search network's staged edges (shared functions) use the
+        fused form; a BatchNorm at the top of a replica function keeps the composite one (there
+        the fused form moved a 2-replica training step away from one device's; not understood).
+        """
+        param_dtype = wide_dtype(x.dtype)
+        gamma, beta = self._scale_offset(x.shape[-1], param_dtype, scale)
+        fused = fused and (self.fused if self.fused is not None else x.dtype != tf.float64)
+        if fused:
+            return fused_normalize(x, mean, variance, gamma, beta, self.epsilon)
+        y = (tf.cast(x, param_dtype) - mean) * (tf.math.rsqrt(variance + self.epsilon) * gamma) + beta
+        return tf.cast(y, x.dtype)
+
+    def updated_statistics(self, mean, variance, count) -> list:
+        """The moving mean and variance after a training step whose (biased) batch statistics over
+        `count` values per channel are `mean`, `variance` (values, not assigned)."""
+        return self._moving_averages(mean, unbiased(variance, count))
+
+    def _moving_averages(self, mean, unbiased_variance) -> list:
+        m = self.momentum
+        return [
+            self.moving_mean * m + tf.cast(mean, self.moving_mean.dtype) * (1.0 - m),
+            self.moving_variance * m + tf.cast(unbiased_variance, self.moving_variance.dtype) * (1.0 - m),
+        ]
+
+    def call(self, x, training=None, scale=None, update_statistics=True):
+        channels = x.shape[-1]
+        param_dtype = wide_dtype(x.dtype)
+        factor = scale
+        scale, offset = self._scale_offset(channels, param_dtype, scale)
+        fused = self.fused if self.fused is not None else x.dtype != tf.float64
+        if not training:
+            mean = tf.cast(self.moving_mean, param_dtype)
+            variance = tf.cast(self.moving_variance, param_dtype)
+            if fused:
+                return tf.raw_ops.FusedBatchNormV3(
+                    x=x,
+                    scale=scale,
+                    offset=offset,
+                    mean=mean,
+                    variance=variance,
+                    epsilon=self.epsilon,
+                    is_training=False,
+                )[0]
+            inv = tf.math.rsqrt(variance + self.epsilon) * scale
+            return x * tf.cast(inv, x.dtype) + tf.cast(offset - mean * inv, x.dtype)
+        synchronized = replicas.count() > 1  # cross-replica statistics: what one device computes
+        if fused and not synchronized:
+            empty = tf.constant([], param_dtype)
+            outputs = tf.raw_ops.FusedBatchNormV3(
+                x=x,
+                scale=scale,
+                offset=offset,
+                mean=empty,
+                variance=empty,
+                epsilon=self.epsilon,
+                is_training=True,
+            )
+            y, mean, unbiased_variance = outputs[0], outputs[1], outputs[2]
+        else:
+            # One cast for every use of x: the backward pass sums the normalisation's and the
+            # statistics' gradients in float32 (in float16 each can overflow where their sum does not).
+            wide = tf.cast(x, param_dtype)
+            if synchronized:  # the global batch's moments, from every replica's (one collective)
+                (pooled,) = replicas.mean([self.local_moments(wide)])
+                mean, variance = self.pooled_statistics(pooled)
+            else:
+                mean, variance = _moments(wide)
+            y = tf.cast(self.normalize(wide, mean, variance, factor), x.dtype)
+            unbiased_variance = unbiased(variance, tf.reduce_prod(tf.shape(x)[:3]) * replicas.count())
+        if not update_statistics:
+            return y
+        moving_mean, moving_variance = self._moving_averages(mean, unbiased_variance)
+        self.moving_mean.assign(moving_mean)
+        self.moving_variance.assign(moving_variance)
+        return y
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"affine": self.affine, "momentum": self.momentum, "epsilon": self.epsilon, "fused": self.fused})
+        return config
