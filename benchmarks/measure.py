@@ -411,21 +411,22 @@ def bench_deploy(saved_model: str, batches: list[int], steps: int, warmup: int, 
     The LiteRT models are converted here from the SavedModel (and, int8, from the same
     network rebuilt, calibrated on random images: speed does not depend on the values).
     """
-    from darts_tf import deploy
     from darts_tf.data import CIFAR_MEAN, CIFAR_STD
+    from darts_tf.export import formats
 
     folder = tempfile.mkdtemp(prefix="darts_tf_deploy_bench_")
     rng = np.random.default_rng(0)
-    paths = {"LiteRT float": deploy.write_file(os.path.join(folder, "model.tflite"), deploy.tflite_float(saved_model))}
+    float_model = formats.tflite_float(saved_model)
+    paths = {"LiteRT float": formats.write_file(os.path.join(folder, "model.tflite"), float_model)}
     images = rng.integers(0, 256, size=(calibration, 32, 32, 3), dtype=np.uint8)
-    int8 = deploy.tflite_int8(_eval_network(auxiliary=False), CIFAR_MEAN, CIFAR_STD, images)
-    paths["LiteRT int8"] = deploy.write_file(os.path.join(folder, "model_int8.tflite"), int8)
+    int8 = formats.tflite_int8(_eval_network(auxiliary=False), CIFAR_MEAN, CIFAR_STD, images)
+    paths["LiteRT int8"] = formats.write_file(os.path.join(folder, "model_int8.tflite"), int8)
     sizes = {name: os.path.getsize(path) / 2**20 for name, path in paths.items()}
     rows = []
     runtimes = [("SavedModel", saved_model, None)]
     runtimes += [(name, path, threads) for name, path in paths.items() for threads in (1, 2)]
     for name, path, threads in runtimes:
-        predict = deploy.load_predictor(path, threads=threads)
+        predict = formats.load_predictor(path, threads=threads)
         for batch in batches:
             x = rng.integers(0, 256, size=(batch, 32, 32, 3), dtype=np.uint8)
             times = _timed_steps(lambda x=x, predict=predict: predict(x), steps, warmup)

@@ -18,8 +18,8 @@ _LAZY = {
     "NetworkImageNet": "darts_tf.cnn.eval_model",
     "run_search": "darts_tf.cnn.search",
     "run_training": "darts_tf.cnn.train",
-    "load_pytorch_state_dict": "darts_tf.cnn.convert",
-    "to_pytorch_state_dict": "darts_tf.cnn.convert",
+    "load_pytorch_state_dict": "darts_tf.cnn.pytorch",
+    "to_pytorch_state_dict": "darts_tf.cnn.pytorch",
     "architect": None,
 }
 

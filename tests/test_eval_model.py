@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from darts_tf.cnn.convert import load_pytorch_state_dict, to_pytorch_state_dict
 from darts_tf.cnn.eval_model import (
     DropPath,
     NetworkCIFAR,
@@ -13,6 +12,7 @@ from darts_tf.cnn.eval_model import (
     is_eval_network,
 )
 from darts_tf.cnn.genotypes import AMOEBANET, DARTS_V1, DARTS_V2, NASNET, get_genotype
+from darts_tf.cnn.pytorch import load_pytorch_state_dict, to_pytorch_state_dict
 
 
 @pytest.mark.parametrize(

@@ -17,9 +17,9 @@ import pytest
 import tensorflow as tf
 
 from darts_tf.architect import first_order_arch_gradients
-from darts_tf.cnn.convert import to_pytorch_state_dict
 from darts_tf.cnn.eval_model import NetworkCIFAR
 from darts_tf.cnn.genotypes import AMOEBANET, DARTS_V1, DARTS_V2, NASNET, PRIMITIVES, derive_genotype
+from darts_tf.cnn.pytorch import to_pytorch_state_dict
 from helpers import random_batch, tiny_search_network
 
 if os.environ.get("DARTS_TF_REQUIRE_TORCH") == "1":

@@ -18,9 +18,9 @@ import pytest
 import tensorflow as tf
 
 from darts_tf.rnn import architect
-from darts_tf.rnn.convert import to_pytorch_state_dict
 from darts_tf.rnn.genotypes import DARTS_V1, DARTS_V2, PRIMITIVES, STEPS
 from darts_tf.rnn.model import RNNModel
+from darts_tf.rnn.pytorch import to_pytorch_state_dict
 
 if os.environ.get("DARTS_TF_REQUIRE_TORCH") == "1":
     import torch

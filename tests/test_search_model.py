@@ -4,9 +4,9 @@ import pytest
 import tensorflow as tf
 
 from darts_tf.architect import cross_entropy
-from darts_tf.cnn.convert import DEPTHWISE, load_pytorch_state_dict, to_pytorch_state_dict, torch_variables
 from darts_tf.cnn.genotypes import PRIMITIVES, Genotype
 from darts_tf.cnn.ops import Zero
+from darts_tf.cnn.pytorch import DEPTHWISE, load_pytorch_state_dict, to_pytorch_state_dict, torch_variables
 from darts_tf.cnn.search_model import EdgeFunctions, MixedOp, PackedSlice, SearchNetwork
 from helpers import random_batch, tiny_search_network
 

@@ -198,8 +198,8 @@ def test_export_and_evaluate_scripts(tmp_path):
 
 
 def test_export_script_serves_pytorch_weights(tmp_path):
-    from darts_tf.cnn.convert import to_pytorch_state_dict
     from darts_tf.cnn.eval_model import NetworkCIFAR, inference_model
+    from darts_tf.cnn.pytorch import to_pytorch_state_dict
 
     model = NetworkCIFAR(4, 10, 3, True, DARTS_V2)
     np.savez(tmp_path / "weights.npz", **to_pytorch_state_dict(model))

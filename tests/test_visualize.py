@@ -59,10 +59,10 @@ def test_more_steps_and_heatmaps():
     edges = [edge for n in range(5) for edge in (("sep_conv_3x3", n), ("max_pool_3x3", n + 1))]  # 5 steps
     genotype = Genotype(normal=edges, normal_concat=range(2, 7), reduce=edges, reduce_concat=range(2, 7))
     figure = visualize.cell_figure(genotype, "normal")
-    image = visualize._figure_rgb(figure)
+    image = visualize.report._figure_rgb(figure)
     assert image.shape[0] > 600  # taller with 5 steps
     alphas = np.random.default_rng(0).normal(size=(14, 8))
-    heat = visualize._figure_rgb(visualize.heatmap_figure(alphas, alphas, 4, "epoch 1"))
+    heat = visualize.report._figure_rgb(visualize.heatmap_figure(alphas, alphas, 4, "epoch 1"))
     assert heat.std() > 10
     # A search that has barely moved: the colour scale is centred on 1/8 and as wide as the departure.
     near_uniform = softmax(np.random.default_rng(1).normal(scale=1e-2, size=(14, 8)), axis=-1)
@@ -70,12 +70,12 @@ def test_more_steps_and_heatmaps():
     assert centre == 0.125 and high - centre == pytest.approx(np.abs(near_uniform - 0.125).max())
     assert centre - low == pytest.approx(high - centre) and high - centre < 0.01
     assert visualize.heatmap_scale(np.full((2, 8), 0.125))[2] == pytest.approx(0.127)
-    figure = visualize._figure(6, 6)
+    figure = visualize.cells._figure(6, 6)
     ax = figure.add_subplot(1, 1, 1)
     visualize.draw_heatmap(ax, np.log(near_uniform), 4, "t")
     texts = [t for t in ax.texts]
     assert len(texts) == 14 * 8 and all(re.fullmatch(r"0\.\d{4}", t.get_text()) for t in texts)  # barely moved
-    moved = visualize._figure(6, 6).add_subplot(1, 1, 1)
+    moved = visualize.cells._figure(6, 6).add_subplot(1, 1, 1)
     visualize.draw_heatmap(moved, alphas, 4, "t")  # a search that has moved: three decimals
     assert all(re.fullmatch(r"0\.\d{3}", t.get_text()) for t in moved.texts)
     bold = [t for t in texts if t.get_fontweight() == "bold"]

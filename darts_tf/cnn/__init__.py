@@ -7,7 +7,7 @@
 - `eval_model`: `NetworkCIFAR`, `NetworkImageNet` (the network built from a genotype).
 - `search`: `ArchitectureSearch` (the bilevel `train_step`) and the search run (`run_search`).
 - `train`: `EvalTrainer` and the evaluation network's training run (`run_training`).
-- `convert`: the original's PyTorch parameter names, both ways.
+- `pytorch`: the original's PyTorch parameter names and weights, both ways.
 
 Importing this package imports no TensorFlow.
 """

@@ -39,7 +39,7 @@ from darts_tf.precision import to_float32
 class PackedSlice:
     """One named tensor stored inside a packed variable (see `MixedOp`).
 
-    What `darts_tf.cnn.convert.torch_variables` hands out for a packed edge: it has the tensor's
+    What `darts_tf.cnn.pytorch.torch_variables` hands out for a packed edge: it has the tensor's
     `shape` and `dtype`, reads with `numpy()` and writes with `assign()`, so
     weight conversion and inspection work as with a variable of its own.
     """
@@ -88,7 +88,7 @@ class MixedOp(keras.layers.Layer):
     cuts building, tracing and graph optimisation time several-fold. The
     result is the same computation (`shared_trace=False` gives the plain
     layer, one variable per tensor; a test pins their equality), and
-    `darts_tf.cnn.convert.torch_variables` names every packed tensor as the original does.
+    `darts_tf.cnn.pytorch.torch_variables` names every packed tensor as the original does.
 
     `partial_channels=K > 1` is PC-DARTS's partial-channel edge (Xu et al., ICLR 2020,
     arXiv:1907.05737, Sec. 3.1): the ops see the first `channels // K` channels, the others
@@ -260,7 +260,7 @@ class _SharedEdge:
     """What every packed edge of one shape shares: a plain template MixedOp and its traced function.
 
     `slots` maps each of the template's tensors to (packed variable, offset,
-    shape); `darts_tf.cnn.convert` names them as the original does. The function
+    shape); `darts_tf.cnn.pytorch` names them as the original does. The function
     computes the edge from packed values (stateless: variables are read
     outside, once per edge) and returns the updated packed statistics.
     """

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         from darts_tf import data
         from darts_tf.cnn.train import evaluate_run
-        from darts_tf.deploy import evaluate_model, load_predictor
+        from darts_tf.export.formats import evaluate_model, load_predictor
 
         if args.model:
             load_predictor(args.model)  # fails fast, before loading data

@@ -47,11 +47,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     formats = list(dict.fromkeys(args.format))
     try:
-        from darts_tf import data, deploy, export, runs
-        from darts_tf.cnn.convert import load_pytorch_state_dict, read_npz_state_dict
+        from darts_tf import data, export, runs
         from darts_tf.cnn.eval_model import NetworkCIFAR
         from darts_tf.cnn.genotypes import get_genotype
+        from darts_tf.cnn.pytorch import load_pytorch_state_dict, read_npz_state_dict
         from darts_tf.cnn.train import export_name, load_trained_network
+        from darts_tf.export import formats as export_formats
 
         augmentation, data_config = "cifar", None
         if args.run_dir:
@@ -81,13 +82,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         version_dir = os.path.join(base, str(version))
         if "savedmodel" in formats and os.path.exists(version_dir) and not args.overwrite:
             raise ExportError(f"{version_dir!r} already exists; choose another `version` or pass `overwrite`")
-        files = deploy.targets(version_dir, formats, overwrite=args.overwrite or "savedmodel" in formats)
+        files = export_formats.targets(version_dir, formats, overwrite=args.overwrite or "savedmodel" in formats)
         source = None
         if "tflite-int8" in formats:  # calibration data first: nothing is written when it is missing
             if data_config is None:
                 raise ConfigError("`format` tflite-int8 needs calibration images: pass `data_dir` (or `dataset`)")
             source = _load(data_config, runs, data, network)
-            calibration = deploy.calibration_images(source, args.calibration_images)
+            calibration = export_formats.calibration_images(source, args.calibration_images)
         if "savedmodel" in formats:
             export.export_saved_model(
                 network, base, mean, std, version=version, overwrite=args.overwrite, class_names=class_names
@@ -95,17 +96,17 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             print(f"SavedModel: {version_dir}")
         for fmt, path in files.items():
             if fmt == "tflite":
-                content = deploy.tflite_float(version_dir)
+                content = export_formats.tflite_float(version_dir)
             elif fmt == "tflite-int8":
-                content = deploy.tflite_int8(network, mean, std, calibration, args.int8_input)
+                content = export_formats.tflite_int8(network, mean, std, calibration, args.int8_input)
             else:
-                content = deploy.onnx_model(network, mean, std, class_names)
-            deploy.write_file(path, content)
+                content = export_formats.onnx_model(network, mean, std, class_names)
+            export_formats.write_file(path, content)
             print(f"{fmt}: {path} ({len(content) / 2**20:.2f} MiB)")
         if source is not None:  # the int8 model's accuracy beside the float one's, on the test set
-            float_result = deploy.evaluate_model(version_dir, source.test_images, source.test_labels,
+            float_result = export_formats.evaluate_model(version_dir, source.test_images, source.test_labels,
                                                  augmentation=augmentation)  # fmt: skip
-            int8_result = deploy.evaluate_model(files["tflite-int8"], source.test_images, source.test_labels,
+            int8_result = export_formats.evaluate_model(files["tflite-int8"], source.test_images, source.test_labels,
                                                 augmentation=augmentation)  # fmt: skip
             print(f"test top-1 on {float_result['images']} images: float (SavedModel) {float_result['accuracy']:.4f}, "
                   f"int8 (LiteRT) {int8_result['accuracy']:.4f}")  # fmt: skip

@@ -13,7 +13,7 @@ The layers live by kind: `conv` (Conv2D and the padding, subsampling and initial
 helpers), `batchnorm`, `composite` (ReLU-Conv-BN, DilConv, SepConv, FactorizedReduce,
 FactorizedConv), `pooling` (Pool, Identity, Zero); this package builds an op by name
 (`make_op`, `OPS`). Layout is NHWC. The original code's parameter names for these layers live in
-`darts_tf.cnn.convert`, which maps PyTorch state dicts.
+`darts_tf.cnn.pytorch`, which maps PyTorch state dicts.
 
 Reference: Liu, Simonyan & Yang, "DARTS: Differentiable Architecture Search",
 ICLR 2019 (arXiv:1806.09055), Section 3.1 and Appendix A.1.

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from darts_tf import deploy, runs
+from darts_tf import runs
 from darts_tf.cnn.train import TrainConfig, load_trained_network, run_training
-from darts_tf.export import ExportError, evaluate_saved_model
+from darts_tf.export import ExportError, evaluate_saved_model, formats
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
@@ -52,11 +52,11 @@ def test_litert_float_and_int8_run_without_tensorflow(trained):
     tmp, config, saved_model = trained
     network, _, info = load_trained_network(config.run_dir)
     source = runs.load_run_data(config)
-    float_path = deploy.write_file(os.path.join(saved_model, "model.tflite"), deploy.tflite_float(saved_model))
-    calibration = deploy.calibration_images(source, 200)
+    float_path = formats.write_file(os.path.join(saved_model, "model.tflite"), formats.tflite_float(saved_model))
+    calibration = formats.calibration_images(source, 200)
     assert calibration.shape == (200, 32, 32, 3) and calibration.dtype == np.uint8
-    int8 = deploy.tflite_int8(network, info["mean"], info["std"], calibration)
-    int8_path = deploy.write_file(os.path.join(saved_model, "model_int8.tflite"), int8)
+    int8 = formats.tflite_int8(network, info["mean"], info["std"], calibration)
+    int8_path = formats.write_file(os.path.join(saved_model, "model_int8.tflite"), int8)
     images = source.test_images[:64]
     np.save(tmp / "images.npy", images)
     code = f"""
@@ -94,9 +94,9 @@ print(json.dumps(out))
     # Accuracy through each runtime on the whole test set.
     float_result = evaluate_saved_model(saved_model, source.test_images, source.test_labels)
     assert float_result["accuracy"] > 0.5  # the colours were learned
-    tflite_result = deploy.evaluate_model(float_path, source.test_images, source.test_labels)
+    tflite_result = formats.evaluate_model(float_path, source.test_images, source.test_labels)
     assert tflite_result["accuracy"] == float_result["accuracy"]
-    int8_result = deploy.evaluate_model(int8_path, source.test_images, source.test_labels)
+    int8_result = formats.evaluate_model(int8_path, source.test_images, source.test_labels)
     assert abs(int8_result["accuracy"] - float_result["accuracy"]) <= 0.05
 
 
@@ -105,13 +105,13 @@ def test_int8_input_and_onnx(trained):
     network, _, info = load_trained_network(config.run_dir)
     source = runs.load_run_data(config)
     images = source.test_images[:16]
-    int8 = deploy.tflite_int8(network, info["mean"], info["std"], deploy.calibration_images(source, 50), "int8")
-    path = deploy.write_file(str(tmp / "int8_input.tflite"), int8)
-    runner, (dtype, scale, zero_point) = deploy.tflite_runner(path)
+    int8 = formats.tflite_int8(network, info["mean"], info["std"], formats.calibration_images(source, 50), "int8")
+    path = formats.write_file(str(tmp / "int8_input.tflite"), int8)
+    runner, (dtype, scale, zero_point) = formats.tflite_runner(path)
     assert (dtype, scale, zero_point) == (np.int8, 1.0, -128)
-    np.testing.assert_array_equal(deploy.quantize_input(images, dtype, scale, zero_point), images.astype(int) - 128)
-    onnx_path = deploy.write_file(
-        str(tmp / "model.onnx"), deploy.onnx_model(network, info["mean"], info["std"], info["class_names"])
+    np.testing.assert_array_equal(formats.quantize_input(images, dtype, scale, zero_point), images.astype(int) - 128)
+    onnx_path = formats.write_file(
+        str(tmp / "model.onnx"), formats.onnx_model(network, info["mean"], info["std"], info["class_names"])
     )
     code = f"""
 import json, sys
@@ -130,9 +130,9 @@ print(json.dumps({{"names": sorted(names), "probabilities": out["probabilities"]
     np.testing.assert_allclose(out["probabilities"], serve["probabilities"].numpy(), atol=1e-5)
     assert out["classes"] == [c.decode() for c in serve["classes"].numpy()]
     with pytest.raises(ExportError, match="calibration expected uint8 images"):
-        deploy.tflite_int8(network, info["mean"], info["std"], np.zeros((0, 32, 32, 3), np.uint8))
+        formats.tflite_int8(network, info["mean"], info["std"], np.zeros((0, 32, 32, 3), np.uint8))
     with pytest.raises(ExportError, match="No LiteRT model at"):
-        deploy.load_predictor(str(tmp / "missing.tflite"))
+        formats.load_predictor(str(tmp / "missing.tflite"))
 
 
 def _darts_tf(*args, cwd):
@@ -186,7 +186,7 @@ def test_every_genotype_and_both_networks_convert_with_builtin_ops_only(tmp_path
     model.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     content = model.convert()
     assert b"FlexDelegate" not in content and b"Flex" not in content[:4096]
-    tflite = deploy.write_file(str(tmp_path / "model.tflite"), content)
+    tflite = formats.write_file(str(tmp_path / "model.tflite"), content)
     images = np.random.default_rng(0).integers(0, 256, size=(3, size, size, 3), dtype=np.uint8)
     expected = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(images))["logits"]
-    np.testing.assert_allclose(deploy.load_predictor(tflite)(images), expected.numpy(), atol=1e-4)
+    np.testing.assert_allclose(formats.load_predictor(tflite)(images), expected.numpy(), atol=1e-4)

@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from darts_tf import data
 from darts_tf.cnn.eval_model import float32_network, inference_model
-from darts_tf.export import (
+from darts_tf.export.saved_model import (
     SIGNATURE,
     ExportError,
     evaluate_predictor,

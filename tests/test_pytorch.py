@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from darts_tf.cnn.convert import load_pytorch_state_dict, to_pytorch_state_dict
+from darts_tf.cnn.pytorch import load_pytorch_state_dict, to_pytorch_state_dict
 from helpers import random_batch, tiny_search_network
 
 
@@ -65,7 +65,7 @@ def test_rejects_missing_extra_and_misshaped(models):
 
 
 def test_npz_state_dicts_are_read_without_pickle(models, tmp_path):
-    from darts_tf.cnn.convert import read_npz_state_dict
+    from darts_tf.cnn.pytorch import read_npz_state_dict
 
     model, _ = models
     sd = to_pytorch_state_dict(model)
@@ -84,11 +84,11 @@ def test_npz_state_dicts_are_read_without_pickle(models, tmp_path):
         read_npz_state_dict(str(tmp_path / "missing.npz"))
 
 
-def test_naming_lives_in_convert_and_refuses_what_it_cannot_name():
+def test_naming_lives_in_pytorch_and_refuses_what_it_cannot_name():
     import keras
 
-    from darts_tf.cnn.convert import torch_variables
     from darts_tf.cnn.ops import Pool, SepConv
+    from darts_tf.cnn.pytorch import torch_variables
 
     op = SepConv(4, 3, 1)
     op.build((1, 8, 8, 4))
