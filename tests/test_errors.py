@@ -22,7 +22,7 @@ def test_every_reported_error_derives_from_the_base():
 
 def test_the_old_homes_of_the_errors_still_name_them():
     from darts_tf import data, distribute, export, runs
-    from darts_tf.rnn import data as corpus
+    from darts_tf.data import corpus
 
     assert data.DataError is errors.DataError and runs.RunDirError is errors.RunDirError
     assert export.ExportError is errors.ExportError and distribute.WorkerLostError is errors.WorkerLostError

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from darts_tf.config import RNNSearchConfig, RNNTrainConfig
-from darts_tf.rnn import data as text
+from darts_tf.data import corpus as text
 from darts_tf.rnn import lm
 
 

@@ -309,9 +309,14 @@ class SearchPlan(runs.RunPlan):
     what = "search"
     loss_flags = {"loss": "`learning_rate`", "arch_loss": "`arch_learning_rate`"}
 
+    def load_data(self, source):
+        """The run's data; its training images split into the weights' and the architecture's halves."""
+        source = super().load_data(source)
+        self.halves = data.split_for_search(source, self.config.train_portion)
+        return source
+
     def steps_per_epoch(self, source):
         config = self.config
-        self.halves = data.split_for_search(source, config.train_portion)
         smallest = min(len(half[0]) for half in self.halves)
         if config.batch_size > smallest:
             raise data.DataError(

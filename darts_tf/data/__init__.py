@@ -3,7 +3,7 @@
 `load_data` (`sources`) reads what a run asks for: CIFAR python batches (`cifar`), image folders
 (`folders`), an `.npz` or synthetic images (`sources`), tensorflow-datasets (`tfds`), your own
 tf.data.Datasets (`datasets`); each gives an `ImageData` (`image_data`). `pipeline` turns it into
-the epochs' batches.
+the epochs' batches. `corpus` reads the word corpora of the recurrent space (Penn Treebank).
 """
 
 from darts_tf.config import DATASETS

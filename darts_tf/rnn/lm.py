@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from darts_tf.rnn import data as text
+from darts_tf.data import corpus as text
 from darts_tf.rnn.model import RNNModel, activation_regularization, nll, temporal_activation_regularization
 
 _STEP_STRIDE = 2**20

@@ -21,10 +21,10 @@ import tensorflow as tf
 from darts_tf import runs, visualize
 from darts_tf.architect import dense_gradients
 from darts_tf.config import RNNSearchConfig, check_rnn_config
+from darts_tf.data import corpus as text
 from darts_tf.errors import ConfigError
 from darts_tf.optimizers import SGD, Adam, clip_by_global_norm
 from darts_tf.rnn import architect, lm
-from darts_tf.rnn import data as text
 from darts_tf.rnn.genotypes import RecurrentGenotype, format_alphas
 from darts_tf.rnn.model import RNNModel
 from darts_tf.seeding import initializer_seed

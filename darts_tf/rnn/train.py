@@ -22,9 +22,9 @@ from darts_tf import runs
 from darts_tf.architect import dense_gradients
 from darts_tf.checkpoint import make_checkpoint, restore, write_atomic
 from darts_tf.config import RNNTrainConfig, check_rnn_config
+from darts_tf.data import corpus as text
 from darts_tf.errors import ConfigError
 from darts_tf.optimizers import SGD, AveragedSGD, clip_by_global_norm
-from darts_tf.rnn import data as text
 from darts_tf.rnn import lm
 from darts_tf.rnn.genotypes import get_genotype
 from darts_tf.rnn.model import RNNModel

@@ -1,11 +1,11 @@
-"""darts_tf.rnn.data: corpora, vocabulary, batches, sequence lengths."""
+"""darts_tf.data.corpus: word corpora (the recurrent space's data), vocabulary, batches, sequence lengths."""
 
 import os
 
 import numpy as np
 import pytest
 
-from darts_tf.rnn import data as text
+from darts_tf.data import corpus as text
 from rnn_helpers import corpus_folder
 
 
