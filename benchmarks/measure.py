@@ -473,7 +473,11 @@ def bench_rnn(kind: str, order: str, batch: int, steps: int, warmup: int, t0: fl
 
             config = RNNTrainConfig(batch_size=batch, data_dir="", arch="DARTS_V2")
             model = LanguageModelTrainer(build_model(config, 10_000), config)
-        train_step = tf.function(model.train_step, autograph=False)  # the run's step (hidden state carried)
+        # The run's step as a run traces it: a sequence length of its own per batch (any), the batch fixed.
+        tokens = tf.TensorSpec([None, batch], tf.int32)
+        words = (tokens, tokens, tf.TensorSpec([2], tf.int32))
+        signature = (words, (tokens, tokens)) if kind == "rnn_search" else words
+        train_step = tf.function(model.train_step, input_signature=[signature], autograph=False)
 
         def step(k):
             words = (inputs, targets, tf.constant([0, k], tf.int32))
