@@ -14,7 +14,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from darts_tf import runs
 from darts_tf.data import corpus as text
+from darts_tf.errors import ConfigError
 from darts_tf.rnn.model import RNNModel, activation_regularization, nll, temporal_activation_regularization
 
 _STEP_STRIDE = 2**20
@@ -132,3 +134,43 @@ class LanguageModelEpochs(keras.callbacks.Callback):
 
     def seconds(self) -> float:
         return time.time() - self.started
+
+
+class CorpusRunPlan(runs.RunPlan):
+    """What the recurrent runs add to the lifecycle alike: one device, the corpus of `data_dir`,
+    epochs of varying length, no schedule (each step sets its learning rate), the epoch clock,
+    and the validation loss of the network with a traced evaluation step."""
+
+    loss_flags = {"train_loss": "`learning_rate`"}
+
+    def strategy(self):
+        return tf.distribute.get_strategy()  # one device (the recurrent runs have no `strategy`)
+
+    def load_data(self, source):
+        if source is not None:
+            raise ConfigError(f"a recurrent {self.what} reads its corpus from `data_dir`; it takes no `source`")
+        self.corpus = load_corpus(self.config)
+        return self.corpus
+
+    def describe(self, corpus):
+        return f"{corpus.description or self.config.data_dir}; vocabulary {len(corpus)} words"
+
+    def steps_per_epoch(self, corpus):
+        return None  # epochs differ in length
+
+    def schedule(self, steps_per_epoch):
+        return None
+
+    def compiled(self, model: keras.Model) -> keras.Model:
+        self.eval_step = None
+        model.compile(optimizer=None, jit_compile=False)  # its optimizers are its own
+        return model
+
+    def callbacks(self, model, written, verbose):
+        self.clock = LanguageModelEpochs()
+        return [self.clock]
+
+    def loss_of(self, network: RNNModel, ids: np.ndarray, batch_size: int) -> float:
+        """`evaluate` of `network` on a text, with one traced evaluation step for the run."""
+        self.eval_step = self.eval_step or make_eval_step(network)
+        return evaluate(network, ids, batch_size, self.config.bptt, self.eval_step)

@@ -22,7 +22,6 @@ from darts_tf import runs, visualize
 from darts_tf.architect import dense_gradients
 from darts_tf.config import RNNSearchConfig, check_rnn_config
 from darts_tf.data import corpus as text
-from darts_tf.errors import ConfigError
 from darts_tf.optimizers import SGD, Adam, clip_by_global_norm
 from darts_tf.rnn import architect, lm
 from darts_tf.rnn.genotypes import RecurrentGenotype, format_alphas
@@ -123,36 +122,14 @@ class RecurrentSearch(keras.Model):
         return self.network(tokens, hidden, training=training)
 
 
-class RecurrentSearchPlan(runs.RunPlan):
+class RecurrentSearchPlan(lm.CorpusRunPlan):
     """A recurrent search's part of the run lifecycle (`darts_tf.runs.execute`): the corpus, epochs of
     the original's sequence lengths, the validation perplexity and the genotype after each epoch."""
 
     what = "search"
-    loss_flags = {"train_loss": "`learning_rate`"}
-
-    def strategy(self):
-        return tf.distribute.get_strategy()  # one device (the recurrent runs have no `strategy`)
-
-    def load_data(self, source):
-        if source is not None:
-            raise ConfigError("a recurrent search reads its corpus from `data_dir`; it takes no `source`")
-        self.corpus = lm.load_corpus(self.config)
-        return self.corpus
-
-    def describe(self, corpus):
-        return f"{corpus.description or self.config.data_dir}; vocabulary {len(corpus)} words"
-
-    def steps_per_epoch(self, corpus):
-        return None  # epochs differ in length
-
-    def schedule(self, steps_per_epoch):
-        return None
 
     def build(self, corpus, schedule):
-        self.eval_step = None
-        model = RecurrentSearch(build_search_model(self.config, len(corpus)), self.config)
-        model.compile(optimizer=None, jit_compile=False)  # its optimizers are its own
-        return model
+        return self.compiled(RecurrentSearch(build_search_model(self.config, len(corpus)), self.config))
 
     def optimizers(self, model):
         return {"w_optimizer": model.w_optimizer, "alpha_optimizer": model.alpha_optimizer}
@@ -166,15 +143,10 @@ class RecurrentSearchPlan(runs.RunPlan):
         search_data = text.batchify(corpus.valid, config.batch_size)  # the architecture's batches
         return lambda epoch: lm.epoch_batches(config, epoch, train_data, False, search_data)
 
-    def callbacks(self, model, written, verbose):
-        self.clock = lm.LanguageModelEpochs()
-        return [self.clock]
-
     def end_epoch(self, model, written, epoch, logs, verbose):
         """The validation perplexity, the epoch's genotype and alphas (`logs` gains the perplexities and seconds)."""
-        self.eval_step = self.eval_step or lm.make_eval_step(model.network)
         config = self.config
-        val_loss = lm.evaluate(model.network, self.corpus.valid, config.eval_batch_size, config.bptt, self.eval_step)
+        val_loss = self.loss_of(model.network, self.corpus.valid, config.eval_batch_size)
         logs.update(train_ppl=lm.perplexity(logs["train_loss"]), val_loss=val_loss, val_ppl=lm.perplexity(val_loss),
                     seconds=self.clock.seconds())  # fmt: skip
         genotype = _record_arch(model.network, written, epoch)

@@ -23,7 +23,6 @@ from darts_tf.architect import dense_gradients
 from darts_tf.checkpoint import make_checkpoint, restore, write_atomic
 from darts_tf.config import RNNTrainConfig, check_rnn_config
 from darts_tf.data import corpus as text
-from darts_tf.errors import ConfigError
 from darts_tf.optimizers import SGD, AveragedSGD, clip_by_global_norm
 from darts_tf.rnn import lm
 from darts_tf.rnn.genotypes import get_genotype
@@ -131,41 +130,19 @@ def load_best(model: RNNModel, run_dir: str) -> dict:
     return runs.read_json(os.path.join(run_dir, BEST_DIR, "state.json"))
 
 
-class LanguageModelPlan(runs.RunPlan):
+class LanguageModelPlan(lm.CorpusRunPlan):
     """A recurrent training's part of the run lifecycle (`darts_tf.runs.execute`): after each epoch
     the validation loss (of the averaged weights once averaging), the best model kept in `best/`,
     the switch to averaged SGD; at the end the best model's test perplexity and its export."""
 
     what = "training"
-    loss_flags = {"train_loss": "`learning_rate`"}
-
-    def strategy(self):
-        return tf.distribute.get_strategy()  # one device (the recurrent runs have no `strategy`)
 
     def prepare(self, resume):
         self.genotype = get_genotype(self.config.arch)
         self.state = {"best_val_loss": [], "stored_loss": None, "averaging": False}
 
-    def load_data(self, source):
-        if source is not None:
-            raise ConfigError("a recurrent training reads its corpus from `data_dir`; it takes no `source`")
-        self.corpus = lm.load_corpus(self.config)
-        return self.corpus
-
-    def describe(self, corpus):
-        return f"{corpus.description or self.config.data_dir}; vocabulary {len(corpus)} words"
-
-    def steps_per_epoch(self, corpus):
-        return None  # epochs differ in length
-
-    def schedule(self, steps_per_epoch):
-        return None
-
     def build(self, corpus, schedule):
-        self.eval_step = None
-        model = LanguageModelTrainer(build_model(self.config, len(corpus)), self.config)
-        model.compile(optimizer=None, jit_compile=False)  # its optimizers are its own
-        return model
+        return self.compiled(LanguageModelTrainer(build_model(self.config, len(corpus)), self.config))
 
     def optimizers(self, model):
         return {"sgd": model.sgd, "asgd": model.asgd}
@@ -182,16 +159,11 @@ class LanguageModelPlan(runs.RunPlan):
         train_data = text.batchify(corpus.train, config.batch_size)
         return lambda epoch: lm.epoch_batches(config, epoch, train_data, True)
 
-    def callbacks(self, model, written, verbose):
-        self.clock = lm.LanguageModelEpochs()
-        return [self.clock]
-
     def end_epoch(self, model, written, epoch, logs, verbose):
         """The validation loss, the best model, the switch to averaged SGD (`logs` gains the row's entries)."""
         config, state = self.config, self.state
-        self.eval_step = self.eval_step or lm.make_eval_step(model.network)
         current = model.swap_in_averages() if model.averaging else None
-        val_loss = lm.evaluate(model.network, self.corpus.valid, config.eval_batch_size, config.bptt, self.eval_step)
+        val_loss = self.loss_of(model.network, self.corpus.valid, config.eval_batch_size)
         improved = state["stored_loss"] is None or val_loss < state["stored_loss"]
         if improved:
             state["stored_loss"] = val_loss
@@ -222,8 +194,7 @@ class LanguageModelPlan(runs.RunPlan):
     def finish(self, model, corpus, written, chief):
         config = self.config
         best = load_best(model.network, written.run_dir)
-        eval_step = self.eval_step or lm.make_eval_step(model.network)
-        test_loss = lm.evaluate(model.network, corpus.test, config.test_batch_size, config.bptt, eval_step)
+        test_loss = self.loss_of(model.network, corpus.test, config.test_batch_size)
         valid_loss = best["val_loss"]
         runs.write_json_atomic(
             os.path.join(written.run_dir, "results.json"),
