@@ -116,6 +116,33 @@ def perplexity(loss: float) -> float:
     return math.exp(loss) if loss < _FLOAT32_MAX_LOG else math.inf
 
 
+class LanguageModelSteps(keras.Model):
+    """What the recurrent runs' Keras models share: the `network` (an `RNNModel`) and the run's
+    `config`, the hidden state carried from batch to batch in `hidden` (zeroed by `reset_hidden` at
+    each epoch's start), the running mean of the training NLL (`train_loss`). Subclasses write the
+    `train_step`; float32 only (`loss_scale` None)."""
+
+    def __init__(self, network: RNNModel, config, **kwargs):
+        super().__init__(**kwargs)
+        self.network = network
+        self.config = config
+        self.loss_scale = None
+        self.hidden = tf.Variable(network.init_hidden(config.batch_size), trainable=False, name="hidden")
+        self.loss_tracker = keras.metrics.Mean(name="train_loss")
+        self.built = True
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker]
+
+    def reset_hidden(self) -> None:
+        """Zero hidden states, as at the start of each of the original's epochs."""
+        self.hidden.assign(tf.zeros_like(self.hidden))
+
+    def call(self, tokens, hidden, training=False):
+        return self.network(tokens, hidden, training=training)
+
+
 class LanguageModelEpochs(keras.callbacks.Callback):
     """The epochs of a recurrent run's model (`RecurrentSearch`, `LanguageModelTrainer`): zero hidden
     states and the clock of the epoch's `seconds` at its start; at its end the learning rate back

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -39,7 +38,7 @@ def build_search_model(config: RNNSearchConfig, ntoken: int) -> RNNModel:
     return model
 
 
-class RecurrentSearch(keras.Model):
+class RecurrentSearch(lm.LanguageModelSteps):
     """Bilevel search of a recurrent cell (arXiv:1806.09055, Sec. 3.1.2; the original's rnn/train_search.py).
 
     A step, on ((inputs, targets, seed), (val_inputs, val_targets)) of `lm.epoch_batches`:
@@ -51,10 +50,7 @@ class RecurrentSearch(keras.Model):
     """
 
     def __init__(self, network: RNNModel, config: RNNSearchConfig, **kwargs):
-        super().__init__(**kwargs)
-        self.network = network
-        self.config = config
-        self.loss_scale = None  # float32 only
+        super().__init__(network, config, **kwargs)
         self.w_optimizer = SGD(config.learning_rate, momentum=0.0, coupled_weight_decay=config.weight_decay)
         # The original's architect: torch.optim.Adam(lr=arch_lr, weight_decay=arch_wdecay), default betas.
         self.alpha_optimizer = Adam(
@@ -62,14 +58,7 @@ class RecurrentSearch(keras.Model):
         )
         self.w_optimizer.build(network.weight_variables)
         self.alpha_optimizer.build(network.arch_variables)
-        self.hidden = tf.Variable(network.init_hidden(config.batch_size), trainable=False, name="hidden")
         self.val_hidden = tf.Variable(network.init_hidden(config.batch_size), trainable=False, name="val_hidden")
-        self.loss_tracker = keras.metrics.Mean(name="train_loss")
-        self.built = True
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker]
 
     @property
     def learning_rate(self) -> tf.Variable:
@@ -77,8 +66,7 @@ class RecurrentSearch(keras.Model):
         return self.w_optimizer.learning_rate
 
     def reset_hidden(self) -> None:
-        """Zero hidden states, as at the start of each of the original's epochs."""
-        self.hidden.assign(tf.zeros_like(self.hidden))
+        super().reset_hidden()
         self.val_hidden.assign(tf.zeros_like(self.val_hidden))
 
     def step(self, inputs, targets, hidden, val_inputs, val_targets, val_hidden, seed):
@@ -117,9 +105,6 @@ class RecurrentSearch(keras.Model):
         self.val_hidden.assign(val_hidden)
         self.loss_tracker.update_state(raw)
         return {"train_loss": self.loss_tracker.result()}
-
-    def call(self, tokens, hidden, training=False):
-        return self.network(tokens, hidden, training=training)
 
 
 class RecurrentSearchPlan(lm.CorpusRunPlan):

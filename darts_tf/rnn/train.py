@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -42,7 +41,7 @@ def build_model(config: RNNTrainConfig, ntoken: int) -> RNNModel:
     return model
 
 
-class LanguageModelTrainer(keras.Model):
+class LanguageModelTrainer(lm.LanguageModelSteps):
     """The weight step of a recurrent cell's language model (the original's rnn/train.py), under SGD
     or, once `averaging` is set, averaged SGD (each its own traced step: `step_variant`).
 
@@ -52,22 +51,12 @@ class LanguageModelTrainer(keras.Model):
     """
 
     def __init__(self, network: RNNModel, config: RNNTrainConfig, **kwargs):
-        super().__init__(**kwargs)
-        self.network = network
-        self.config = config
-        self.loss_scale = None  # float32 only
+        super().__init__(network, config, **kwargs)
         self.sgd = SGD(config.learning_rate, momentum=0.0, coupled_weight_decay=config.weight_decay)
         self.sgd.build(network.trainable_variables)
         self.asgd = AveragedSGD(config.learning_rate, coupled_weight_decay=config.weight_decay)
         self.asgd.build(network.trainable_variables)
         self.averaging = False  # a Python switch: each value has its own traced step
-        self.hidden = tf.Variable(network.init_hidden(config.batch_size), trainable=False, name="hidden")
-        self.loss_tracker = keras.metrics.Mean(name="train_loss")
-        self.built = True
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker]
 
     @property
     def step_variant(self) -> bool:
@@ -77,9 +66,6 @@ class LanguageModelTrainer(keras.Model):
     def learning_rate(self) -> tf.Variable:
         """The active optimizer's learning rate (a step sets it to lr * seq_len / bptt)."""
         return self.asgd.learning_rate if self.averaging else self.sgd.learning_rate
-
-    def reset_hidden(self) -> None:
-        self.hidden.assign(tf.zeros_like(self.hidden))
 
     def step(self, inputs, targets, hidden, seed):
         """One weight step from an explicit hidden state; returns (raw NLL, next hidden)."""
@@ -99,9 +85,6 @@ class LanguageModelTrainer(keras.Model):
         self.hidden.assign(hidden)
         self.loss_tracker.update_state(raw)
         return {"train_loss": self.loss_tracker.result()}
-
-    def call(self, tokens, hidden, training=False):
-        return self.network(tokens, hidden, training=training)
 
     def swap_in_averages(self) -> list:
         """Puts the averaged weights in the network; returns the current ones (to put back)."""
