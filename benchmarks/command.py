@@ -112,6 +112,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(GPUs, or logical CPUs on --device cpu) at the same global batch",
     )  # fmt: skip
     p.add_argument("--replicas", nargs="+", type=int, default=[1, 2], help="replica counts of the scaling rows")
+    p.add_argument(
+        "--sync-batchnorm", nargs="+", choices=["on", "off"], default=["on"],
+        help="the scaling rows' BatchNorm statistics under several replicas: the global batch's (on) and/or "
+        "each replica's (off)",
+    )  # fmt: skip
     p.add_argument("--scaling-batch", type=int, default=32, help="global batch of the scaling rows")
     p.add_argument("--scaling-size", type=int, default=32, help="image size of the scaling rows (32)")
     p.add_argument("--train-C", type=int, default=36, help="scaling rows' training network channels (DARTS_V2: 36)")
@@ -461,18 +466,21 @@ def _scaling_rows(args, common: dict, huge: bool) -> list:
     what.append(("train", None, args.train_C, args.train_layers))
     for kind, order, C, layers in what:
         for replicas in args.replicas:
-            if args.scaling_batch % replicas:
-                rows.append({"name": kind, "replicas": replicas, "error": "batch not divisible by replicas"})
-                continue
-            spec = {"kind": "distributed", "what": kind, "order": order, "replicas": replicas, "C": C,
-                    "layers": layers, "batch": args.scaling_batch, "size": args.scaling_size, **common}  # fmt: skip
-            r = measure(spec, huge)
-            name = (
-                f"search, {order} order (C={C}, {layers} cells)"
-                if kind == "search"
-                else f"train DARTS_V2 (C={C}, {layers} cells)"
-            )
-            r.update(name=name, replicas=replicas, batch=args.scaling_batch)
+            for sync in args.sync_batchnorm if replicas > 1 else ["on"]:
+                if args.scaling_batch % replicas:
+                    rows.append({"name": kind, "replicas": replicas, "error": "batch not divisible by replicas"})
+                    break
+                spec = {"kind": "distributed", "what": kind, "order": order, "replicas": replicas, "C": C,
+                        "layers": layers, "batch": args.scaling_batch, "size": args.scaling_size,
+                        "sync_batchnorm": sync == "on", **common}  # fmt: skip
+                r = measure(spec, huge)
+                name = (
+                    f"search, {order} order (C={C}, {layers} cells)"
+                    if kind == "search"
+                    else f"train DARTS_V2 (C={C}, {layers} cells)"
+                )
+                label = replicas if sync == "on" else f"{replicas}, per-replica BN"
+                r.update(name=name, replicas=replicas, label=label, batch=args.scaling_batch)
             rows.append(r)
             print(scaling_table(rows[-1:], rows).splitlines()[-1], flush=True)
     return rows
@@ -494,7 +502,8 @@ def scaling_table(rows: list, all_rows: list | None = None) -> str:
         )
         speedup = r["images_per_s"] / base["images_per_s"] if base else None
         lines.append([
-            r["name"], r["replicas"], r["batch"], _fmt(r.get("median_s")), _fmt(r.get("images_per_s"), "{:.1f}"),
+            r["name"], r.get("label", r["replicas"]), r["batch"], _fmt(r.get("median_s")),
+            _fmt(r.get("images_per_s"), "{:.1f}"),
             _fmt(r.get("first_step_s"), "{:.0f}"), _fmt(r.get("trace_and_first_step_s"), "{:.0f}"),
             _fmt(r.get("peak_rss_gib")), _fmt(r.get("graph_ops"), "{:,}"),
             _fmt((r.get("collectives_per_replica") or {}).get("calls"), "{:,}"), _fmt(speedup, "{:.2f}x"),

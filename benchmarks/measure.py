@@ -495,10 +495,12 @@ def bench_rnn(kind: str, order: str, batch: int, steps: int, warmup: int, t0: fl
 
 
 def bench_distributed(what: str, order: str, replicas: int, batch: int, C: int, layers: int, steps: int,
-                      warmup: int, t0: float, device: str, size: int = 32) -> dict:  # fmt: skip
+                      warmup: int, t0: float, device: str, size: int = 32,
+                      sync_batchnorm: bool = True) -> dict:  # fmt: skip
     """A search step (`what="search"`, `order`) or a training step (DARTS_V2 at C, layers; auxiliary, drop path 0.2)
     at global batch `batch` on `replicas` devices: one device's own train function for 1, else MirroredStrategy
-    over the first `replicas` GPUs or logical CPUs with `strategy.run` per step (as `darts_tf.distribute.fit`)."""
+    over the first `replicas` GPUs or logical CPUs with `strategy.run` per step (as `darts_tf.distribute.fit`);
+    `sync_batchnorm=False`: each replica's own BatchNorm statistics."""
     import tensorflow as tf
 
     from darts_tf import distribute
@@ -523,6 +525,7 @@ def bench_distributed(what: str, order: str, replicas: int, batch: int, C: int, 
                 rate.assign(0.2)
             model = build_trainer(TrainConfig(), network, learning_rate_schedule(TrainConfig(), 520))
             data = _batches(batch, 1, size=size)[0]
+    model.sync_batchnorm = sync_batchnorm
     dataset = tf.data.Dataset.from_tensor_slices(data).repeat().batch(batch)
     if replicas == 1:
         iterator = iter(dataset)
@@ -587,7 +590,7 @@ def run_worker(spec: dict) -> dict:
     if kind == "distributed":
         return bench_distributed(
             spec["what"], spec.get("order"), spec["replicas"], spec["batch"], spec["C"], spec["layers"], steps, warmup,
-            t0, device, spec.get("size", 32),
+            t0, device, spec.get("size", 32), spec.get("sync_batchnorm", True),
         )  # fmt: skip
     if kind == "search_flops":
         return {"flops_per_image": search_step_flops(spec["order"], spec["C"], spec["layers"], 2) / 2}

@@ -45,7 +45,8 @@ class DataSettings:
 class RunSettings:
     """How a run is carried out, not what it computes (as Model Garden's runtime config): where
     it writes, over which devices, in which compute type, at which evaluation batch. Changing
-    them leaves a run's result as it is (to round-off; `precision`: half precision's)."""
+    them leaves a run's result as it is (to round-off; `precision`: half precision's;
+    `sync_batchnorm` off: each replica's own BatchNorm statistics)."""
 
     run_dir: str = "runs/run"
     # auto, one, mirrored, multi_worker (darts_tf.distribute): how the run is spread over devices;
@@ -53,6 +54,9 @@ class RunSettings:
     strategy: str = "auto"
     # float32, mixed_bfloat16 or mixed_float16 (darts_tf.precision): the networks' compute type.
     precision: str = "float32"
+    # Under several replicas: BatchNorm statistics of the global batch (True: what one device computes)
+    # or of each replica's batch (False: faster, a different result, as PyTorch's DataParallel).
+    sync_batchnorm: bool = True
     eval_batch_size: int = 256
 
 

@@ -188,6 +188,35 @@ def distribute_dataset(strategy, dataset: tf.data.Dataset):
     return strategy.experimental_distribute_dataset(dataset.with_options(options))
 
 
+def average_statistics(model) -> int:
+    """Puts the mean over every replica of each floating non-trainable variable of `model.network`
+    (BatchNorm moving statistics, packed edge statistics) in every replica; returns how many.
+
+    For runs with `sync_batchnorm=False`, whose replicas update their moving statistics from
+    their own batches; `fit` calls it after each epoch, before evaluation and the checkpoint.
+    Variables that are equal on every replica stay as they are.
+    """
+    strategy = model.distribute_strategy
+    variables = [v for v in model.network.non_trainable_variables if tf.as_dtype(v.dtype).is_floating]
+    if strategy.num_replicas_in_sync == 1 or not variables:
+        return 0
+    if model not in _AVERAGE_STEPS:
+
+        def average():
+            local = strategy.run(lambda: [tf.identity(v.value) for v in variables])
+            means = strategy.reduce(tf.distribute.ReduceOp.MEAN, local, axis=None)
+            for variable, value in zip(variables, means):
+                variable.assign(value)
+
+        _AVERAGE_STEPS[model] = tf.function(average, autograph=False)
+    _AVERAGE_STEPS[model]()
+    return len(variables)
+
+
+# model -> its traced `average_statistics`
+_AVERAGE_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 # model -> {strategy: its traced evaluation step}
 _EVALUATE_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -298,6 +327,8 @@ def fit(model, batches, epochs: int, initial_epoch: int, steps_per_epoch: int, v
                 if model.stop_training:
                     break
             epoch_logs = dict(logs)
+            if not getattr(model, "sync_batchnorm", True):  # before evaluation and the checkpoint
+                average_statistics(model)
             if validation_data is not None:
                 epoch_logs.update({f"val_{k}": v for k, v in evaluate(model, validation_data, strategy).items()})
             callback_list.on_epoch_end(epoch, epoch_logs)

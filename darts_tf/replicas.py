@@ -28,6 +28,28 @@ def count() -> int:
     return 1 if context is None else context.num_replicas_in_sync
 
 
+_LOCAL_STATISTICS = [0]  # depth of `local_statistics` blocks (replica threads may enter one each)
+
+
+@contextlib.contextmanager
+def local_statistics():
+    """Within the block, training-mode BatchNorms normalise with each replica's own batch
+    statistics (`synchronized_statistics()` is False), as PyTorch's DataParallel: no collective
+    per BatchNorm stage, a different result from one device's. The replicas' moving statistics
+    then drift apart: `darts_tf.distribute.average_statistics` puts their mean in every replica."""
+    _LOCAL_STATISTICS[0] += 1
+    try:
+        yield
+    finally:
+        _LOCAL_STATISTICS[0] -= 1
+
+
+def synchronized_statistics() -> bool:
+    """Whether a training-mode BatchNorm here takes the global batch's statistics (a collective):
+    under several replicas, outside `local_statistics`."""
+    return count() > 1 and not _LOCAL_STATISTICS[0]
+
+
 def index():
     """This replica's index among all (every worker's) replicas: 0 on one device."""
     context = _context()

@@ -135,8 +135,68 @@ def collectives(order):
     print(json.dumps({"order": order, "cells": len(network.cells), **count.per_replica(2)}))
 
 
+def local(what):
+    """`sync_batchnorm=False` (per-replica BatchNorm statistics) on 2 replicas, `what` "search" (first
+    order) or "train": the collectives a step traces, the replicas' moving statistics after 3 steps
+    (apart), after `distribute.average_statistics` and after an epoch of `distribute.fit` (equal), and
+    the largest difference of the statistics from one device's (the result changes)."""
+    from darts_tf import replicas
+
+    strategy = distribute.make_strategy("mirrored")
+    mode = "train" if what == "train" else "first"
+    one = build(mode)
+    with strategy.scope():
+        two = build(mode)
+    two.sync_batchnorm = False
+    rng = np.random.default_rng(0)
+    size = TRAIN_SIZE if what == "train" else SIZE
+
+    def batch():
+        return rng.normal(size=(BATCH, size, size, 3)).astype("float32"), rng.integers(0, CLASSES, BATCH).astype(
+            "int32"
+        )
+
+    steps = [batch() if what == "train" else (batch(), batch()) for _ in range(3)]
+    stacked = lambda pairs: tuple(np.concatenate(parts) for parts in zip(*pairs))  # noqa: E731
+    if what == "train":
+        dataset = tf.data.Dataset.from_tensor_slices(stacked(steps)).batch(BATCH)
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices(tuple(stacked([s[h] for s in steps]) for h in (0, 1))).batch(BATCH)
+    step_one = tf.function(one.train_step)
+    for batches in dataset:
+        step_one(batches)
+    step_two = tf.function(lambda batches: strategy.run(two.train_step, args=(batches,)))
+    with replicas.counting_collectives() as count:
+        for batches in distribute.distribute_dataset(strategy, dataset):
+            step_two(batches)
+
+    def copies():
+        return [[np.asarray(c.numpy()) for c in strategy.experimental_local_results(v.value)]
+                for v in two.network.non_trainable_variables if tf.as_dtype(v.dtype).is_floating]  # fmt: skip
+
+    def all_equal(groups):
+        return all(np.array_equal(g[0], c) for g in groups for c in g[1:])
+
+    apart = not all_equal(copies())
+    averaged = distribute.average_statistics(two)
+    equal_after_average = all_equal(copies())
+    weights_equal = all(
+        np.array_equal(*[c.numpy() for c in strategy.experimental_local_results(v.value)])
+        for v in two.network.trainable_variables
+    )
+    stats_one = [np.asarray(v.numpy()) for v in one.network.non_trainable_variables if tf.as_dtype(v.dtype).is_floating]
+    from_one_device = max(float(np.max(np.abs(a - g[0]))) for a, g in zip(stats_one, copies()) if a.size)
+    distribute.fit(two, dataset.repeat(), epochs=1, initial_epoch=0, steps_per_epoch=3, verbose=0)
+    equal_after_fit = all_equal(copies())
+    print(json.dumps({"what": what, **count.per_replica(2), "apart": apart, "averaged": averaged,
+                      "equal_after_average": equal_after_average, "equal_after_fit": equal_after_fit,
+                      "weights_equal": weights_equal, "from_one_device": from_one_device}))  # fmt: skip
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "collectives":
         collectives(sys.argv[2])
+    elif sys.argv[1] == "local":
+        local(sys.argv[2])
     else:
         main(sys.argv[1])

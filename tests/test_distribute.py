@@ -84,6 +84,24 @@ def test_two_replicas_reduce_once_per_batchnorm_stage_not_per_batchnorm():
     assert result["calls"] == 2 * (2 * forward + 1), result
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("what", ["search", "train"])
+def test_per_replica_batchnorm_reduces_only_gradients_and_averages_the_statistics(what):
+    """`sync_batchnorm=False` on 2 replicas: a step traces only the gradients' all-reduces (2 a first-order
+    search step, 1 a training step), the replicas' moving statistics drift apart, `average_statistics` and
+    each epoch of `distribute.fit` make them equal again, the weights stay equal on both replicas, and the
+    statistics differ from one device's (the documented change of result)."""
+    out = subprocess.run(
+        [sys.executable, os.path.join(HERE, "replica_equivalence.py"), "local", what],
+        capture_output=True, text=True, cwd=ROOT, env=_environment(), timeout=900,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["calls"] == (2 if what == "search" else 1), result
+    assert result["apart"] and result["equal_after_average"] and result["equal_after_fit"], result
+    assert result["weights_equal"] and result["averaged"] > 10 and result["from_one_device"] > 1e-3, result
+
+
 def test_tf_config_errors_name_what_is_wrong():
     cases = {
         "{not json": "TF_CONFIG is not valid JSON",

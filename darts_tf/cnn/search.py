@@ -8,6 +8,7 @@ clipping by global norm. `fit(tf.data.Dataset.zip((train, val)))` drives it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 
@@ -36,9 +37,14 @@ class ArchitectureSearch(keras.Model):
     step trains the weights only. With `loss_scale` (a `darts_tf.precision.DynamicLossScale`,
     for a float16 network) every backward pass is loss-scaled, and a step whose architecture
     or weight gradients are not finite skips that update and halves the scale.
+    `sync_batchnorm=False`: under several replicas each normalises with its own batch's
+    statistics (`darts_tf.replicas.local_statistics`; faster, a different result).
     """
 
-    def __init__(self, network, unrolled=False, hessian="finite_difference", beta_decay=0.0, loss_scale=None, **kwargs):
+    def __init__(
+        self, network, unrolled=False, hessian="finite_difference", beta_decay=0.0, loss_scale=None,
+        sync_batchnorm=True, **kwargs,
+    ):  # fmt: skip
         super().__init__(**kwargs)
         if hessian not in architect.HESSIAN_MODES:
             raise ConfigError(f"`hessian` must be one of {architect.HESSIAN_MODES}. Received: hessian={hessian!r}")
@@ -47,6 +53,7 @@ class ArchitectureSearch(keras.Model):
         self.hessian = hessian
         self.beta_decay = beta_decay
         self.loss_scale = loss_scale
+        self.sync_batchnorm = sync_batchnorm
         # beta-DARTS: the regulariser's weight this epoch (set by BetaDecaySchedule), read by the traced step.
         self.beta_decay_weight = tf.Variable(0.0, trainable=False, name="beta_decay_weight")
         self.update_arch = True  # a Python switch: each value has its own traced step
@@ -165,6 +172,10 @@ class ArchitectureSearch(keras.Model):
 
     def step(self, batches, update_arch=True):
         """One search step; `update_arch=False` (warm-up) leaves the architecture variables alone."""
+        with contextlib.nullcontext() if self.sync_batchnorm else replicas.local_statistics():
+            return self._step(batches, update_arch)
+
+    def _step(self, batches, update_arch):
         train_batch, val_batch = batches
         finite = []
         if update_arch:
@@ -211,8 +222,9 @@ def build_search(config: SearchConfig, source: data.ImageData, schedule: EpochCo
     network = _network(config, source)
     loss_scale = precision.DynamicLossScale() if config.precision == "mixed_float16" else None
     search = ArchitectureSearch(
-        network, unrolled=config.unrolled, hessian=config.hessian, beta_decay=config.beta_decay, loss_scale=loss_scale
-    )
+        network, unrolled=config.unrolled, hessian=config.hessian, beta_decay=config.beta_decay, loss_scale=loss_scale,
+        sync_batchnorm=config.sync_batchnorm,
+    )  # fmt: skip
     search.compile(
         w_optimizer=SGD(schedule, momentum=config.momentum, coupled_weight_decay=config.weight_decay),
         alpha_optimizer=Adam(

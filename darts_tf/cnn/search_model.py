@@ -187,7 +187,7 @@ class MixedOp(keras.layers.Layer):
         training = bool(training)
         frozen = not update_statistics
         updates = training and not frozen
-        if training and replicas.count() > 1:  # BatchNorm statistics of the global batch
+        if training and replicas.synchronized_statistics():  # BatchNorm statistics of the global batch
             (y,) = synchronized_mix([self], [x], [op_weights], update_statistics, weight_gradients)
             return y
         outputs = self._shared.function(
@@ -529,7 +529,7 @@ class SearchCell(keras.layers.Layer):
         states = [self.preprocess0(s0, **bn), self.preprocess1(s1, **bn)]
         edge = {**bn, "weight_gradients": weight_gradients}
         # Several replicas: a node's edges run side by side, one collective per BatchNorm stage.
-        synchronized = self.shared_trace and bool(training) and replicas.count() > 1
+        synchronized = self.shared_trace and bool(training) and replicas.synchronized_statistics()
         offset = 0
         for _ in range(self.steps):
             node_edges = self.edges[offset : offset + len(states)]

@@ -9,6 +9,7 @@ schedule; the drop-path rate of epoch e is drop_path_prob * e / epochs
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 
@@ -35,14 +36,19 @@ class EvalTrainer(keras.Model):
     CrossEntropyLabelSmooth, for both heads). With `loss_scale` (a
     `darts_tf.precision.DynamicLossScale`, for a float16 network) the loss is scaled for the
     backward pass, and a step with a non-finite gradient is skipped and halves the scale.
+    `sync_batchnorm=False`: under several replicas each normalises with its own batch's
+    statistics (`darts_tf.replicas.local_statistics`; faster, a different result).
     """
 
-    def __init__(self, network, auxiliary_weight=0.4, label_smoothing=0.0, loss_scale=None, **kwargs):
+    def __init__(
+        self, network, auxiliary_weight=0.4, label_smoothing=0.0, loss_scale=None, sync_batchnorm=True, **kwargs
+    ):
         super().__init__(**kwargs)
         self.network = network
         self.auxiliary_weight = auxiliary_weight
         self.label_smoothing = label_smoothing
         self.loss_scale = loss_scale
+        self.sync_batchnorm = sync_batchnorm
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self.top5_tracker = keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5")
@@ -74,6 +80,10 @@ class EvalTrainer(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
     def train_step(self, batch):
+        with contextlib.nullcontext() if self.sync_batchnorm else replicas.local_statistics():
+            return self._train_step(batch)
+
+    def _train_step(self, batch):
         images, labels = batch
         variables = self.network.trainable_variables
         with tf.GradientTape() as tape:
@@ -160,8 +170,9 @@ def build_trainer(config: TrainConfig, network: keras.Model, schedule) -> EvalTr
     """The compiled `EvalTrainer` of `config` (SGD on `schedule`)."""
     loss_scale = precision.DynamicLossScale() if config.precision == "mixed_float16" else None
     trainer = EvalTrainer(
-        network, auxiliary_weight=config.auxiliary_weight, label_smoothing=config.label_smoothing, loss_scale=loss_scale
-    )
+        network, auxiliary_weight=config.auxiliary_weight, label_smoothing=config.label_smoothing,
+        loss_scale=loss_scale, sync_batchnorm=config.sync_batchnorm,
+    )  # fmt: skip
     trainer.compile(
         SGD(schedule, momentum=config.momentum, coupled_weight_decay=config.weight_decay), grad_clip=config.grad_clip
     )

@@ -123,6 +123,18 @@ def add_distribute_arguments(parser: argparse.ArgumentParser) -> None:
         "--logical-cpus", type=int, metavar="N",
         help="split the CPU into N logical devices (a runtime setting; --strategy mirrored then uses them)",
     )  # fmt: skip
+    parser.add_argument(
+        "--sync-batchnorm", type=on_off, metavar="{on,off}", default=None,
+        help="under several replicas: BatchNorm statistics of the global batch (on, default: what one device "
+        "computes) or of each replica's batch (off: faster, a different result, as PyTorch's DataParallel)",
+    )  # fmt: skip
+
+
+def on_off(value: str) -> bool:
+    """argparse type of an on/off flag."""
+    if value not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"expected on or off. Received: {value!r}")
+    return value == "on"
 
 
 def add_precision_argument(parser: argparse.ArgumentParser) -> None:

@@ -181,7 +181,7 @@ class BatchNorm(keras.layers.Layer):
                 )[0]
             inv = tf.math.rsqrt(variance + self.epsilon) * scale
             return x * tf.cast(inv, x.dtype) + tf.cast(offset - mean * inv, x.dtype)
-        synchronized = replicas.count() > 1  # cross-replica statistics: what one device computes
+        synchronized = replicas.synchronized_statistics()  # the global batch's: what one device computes
         if fused and not synchronized:
             empty = tf.constant([], param_dtype)
             outputs = tf.raw_ops.FusedBatchNormV3(
@@ -204,7 +204,8 @@ class BatchNorm(keras.layers.Layer):
             else:
                 mean, variance = _moments(wide)
             y = tf.cast(self.normalize(wide, mean, variance, factor), x.dtype)
-            unbiased_variance = unbiased(variance, tf.reduce_prod(tf.shape(x)[:3]) * replicas.count())
+            values = tf.reduce_prod(tf.shape(x)[:3]) * (replicas.count() if synchronized else 1)
+            unbiased_variance = unbiased(variance, values)
         if not update_statistics:
             return y
         moving_mean, moving_variance = self._moving_averages(mean, unbiased_variance)
