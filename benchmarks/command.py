@@ -481,8 +481,8 @@ def _scaling_rows(args, common: dict, huge: bool) -> list:
                 )
                 label = replicas if sync == "on" else f"{replicas}, per-replica BN"
                 r.update(name=name, replicas=replicas, label=label, batch=args.scaling_batch)
-            rows.append(r)
-            print(scaling_table(rows[-1:], rows).splitlines()[-1], flush=True)
+                rows.append(r)
+                print(scaling_table(rows[-1:], rows).splitlines()[-1], flush=True)
     return rows
 
 
