@@ -563,10 +563,6 @@ def run_worker(spec: dict) -> dict:
     import tensorflow as tf
 
     kind, t0 = spec["kind"], spec["t0"]
-    if kind == "distributed" and spec.get("device", "cpu") == "cpu" and spec["replicas"] > 1:
-        from darts_tf.distribute import split_cpu
-
-        split_cpu(spec["replicas"])  # before TensorFlow starts
     device = setup_device(spec.get("device", "cpu"))
     as_scripts = spec.get("runtime", "search") == "search"
     what = spec.get("what") if kind == "distributed" else None
@@ -581,6 +577,11 @@ def run_worker(spec: dict) -> dict:
     elif spec.get("threads"):
         tf.config.threading.set_intra_op_parallelism_threads(spec["threads"])
         tf.config.threading.set_inter_op_parallelism_threads(spec["threads"])
+    if kind == "distributed" and spec.get("device", "cpu") == "cpu" and spec["replicas"] > 1:
+        from darts_tf.distribute import split_cpu
+
+        # After the thread settings: splitting the CPU starts TensorFlow's runtime, which fixes them.
+        split_cpu(spec["replicas"])
     steps, warmup = spec.get("steps", 5), spec.get("warmup", 1)
     if kind == "search":
         return bench_search(

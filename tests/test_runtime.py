@@ -25,6 +25,21 @@ def test_configure_for_search_in_a_fresh_process():
     _run_in_fresh_process(code)
 
 
+def test_the_commands_thread_settings_hold_with_logical_cpus():
+    """`--logical-cpus N` splits the CPU after the runtime settings (splitting starts TensorFlow's
+    runtime, which fixes the thread pools): the replicas run with the measured threads too."""
+    code = (
+        "import argparse; from darts_tf.commands.common import start_strategy; "
+        "from darts_tf.config import SearchConfig; import tensorflow as tf; "
+        "args = argparse.Namespace(logical_cpus=2, graph_optimization='reduced', quiet=True); "
+        "strategy = start_strategy(argparse.ArgumentParser(), args, SearchConfig(strategy='mirrored'), 'search'); "
+        "assert strategy.num_replicas_in_sync == 2; "
+        "assert tf.config.threading.get_intra_op_parallelism_threads() == 1; "
+        "print('ok')"
+    )
+    _run_in_fresh_process(code)
+
+
 def test_graph_optimization_off_in_a_fresh_process():
     code = (
         "from darts_tf.runtime import configure_for_search; import tensorflow as tf; "

@@ -152,10 +152,10 @@ def start_strategy(parser: argparse.ArgumentParser, args: argparse.Namespace, co
     from darts_tf.runtime import configure
 
     try:
-        if args.logical_cpus is not None:
-            distribute.split_cpu(args.logical_cpus)
         options = {"graph_optimization": args.graph_optimization} if workload == "search" else {}
         configure(workload, **options)
+        if args.logical_cpus is not None:  # after the thread settings: it starts TensorFlow's runtime
+            distribute.split_cpu(args.logical_cpus)
         strategy = distribute.make_strategy(config.strategy)
     except DartsError as error:
         fail(parser, error)
