@@ -88,11 +88,20 @@ def test_configs_import_no_tensorflow():
 
 def test_what_an_experiment_is_apart_from_how_it_runs():
     task, run = config.task_and_run_settings(config.SearchConfig())
-    assert set(run) == {"run_dir", "strategy", "precision", "eval_batch_size", "shared_trace"}
+    assert set(run) == {"run_dir", "strategy", "precision", "sync_batchnorm", "eval_batch_size", "shared_trace"}
     assert {"C", "layers", "unrolled", "learning_rate", "data_dir", "seed"} <= set(task)
     assert not set(task) & set(run)
     _, run = config.task_and_run_settings(config.TrainConfig())
-    assert set(run) == {"run_dir", "strategy", "precision", "eval_batch_size", "export", "export_dir", "export_name"}
+    assert set(run) == {
+        "run_dir",
+        "strategy",
+        "precision",
+        "sync_batchnorm",
+        "eval_batch_size",
+        "export",
+        "export_dir",
+        "export_name",
+    }
 
 
 def test_the_recurrent_configs_share_one_base_with_each_runs_defaults():
