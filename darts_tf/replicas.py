@@ -32,16 +32,16 @@ _LOCAL_STATISTICS = [0]  # depth of `local_statistics` blocks (replica threads m
 
 
 @contextlib.contextmanager
-def local_statistics():
-    """Within the block, training-mode BatchNorms normalise with each replica's own batch
-    statistics (`synchronized_statistics()` is False), as PyTorch's DataParallel: no collective
+def local_statistics(active: bool = True):
+    """Within the block (when `active`), training-mode BatchNorms normalise with each replica's own
+    batch statistics (`synchronized_statistics()` is False), as PyTorch's DataParallel: no collective
     per BatchNorm stage, a different result from one device's. The replicas' moving statistics
     then drift apart: `darts_tf.distribute.average_statistics` puts their mean in every replica."""
-    _LOCAL_STATISTICS[0] += 1
+    _LOCAL_STATISTICS[0] += int(active)
     try:
         yield
     finally:
-        _LOCAL_STATISTICS[0] -= 1
+        _LOCAL_STATISTICS[0] -= int(active)
 
 
 def synchronized_statistics() -> bool:

@@ -8,7 +8,6 @@ clipping by global norm. `fit(tf.data.Dataset.zip((train, val)))` drives it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 
@@ -172,7 +171,7 @@ class ArchitectureSearch(keras.Model):
 
     def step(self, batches, update_arch=True):
         """One search step; `update_arch=False` (warm-up) leaves the architecture variables alone."""
-        with contextlib.nullcontext() if self.sync_batchnorm else replicas.local_statistics():
+        with replicas.local_statistics(not self.sync_batchnorm):
             return self._step(batches, update_arch)
 
     def _step(self, batches, update_arch):

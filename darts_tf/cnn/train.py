@@ -9,7 +9,6 @@ schedule; the drop-path rate of epoch e is drop_path_prob * e / epochs
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 
@@ -80,7 +79,7 @@ class EvalTrainer(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
     def train_step(self, batch):
-        with contextlib.nullcontext() if self.sync_batchnorm else replicas.local_statistics():
+        with replicas.local_statistics(not self.sync_batchnorm):
             return self._train_step(batch)
 
     def _train_step(self, batch):
