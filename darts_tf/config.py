@@ -87,6 +87,9 @@ class SearchConfig(DataSettings, RunSettings):
     layers: int = 8
     steps: int = 4
     multiplier: int = 4
+    # The candidate ops of every edge, registered names (None: DARTS's eight; darts_tf.cnn.space).
+    primitives: list[str] | None = None
+    inputs_per_node: int = 2  # incoming edges derivation keeps per node (DARTS: 2)
     seed: int = 2
     unrolled: bool = False
     hessian: str = "finite_difference"
@@ -318,6 +321,19 @@ def check_choices(config) -> None:
         raise ConfigError(f"`max_skip` must be 0 or more. Received: {config.max_skip}")
     if getattr(config, "arch_warmup", 0) < 0:
         raise ConfigError(f"`arch_warmup` must be 0 or more. Received: {config.arch_warmup}")
+    if hasattr(config, "primitives"):
+        search_space(config)  # ConfigError naming an unknown op or a bad cell size
     partial = getattr(config, "partial_channels", 1)
     if partial != 1 and (partial < 1 or config.C % partial):
         raise ConfigError(f"`partial_channels` must be a positive divisor of `C` {config.C}. Received: {partial}")
+
+
+def search_space(config):
+    """The `darts_tf.cnn.space.SearchSpace` of a search config: its primitives (DARTS's if None), steps,
+    multiplier and inputs_per_node."""
+    from darts_tf.cnn.space import search_space as make
+
+    primitives = config.primitives
+    if primitives is not None and (isinstance(primitives, str) or not isinstance(primitives, (list, tuple))):
+        raise ConfigError(f"`primitives` must be a list of op names. Received: {primitives!r}")
+    return make(primitives, config.steps, config.multiplier, config.inputs_per_node)

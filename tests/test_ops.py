@@ -65,7 +65,7 @@ def test_op_table_lists_every_operation_the_search_space_first():
 
 
 def test_unknown_op_and_stride():
-    with pytest.raises(ValueError, match="Unknown DARTS op 'conv_7x7'"):
+    with pytest.raises(ValueError, match="Unknown op 'conv_7x7'"):
         make_op("conv_7x7", 4, 1)
     with pytest.raises(ValueError, match="stride must be 1 or 2. Received: stride=3"):
         make_op("sep_conv_3x3", 4, 3)

@@ -101,9 +101,10 @@ class EvalCell(keras.layers.Layer):
         self.preprocess0.build(s0_shape)
         self.preprocess1.build(s1_shape)
         shapes = [self.preprocess0.compute_output_shape(s0_shape), self.preprocess1.compute_output_shape(s1_shape)]
-        for i in range(len(self.cell_ops) // 2):
+        per_node = self.genotype.inputs_per_node
+        for i in range(len(self.cell_ops) // per_node):
             outs = []
-            for position in (2 * i, 2 * i + 1):
+            for position in range(per_node * i, per_node * (i + 1)):
                 in_shape = shapes[self.indices[position]]
                 self.cell_ops[position].build(in_shape)
                 outs.append(self.cell_ops[position].compute_output_shape(in_shape))
@@ -118,15 +119,16 @@ class EvalCell(keras.layers.Layer):
 
     def call(self, s0, s1, training=None):
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
-        for i in range(len(self.cell_ops) // 2):
+        per_node = self.genotype.inputs_per_node
+        for i in range(len(self.cell_ops) // per_node):
             total = []
-            for position in (2 * i, 2 * i + 1):
+            for position in range(per_node * i, per_node * (i + 1)):
                 op = self.cell_ops[position]
                 h = op(states[self.indices[position]], training=training)
                 if not isinstance(op, Identity):
                     h = self.drop_path(h, training=training)
                 total.append(h)
-            states.append(total[0] + total[1])
+            states.append(total[0] + total[1] if per_node == 2 else tf.add_n(total))
         return tf.concat([states[i] for i in self.concat], axis=-1)
 
     def get_config(self):

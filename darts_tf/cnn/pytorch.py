@@ -19,7 +19,6 @@ import keras
 import numpy as np
 
 from darts_tf.cnn import eval_model, ops, search_model
-from darts_tf.cnn.genotypes import PRIMITIVES
 from darts_tf.errors import ConfigError
 from darts_tf.files import read_npz
 
@@ -87,8 +86,8 @@ def _mixed_op(edge: search_model.MixedOp) -> dict:
             names[name] = (search_model.PackedSlice(packed[which], offset, shape), kind)
         return names
     names = {}
-    for index, primitive in enumerate(PRIMITIVES):
-        if primitive == "none":
+    for index, primitive in enumerate(edge.space.primitives):  # the original's `_ops` list: the space's order
+        if primitive not in edge.primitive_ops:  # `none`
             continue
         if primitive in edge.pool_bns:  # PyTorch: Sequential(pool, BatchNorm2d)
             names.update(_prefixed(f"_ops.{index}.1", torch_variables(edge.pool_bns[primitive])))

@@ -18,7 +18,7 @@ import tensorflow as tf
 from darts_tf import architect, data, precision, replicas, runs, visualize
 from darts_tf.cnn.genotypes import Genotype, edge_weights, format_alphas
 from darts_tf.cnn.search_model import SearchNetwork
-from darts_tf.config import SearchConfig, parse_early_stop
+from darts_tf.config import SearchConfig, parse_early_stop, search_space
 from darts_tf.errors import ConfigError
 from darts_tf.optimizers import SGD, Adam, EpochCosineDecay, clip_by_global_norm
 from darts_tf.seeding import initializer_seed
@@ -208,7 +208,7 @@ class ArchitectureSearch(keras.Model):
 def _network(config: SearchConfig, source: data.ImageData) -> SearchNetwork:
     with initializer_seed(config.seed):
         network = SearchNetwork(
-            config.C, source.num_classes, config.layers, config.steps, config.multiplier,
+            config.C, source.num_classes, config.layers, space=search_space(config),
             shared_trace=config.shared_trace, partial_channels=config.partial_channels,
             edge_normalization=config.edge_normalization, dtype=precision.dtype_policy(config.precision),
         )  # fmt: skip
@@ -288,7 +288,7 @@ def early_stop_reason(run_dir: str, epoch: int, config: SearchConfig) -> tuple[s
 
     current = genotype_of(epoch)
     if kind == "skip":
-        skips = sum(op == "skip_connect" for op, _ in current.normal)
+        skips = sum(op == search_space(config).skip for op, _ in current.normal)
         if skips >= value:
             return f"{skips} skip connections in the normal cell after epoch {epoch}", max(epoch - 1, 0)
         return None
@@ -309,7 +309,7 @@ def record_epoch(network, config: SearchConfig, epoch: int) -> tuple[Genotype, d
     runs.save_npz_atomic(os.path.join(config.run_dir, f"alphas_epoch_{epoch:03d}.npz"), **alphas)
     visualize.write_search_summaries(
         os.path.join(config.run_dir, "tensorboard", "search"), epoch, alphas["alphas_normal"],
-        alphas["alphas_reduce"], genotype, config.steps,
+        alphas["alphas_reduce"], genotype, config.steps, network.space.primitives,
     )  # fmt: skip
     return genotype, alphas
 
@@ -387,7 +387,7 @@ class SearchPlan(runs.RunPlan):
             if stop:
                 print(f"early stop ({config.early_stop}): {stop[0]}; kept the genotype of epoch {stop[1]}")
             for name in ("alphas_normal", "alphas_reduce"):
-                print(f"softmax({name}):\n{format_alphas(alphas[name], config.steps)}")
+                print(f"softmax({name}):\n{format_alphas(alphas[name], config.steps, model.network.space.primitives)}")
             for name in ("betas_normal", "betas_reduce"):
                 if name in alphas:
                     print(f"edge weights ({name}): {np.round(edge_weights(alphas[name], config.steps), 4)}")

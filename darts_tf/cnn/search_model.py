@@ -1,7 +1,7 @@
 """The DARTS search network: mixed ops, search cells and the over-parameterized network.
 
 The architecture weights (`alphas_normal`, `alphas_reduce`, each
-[num_edges, len(PRIMITIVES)]) are variables of the model, so checkpoints hold
+[num_edges, ops of the search space]) are variables of the model, so checkpoints hold
 them, but they are kept apart from the weights: `weight_variables` is what
 the weight optimizer trains, `arch_variables` what the architecture
 optimizer trains, and together they cover every trainable variable once.
@@ -13,13 +13,14 @@ ICLR 2019 (arXiv:1806.09055), Section 2.2 (continuous relaxation) and 3.1.
 from __future__ import annotations
 
 import random
+import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from darts_tf import internals, replicas
-from darts_tf.cnn.genotypes import PRIMITIVES, Genotype, derive_genotype, num_edges
+from darts_tf.cnn.genotypes import Genotype, derive_genotype, resolve_space
 from darts_tf.cnn.ops import (
     BatchNorm,
     Conv2D,
@@ -32,6 +33,7 @@ from darts_tf.cnn.ops import (
     preprocess0,
     torch_uniform,
 )
+from darts_tf.cnn.space import BUILTIN_WEIGHTING, DARTS_SPACE, SearchSpace, weighting
 from darts_tf.errors import ConfigError
 from darts_tf.precision import to_float32
 
@@ -69,13 +71,14 @@ class PackedSlice:
 
 @keras.saving.register_keras_serializable(package="darts_tf")
 class MixedOp(keras.layers.Layer):
-    """A DARTS edge: the softmax-weighted sum of all primitives (Eq. 2 of arXiv:1806.09055).
+    """A DARTS edge: the softmax-weighted sum of the space's ops (Eq. 2 of arXiv:1806.09055).
 
-    Pooling ops are followed by a non-affine BN, as in the original. The
-    `none` op contributes exactly zero to the sum, so it is not computed; its
-    architecture weight still receives gradient through the softmax. Every
-    other op but the identity ends in a BN, whose scale takes the op's
-    weight (`w * BN(z)` computed as one normalization).
+    The ops are `space.primitives` (DARTS's eight by default), each weighed as its registry
+    entry says (`darts_tf.cnn.space.WEIGHTINGS`): pooling ops are followed by a non-affine
+    BN, as in the original; the `none` op contributes exactly zero to the sum, so it is not
+    computed (its architecture weight still receives gradient through the softmax); an op
+    ending in a BN takes the op's weight as that BN's scale (`w * BN(z)` computed as one
+    normalization); the identity and your ops are multiplied by their weight.
 
     With `shared_trace=True` (the default) the edge keeps its weights in two
     packed variables, `packed_weights` (every conv kernel of its ops) and
@@ -96,8 +99,13 @@ class MixedOp(keras.layers.Layer):
     channel-shuffled in K groups. The ops are the same packed, shared edge at 1/K width.
     """
 
-    def __init__(self, channels, strides=1, shared_trace=True, edge_functions=None, partial_channels=1, **kwargs):
+    def __init__(
+        self, channels, strides=1, shared_trace=True, edge_functions=None, partial_channels=1, space=None, **kwargs
+    ):
         super().__init__(**kwargs)
+        if isinstance(space, dict):
+            space = SearchSpace.from_dict(space)
+        self.space = resolve_space(space)
         if not isinstance(partial_channels, int) or partial_channels < 1 or channels % partial_channels:
             raise ConfigError(
                 f"MixedOp expected partial_channels, a positive integer dividing channels={channels}. "
@@ -115,11 +123,11 @@ class MixedOp(keras.layers.Layer):
         self.pool_bns = {}
         if shared_trace:  # the ops live in the shared template (see `_SharedEdge`)
             return
-        for name in PRIMITIVES:
-            if name == "none":
+        for name in self.space.primitives:
+            if weighting(name) == "zero":
                 continue
             self.primitive_ops[name] = make_op(name, self.op_channels, strides, affine=False, name=name, **sub)
-            if "pool" in name:
+            if weighting(name) == "pool":
                 self.pool_bns[name] = BatchNorm(affine=False, name=f"{name}_bn", **sub)
 
     def build(self, input_shape):
@@ -149,7 +157,9 @@ class MixedOp(keras.layers.Layer):
     def _shared(self) -> _SharedEdge:
         # Looked up by the layer's current policy: `darts_tf.precision.full_precision` runs a
         # mixed-precision edge in float32 (the same packed variables, another template).
-        return self.edge_functions.get(self.op_channels, self.strides, self._edge_input_shape, self.dtype_policy)
+        return self.edge_functions.get(
+            self.op_channels, self.strides, self._edge_input_shape, self.dtype_policy, self.space
+        )
 
     def call(self, x, op_weights, training=None, update_statistics=True, weight_gradients=True):
         """The weighted sum of the ops on `x`.
@@ -211,8 +221,8 @@ class MixedOp(keras.layers.Layer):
         if not isinstance(op_weights, (list, tuple)):  # one op instead of a slice (and its gradient) per op
             op_weights = tf.unstack(op_weights)
         terms = []
-        for index, name in enumerate(PRIMITIVES):
-            if name == "none":
+        for index, name in enumerate(self.space.primitives):
+            if name not in self.primitive_ops:  # `none`: zero
                 continue
             op, weight = self.primitive_ops[name], op_weights[index]
             bn = {"training": training, "update_statistics": update_statistics}
@@ -220,8 +230,10 @@ class MixedOp(keras.layers.Layer):
                 terms.append(self.pool_bns[name](op(x, training=training), scale=weight, **bn))
             elif isinstance(op, Identity):
                 terms.append(weight * x)
-            else:  # ends in a BatchNorm, which applies the weight (no extra op or stored output)
+            elif weighting(name) == "batchnorm":  # ends in a BatchNorm, which applies the weight
                 terms.append(op(x, output_scale=weight, **bn))
+            else:  # "multiply": an op of yours
+                terms.append(weight * tf.cast(op(x, training=training), x.dtype))
         return tf.add_n(terms)
 
     def compute_output_shape(self, input_shape):
@@ -236,6 +248,7 @@ class MixedOp(keras.layers.Layer):
                 "strides": self.strides,
                 "shared_trace": self.shared_trace,
                 "partial_channels": self.partial_channels,
+                "space": self.space.to_dict(),
             }
         )
         return config
@@ -265,14 +278,16 @@ class _SharedEdge:
     outside, once per edge) and returns the updated packed statistics.
     """
 
-    def __init__(self, channels, strides, input_shape, dtype_policy):
+    def __init__(self, channels, strides, input_shape, dtype_policy, space=DARTS_SPACE):
         # The template's own (unused) initial values must not consume random draws:
         # a network built after `keras.utils.set_random_seed` gets the same weights
         # whether or not the templates already existed.
         python_state, numpy_state = random.getstate(), np.random.get_state()
         try:
             with tf.init_scope():
-                template = MixedOp(channels, strides, shared_trace=False, name="edge_template", dtype=dtype_policy)
+                template = MixedOp(
+                    channels, strides, shared_trace=False, space=space, name="edge_template", dtype=dtype_policy
+                )
                 template.build(tuple(input_shape))
         finally:
             random.setstate(python_state)
@@ -293,7 +308,7 @@ class _SharedEdge:
         convs = [layer for layer in internals.flatten_layers(template) if isinstance(layer, Conv2D)]
         fan_ins = {id(layer.kernel): layer.fan_in for layer in convs}
         unknown = [v.path for v in template.trainable_variables if id(v) not in fan_ins]
-        if unknown:
+        if unknown:  # `packing_problems` keeps such ops on plain edges
             raise ValueError(f"Packed edge: every trainable tensor must be a conv kernel. Received: {unknown}")
         self.fan_ins = [fan_ins[id(v)] for v in template.trainable_variables]
         self.weights_size = sum(self.sizes["weights"])
@@ -302,14 +317,16 @@ class _SharedEdge:
             self._statistics0 = np.concatenate([np.ravel(v.numpy()) for v in template.non_trainable_variables])
         self.function = tf.function(self.edge, autograph=False, experimental_attributes=EDGE_FUNCTION_ATTRIBUTES)
         # Under several replicas: each op as its BatchNorm stages (see `synchronized_mix`).
+        # Ops weighed by "multiply" (no BatchNorm inside: `packing_problems`) run whole in `finish`.
+        self.space = space
         self.stages = {}
-        for name in PRIMITIVES:
+        for name in space.primitives:
             op = template.primitive_ops.get(name)
             if name in template.pool_bns:
                 self.stages[name] = [(lambda x, op=op: op(x, training=True), template.pool_bns[name])]
-            elif op is not None and not isinstance(op, Identity):
+            elif op is not None and not isinstance(op, Identity) and weighting(name) == "batchnorm":
                 self.stages[name] = op.normalization_stages(training=True)
-        self.stage_count = max(len(stages) for stages in self.stages.values())
+        self.stage_count = max((len(stages) for stages in self.stages.values()), default=0)
         self.stage = tf.function(self._stage, autograph=False, experimental_attributes=EDGE_FUNCTION_ATTRIBUTES)
         self.finish = tf.function(self._finish, autograph=False, experimental_attributes=EDGE_FUNCTION_ATTRIBUTES)
 
@@ -331,7 +348,7 @@ class _SharedEdge:
         return keras.StatelessScope(state_mapping=mapping)
 
     def staged(self, stage: int) -> list:
-        """The ops with a BatchNorm stage `stage` (0 = the first), in PRIMITIVES order."""
+        """The ops with a BatchNorm stage `stage` (0 = the first), in the space's order."""
         return [name for name, stages in self.stages.items() if len(stages) > stage]
 
     def _split_moments(self, stage, pooled) -> dict:
@@ -369,14 +386,17 @@ class _SharedEdge:
         with self._scope(weights, statistics, arch_only):
             moments = [self._split_moments(stage, vector) for stage, vector in enumerate(pooled)]
             terms = []
-            for index, name in enumerate(PRIMITIVES):
+            for index, name in enumerate(self.space.primitives):
+                op = self.template.primitive_ops.get(name)
                 if name in self.stages:
                     bn = self.stages[name][-1][1]
                     mean, variance = bn.pooled_statistics(moments[len(self.stages[name]) - 1][name])
                     y = bn.normalize(last[name], mean, variance, scale=op_weights[index], fused=True)
                     terms.append(tf.cast(y, x.dtype))
-                elif name in self.template.primitive_ops:  # the identity (`none` adds nothing)
+                elif isinstance(op, Identity):
                     terms.append(op_weights[index] * x)
+                elif op is not None:  # an op of yours weighed by "multiply" (`none` adds nothing)
+                    terms.append(op_weights[index] * tf.cast(op(x, training=True), x.dtype))
             y = tf.add_n(terms)
             if frozen:
                 return y
@@ -452,6 +472,47 @@ def synchronized_mix(edges, inputs, op_weights, update_statistics=True, weight_g
     return outputs
 
 
+def packing_problems(space: SearchSpace, channels: int = 16, dtype=None) -> dict[str, str]:
+    """{op: why} for the ops of `space` that packed edges (`shared_trace=True`) cannot run; {} if all can.
+
+    A packed edge keeps its ops' weights in one vector, initialised as PyTorch initialises
+    convolutions, and under several replicas runs each op as its BatchNorm stages. So an op
+    packs when its trainable weights are all darts_tf `Conv2D` kernels, an op weighed by
+    "batchnorm" gives its `normalization_stages`, and one weighed by "multiply" holds no
+    BatchNorm. The built-in ops all pack. Each op of yours is built at `channels` channels
+    and run once on zeros at stride 1 and 2 (its output shape checked: one line naming the
+    op if it is not [N, H / stride, W / stride, channels]); no random draw is consumed.
+    """
+    problems = {}
+    for name in space.primitives:
+        if name in BUILTIN_WEIGHTING or weighting(name) == "zero":
+            continue
+        python_state, numpy_state = random.getstate(), np.random.get_state()
+        try:
+            with tf.init_scope():
+                for stride in (1, 2):
+                    op = make_op(name, channels, stride, affine=False, name=f"probe_{name}", dtype=dtype)
+                    y = op(tf.zeros((1, 8, 8, channels)), training=True)
+                    if tuple(y.shape) != (1, 8 // stride, 8 // stride, channels):
+                        raise ConfigError(
+                            f"op {name!r} at stride {stride} maps [1, 8, 8, {channels}] to {list(y.shape)}. "
+                            f"Expected: [1, {8 // stride}, {8 // stride}, {channels}]"
+                        )
+                    layers = internals.flatten_layers(op)
+                    kernels = {id(layer.kernel) for layer in layers if isinstance(layer, Conv2D)}
+                    if any(id(v) not in kernels for v in op.trainable_variables):
+                        problems[name] = "trainable weights other than darts_tf Conv2D kernels"
+                    norms = (BatchNorm, keras.layers.BatchNormalization)
+                    if weighting(name) == "multiply" and any(isinstance(layer, norms) for layer in layers):
+                        problems[name] = 'a BatchNorm inside an op weighed by "multiply"'
+                    if weighting(name) == "batchnorm" and not hasattr(op, "normalization_stages"):
+                        problems[name] = 'weighed by "batchnorm" without `normalization_stages`'
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+    return problems
+
+
 class EdgeFunctions:
     """The `_SharedEdge` of each edge shape, for the edges of one network.
 
@@ -463,10 +524,10 @@ class EdgeFunctions:
     def __init__(self):
         self._edges = {}
 
-    def get(self, channels, strides, input_shape, dtype_policy) -> _SharedEdge:
-        key = (channels, strides, tuple(input_shape[1:]), dtype_policy.name)
+    def get(self, channels, strides, input_shape, dtype_policy, space=DARTS_SPACE) -> _SharedEdge:
+        key = (channels, strides, tuple(input_shape[1:]), dtype_policy.name, space.primitives)
         if key not in self._edges:
-            self._edges[key] = _SharedEdge(channels, strides, input_shape, dtype_policy)
+            self._edges[key] = _SharedEdge(channels, strides, input_shape, dtype_policy, space)
         return self._edges[key]
 
     def __len__(self) -> int:
@@ -485,10 +546,14 @@ class SearchCell(keras.layers.Layer):
     """
 
     def __init__(
-        self, channels, reduction, reduction_prev, steps=4, multiplier=4, shared_trace=True, edge_functions=None,
-        partial_channels=1, **kwargs,
+        self, channels, reduction, reduction_prev, steps=None, multiplier=None, shared_trace=True, edge_functions=None,
+        partial_channels=1, space=None, **kwargs,
     ):  # fmt: skip
         super().__init__(**kwargs)
+        if isinstance(space, dict):
+            space = SearchSpace.from_dict(space)
+        self.space = resolve_space(space, steps, multiplier)
+        steps, multiplier = self.space.steps, self.space.multiplier
         self.shared_trace = shared_trace
         self.partial_channels = partial_channels
         edge_functions = edge_functions if edge_functions is not None else EdgeFunctions()
@@ -506,7 +571,9 @@ class SearchCell(keras.layers.Layer):
                 stride = 2 if reduction and j < 2 else 1
                 name = f"edge_{j}_{node + 2}"
                 self.edges.append(
-                    MixedOp(channels, stride, shared_trace, edge_functions, partial_channels, name=name, **sub)
+                    MixedOp(
+                        channels, stride, shared_trace, edge_functions, partial_channels, self.space, name=name, **sub
+                    )
                 )
 
     def build(self, s0_shape, s1_shape):
@@ -572,6 +639,7 @@ class SearchCell(keras.layers.Layer):
                 "multiplier": self.multiplier,
                 "shared_trace": self.shared_trace,
                 "partial_channels": self.partial_channels,
+                "space": self.space.to_dict(),
             }
         )
         return config
@@ -598,14 +666,18 @@ class SearchNetwork(keras.Model):
     A 3x3 conv + BN stem with `stem_multiplier * C` channels, `layers` search
     cells (reduction cells at 1/3 and 2/3 of the depth, doubling the
     channels), global average pooling and a linear classifier. All normal
-    cells share `alphas_normal`, all reduction cells `alphas_reduce`.
+    cells share `alphas_normal`, all reduction cells `alphas_reduce`
+    ([edges, ops of the search space] each).
 
     Args:
         C: channels of the first cells.
         num_classes: number of output classes.
         layers: number of cells.
-        steps: intermediate nodes per cell.
-        multiplier: nodes concatenated into a cell's output.
+        steps: intermediate nodes per cell (DARTS's 4; or say it in `space`).
+        multiplier: nodes concatenated into a cell's output (DARTS's 4; or in `space`).
+        space: the `darts_tf.cnn.space.SearchSpace` (ops, nodes, inputs kept per node);
+            DARTS's when None. An op that packed edges cannot run (see `packing_problems`)
+            makes the network use plain edges (`shared_trace=False`), with one warning.
         stem_multiplier: stem width as a multiple of `C`.
         partial_channels: PC-DARTS (Xu et al., arXiv:1907.05737): each edge's ops see 1/K of
             its channels (`MixedOp`); 1 is plain DARTS.
@@ -615,26 +687,39 @@ class SearchNetwork(keras.Model):
     """
 
     def __init__(
-        self, C=16, num_classes=10, layers=8, steps=4, multiplier=4, stem_multiplier=3, shared_trace=True,
-        partial_channels=1, edge_normalization=False, **kwargs,
+        self, C=16, num_classes=10, layers=8, steps=None, multiplier=None, stem_multiplier=3, shared_trace=True,
+        partial_channels=1, edge_normalization=False, space=None, **kwargs,
     ):  # fmt: skip
         super().__init__(**kwargs)
-        self.shared_trace = shared_trace
         self.partial_channels = partial_channels
         self.edge_normalization = bool(edge_normalization)
         self.edge_functions = EdgeFunctions()  # this network's edge functions, one per edge shape
         for name, value in (("C", C), ("num_classes", num_classes), ("layers", layers), ("steps", steps)):
-            if not isinstance(value, int) or value <= 0:
+            if value is not None and (not isinstance(value, int) or value <= 0):
                 raise ConfigError(f"SearchNetwork expected a positive integer {name}. Received: {name}={value!r}")
-        if not 1 <= multiplier <= steps:
+        if steps is not None and multiplier is not None and not 1 <= multiplier <= steps:
             raise ConfigError(
                 f"SearchNetwork expected 1 <= multiplier <= steps. Received: multiplier={multiplier}, steps={steps}"
             )
+        if isinstance(space, dict):
+            space = SearchSpace.from_dict(space)
+        self.space = resolve_space(space, steps, multiplier)
+        steps, multiplier = self.space.steps, self.space.multiplier
         if not isinstance(partial_channels, int) or partial_channels < 1 or C % partial_channels:
             raise ConfigError(
                 f"SearchNetwork expected partial_channels, a positive integer dividing C={C}. "
                 f"Received: partial_channels={partial_channels!r}"
             )
+        problems = packing_problems(self.space, C // partial_channels, self.dtype_policy)
+        if shared_trace and problems:
+            reasons = "; ".join(f"{name}: {why}" for name, why in problems.items())
+            warnings.warn(
+                f"darts_tf: packed edges cannot run op(s) {sorted(problems)} ({reasons}); this network uses "
+                "plain edges (shared_trace=False): same numbers, slower to build and trace",
+                stacklevel=2,
+            )
+            shared_trace = False
+        self.shared_trace = shared_trace
         self.C = C
         self.num_classes = num_classes
         self.num_layers = layers
@@ -661,6 +746,7 @@ class SearchNetwork(keras.Model):
                     shared_trace,
                     self.edge_functions,
                     partial_channels,
+                    self.space,
                     name=f"cell_{i}",
                     **sub,
                 )  # fmt: skip
@@ -679,7 +765,7 @@ class SearchNetwork(keras.Model):
         input_shape = tuple(input_shape)
         if len(input_shape) != 4:
             raise ValueError(f"SearchNetwork expected NHWC images. Received: input_shape={input_shape}")
-        k, n = num_edges(self.steps), len(PRIMITIVES)
+        k, n = self.space.num_edges, self.space.num_ops
         # One initializer per tensor: a Keras initializer draws its seed once, so a shared
         # instance would give both the same values (the original: two `1e-3 * torch.randn`).
         self.alphas_normal = self.add_weight(
@@ -767,7 +853,7 @@ class SearchNetwork(keras.Model):
 
     def genotype(self, max_skip: int | None = None) -> Genotype:
         """The derived cells (`derive_genotype`; with edge normalisation, edges weighted by the betas)."""
-        return derive_genotype(**self.arch_arrays(), steps=self.steps, multiplier=self.multiplier, max_skip=max_skip)
+        return derive_genotype(**self.arch_arrays(), space=self.space, max_skip=max_skip)
 
     def get_config(self):
         config = super().get_config()
@@ -782,6 +868,7 @@ class SearchNetwork(keras.Model):
                 "shared_trace": self.shared_trace,
                 "partial_channels": self.partial_channels,
                 "edge_normalization": self.edge_normalization,
+                "space": self.space.to_dict(),
             }
         )
         return config

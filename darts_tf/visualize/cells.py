@@ -55,7 +55,7 @@ def _math(name: str) -> str:
 def cell_dot(genotype: Genotype, kind: str = "normal") -> str:
     """The cell as graphviz DOT source (left to right, edges labelled and coloured by op)."""
     edges, concat = _cell(genotype, kind)
-    steps = len(edges) // 2
+    steps, per_node = genotype.steps, genotype.inputs_per_node
     names = _node_names(steps)
     lines = [
         f'digraph "{kind}" {{',
@@ -68,7 +68,8 @@ def cell_dot(genotype: Genotype, kind: str = "normal") -> str:
     lines.append('  "c_{k}" [fillcolor=palegoldenrod];')
     for index, (op, source) in enumerate(edges):
         colour = OP_COLOURS.get(op, "black")
-        lines.append(f'  "{names[source]}" -> "{index // 2}" [label="{op}", color="{colour}", fontcolor="{colour}"];')
+        target = index // per_node
+        lines.append(f'  "{names[source]}" -> "{target}" [label="{op}", color="{colour}", fontcolor="{colour}"];')
     lines += [f'  "{node - 2}" -> "c_{{k}}" [color=gray, style=dashed];' for node in concat]
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -92,8 +93,8 @@ def draw_cell(ax, genotype: Genotype, kind: str = "normal", title: str | None = 
     intermediate nodes are arcs on the right of the node column, labelled at their apex.
     """
     edges, concat = _cell(genotype, kind)
-    steps = len(edges) // 2
-    graph = [(op, source, index // 2 + 2) for index, (op, source) in enumerate(edges)]
+    steps, per_node = genotype.steps, genotype.inputs_per_node
+    graph = [(op, source, index // per_node + 2) for index, (op, source) in enumerate(edges)]
     _draw_graph(
         ax, _positions(steps), graph, concat, labels={0: "c_{k-2}", 1: "c_{k-1}", "out": "c_{k}"},
         colours={0: "#cfe8cf", 1: "#cfe8cf", "out": "#f3e9b3"}, inputs=(0, 1), node_name=lambda key: str(key - 2),
@@ -218,8 +219,7 @@ def save_recurrent_cell(genotype, out_dir: str, formats=("png", "svg"), prefix: 
 
 
 def cell_figure(genotype: Genotype, kind: str = "normal", title: str | None = None):
-    steps = len(_cell(genotype, kind)[0]) // 2
-    figure = _figure(8.6, 1.6 + 1.1 * steps)
+    figure = _figure(8.6, 1.6 + 1.1 * genotype.steps)
     draw_cell(figure.add_axes((0.01, 0.01, 0.98, 0.9)), genotype, kind, title)
     return figure
 

@@ -68,11 +68,14 @@ def draw_heatmap(
         bar.ax.tick_params(labelsize=7)
 
 
-def heatmap_figure(alphas_normal: np.ndarray, alphas_reduce: np.ndarray, steps: int, title: str = ""):
+def heatmap_figure(
+    alphas_normal: np.ndarray, alphas_reduce: np.ndarray, steps: int, title: str = "", columns=PRIMITIVES
+):
+    """Both cells' softmax(alpha) side by side; `columns`: the search space's ops."""
     figure = _figure(11.0, 0.35 * alphas_normal.shape[0] + 2.2)
     axes = figure.subplots(1, 2)
-    draw_heatmap(axes[0], alphas_normal, steps, "softmax(alphas_normal)")
-    draw_heatmap(axes[1], alphas_reduce, steps, "softmax(alphas_reduce)")
+    draw_heatmap(axes[0], alphas_normal, steps, "softmax(alphas_normal)", columns=columns)
+    draw_heatmap(axes[1], alphas_reduce, steps, "softmax(alphas_reduce)", columns=columns)
     if title:
         figure.suptitle(title, fontsize=13)
     figure.tight_layout()

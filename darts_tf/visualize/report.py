@@ -14,6 +14,7 @@ import re
 import numpy as np
 
 from darts_tf.cnn.genotypes import PRIMITIVES, Genotype, derive_genotype
+from darts_tf.cnn.space import SearchSpace, search_space
 from darts_tf.errors import RunDirError
 from darts_tf.files import atomic_file
 from darts_tf.visualize.cells import (
@@ -61,9 +62,17 @@ def _epoch_genotype(run: dict, epoch: int) -> Genotype:
     """The genotype derived from the run's architecture variables of `epoch`, under its rules."""
     config = run["config"]
     return derive_genotype(
-        *run["alphas"][epoch], steps=config.get("steps", 4), multiplier=config.get("multiplier", 4),
-        max_skip=config.get("max_skip"), **run.get("betas", {}).get(epoch, {}),
+        *run["alphas"][epoch], space=run_space(run), max_skip=config.get("max_skip"),
+        **run.get("betas", {}).get(epoch, {}),
     )  # fmt: skip
+
+
+def run_space(run: dict) -> SearchSpace:
+    """The search space a run folder's config.json names (DARTS's for runs that name none)."""
+    config = run["config"]
+    return search_space(
+        config.get("primitives"), config.get("steps", 4), config.get("multiplier", 4), config.get("inputs_per_node", 2)
+    )
 
 
 def read_metrics(run_dir: str) -> list[dict]:
@@ -76,14 +85,18 @@ def read_metrics(run_dir: str) -> list[dict]:
 
 def search_frames(run: dict) -> list[np.ndarray]:
     """One RGB frame per recorded epoch: both heatmaps above both derived cells."""
-    steps = run["config"].get("steps", 4)
+    steps, columns = run["config"].get("steps", 4), run_space(run).primitives
     frames = []
     for epoch, (normal, reduce) in sorted(run["alphas"].items()):
         genotype = _epoch_genotype(run, epoch)
         figure = _figure(16.0, 0.35 * normal.shape[0] + 6.5)
         grid = figure.add_gridspec(2, 2, height_ratios=[0.35 * normal.shape[0] + 2.0, 4.0])
-        draw_heatmap(figure.add_subplot(grid[0, 0]), normal, steps, "softmax(alphas_normal)", colorbar=False)
-        draw_heatmap(figure.add_subplot(grid[0, 1]), reduce, steps, "softmax(alphas_reduce)", colorbar=False)
+        draw_heatmap(
+            figure.add_subplot(grid[0, 0]), normal, steps, "softmax(alphas_normal)", colorbar=False, columns=columns
+        )
+        draw_heatmap(
+            figure.add_subplot(grid[0, 1]), reduce, steps, "softmax(alphas_reduce)", colorbar=False, columns=columns
+        )
         draw_cell(figure.add_subplot(grid[1, 0]), genotype, "normal", "derived normal cell")
         draw_cell(figure.add_subplot(grid[1, 1]), genotype, "reduce", "derived reduction cell")
         figure.suptitle(f"epoch {epoch}" + (" (initial alphas)" if epoch == 0 else ""), fontsize=15)
@@ -111,8 +124,10 @@ def _column(rows: list[dict], name: str) -> np.ndarray:
 
 
 def op_counts(genotypes: list[Genotype], kind: str = "normal") -> dict:
-    """{op: [count per genotype]} of the ops in the derived cells (skip_connect's rise: the collapse signal)."""
-    counts = {op: [] for op in PRIMITIVES if op != "none"}
+    """{op: [count per genotype]} of the ops in the derived cells (skip_connect's rise: the collapse signal):
+    DARTS's ops but `none`, then any other op the genotypes use."""
+    used = [op for genotype in genotypes for op, _ in _cell(genotype, kind)[0]]
+    counts = {op: [] for op in [*PRIMITIVES, *used] if op != "none"}
     for genotype in genotypes:
         edges = _cell(genotype, kind)[0]
         for op in counts:
@@ -144,11 +159,10 @@ def curves_figure(rows: list[dict], genotypes: list[Genotype] | None = None):
         counts = op_counts(genotypes, "normal")
         x = np.arange(len(genotypes))
         axes[3].xaxis.get_major_locator().set_params(integer=True)
-        for op, values in counts.items():
+        for index, (op, values) in enumerate(counts.items()):
             if any(values):
-                axes[3].plot(
-                    x, values, marker="o", color=OP_COLOURS[op], label=op, lw=2.5 if op == "skip_connect" else 1.5
-                )
+                colour = OP_COLOURS.get(op, f"C{index % 10}")  # an op of yours: matplotlib's cycle
+                axes[3].plot(x, values, marker="o", color=colour, label=op, lw=2.5 if op == "skip_connect" else 1.5)
         axes[3].set_title("ops in the derived normal cell")
         axes[3].yaxis.get_major_locator().set_params(integer=True)
         axes[3].set_xlabel("epoch")
@@ -203,7 +217,7 @@ def visualize_run(run_dir: str, out_dir: str | None = None, formats=("png", "svg
     if run["alphas"]:
         last, steps = max(run["alphas"]), config.get("steps", 4)
         for epoch, alphas in sorted(run["alphas"].items()):  # every epoch as PNG, the last in every format
-            figure = heatmap_figure(*alphas, steps, f"epoch {epoch}")
+            figure = heatmap_figure(*alphas, steps, f"epoch {epoch}", run_space(run).primitives)
             for fmt in formats if epoch == last else ("png",):
                 written.append(save_figure(figure, os.path.join(out_dir, f"alphas_epoch_{epoch:03d}.{fmt}")))
         animation = save_animation(search_frames(run), os.path.join(out_dir, "search.gif"))

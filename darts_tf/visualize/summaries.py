@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from darts_tf.cnn.genotypes import Genotype
+from darts_tf.cnn.genotypes import PRIMITIVES, Genotype
 from darts_tf.visualize.cells import _png_bytes, cell_figure, recurrent_cell_figure
 from darts_tf.visualize.heatmaps import heatmap_figure, recurrent_heatmap_figure
 
@@ -25,14 +25,16 @@ def write_recurrent_search_summaries(log_dir: str, epoch: int, alphas, genotype)
     writer.close()
 
 
-def write_search_summaries(log_dir: str, epoch: int, alphas_normal, alphas_reduce, genotype: Genotype, steps: int):
-    """TensorBoard for one search epoch: softmax(alpha) heatmaps and cell diagrams as images, alpha histograms,
-    the genotype as text (under `log_dir`, e.g. RUN_DIR/tensorboard/search)."""
+def write_search_summaries(
+    log_dir: str, epoch: int, alphas_normal, alphas_reduce, genotype: Genotype, steps: int, columns=PRIMITIVES
+):
+    """TensorBoard for one search epoch: softmax(alpha) heatmaps (`columns`: the space's ops) and cell diagrams
+    as images, alpha histograms, the genotype as text (under `log_dir`, e.g. RUN_DIR/tensorboard/search)."""
     import tensorflow as tf
 
     writer = tf.summary.create_file_writer(log_dir)
     with writer.as_default(step=epoch):
-        heatmaps = heatmap_figure(alphas_normal, alphas_reduce, steps, f"epoch {epoch}")
+        heatmaps = heatmap_figure(alphas_normal, alphas_reduce, steps, f"epoch {epoch}", columns)
         tf.summary.image("alphas/softmax", tf.io.decode_png(_png_bytes(heatmaps))[None])
         for kind in ("normal", "reduce"):
             picture = tf.io.decode_png(_png_bytes(cell_figure(genotype, kind, f"{kind} cell, epoch {epoch}")))

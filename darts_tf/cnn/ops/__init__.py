@@ -21,11 +21,8 @@ ICLR 2019 (arXiv:1806.09055), Section 3.1 and Appendix A.1.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import keras
 
-from darts_tf.cnn.genotypes import OPERATIONS
 from darts_tf.cnn.ops.batchnorm import BN_EPSILON, BN_MOMENTUM, BatchNorm, fused_normalize, unbiased
 from darts_tf.cnn.ops.composite import DilConv, FactorizedConv, FactorizedReduce, ReLUConvBN, SepConv
 from darts_tf.cnn.ops.conv import (
@@ -38,7 +35,7 @@ from darts_tf.cnn.ops.conv import (
     torch_uniform,
 )
 from darts_tf.cnn.ops.pooling import Identity, Pool, Zero, channel_shuffle, halving_max_pool, max_pool
-from darts_tf.errors import GenotypeError
+from darts_tf.cnn.space import OpFactory, _register_builtin, op_spec
 
 
 def preprocess0(channels: int, reduction_prev: bool, affine: bool = True, **kwargs) -> keras.layers.Layer:
@@ -48,8 +45,7 @@ def preprocess0(channels: int, reduction_prev: bool, affine: bool = True, **kwar
     return ReLUConvBN(channels, 1, 1, affine=affine, name="preprocess0", **kwargs)
 
 
-OpFactory = Callable[..., keras.layers.Layer]
-
+# The built-in ops' layers (`darts_tf.cnn.space` holds the registry and how each is weighted).
 OPS: dict[str, OpFactory] = {
     "none": lambda C, stride, affine, **kw: Zero(stride, **kw),
     "max_pool_3x3": lambda C, stride, affine, **kw: Pool("max", 3, stride, **kw),
@@ -67,12 +63,16 @@ OPS: dict[str, OpFactory] = {
 }
 
 
+for _name, _factory in OPS.items():
+    _register_builtin(_name, _factory)
+
+
 def make_op(primitive: str, channels: int, stride: int, affine: bool = True, **kwargs) -> keras.layers.Layer:
-    """Builds op `primitive` for `channels` channels; ValueError on unknown op or stride."""
-    if primitive not in OPS:
-        raise GenotypeError(f"Unknown DARTS op {primitive!r}. Expected one of: {', '.join(OPERATIONS)}")
+    """Builds registered op `primitive` (built in, or `darts_tf.cnn.space.register_op`) for `channels`
+    channels; one-line error on an unknown op or stride."""
+    spec = op_spec(primitive)
     check_stride(stride, f"op {primitive!r}")
-    return OPS[primitive](channels, stride, affine, **kwargs)
+    return spec.factory(channels, stride, affine, **kwargs)
 
 
 __all__ = [
