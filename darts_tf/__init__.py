@@ -7,6 +7,7 @@ needs TensorFlow is imported on first use, so `import darts_tf` stays light.
 import importlib
 
 from darts_tf.cnn.genotypes import AMOEBANET, DARTS, DARTS_V1, DARTS_V2, NASNET, PRIMITIVES, Genotype, derive_genotype
+from darts_tf.cnn.space import DARTS_SPACE, SearchSpace, register_op
 from darts_tf.config import SearchConfig, TrainConfig
 
 _LAZY = {
@@ -27,13 +28,16 @@ __all__ = [
     "AMOEBANET",
     "DARTS",
     "DARTS_V1",
+    "DARTS_SPACE",
     "DARTS_V2",
     "NASNET",
     "PRIMITIVES",
     "Genotype",
     "SearchConfig",
+    "SearchSpace",
     "TrainConfig",
     "derive_genotype",
+    "register_op",
     *_LAZY,
 ]
 __version__ = "0.1.0"

@@ -9,6 +9,10 @@ configs from a preset and their flags; `config.json` in a run folder holds one.
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import importlib.util
+import os
+import sys
 
 from darts_tf.errors import ConfigError
 
@@ -90,6 +94,7 @@ class SearchConfig(DataSettings, RunSettings):
     # The candidate ops of every edge, registered names (None: DARTS's eight; darts_tf.cnn.space).
     primitives: list[str] | None = None
     inputs_per_node: int = 2  # incoming edges derivation keeps per node (DARTS: 2)
+    ops_module: str | None = None  # a Python file or module imported first: it registers ops of yours
     seed: int = 2
     unrolled: bool = False
     hessian: str = "finite_difference"
@@ -142,6 +147,7 @@ class TrainConfig(DataSettings, RunSettings):
     RUN_FIELDS = ("export", "export_dir", "export_name")
 
     arch: str = "DARTS_V2"  # a published genotype name, or a genotype JSON file
+    ops_module: str | None = None  # a Python file or module imported first: it registers ops of yours
     network: str = "cifar"  # cifar (NetworkCIFAR) or imagenet (NetworkImageNet)
     augmentation: str = "cifar"  # cifar (pad-4 crop, flip) or imagenet (random-resized crop, flip, colour jitter)
     epochs: int = 600
@@ -322,7 +328,10 @@ def check_choices(config) -> None:
     if getattr(config, "arch_warmup", 0) < 0:
         raise ConfigError(f"`arch_warmup` must be 0 or more. Received: {config.arch_warmup}")
     if hasattr(config, "primitives"):
-        search_space(config)  # ConfigError naming an unknown op or a bad cell size
+        space = search_space(config)  # ConfigError naming an unknown op or a bad cell size
+        rule = parse_early_stop(config.early_stop)
+        if space.skip is None and (config.max_skip is not None or (rule and rule[0] == "skip")):
+            raise ConfigError("`max_skip` and `early_stop` skip:N count skip_connect, which `primitives` lacks")
     partial = getattr(config, "partial_channels", 1)
     if partial != 1 and (partial < 1 or config.C % partial):
         raise ConfigError(f"`partial_channels` must be a positive divisor of `C` {config.C}. Received: {partial}")
@@ -337,3 +346,34 @@ def search_space(config):
     if primitives is not None and (isinstance(primitives, str) or not isinstance(primitives, (list, tuple))):
         raise ConfigError(f"`primitives` must be a list of op names. Received: {primitives!r}")
     return make(primitives, config.steps, config.multiplier, config.inputs_per_node)
+
+
+def import_ops_module(spec: str | None) -> None:
+    """Imports `spec` (a .py file or an importable module name; None: nothing), whose `register_op`
+    calls add ops of yours (`darts_tf.cnn.space`); importing it again does nothing."""
+    if spec is None:
+        return
+    if not isinstance(spec, str) or not spec:
+        raise ConfigError(f"`ops_module` must be a .py file or a module name. Received: {spec!r}")
+    if spec.endswith(".py") or os.sep in spec:
+        path = os.path.abspath(spec)
+        if not os.path.isfile(path):
+            raise ConfigError(f"`ops_module` {spec!r} does not exist (expected a .py file or a module name)")
+        name = "darts_tf_ops_" + "".join(c if c.isalnum() else "_" for c in path)
+        if name in sys.modules:
+            return
+        loader_spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(loader_spec)
+        sys.modules[name] = module
+        try:
+            loader_spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+        return
+    try:
+        importlib.import_module(spec)
+    except ModuleNotFoundError as error:
+        if error.name and spec.startswith(error.name):  # the module itself, not one it imports
+            raise ConfigError(f"`ops_module` {spec!r} is not an importable module (nor a .py file)") from None
+        raise

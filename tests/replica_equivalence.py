@@ -2,7 +2,7 @@
 
 python tests/replica_equivalence.py MODE -> one line of JSON: the largest difference of any variable
 (every replica's copy) relative to the variable's largest value and absolute, and whether the
-replicas' copies are bit-identical. MODE: first, second, exact, train, partial, or float16 /
+replicas' copies are bit-identical. MODE: first, second, exact, train, partial, space (ops of one's own), or float16 /
 train_float16 (second-order search / training under mixed_float16 with dynamic loss scaling).
 "exact" runs in float64: in float32 the exact
 second derivative through BatchNorm loses ~1% to round-off on one device already (a 3-channel
@@ -29,15 +29,17 @@ from darts_tf import distribute  # noqa: E402
 from darts_tf.cnn.eval_model import NetworkCIFAR  # noqa: E402
 from darts_tf.cnn.genotypes import DARTS_V2  # noqa: E402
 from darts_tf.cnn.search import ArchitectureSearch  # noqa: E402
+from darts_tf.cnn.space import PRIMITIVES, SearchSpace  # noqa: E402
 from darts_tf.cnn.train import EvalTrainer, drop_path_variables  # noqa: E402
 from darts_tf.optimizers import SGD, Adam  # noqa: E402
 from darts_tf.precision import DynamicLossScale  # noqa: E402
 from helpers import tiny_search_network  # noqa: E402
+from space_ops import register_test_ops  # noqa: E402
 
 BATCH, SIZE, CLASSES = 8, 8, 3
 TRAIN_SIZE = 24  # the auxiliary head needs 24-pixel images or larger
 DTYPE = {"first": "float32", "second": "float32", "exact": "float64", "train": "float32", "partial": "float32",
-         "float16": "float32", "train_float16": "float32"}  # fmt: skip
+         "float16": "float32", "train_float16": "float32", "space": "float32"}  # fmt: skip
 # Modes under mixed_float16 with dynamic loss scaling (the skip decision under replicas: precision.apply_if).
 POLICY = {"float16": "mixed_float16", "train_float16": "mixed_float16"}
 
@@ -55,6 +57,10 @@ def build(mode):
         return model
     if mode == "partial":  # PC-DARTS: 2 of 4 channels through the ops, edge normalisation (14 edges)
         network = tiny_search_network(C=4, layers=2, steps=2, partial_channels=2, edge_normalization=True)
+    elif mode == "space":  # ops of one's own: ReLU-conv-BN (staged), ReLU-conv (whole, after the stages)
+        register_test_ops()
+        space = SearchSpace((*PRIMITIVES, "test_conv", "test_relu_conv"), steps=1, multiplier=1)
+        network = tiny_search_network(C=4, layers=2, steps=1, space=space)
     else:
         network = tiny_search_network(dtype=policy or DTYPE[mode], C=4, layers=2, steps=1)  # 4 edges
     hessian = "exact" if mode == "exact" else "finite_difference"

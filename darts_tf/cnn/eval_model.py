@@ -23,6 +23,7 @@ from darts_tf.cnn.ops import (
     FactorizedReduce,
     Identity,
     ReLUConvBN,
+    build_op,
     make_op,
     preprocess0,
     torch_uniform,
@@ -91,6 +92,7 @@ class EvalCell(keras.layers.Layer):
         edges = genotype.reduce if reduction else genotype.normal
         self.concat = list(genotype.reduce_concat if reduction else genotype.normal_concat)
         self.indices = [index for _, index in edges]
+        self.op_names = [name for name, _ in edges]
         self.cell_ops = []
         for position, (op_name, index) in enumerate(edges):
             stride = 2 if reduction and index < 2 else 1
@@ -105,9 +107,9 @@ class EvalCell(keras.layers.Layer):
         for i in range(len(self.cell_ops) // per_node):
             outs = []
             for position in range(per_node * i, per_node * (i + 1)):
-                in_shape = shapes[self.indices[position]]
-                self.cell_ops[position].build(in_shape)
-                outs.append(self.cell_ops[position].compute_output_shape(in_shape))
+                index = self.indices[position]
+                stride = 2 if self.reduction and index < 2 else 1
+                outs.append(build_op(self.op_names[position], self.cell_ops[position], shapes[index], stride))
             shapes.append(outs[0])
         self.drop_path.build(shapes[-1])
 

@@ -26,6 +26,7 @@ from darts_tf.cnn.ops import (
     Conv2D,
     Identity,
     ReLUConvBN,
+    build_op,
     channel_shuffle,
     conv_output_size,
     halving_max_pool,
@@ -149,9 +150,9 @@ class MixedOp(keras.layers.Layer):
             )
             return
         for name, op in self.primitive_ops.items():
-            op.build(input_shape)
+            output_shape = build_op(name, op, input_shape, self.strides)
             if name in self.pool_bns:
-                self.pool_bns[name].build(op.compute_output_shape(input_shape))
+                self.pool_bns[name].build(output_shape)
 
     @property
     def _shared(self) -> _SharedEdge:

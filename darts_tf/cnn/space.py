@@ -169,12 +169,12 @@ class SearchSpace:
         for name in primitives:
             if not isinstance(name, str) or not is_registered(name):
                 raise ConfigError(
-                    f"SearchSpace: unknown op {name!r}. Expected one of: {', '.join(registered_ops())} "
+                    f"`primitives`: unknown op {name!r}. Expected one of: {', '.join(registered_ops())} "
                     "(or register_op it first)"
                 )
         repeated = sorted({name for name in primitives if primitives.count(name) > 1})
         if repeated:
-            raise ConfigError(f"SearchSpace: ops listed twice: {repeated}. Received: primitives={list(primitives)}")
+            raise ConfigError(f"`primitives`: ops listed twice: {repeated}. Received: {list(primitives)}")
         for field in ("steps", "multiplier", "inputs_per_node"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -20,7 +20,7 @@ from darts_tf import data, precision, replicas, runs
 from darts_tf.architect import cross_entropy, gradients_of
 from darts_tf.cnn.eval_model import NetworkCIFAR, NetworkImageNet, count_parameters, inference_model
 from darts_tf.cnn.genotypes import GENOTYPES, Genotype, get_genotype
-from darts_tf.config import TrainConfig, config_from_dict
+from darts_tf.config import TrainConfig, config_from_dict, import_ops_module
 from darts_tf.export import accuracy_summary, export_saved_model
 from darts_tf.optimizers import SGD, clip_by_global_norm
 from darts_tf.seeding import initializer_seed
@@ -186,6 +186,7 @@ def read_run(run_dir: str) -> tuple[TrainConfig, Genotype, dict]:
     if not all(os.path.exists(path) for path in paths):
         raise runs.RunDirError(f"{run_dir!r} holds no training run (no config.json/data.json)")
     config = config_from_dict(TrainConfig, runs.read_json(paths[0]), run_dir=run_dir)
+    import_ops_module(config.ops_module)  # a genotype may name ops of yours
     return config, Genotype.load(os.path.join(run_dir, "genotype.json")), runs.read_json(paths[1])
 
 

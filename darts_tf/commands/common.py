@@ -112,6 +112,28 @@ def add_training_arguments(parser: argparse.ArgumentParser, cutout_help: str, de
     parser.add_argument("--cutout", type=int, help=cutout_help)
 
 
+def add_ops_module_argument(parser: argparse.ArgumentParser) -> None:
+    """--ops-module (ops of yours) of `darts-tf search`, `train` and `pipeline`."""
+    parser.add_argument(
+        "--ops-module", metavar="FILE_OR_MODULE",
+        help="a .py file or module imported first: its darts_tf.cnn.space.register_op calls add ops of yours "
+        "(docs/extending.md)",
+    )  # fmt: skip
+
+
+def add_space_arguments(parser: argparse.ArgumentParser) -> None:
+    """The search space's flags (darts_tf.cnn.space) of `darts-tf search` and `pipeline`."""
+    parser.add_argument(
+        "--primitives", nargs="+", metavar="OP",
+        help="the candidate ops of every edge, registered names (default: DARTS's eight: none max_pool_3x3 "
+        "avg_pool_3x3 skip_connect sep_conv_3x3 sep_conv_5x5 dil_conv_3x3 dil_conv_5x5)",
+    )  # fmt: skip
+    parser.add_argument("--steps", type=int, metavar="N", help="intermediate nodes per cell (4)")
+    parser.add_argument("--multiplier", type=int, metavar="N", help="last nodes a cell concatenates (4)")
+    parser.add_argument("--inputs-per-node", type=int, choices=[1, 2], help="edges kept per node in derivation (2)")
+    add_ops_module_argument(parser)
+
+
 def add_distribute_arguments(parser: argparse.ArgumentParser) -> None:
     """--strategy and --logical-cpus (darts_tf.distribute) of `darts-tf search` and `darts-tf train`."""
     parser.add_argument(

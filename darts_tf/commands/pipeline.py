@@ -14,7 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 
-from darts_tf.commands.common import add_data_arguments, add_precision_argument, fail, verbosity
+from darts_tf.commands.common import (
+    add_data_arguments,
+    add_precision_argument,
+    add_space_arguments,
+    fail,
+    verbosity,
+)
 from darts_tf.config import SEARCH_PRESETS, TRAIN_PRESETS, SearchConfig, TrainConfig
 from darts_tf.errors import DartsError
 
@@ -28,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--subset", type=int, default=0, help="use only N training images, as many per class (both runs)")
     p.add_argument("--seed", type=int, help="seed of both runs (default: each preset's)")
     add_precision_argument(p)
+    add_space_arguments(p)
     p.add_argument("--overwrite", action="store_true", help="replace runs already in --run-dir")
     p.add_argument("--quiet", action="store_true", help="no per-step progress")
 
@@ -53,8 +60,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for name in ("image_size", "channels", "tfds_data_dir", "skip_bad_images", "stream", "cache", "precision"):
         if getattr(args, name) is not None:
             shared[name] = getattr(args, name)
+    space = {name: getattr(args, name) for name in ("primitives", "steps", "multiplier", "inputs_per_node")}
+    space = {name: value for name, value in space.items() if value is not None}
+    if args.ops_module is not None:
+        shared["ops_module"] = args.ops_module
     search_config = SearchConfig(
-        **{**SEARCH_PRESETS[args.preset], **shared, "run_dir": os.path.join(args.run_dir, "search")}
+        **{**SEARCH_PRESETS[args.preset], **shared, **space, "run_dir": os.path.join(args.run_dir, "search")}
     )
     train_config = TrainConfig(
         **{

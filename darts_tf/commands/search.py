@@ -18,6 +18,7 @@ from darts_tf.commands.common import (
     add_distribute_arguments,
     add_precision_argument,
     add_run_arguments,
+    add_space_arguments,
     add_training_arguments,
     config_from_args,
     fail,
@@ -67,6 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--arch-warmup", type=int, metavar="EPOCHS",
         help="train the weights only for the first EPOCHS epochs (PC-DARTS: 15)",
     )  # fmt: skip
+    add_space_arguments(p)
     p.add_argument(
         "--no-shared-trace",
         dest="shared_trace",
@@ -86,7 +88,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     config = config_from_args(
-        parser, args, SearchConfig, SEARCH_PRESETS, positive=["epochs", "batch_size", "C", "layers"]
+        parser,
+        args,
+        SearchConfig,
+        SEARCH_PRESETS,
+        positive=["epochs", "batch_size", "C", "layers", "steps", "multiplier"],
     )
     strategy = start_strategy(parser, args, config, "search")  # before TensorFlow runs anything
     from darts_tf.cnn.search import run_search

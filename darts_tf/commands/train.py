@@ -14,6 +14,7 @@ import argparse
 
 from darts_tf.commands.common import (
     add_distribute_arguments,
+    add_ops_module_argument,
     add_precision_argument,
     add_run_arguments,
     add_training_arguments,
@@ -33,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="published genotype (NASNet, AmoebaNet, DARTS_V1, DARTS_V2) or a genotype JSON file; default DARTS_V2",
     )
     p.add_argument("--genotype", dest="arch", help="same as --arch: a genotype JSON file written by the search")
+    add_ops_module_argument(p)
     add_training_arguments(p, cutout_help="cutout length (0: off; default 16)", defaults=TrainConfig())
     p.add_argument("--network", choices=NETWORKS, help="cifar (NetworkCIFAR, default) or imagenet (NetworkImageNet)")
     p.add_argument(

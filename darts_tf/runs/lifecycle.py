@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from darts_tf import data, distribute
-from darts_tf.config import check_choices
+from darts_tf.config import check_choices, import_ops_module
 from darts_tf.optimizers import learning_rate_schedule
 from darts_tf.runs.callbacks import MetricsCSV, ProgressLines, StopOnNonFinite
 from darts_tf.runs.folders import begin_run, resume_state, save_checkpoint, worker_run_dir, write_json_atomic
@@ -225,10 +225,12 @@ def execute(plan: RunPlan, resume: bool = False, overwrite: bool = False, verbos
     Returns `plan.finish`'s entries with "config", "history", "first_epoch" and "seconds".
     """
     started = time.time()
+    import_ops_module(getattr(plan.config, "ops_module", None))  # ops of yours, before they are named
     check_choices(plan.config)
     strategy = strategy or plan.strategy()
     chief = distribute.is_chief(strategy)
     plan.config = config = begin_run(plan.config, resume, overwrite, chief=chief)
+    import_ops_module(getattr(config, "ops_module", None))  # a resumed run's, from its config.json
     distribute.check_global_batch(config.batch_size, strategy)
     plan.prepare(resume)
     source = plan.load_data(source)

@@ -15,6 +15,7 @@ import numpy as np
 
 from darts_tf.cnn.genotypes import PRIMITIVES, Genotype, derive_genotype
 from darts_tf.cnn.space import SearchSpace, search_space
+from darts_tf.config import import_ops_module
 from darts_tf.errors import RunDirError
 from darts_tf.files import atomic_file
 from darts_tf.visualize.cells import (
@@ -48,6 +49,7 @@ def read_search_run(run_dir: str) -> dict:
         raise RunDirError(f"{run_dir!r} holds no run (no config.json)")
     with open(config_path, encoding="utf-8") as handle:
         config = json.load(handle)
+    import_ops_module(config.get("ops_module"))  # the space and genotypes may name ops of yours
     alphas, betas = {}, {}
     for path in sorted(glob.glob(os.path.join(run_dir, "alphas_epoch_*.npz"))):
         epoch = int(re.search(r"alphas_epoch_(\d+)\.npz$", path).group(1))

@@ -75,6 +75,25 @@ def make_op(primitive: str, channels: int, stride: int, affine: bool = True, **k
     return spec.factory(channels, stride, affine, **kwargs)
 
 
+def build_op(primitive: str, op: keras.layers.Layer, input_shape, stride: int) -> tuple:
+    """Builds `op` (named `primitive`) for `input_shape` [N, H, W, C] and returns its output shape.
+
+    A built-in op builds and reports its shape itself; an op of yours (`register_op`) may have
+    neither `build` nor `compute_output_shape`, so it runs once on zeros of one image (under
+    `tf.init_scope`, its variables created as on a first call) and has the shape every op must
+    give: [N, H / stride, W / stride, C], rounded as a 3x3 convolution with padding 1.
+    """
+    if primitive in OPS:
+        op.build(input_shape)
+        return tuple(op.compute_output_shape(input_shape))
+    import tensorflow as tf
+
+    with tf.init_scope():
+        op(tf.zeros((1, *input_shape[1:]), dtype=op.compute_dtype), training=False)
+    size = lambda n: None if n is None else conv_output_size(n, 3, stride)  # noqa: E731
+    return (input_shape[0], size(input_shape[1]), size(input_shape[2]), input_shape[3])
+
+
 __all__ = [
     "BN_EPSILON",
     "BN_MOMENTUM",
@@ -90,6 +109,7 @@ __all__ = [
     "ReLUConvBN",
     "SepConv",
     "Zero",
+    "build_op",
     "channel_shuffle",
     "check_stride",
     "conv_output_size",
