@@ -25,6 +25,8 @@ LR_SCHEDULES = ("cosine", "exponential")
 STRATEGIES = ("auto", "one", "mirrored", "multi_worker")
 # The networks' compute type (darts_tf.precision.PRECISIONS; here without TensorFlow).
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+# The cell spaces a search runs over: DARTS's (darts_tf.cnn) or NAS-Bench-201's (darts_tf.nb201).
+SPACES = ("darts", "nb201")
 
 # Keys that older run folders' config.json may hold and that are no longer part of a config.
 _RETIRED_KEYS = ("graph_optimization",)
@@ -85,6 +87,7 @@ class SearchConfig(DataSettings, RunSettings):
 
     RUN_FIELDS = ("shared_trace",)
 
+    space: str = "darts"  # darts, or nb201: NAS-Bench-201's cell (`layers` then counts cells per stage)
     epochs: int = 50
     batch_size: int = 64
     C: int = 16
@@ -102,6 +105,7 @@ class SearchConfig(DataSettings, RunSettings):
     learning_rate: float = 0.025
     learning_rate_min: float = 0.001
     momentum: float = 0.9
+    nesterov: bool = False
     weight_decay: float = 3e-4
     grad_clip: float = 5.0
     arch_learning_rate: float = 3e-4
@@ -134,6 +138,9 @@ SEARCH_PRESETS = {
         "arch_learning_rate": 6e-4,
         "arch_warmup": 15,
     },
+    # NAS-Bench-201's DARTS search (Dong & Yang, ICLR 2020; its DARTS.config): its cell and network (C=16,
+    # N=5 cells per stage), SGD with Nesterov momentum and weight decay 5e-4, otherwise DARTS's settings.
+    "nb201": {"space": "nb201", "layers": 5, "nesterov": True, "weight_decay": 5e-4},
 }
 
 
@@ -164,8 +171,9 @@ class TrainConfig(DataSettings, RunSettings):
     learning_rate_min: float = 0.0
     lr_decay: float = 0.97
     momentum: float = 0.9
+    nesterov: bool = False
     weight_decay: float = 3e-4
-    grad_clip: float = 5.0
+    grad_clip: float = 5.0  # 0: no clipping
     seed: int = 0
     run_dir: str = "runs/eval"
     export: bool = True
@@ -194,6 +202,23 @@ TRAIN_PRESETS = {
         "auxiliary_weight": 0.4,
         "drop_path_prob": 0.0,
         "cutout": 0,
+    },  # fmt: skip
+    # NAS-Bench-201's training of a cell (Dong & Yang, ICLR 2020; as the table of darts-tf score was made):
+    # its network (C=16, 5 cells per stage), 200 epochs, batch 256, SGD with Nesterov momentum 0.9, lr 0.1
+    # cosine to 0, weight decay 5e-4, random crop and flip only, no auxiliary head, drop path or clipping.
+    "nb201": {
+        "C": 16,
+        "layers": 5,
+        "epochs": 200,
+        "batch_size": 256,
+        "learning_rate": 0.1,
+        "learning_rate_min": 0.0,
+        "nesterov": True,
+        "weight_decay": 5e-4,
+        "auxiliary": False,
+        "cutout": 0,
+        "drop_path_prob": 0.0,
+        "grad_clip": 0.0,
     },  # fmt: skip
 }
 
@@ -311,7 +336,7 @@ def parse_early_stop(rule: str | None) -> tuple[str, int] | None:
 def check_choices(config) -> None:
     """ConfigError naming the field when a config field holds a value outside its choices."""
     choices_of = (("network", NETWORKS), ("augmentation", AUGMENTATIONS), ("lr_schedule", LR_SCHEDULES),
-                  ("strategy", STRATEGIES), ("precision", PRECISIONS))  # fmt: skip
+                  ("strategy", STRATEGIES), ("precision", PRECISIONS), ("space", SPACES))  # fmt: skip
     for field, choices in choices_of:
         value = getattr(config, field, None)
         if value is not None and value not in choices:
@@ -342,6 +367,14 @@ def search_space(config):
     multiplier and inputs_per_node."""
     from darts_tf.cnn.space import search_space as make
 
+    if getattr(config, "space", "darts") == "nb201":
+        from darts_tf.nb201.genotypes import NB201_SPACE
+
+        fixed = {"primitives": None, "steps": 4, "multiplier": 4, "inputs_per_node": 2}
+        changed = [name for name, value in fixed.items() if getattr(config, name) != value]
+        if changed:
+            raise ConfigError(f"NAS-Bench-201's cell is fixed (its 5 ops, 3 nodes): `{changed[0]}` cannot change it")
+        return NB201_SPACE
     primitives = config.primitives
     if primitives is not None and (isinstance(primitives, str) or not isinstance(primitives, (list, tuple))):
         raise ConfigError(f"`primitives` must be a list of op names. Received: {primitives!r}")

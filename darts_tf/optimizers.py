@@ -34,16 +34,22 @@ def _handle(variable):
 class SGD(ReplicaReducedGradients, keras.optimizers.Optimizer):
     """SGD with momentum and coupled L2 weight decay, as `torch.optim.SGD`.
 
-    buf = momentum * buf + (g + coupled_weight_decay * w);  w -= lr * buf.
-    Used for the DARTS network weights (Liu et al., arXiv:1806.09055, Sec. 3.1.2).
+    buf = momentum * buf + (g + coupled_weight_decay * w);  w -= lr * buf, or with `nesterov`
+    w -= lr * (g + coupled_weight_decay * w + momentum * buf) (PyTorch's `nesterov=True`, as
+    NAS-Bench-201's recipes). Used for the DARTS network weights (Liu et al., arXiv:1806.09055, Sec. 3.1.2).
     """
 
-    def __init__(self, learning_rate=0.025, momentum=0.9, coupled_weight_decay=0.0, name="darts_sgd", **kwargs):
+    def __init__(
+        self, learning_rate=0.025, momentum=0.9, coupled_weight_decay=0.0, nesterov=False, name="darts_sgd", **kwargs
+    ):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         if momentum < 0:
             raise ConfigError(f"SGD expected momentum >= 0. Received: momentum={momentum}")
+        if nesterov and momentum <= 0:
+            raise ConfigError(f"SGD with nesterov expected momentum > 0. Received: momentum={momentum}")
         self.momentum = momentum
         self.coupled_weight_decay = coupled_weight_decay
+        self.nesterov = bool(nesterov)
 
     def build(self, variables):
         if self.built:
@@ -79,11 +85,11 @@ class SGD(ReplicaReducedGradients, keras.optimizers.Optimizer):
                 grad=g,
                 momentum=momentum,
                 use_locking=False,
-                use_nesterov=False,
+                use_nesterov=self.nesterov,  # TensorFlow's nesterov form is PyTorch's
             )
             return
         self.assign(buf, self.momentum * buf + g)
-        self.assign_sub(variable, lr * buf)
+        self.assign_sub(variable, lr * (g + self.momentum * buf) if self.nesterov else lr * buf)
 
     def momentum_buffers(self, variables) -> list:
         """PyTorch's `momentum_buffer` for each variable (zeros before the first step)."""
@@ -93,7 +99,9 @@ class SGD(ReplicaReducedGradients, keras.optimizers.Optimizer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"momentum": self.momentum, "coupled_weight_decay": self.coupled_weight_decay})
+        config.update(
+            {"momentum": self.momentum, "coupled_weight_decay": self.coupled_weight_decay, "nesterov": self.nesterov}
+        )
         return config
 
 

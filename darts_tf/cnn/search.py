@@ -19,7 +19,8 @@ from darts_tf import architect, data, precision, replicas, runs, visualize
 from darts_tf.cnn.genotypes import Genotype, edge_weights, format_alphas
 from darts_tf.cnn.search_model import SearchNetwork
 from darts_tf.config import SearchConfig, parse_early_stop, search_space
-from darts_tf.errors import ConfigError
+from darts_tf.errors import ConfigError, DataError
+from darts_tf.nb201 import genotypes as nb201
 from darts_tf.optimizers import SGD, Adam, EpochCosineDecay, clip_by_global_norm
 from darts_tf.seeding import initializer_seed
 
@@ -205,13 +206,19 @@ class ArchitectureSearch(keras.Model):
         }
 
 
-def _network(config: SearchConfig, source: data.ImageData) -> SearchNetwork:
+def _network(config: SearchConfig, source: data.ImageData) -> keras.Model:
+    """The search network of the config's space: DARTS's `SearchNetwork`, or NAS-Bench-201's."""
+    options = dict(
+        shared_trace=config.shared_trace, partial_channels=config.partial_channels,
+        edge_normalization=config.edge_normalization, dtype=precision.dtype_policy(config.precision),
+    )  # fmt: skip
     with initializer_seed(config.seed):
-        network = SearchNetwork(
-            config.C, source.num_classes, config.layers, space=search_space(config),
-            shared_trace=config.shared_trace, partial_channels=config.partial_channels,
-            edge_normalization=config.edge_normalization, dtype=precision.dtype_policy(config.precision),
-        )  # fmt: skip
+        if config.space == "nb201":
+            from darts_tf.nb201.model import Nb201SearchNetwork
+
+            network = Nb201SearchNetwork(config.C, source.num_classes, config.layers, **options)
+        else:
+            network = SearchNetwork(config.C, source.num_classes, config.layers, space=search_space(config), **options)
         network.build((None, *source.input_shape))
     return network
 
@@ -225,7 +232,9 @@ def build_search(config: SearchConfig, source: data.ImageData, schedule: EpochCo
         sync_batchnorm=config.sync_batchnorm,
     )  # fmt: skip
     search.compile(
-        w_optimizer=SGD(schedule, momentum=config.momentum, coupled_weight_decay=config.weight_decay),
+        w_optimizer=SGD(
+            schedule, momentum=config.momentum, coupled_weight_decay=config.weight_decay, nesterov=config.nesterov
+        ),
         alpha_optimizer=Adam(
             config.arch_learning_rate, beta_1=0.5, beta_2=0.999, coupled_weight_decay=config.arch_weight_decay
         ),
@@ -260,13 +269,27 @@ class ArchWarmup(keras.callbacks.Callback):
         self.search.update_arch = epoch >= self.warmup
 
 
-def derived_genotype(network, config: SearchConfig) -> Genotype:
+def derived_genotype(network, config: SearchConfig) -> Genotype | nb201.Nb201Genotype:
     """The network's genotype under the run's derivation rules (`max_skip`; the betas when present)."""
     return network.genotype(max_skip=config.max_skip)
 
 
-def _genotype_json(network, config: SearchConfig) -> str:
-    return derived_genotype(network, config).to_json()
+def genotype_class(config: SearchConfig) -> type:
+    """The genotype type a search of `config` writes: `Genotype`, or `Nb201Genotype` for NAS-Bench-201."""
+    return nb201.Nb201Genotype if config.space == "nb201" else Genotype
+
+
+def table_accuracy(genotype) -> float | None:
+    """A NAS-Bench-201 cell's CIFAR-10 test accuracy in the benchmark's table; None without the table
+    (`darts_tf[bench]`) or for a DARTS genotype."""
+    if not isinstance(genotype, nb201.Nb201Genotype):
+        return None
+    from darts_tf.nb201 import table
+
+    try:
+        return table.score(genotype)["test_accuracy"]
+    except DataError:
+        return None
 
 
 def early_stop_reason(run_dir: str, epoch: int, config: SearchConfig) -> tuple[str, int] | None:
@@ -284,13 +307,15 @@ def early_stop_reason(run_dir: str, epoch: int, config: SearchConfig) -> tuple[s
 
     def genotype_of(e):
         path = os.path.join(run_dir, f"genotype_epoch_{e:03d}.json")
-        return Genotype.load(path) if os.path.exists(path) else None
+        return genotype_class(config).load(path) if os.path.exists(path) else None
 
     current = genotype_of(epoch)
     if kind == "skip":
-        skips = sum(op == search_space(config).skip for op, _ in current.normal)
+        skip = search_space(config).skip
+        skips = current.ops.count(skip) if config.space == "nb201" else sum(op == skip for op, _ in current.normal)
         if skips >= value:
-            return f"{skips} skip connections in the normal cell after epoch {epoch}", max(epoch - 1, 0)
+            where = "the cell" if config.space == "nb201" else "the normal cell"
+            return f"{skips} skip connections in {where} after epoch {epoch}", max(epoch - 1, 0)
         return None
     unchanged = 0
     while unchanged < value and epoch - unchanged - 1 >= 0 and genotype_of(epoch - unchanged - 1) == current:
@@ -307,10 +332,14 @@ def record_epoch(network, config: SearchConfig, epoch: int) -> tuple[Genotype, d
     genotype = derived_genotype(network, config)
     genotype.save(os.path.join(config.run_dir, f"genotype_epoch_{epoch:03d}.json"))
     runs.save_npz_atomic(os.path.join(config.run_dir, f"alphas_epoch_{epoch:03d}.npz"), **alphas)
-    visualize.write_search_summaries(
-        os.path.join(config.run_dir, "tensorboard", "search"), epoch, alphas["alphas_normal"],
-        alphas["alphas_reduce"], genotype, config.steps, network.space.primitives,
-    )  # fmt: skip
+    log_dir = os.path.join(config.run_dir, "tensorboard", "search")
+    if config.space == "nb201":
+        visualize.write_nb201_search_summaries(log_dir, epoch, alphas["alphas"], genotype, table_accuracy(genotype))
+    else:
+        visualize.write_search_summaries(
+            log_dir, epoch, alphas["alphas_normal"], alphas["alphas_reduce"], genotype, config.steps,
+            network.space.primitives,
+        )  # fmt: skip
     return genotype, alphas
 
 
@@ -376,7 +405,9 @@ class SearchPlan(runs.RunPlan):
         run_dir, config = written.run_dir, written
         genotype, alphas = record_epoch(model.network, config, epoch)
         stop = early_stop_reason(run_dir, epoch, config)
-        kept = Genotype.load(os.path.join(run_dir, f"genotype_epoch_{stop[1]:03d}.json")) if stop else genotype
+        kept = genotype
+        if stop:
+            kept = genotype_class(config).load(os.path.join(run_dir, f"genotype_epoch_{stop[1]:03d}.json"))
         kept.save(os.path.join(run_dir, "genotype.json"))
         state = {"genotype": kept.to_dict()}
         if stop:
@@ -386,7 +417,12 @@ class SearchPlan(runs.RunPlan):
             print(f"\nepoch {epoch}: genotype = {genotype.to_json()}")
             if stop:
                 print(f"early stop ({config.early_stop}): {stop[0]}; kept the genotype of epoch {stop[1]}")
-            for name in ("alphas_normal", "alphas_reduce"):
+            if config.space == "nb201":
+                accuracy = table_accuracy(genotype)
+                if accuracy is not None:
+                    print(f"NAS-Bench-201 table: CIFAR-10 test accuracy {accuracy:.2f} %")
+                print(f"softmax(alphas):\n{nb201.format_alphas(alphas['alphas'])}")
+            for name in [name for name in ("alphas_normal", "alphas_reduce") if name in alphas]:
                 print(f"softmax({name}):\n{format_alphas(alphas[name], config.steps, model.network.space.primitives)}")
             for name in ("betas_normal", "betas_reduce"):
                 if name in alphas:
@@ -394,11 +430,22 @@ class SearchPlan(runs.RunPlan):
         return state
 
     def csv_extra(self, model, schedule):
-        return lambda e: {"lr": schedule.value_at_epoch(e), "genotype": _genotype_json(model.network, self.config)}
+        def extra(epoch):
+            genotype = derived_genotype(model.network, self.config)
+            row = {"lr": schedule.value_at_epoch(epoch), "genotype": genotype.to_json()}
+            accuracy = table_accuracy(genotype)
+            if accuracy is not None:  # the curve NAS-Bench-201 papers plot
+                row["nb201_test_accuracy"] = accuracy
+            return row
+
+        return extra
 
     def finish(self, model, source, written, chief):
-        genotype = Genotype.load(os.path.join(written.run_dir, "genotype.json"))  # the kept one (early stop)
-        if chief:
+        kept = os.path.join(written.run_dir, "genotype.json")  # the kept one (early stop)
+        genotype = genotype_class(self.config).load(kept)
+        if chief and isinstance(genotype, nb201.Nb201Genotype):
+            visualize.save_nb201_cell(genotype, written.run_dir, ("png", "svg"), prefix="cell")
+        elif chief:
             visualize.save_cells(genotype, written.run_dir, ("png", "svg"), prefix="cell")
         return {"genotype": genotype}
 

@@ -128,7 +128,7 @@ class MixedOp(keras.layers.Layer):
             if weighting(name) == "zero":
                 continue
             self.primitive_ops[name] = make_op(name, self.op_channels, strides, affine=False, name=name, **sub)
-            if weighting(name) == "pool":
+            if weighting(name) == "pool" and self.space.pool_batchnorm:
                 self.pool_bns[name] = BatchNorm(affine=False, name=f"{name}_bn", **sub)
 
     def build(self, input_shape):
@@ -526,7 +526,7 @@ class EdgeFunctions:
         self._edges = {}
 
     def get(self, channels, strides, input_shape, dtype_policy, space=DARTS_SPACE) -> _SharedEdge:
-        key = (channels, strides, tuple(input_shape[1:]), dtype_policy.name, space.primitives)
+        key = (channels, strides, tuple(input_shape[1:]), dtype_policy.name, space.primitives, space.pool_batchnorm)
         if key not in self._edges:
             self._edges[key] = _SharedEdge(channels, strides, input_shape, dtype_policy, space)
         return self._edges[key]
@@ -706,6 +706,11 @@ class SearchNetwork(keras.Model):
             space = SearchSpace.from_dict(space)
         self.space = resolve_space(space, steps, multiplier)
         steps, multiplier = self.space.steps, self.space.multiplier
+        if self.space.cell != "darts":
+            raise ConfigError(
+                f"SearchNetwork builds DARTS cells; a space of cell {self.space.cell!r} has its own network "
+                "(darts_tf.nb201.model.Nb201SearchNetwork for nb201)"
+            )
         if not isinstance(partial_channels, int) or partial_channels < 1 or C % partial_channels:
             raise ConfigError(
                 f"SearchNetwork expected partial_channels, a positive integer dividing C={C}. "

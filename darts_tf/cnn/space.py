@@ -56,7 +56,12 @@ BUILTIN_WEIGHTING: dict[str, str] = {
     "dil_conv_5x5": "batchnorm",
     "sep_conv_7x7": "batchnorm",
     "conv_7x1_1x7": "batchnorm",
+    # NAS-Bench-201's convolutions (Dong & Yang, ICLR 2020): ReLU -> k x k conv -> BN.
+    "nor_conv_1x1": "batchnorm",
+    "nor_conv_3x3": "batchnorm",
 }
+
+CELLS = ("darts", "nb201")  # the cell a space's edges form (see `SearchSpace.cell`)
 
 OpFactory = Callable[..., object]  # (channels, stride, affine, **layer_kwargs) -> keras.layers.Layer
 
@@ -152,6 +157,10 @@ class SearchSpace:
             node has two candidate inputs).
         none: the op derivation never picks and edges rank without (None: every op counts).
         skip: the skip connection (what `max_skip` and the DARTS+ early stop count; None: none).
+        pool_batchnorm: whether an edge follows ops weighed by "pool" with a non-affine BatchNorm
+            (DARTS's edge does; NAS-Bench-201's weighs its pool as `w * op(x)`).
+        cell: "darts" (two cell inputs, preprocessing, `inputs_per_node` edges kept per node) or
+            "nb201" (one input, every edge kept with one op: `darts_tf.nb201`).
     """
 
     primitives: tuple[str, ...] = PRIMITIVES
@@ -160,6 +169,8 @@ class SearchSpace:
     inputs_per_node: int = 2
     none: str | None = "none"
     skip: str | None = "skip_connect"
+    pool_batchnorm: bool = True
+    cell: str = "darts"
 
     def __post_init__(self):
         primitives = self.primitives
@@ -194,14 +205,17 @@ class SearchSpace:
                 raise ConfigError(
                     f"SearchSpace: `{field}` must be one of the primitives or None. Received: {field}={value!r}"
                 )
+        if self.cell not in CELLS:
+            raise ConfigError(f"SearchSpace expected cell one of {', '.join(CELLS)}. Received: cell={self.cell!r}")
         if len([name for name in primitives if name != self.none]) == 0:
             raise ConfigError(f"SearchSpace needs an op besides `none`. Received: primitives={list(primitives)}")
         object.__setattr__(self, "primitives", primitives)
 
     @property
     def num_edges(self) -> int:
-        """Mixed edges per cell: 2 + 3 + ... + (steps + 1)."""
-        return sum(2 + i for i in range(self.steps))
+        """Mixed edges per cell: 2 + 3 + ... + (steps + 1) in a DARTS cell, 1 + 2 + ... + steps in NAS-Bench-201's."""
+        first = 2 if self.cell == "darts" else 1
+        return sum(first + i for i in range(self.steps))
 
     @property
     def num_ops(self) -> int:

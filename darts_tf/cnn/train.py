@@ -21,7 +21,9 @@ from darts_tf.architect import cross_entropy, gradients_of
 from darts_tf.cnn.eval_model import NetworkCIFAR, NetworkImageNet, count_parameters, inference_model
 from darts_tf.cnn.genotypes import GENOTYPES, Genotype, get_genotype
 from darts_tf.config import TrainConfig, config_from_dict, import_ops_module
+from darts_tf.errors import ConfigError
 from darts_tf.export import accuracy_summary, export_saved_model
+from darts_tf.nb201.genotypes import Nb201Genotype
 from darts_tf.optimizers import SGD, clip_by_global_norm
 from darts_tf.seeding import initializer_seed
 
@@ -93,7 +95,8 @@ class EvalTrainer(keras.Model):
                 loss += self.auxiliary_weight * aux_loss
             scaled = precision.scaled_loss(loss, self.loss_scale)
         gradients = replicas.mean(gradients_of(tape, scaled, variables, self.loss_scale))
-        gradients, _ = clip_by_global_norm(gradients, self.grad_clip)
+        if self.grad_clip:  # 0: no clipping (NAS-Bench-201's recipe)
+            gradients, _ = clip_by_global_norm(gradients, self.grad_clip)
         finite = precision.apply_gradients(self.w_optimizer, gradients, variables, self.loss_scale)
         if self.loss_scale is not None:
             self.loss_scale.update(finite)
@@ -141,8 +144,38 @@ def export_name(config: TrainConfig) -> str:
     return config.arch.lower() if config.arch in GENOTYPES else "darts_eval"
 
 
-def build_network(config: TrainConfig, genotype: Genotype, num_classes: int, input_shape: tuple) -> keras.Model:
-    """NetworkCIFAR, or NetworkImageNet when `config.network == "imagenet"`, seeded by `config.seed`."""
+def read_genotype(arch: str) -> Genotype | Nb201Genotype:
+    """The genotype `arch` names: a published name or DARTS genotype file, or a NAS-Bench-201 cell (its arch
+    string, or a genotype file holding {"arch": ...})."""
+    if isinstance(arch, str) and arch.strip().startswith("|"):
+        return Nb201Genotype.from_arch(arch)
+    if isinstance(arch, str) and os.path.isfile(arch):
+        try:
+            with open(arch, encoding="utf-8") as handle:
+                holds_arch = '"arch"' in handle.read(4096)
+        except OSError:
+            holds_arch = False
+        if holds_arch:
+            return Nb201Genotype.load(arch)
+    return get_genotype(arch)
+
+
+def build_network(config: TrainConfig, genotype, num_classes: int, input_shape: tuple) -> keras.Model:
+    """NetworkCIFAR, or NetworkImageNet when `config.network == "imagenet"`, or the NAS-Bench-201 network of an
+    `Nb201Genotype` (C channels, `layers` cells per stage), seeded by `config.seed`."""
+    if isinstance(genotype, Nb201Genotype):
+        if config.auxiliary or config.network != "cifar":
+            raise ConfigError(
+                "a NAS-Bench-201 cell trains in its own network, without an auxiliary head: use --preset nb201 "
+                "(or --no-auxiliary, and no --network imagenet)"
+            )
+        from darts_tf.nb201.model import Nb201Network
+
+        with initializer_seed(config.seed):
+            return Nb201Network(
+                genotype, config.C, config.layers, num_classes, tuple(input_shape),
+                dtype=precision.dtype_policy(config.precision),
+            )  # fmt: skip
     network_class = NetworkImageNet if config.network == "imagenet" else NetworkCIFAR
     with initializer_seed(config.seed):
         return network_class(
@@ -173,7 +206,8 @@ def build_trainer(config: TrainConfig, network: keras.Model, schedule) -> EvalTr
         loss_scale=loss_scale, sync_batchnorm=config.sync_batchnorm,
     )  # fmt: skip
     trainer.compile(
-        SGD(schedule, momentum=config.momentum, coupled_weight_decay=config.weight_decay), grad_clip=config.grad_clip
+        SGD(schedule, momentum=config.momentum, coupled_weight_decay=config.weight_decay, nesterov=config.nesterov),
+        grad_clip=config.grad_clip,
     )
     return trainer
 
@@ -187,7 +221,7 @@ def read_run(run_dir: str) -> tuple[TrainConfig, Genotype, dict]:
         raise runs.RunDirError(f"{run_dir!r} holds no training run (no config.json/data.json)")
     config = config_from_dict(TrainConfig, runs.read_json(paths[0]), run_dir=run_dir)
     import_ops_module(config.ops_module)  # a genotype may name ops of yours
-    return config, Genotype.load(os.path.join(run_dir, "genotype.json")), runs.read_json(paths[1])
+    return config, read_genotype(os.path.join(run_dir, "genotype.json")), runs.read_json(paths[1])
 
 
 def load_trained_network(run_dir: str) -> tuple[keras.Model, TrainConfig, dict]:
@@ -236,7 +270,7 @@ class TrainingPlan(runs.RunPlan):
     what = "training"
 
     def prepare(self, resume):
-        self.genotype = read_run(self.config.run_dir)[1] if resume else get_genotype(self.config.arch)
+        self.genotype = read_run(self.config.run_dir)[1] if resume else read_genotype(self.config.arch)
 
     def steps_per_epoch(self, source):
         config = self.config

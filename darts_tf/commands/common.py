@@ -124,6 +124,11 @@ def add_ops_module_argument(parser: argparse.ArgumentParser) -> None:
 def add_space_arguments(parser: argparse.ArgumentParser) -> None:
     """The search space's flags (darts_tf.cnn.space) of `darts-tf search` and `pipeline`."""
     parser.add_argument(
+        "--space", choices=["darts", "nb201"],
+        help="the cell space: darts (default) or nb201, NAS-Bench-201's cell and network (--preset nb201: its "
+        "search settings; --layers then counts cells per stage; darts-tf score rates the found cell)",
+    )  # fmt: skip
+    parser.add_argument(
         "--primitives", nargs="+", metavar="OP",
         help="the candidate ops of every edge, registered names (default: DARTS's eight: none max_pool_3x3 "
         "avg_pool_3x3 skip_connect sep_conv_3x3 sep_conv_5x5 dil_conv_3x3 dil_conv_5x5)",

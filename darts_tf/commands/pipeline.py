@@ -60,7 +60,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for name in ("image_size", "channels", "tfds_data_dir", "skip_bad_images", "stream", "cache", "precision"):
         if getattr(args, name) is not None:
             shared[name] = getattr(args, name)
-    space = {name: getattr(args, name) for name in ("primitives", "steps", "multiplier", "inputs_per_node")}
+    space = {name: getattr(args, name) for name in ("space", "primitives", "steps", "multiplier", "inputs_per_node")}
     space = {name: value for name, value in space.items() if value is not None}
     if args.ops_module is not None:
         shared["ops_module"] = args.ops_module

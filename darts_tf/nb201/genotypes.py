@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from darts_tf.errors import GenotypeError
+from darts_tf.cnn.space import SearchSpace
+from darts_tf.errors import ConfigError, GenotypeError
 from darts_tf.files import JsonDocument
 
 # The benchmark's op list, in its order (NAS_BENCH_201 in its code): the alphas' columns.
@@ -23,6 +24,12 @@ OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", 
 NODES = 4
 # (input, node) of each edge in the arch string's order, which is also the alphas' rows.
 EDGES: tuple[tuple[int, int], ...] = tuple((i, j) for j in range(1, NODES) for i in range(j))
+# The space as darts_tf's mixed edges see it: the benchmark's ops, its pool weighed as w * pool(x)
+# (no BatchNorm after it, unlike DARTS's edge), cells of 3 nodes after the input.
+NB201_SPACE = SearchSpace(
+    OPS, steps=NODES - 1, multiplier=1, inputs_per_node=1, none="none", skip="skip_connect", pool_batchnorm=False,
+    cell="nb201",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -97,15 +104,30 @@ class Nb201Genotype(JsonDocument):
         return {op: self.ops.count(op) for op in OPS}
 
 
-def derive_nb201(alphas: np.ndarray | Sequence) -> Nb201Genotype:
+def derive_nb201(alphas: np.ndarray | Sequence, max_skip: int | None = None) -> Nb201Genotype:
     """The cell of alphas [6, 5]: on every edge the op of largest weight, `none` included (first on ties), as
-    the benchmark's DARTS code derives (its `genotype()`: argmax over all ops per edge)."""
-    alphas = np.asarray(alphas)
+    the benchmark's DARTS code derives (its `genotype()`: argmax over all ops per edge).
+
+    `max_skip` (P-DARTS's rule, Chen et al., arXiv:1904.12760): while the cell holds more skip connections,
+    the kept one of smallest weight is ruled out on its edge and that edge takes its next op.
+    """
+    alphas = np.asarray(alphas, dtype=np.float64)
     if alphas.shape != (len(EDGES), len(OPS)):
         raise GenotypeError(f"NAS-Bench-201 alphas must have shape {(len(EDGES), len(OPS))}. Received: {alphas.shape}")
     if not np.all(np.isfinite(alphas)):
         raise GenotypeError("NAS-Bench-201 alphas hold non-finite values (NaN or inf)")
-    return Nb201Genotype(tuple(OPS[int(k)] for k in np.argmax(alphas, axis=1)))
+    weights = np.exp(alphas - alphas.max(axis=1, keepdims=True))
+    weights /= weights.sum(axis=1, keepdims=True)
+    if max_skip is not None and max_skip < 0:
+        raise ConfigError(f"`max_skip` must be >= 0. Received: max_skip={max_skip}")
+    skip = OPS.index("skip_connect")
+    while True:
+        chosen = np.argmax(weights, axis=1)
+        skips = [edge for edge in range(len(EDGES)) if chosen[edge] == skip]
+        if max_skip is None or len(skips) <= max_skip:
+            return Nb201Genotype(tuple(OPS[int(k)] for k in chosen))
+        weakest = min(skips, key=lambda edge: weights[edge, skip])
+        weights[weakest, skip] = -1.0  # below every weight: the edge's next op wins
 
 
 def format_alphas(alphas: np.ndarray) -> str:

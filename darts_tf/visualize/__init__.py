@@ -19,11 +19,15 @@ from darts_tf.visualize.cells import (
     cell_dot,
     cell_figure,
     draw_cell,
+    draw_nb201_cell,
     draw_recurrent_cell,
+    nb201_cell_dot,
+    nb201_cell_figure,
     recurrent_cell_dot,
     recurrent_cell_figure,
     save_cells,
     save_figure,
+    save_nb201_cell,
     save_recurrent_cell,
 )
 from darts_tf.visualize.heatmaps import (
@@ -31,6 +35,7 @@ from darts_tf.visualize.heatmaps import (
     edge_labels,
     heatmap_figure,
     heatmap_scale,
+    nb201_heatmap_figure,
     recurrent_heatmap_figure,
 )
 from darts_tf.visualize.report import (
@@ -45,9 +50,19 @@ from darts_tf.visualize.report import (
     visualize_recurrent_run,
     visualize_run,
 )
-from darts_tf.visualize.summaries import write_recurrent_search_summaries, write_search_summaries
+from darts_tf.visualize.summaries import (
+    write_nb201_search_summaries,
+    write_recurrent_search_summaries,
+    write_search_summaries,
+)
 
 __all__ = [
+    "write_nb201_search_summaries",
+    "nb201_heatmap_figure",
+    "save_nb201_cell",
+    "nb201_cell_figure",
+    "nb201_cell_dot",
+    "draw_nb201_cell",
     "FORMATS",
     "OP_COLOURS",
     "cell_dot",

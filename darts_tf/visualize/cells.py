@@ -163,6 +163,7 @@ def _draw_graph(ax, positions, edges, concat, labels, colours, inputs, node_name
 
 
 # The recurrent cell's activations (darts_tf.rnn), in the same palette.
+OP_COLOURS.update({"nor_conv_1x1": "#56b4e9", "nor_conv_3x3": "#0072b2"})
 OP_COLOURS.update({"tanh": "#e69f00", "relu": "#009e73", "sigmoid": "#cc79a7", "identity": "#999999"})
 
 
@@ -257,3 +258,53 @@ def _png_bytes(figure, dpi: int = 80) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     return buffer.getvalue()
+
+
+def draw_nb201_cell(ax, genotype, title: str | None = None) -> None:
+    """A NAS-Bench-201 cell (arXiv:2001.00326, Fig. 1): its input node 0, nodes 1..3, every edge with its op;
+    node 3 is the output (`none` edges drawn too, grey)."""
+    from darts_tf.nb201.genotypes import EDGES
+
+    positions = {0: (0.0, 0.0), "out": (10.6, -1.6)}
+    for node in (1, 2, 3):
+        positions[node] = (5.0, 1.6 * (2 - node))
+    graph = [(op, i, j) for (i, j), op in zip(EDGES, genotype.ops)]
+    _draw_graph(
+        ax, positions, graph, (3,), labels={0: "in", "out": "out"},
+        colours={0: "#cfe8cf", "out": "#f3e9b3"}, inputs=(0,), node_name=str,
+        stagger=lambda source, target: 0.55,
+    )  # fmt: skip
+    ax.set_title(title or "NAS-Bench-201 cell", fontsize=13)
+
+
+def nb201_cell_dot(genotype) -> str:
+    """The NAS-Bench-201 cell as graphviz DOT source."""
+    from darts_tf.nb201.genotypes import EDGES
+
+    lines = ['digraph "nb201" {', "  rankdir=LR;",
+             '  node [style="filled,rounded", shape=box, fontname="Helvetica", penwidth=2];',
+             '  edge [fontname="Helvetica", fontsize=18];', '  "0" [fillcolor=darkseagreen2];']  # fmt: skip
+    lines += [f'  "{i}" [fillcolor=lightblue, shape=ellipse];' for i in (1, 2, 3)]
+    for (i, j), op in zip(EDGES, genotype.ops):
+        colour = OP_COLOURS.get(op, "black")
+        lines.append(f'  "{i}" -> "{j}" [label="{op}", color="{colour}", fontcolor="{colour}"];')
+    return "\n".join(lines + ["}"]) + "\n"
+
+
+def nb201_cell_figure(genotype, title: str | None = None):
+    figure = _figure(9.6, 5.0)
+    draw_nb201_cell(figure.add_axes((0.01, 0.01, 0.98, 0.9)), genotype, title)
+    return figure
+
+
+def save_nb201_cell(genotype, out_dir: str, formats=("png", "svg"), prefix: str = "cell") -> list[str]:
+    """`<prefix>_nb201.<fmt>` and its `.dot` source in `out_dir`; the paths."""
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise ConfigError(f"`format` must be among {', '.join(FORMATS)}. Received: {bad[0]!r}")
+    figure = nb201_cell_figure(genotype)
+    written = [save_figure(figure, os.path.join(out_dir, f"{prefix}_nb201.{fmt}")) for fmt in formats]
+    path = os.path.join(out_dir, f"{prefix}_nb201.dot")
+    with atomic_file(path) as handle:
+        handle.write(nb201_cell_dot(genotype))
+    return written + [path]

@@ -19,6 +19,16 @@ def recurrent_heatmap_figure(alphas: np.ndarray, steps: int, title: str):
     return figure
 
 
+def nb201_heatmap_figure(alphas: np.ndarray, title: str):
+    """softmax(alphas) [6, 5] of a NAS-Bench-201 search, one row per edge i -> j."""
+    from darts_tf.nb201.genotypes import EDGES, OPS
+
+    figure = _figure(6.6, 0.3 * len(EDGES) + 1.8)
+    draw_heatmap(figure.add_subplot(1, 1, 1), alphas, 3, title, columns=OPS, rows=[f"{i} -> {j}" for i, j in EDGES])
+    figure.tight_layout()
+    return figure
+
+
 def edge_labels(steps: int) -> list[str]:
     names = _node_names(steps)
     return [f"{names[j]} -> {i}" for i in range(steps) for j in range(i + 2)]

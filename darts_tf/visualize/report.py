@@ -16,8 +16,9 @@ import numpy as np
 from darts_tf.cnn.genotypes import PRIMITIVES, Genotype, derive_genotype
 from darts_tf.cnn.space import SearchSpace, search_space
 from darts_tf.config import import_ops_module
-from darts_tf.errors import RunDirError
+from darts_tf.errors import DataError, RunDirError
 from darts_tf.files import atomic_file
+from darts_tf.nb201.genotypes import EDGES, OPS, derive_nb201
 from darts_tf.visualize.cells import (
     OP_COLOURS,
     _cell,
@@ -25,14 +26,18 @@ from darts_tf.visualize.cells import (
     _png_bytes,
     cell_figure,
     draw_cell,
+    draw_nb201_cell,
+    nb201_cell_figure,
     recurrent_cell_figure,
     save_cells,
     save_figure,
+    save_nb201_cell,
     save_recurrent_cell,
 )
 from darts_tf.visualize.heatmaps import (
     draw_heatmap,
     heatmap_figure,
+    nb201_heatmap_figure,
     recurrent_heatmap_figure,
 )
 
@@ -373,6 +378,77 @@ def visualize_recurrent_run(run_dir: str, out_dir: str | None = None, formats=("
     return [*written, _write_report(out_dir, run_dir, kind, config, sections)]
 
 
+def visualize_nb201_run(run_dir: str, out_dir: str | None = None, formats=("png", "svg")) -> list[str]:
+    """A NAS-Bench-201 search or training run folder: the cell (and its table accuracy when the table is
+    installed), the softmax(alpha) heatmap of every recorded epoch with an animation (search), the curves, the
+    table accuracy of every epoch's cell (search) and report.html."""
+    from darts_tf.nb201.genotypes import Nb201Genotype
+
+    out_dir = out_dir or os.path.join(run_dir, "visualize")
+    with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as handle:
+        config = json.load(handle)
+    kind = "search" if "arch_learning_rate" in config else "training"
+    metrics = read_metrics(run_dir)
+    sections = [section for section in [_results_summary(metrics, kind)] if section]
+    genotype = Nb201Genotype.load(os.path.join(run_dir, "genotype.json"))
+    written = save_nb201_cell(genotype, out_dir, formats)
+    table_line = ""
+    try:
+        from darts_tf.nb201.table import CELLS, score
+
+        scored = score(genotype)
+        table_line = f"NAS-Bench-201 table: CIFAR-10 test accuracy {scored['test_accuracy']:.2f} %, rank "
+        table_line += f"{scored['rank']:,} of {CELLS:,}"
+    except DataError:  # the table is an optional extra
+        pass
+    cell = f'<img alt="cell" src="{_png_data(nb201_cell_figure(genotype))}">'
+    sections.append(f"<h2>Cell</h2><pre>{html.escape(genotype.arch)}\n{html.escape(table_line)}</pre>{cell}")
+    frames = []
+    paths = sorted(glob.glob(os.path.join(run_dir, "alphas_epoch_*.npz")))
+    for index, path in enumerate(paths):
+        epoch = int(re.search(r"alphas_epoch_(\d+)\.npz$", path).group(1))
+        with np.load(path, allow_pickle=False) as arrays:
+            alphas = arrays["alphas"]
+        figure = nb201_heatmap_figure(alphas, f"softmax(alphas), epoch {epoch}")
+        for fmt in formats if index == len(paths) - 1 else ("png",):
+            written.append(save_figure(figure, os.path.join(out_dir, f"alphas_epoch_{epoch:03d}.{fmt}")))
+        frame = _figure(14.0, 5.0)
+        grid = frame.add_gridspec(1, 2, width_ratios=[1.0, 1.6])
+        draw_heatmap(frame.add_subplot(grid[0, 0]), alphas, 3, "softmax(alphas)", colorbar=False,
+                     columns=OPS, rows=[f"{i} -> {j}" for i, j in EDGES])  # fmt: skip
+        draw_nb201_cell(frame.add_subplot(grid[0, 1]), derive_nb201(alphas, config.get("max_skip")), "derived cell")
+        frame.suptitle(f"epoch {epoch}" + (" (initial alphas)" if epoch == 0 else ""), fontsize=15)
+        frame.tight_layout()
+        frames.append(_figure_rgb(frame))
+    if frames:
+        animation = save_animation(frames, os.path.join(out_dir, "search.gif"))
+        written.append(animation)
+        sections.append(
+            f'<h2>softmax(alpha) and the derived cell over the epochs</h2><img alt="search animation" '
+            f'src="{_file_data(animation, "image/gif")}">'
+        )
+    if metrics:
+        figure = curves_figure(metrics)
+        written.append(save_figure(figure, os.path.join(out_dir, "curves.png")))
+        sections.append(f'<h2>Curves</h2><img alt="curves" src="{_png_data(figure)}">')
+        if "nb201_test_accuracy" in metrics[0]:
+            figure = _figure(5.6, 3.4)
+            ax = figure.add_subplot(1, 1, 1)
+            ax.plot(_column(metrics, "epoch"), _column(metrics, "nb201_test_accuracy"), marker="o", color="#aa3377")
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("CIFAR-10 test top-1 (%)")
+            ax.set_title("the table accuracy of each epoch's cell")
+            ax.grid(alpha=0.3)
+            figure.tight_layout()
+            written.append(save_figure(figure, os.path.join(out_dir, "table_accuracy.png")))
+            sections.append(f'<h2>NAS-Bench-201 table</h2><img alt="table accuracy" src="{_png_data(figure)}">')
+    signature = _export_signature(config)
+    if signature:
+        sections.append(f"<h2>Exported model</h2><pre>{html.escape(signature)}</pre>")
+    return [*written, _write_report(out_dir, run_dir, f"NAS-Bench-201 {kind}", config, sections)]
+
+
 def _export_signature(config: dict) -> str | None:
     """The served signature of a training run's latest export, as text (None when there is none)."""
     if not config.get("export") or "export_dir" not in config:
@@ -393,6 +469,15 @@ def _export_signature(config: dict) -> str | None:
     return f"{path}\nserving_default\n  inputs:  {inputs}\n  outputs: {outputs}"
 
 
+def _holds_nb201_genotype(path: str) -> bool:
+    """Whether `path` is a JSON file of a NAS-Bench-201 genotype (one with an "arch" key)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return "arch" in json.load(handle)
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def _holds_recurrent_genotype(path: str) -> bool:
     """Whether `path` is a JSON file of a recurrent genotype (one with a "recurrent" key)."""
     try:
@@ -411,6 +496,8 @@ def visualize(target: str, out_dir: str | None = None, formats=("png", "svg")) -
         try:
             if _holds_recurrent_genotype(os.path.join(target, "genotype.json")):  # a search-rnn / train-rnn run
                 return visualize_recurrent_run(target, out_dir, formats)
+            if _holds_nb201_genotype(os.path.join(target, "genotype.json")):  # a NAS-Bench-201 search or training
+                return visualize_nb201_run(target, out_dir, formats)
             return visualize_run(target, out_dir, formats)
         except OSError as error:  # a file of the run folder unreadable, or the output folder unwritable
             raise RunDirError(f"{target!r}: {error.strerror or error} ({error.filename})") from None
@@ -418,5 +505,10 @@ def visualize(target: str, out_dir: str | None = None, formats=("png", "svg")) -
     if target.startswith("rnn:") or _holds_recurrent_genotype(target):
         genotype = recurrent.get_genotype(target[4:] if target.startswith("rnn:") else target)
         return save_recurrent_cell(genotype, out_dir or ".", formats, prefix=stem.replace("rnn:", "rnn_"))
+    if target.strip().startswith("|") or _holds_nb201_genotype(target):  # a NAS-Bench-201 arch string or file
+        from darts_tf.nb201.genotypes import Nb201Genotype
+
+        genotype = Nb201Genotype.from_arch(target) if target.strip().startswith("|") else Nb201Genotype.load(target)
+        return save_nb201_cell(genotype, out_dir or ".", formats, prefix="nb201" if target.startswith("|") else stem)
     genotype = get_genotype(target)  # a name or a JSON file; GenotypeError naming it otherwise
     return save_cells(genotype, out_dir or ".", formats, prefix=stem)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from darts_tf.cnn.genotypes import PRIMITIVES, Genotype
-from darts_tf.visualize.cells import _png_bytes, cell_figure, recurrent_cell_figure
-from darts_tf.visualize.heatmaps import heatmap_figure, recurrent_heatmap_figure
+from darts_tf.visualize.cells import _png_bytes, cell_figure, nb201_cell_figure, recurrent_cell_figure
+from darts_tf.visualize.heatmaps import heatmap_figure, nb201_heatmap_figure, recurrent_heatmap_figure
 
 
 def write_recurrent_search_summaries(log_dir: str, epoch: int, alphas, genotype) -> None:
@@ -22,6 +22,24 @@ def write_recurrent_search_summaries(log_dir: str, epoch: int, alphas, genotype)
         tf.summary.image("cells/recurrent", tf.io.decode_png(_png_bytes(cell))[None])
         tf.summary.histogram("alphas/recurrent", np.asarray(alphas))
         tf.summary.text("genotype", genotype.to_json())
+    writer.close()
+
+
+def write_nb201_search_summaries(log_dir: str, epoch: int, alphas, genotype, table_accuracy=None) -> None:
+    """TensorBoard for one NAS-Bench-201 search epoch: the softmax(alpha) heatmap and the cell as images, an
+    alpha histogram, the arch string, and the cell's table accuracy when known."""
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(log_dir)
+    with writer.as_default(step=epoch):
+        heatmap = nb201_heatmap_figure(alphas, f"softmax(alphas), epoch {epoch}")
+        tf.summary.image("alphas/softmax", tf.io.decode_png(_png_bytes(heatmap))[None])
+        cell = nb201_cell_figure(genotype, f"cell, epoch {epoch}")
+        tf.summary.image("cells/nb201", tf.io.decode_png(_png_bytes(cell))[None])
+        tf.summary.histogram("alphas/nb201", np.asarray(alphas))
+        tf.summary.text("genotype", genotype.arch)
+        if table_accuracy is not None:
+            tf.summary.scalar("nb201_test_accuracy", table_accuracy)
     writer.close()
 
 

@@ -60,6 +60,9 @@ OPS: dict[str, OpFactory] = {
     # Evaluation only (the NASNet and AmoebaNet genotypes), not in the search space:
     "sep_conv_7x7": lambda C, stride, affine, **kw: SepConv(C, 7, stride, affine=affine, **kw),
     "conv_7x1_1x7": lambda C, stride, affine, **kw: FactorizedConv(C, 7, stride, affine=affine, **kw),
+    # NAS-Bench-201's (its ReLUConvBN; its search gives the conv a bias, which the BN right after cancels):
+    "nor_conv_1x1": lambda C, stride, affine, **kw: ReLUConvBN(C, 1, stride, affine=affine, **kw),
+    "nor_conv_3x3": lambda C, stride, affine, **kw: ReLUConvBN(C, 3, stride, affine=affine, **kw),
 }
 
 
