@@ -31,6 +31,7 @@ from darts_tf.cnn.genotypes import DARTS_V2  # noqa: E402
 from darts_tf.cnn.search import ArchitectureSearch  # noqa: E402
 from darts_tf.cnn.space import PRIMITIVES, SearchSpace  # noqa: E402
 from darts_tf.cnn.train import EvalTrainer, drop_path_variables  # noqa: E402
+from darts_tf.nb201.model import Nb201SearchNetwork  # noqa: E402
 from darts_tf.optimizers import SGD, Adam  # noqa: E402
 from darts_tf.precision import DynamicLossScale  # noqa: E402
 from helpers import tiny_search_network  # noqa: E402
@@ -39,7 +40,7 @@ from space_ops import register_test_ops  # noqa: E402
 BATCH, SIZE, CLASSES = 8, 8, 3
 TRAIN_SIZE = 24  # the auxiliary head needs 24-pixel images or larger
 DTYPE = {"first": "float32", "second": "float32", "exact": "float64", "train": "float32", "partial": "float32",
-         "float16": "float32", "train_float16": "float32", "space": "float32"}  # fmt: skip
+         "float16": "float32", "train_float16": "float32", "space": "float32", "nb201": "float32"}  # fmt: skip
 # Modes under mixed_float16 with dynamic loss scaling (the skip decision under replicas: precision.apply_if).
 POLICY = {"float16": "mixed_float16", "train_float16": "mixed_float16"}
 
@@ -61,11 +62,16 @@ def build(mode):
         register_test_ops()
         space = SearchSpace((*PRIMITIVES, "test_conv", "test_relu_conv"), steps=1, multiplier=1)
         network = tiny_search_network(C=4, layers=2, steps=1, space=space)
+    elif mode == "nb201":  # NAS-Bench-201's search network: batch-statistics cells, residual reduction blocks
+        keras.utils.set_random_seed(0)
+        network = Nb201SearchNetwork(4, CLASSES, 1)
+        network.build((None, SIZE, SIZE, 3))
+        network.alphas.assign(np.random.default_rng(0).normal(scale=0.5, size=(6, 5)).astype("float32"))
     else:
         network = tiny_search_network(dtype=policy or DTYPE[mode], C=4, layers=2, steps=1)  # 4 edges
     hessian = "exact" if mode == "exact" else "finite_difference"
     model = ArchitectureSearch(
-        network, unrolled=mode not in ("first", "partial"), hessian=hessian, loss_scale=loss_scale
+        network, unrolled=mode not in ("first", "partial", "nb201"), hessian=hessian, loss_scale=loss_scale
     )
     model.compile(SGD(0.1, momentum=0.9, coupled_weight_decay=3e-4), Adam(3e-2, coupled_weight_decay=1e-3))
     return model
