@@ -295,10 +295,15 @@ class _EvaluationNetwork(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config.get("dtype"), dict):
-            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
-        return cls(**config)
+        return functional_from_config(cls, config)
+
+
+def functional_from_config(cls, config: dict):
+    """A functional network subclass rebuilt from its arguments (its `dtype` policy deserialised)."""
+    config = dict(config)
+    if isinstance(config.get("dtype"), dict):
+        config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+    return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package="darts_tf")

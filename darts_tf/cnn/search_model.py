@@ -514,6 +514,20 @@ def packing_problems(space: SearchSpace, channels: int = 16, dtype=None) -> dict
     return problems
 
 
+def packable(space: SearchSpace, channels: int, dtype=None) -> bool:
+    """Whether packed edges can run every op of `space` (`packing_problems`); if not, one warning naming
+    the ops and why: the network then uses plain edges."""
+    problems = packing_problems(space, channels, dtype)
+    if problems:
+        reasons = "; ".join(f"{name}: {why}" for name, why in problems.items())
+        warnings.warn(
+            f"darts_tf: packed edges cannot run op(s) {sorted(problems)} ({reasons}); this network uses "
+            "plain edges (shared_trace=False): same numbers, slower to build and trace",
+            stacklevel=3,
+        )
+    return not problems
+
+
 class EdgeFunctions:
     """The `_SharedEdge` of each edge shape, for the edges of one network.
 
@@ -716,16 +730,9 @@ class SearchNetwork(keras.Model):
                 f"SearchNetwork expected partial_channels, a positive integer dividing C={C}. "
                 f"Received: partial_channels={partial_channels!r}"
             )
-        problems = packing_problems(self.space, C // partial_channels, self.dtype_policy)
-        if shared_trace and problems:
-            reasons = "; ".join(f"{name}: {why}" for name, why in problems.items())
-            warnings.warn(
-                f"darts_tf: packed edges cannot run op(s) {sorted(problems)} ({reasons}); this network uses "
-                "plain edges (shared_trace=False): same numbers, slower to build and trace",
-                stacklevel=2,
-            )
-            shared_trace = False
-        self.shared_trace = shared_trace
+        self.shared_trace = shared_trace = shared_trace and packable(
+            self.space, C // partial_channels, self.dtype_policy
+        )
         self.C = C
         self.num_classes = num_classes
         self.num_layers = layers

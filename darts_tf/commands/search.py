@@ -13,6 +13,7 @@ TF_CONFIG=... darts-tf search --strategy multi_worker  # the same command on eve
 from __future__ import annotations
 
 import argparse
+import os
 
 from darts_tf.commands.common import (
     add_distribute_arguments,
@@ -70,6 +71,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     add_space_arguments(p)
     p.add_argument(
+        "--seeds", type=int, nargs="+", metavar="SEED",
+        help="one search per seed, each in RUN_DIR/seed_<SEED>; prints each seed's result and their mean and "
+        "standard deviation (the NAS-Bench-201 table accuracy with --space nb201), written to RUN_DIR/seeds.json",
+    )  # fmt: skip
+    p.add_argument(
         "--no-shared-trace",
         dest="shared_trace",
         action="store_false",
@@ -97,6 +103,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     strategy = start_strategy(parser, args, config, "search")  # before TensorFlow runs anything
     from darts_tf.cnn.search import run_search
 
+    if args.seeds:
+        return run_seeds(parser, args, config, strategy)
     try:
         result = run_search(
             config, resume=bool(args.resume), overwrite=args.overwrite, verbose=verbosity(args),
@@ -109,4 +117,46 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for i, (acc, top5) in enumerate(zip(history.get("val_accuracy", []), history.get("val_top5", []))):
         print(f"  epoch {result['first_epoch'] + i + 1}: val top-1 {acc:.4f}, top-5 {top5:.4f}")
     print(f"genotype: {result['genotype'].to_json()}")
+    return 0
+
+
+def run_seeds(parser: argparse.ArgumentParser, args: argparse.Namespace, config, strategy) -> int:
+    """`--seeds`: the search once per seed (RUN_DIR/seed_<SEED>, resumable one by one), then a summary line per
+    seed, the mean and standard deviation (np.std: over the seeds, not a sample estimate) and RUN_DIR/seeds.json."""
+    import dataclasses
+
+    import numpy as np
+
+    from darts_tf.cnn.search import run_search, table_accuracy
+    from darts_tf.runs import write_json_atomic
+
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds lists a seed twice. Received: {args.seeds}")
+    rows = []
+    for seed in args.seeds:
+        seeded = dataclasses.replace(config, seed=seed, run_dir=os.path.join(config.run_dir, f"seed_{seed}"))
+        resume = bool(args.resume) and os.path.exists(os.path.join(seeded.run_dir, "config.json"))
+        try:
+            result = run_search(seeded, resume=resume, overwrite=args.overwrite, verbose=verbosity(args),
+                                strategy=strategy)  # fmt: skip
+        except DartsError as error:
+            fail(parser, error)
+        accuracy = result["history"].get("val_accuracy", [float("nan")])
+        row = {"seed": seed, "genotype": result["genotype"].to_dict(), "seconds": round(result["seconds"], 1),
+               "val_accuracy": float(accuracy[-1]) if accuracy else None,
+               "table_accuracy": table_accuracy(result["genotype"])}  # fmt: skip
+        rows.append(row)
+        table = "" if row["table_accuracy"] is None else f", table accuracy {row['table_accuracy']:.2f} %"
+        print(f"seed {seed}: {result['seconds']:.0f} s{table}; genotype {result['genotype'].to_json()}", flush=True)
+    summary = {}
+    for name in ("table_accuracy", "seconds"):
+        values = [row[name] for row in rows if row[name] is not None]
+        if values:
+            summary[name] = {"mean": float(np.mean(values)), "std": float(np.std(values))}
+    write_json_atomic(os.path.join(config.run_dir, "seeds.json"), {"seeds": rows, "summary": summary})
+    line = f"{len(rows)} seeds: search {summary['seconds']['mean']:.0f} +- {summary['seconds']['std']:.0f} s"
+    if "table_accuracy" in summary:
+        stats = summary["table_accuracy"]
+        line += f"; NAS-Bench-201 table accuracy {stats['mean']:.2f} +- {stats['std']:.2f} %"
+    print(line + f" ({os.path.join(config.run_dir, 'seeds.json')})")
     return 0

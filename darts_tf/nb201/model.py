@@ -17,16 +17,14 @@ reduction block between them, BN + ReLU, global average pooling and a linear cla
 
 from __future__ import annotations
 
-import warnings
-
 import keras
 import numpy as np
 import tensorflow as tf
 
-from darts_tf.cnn.eval_model import logits_policy
+from darts_tf.cnn.eval_model import functional_from_config, logits_policy
 from darts_tf.cnn.genotypes import resolve_space
 from darts_tf.cnn.ops import BatchNorm, Conv2D, ReLUConvBN, make_op, torch_uniform
-from darts_tf.cnn.search_model import EdgeFunctions, MixedOp, packing_problems
+from darts_tf.cnn.search_model import EdgeFunctions, MixedOp, packable
 from darts_tf.cnn.space import SearchSpace
 from darts_tf.errors import ConfigError, GenotypeError
 from darts_tf.nb201.genotypes import EDGES, NB201_SPACE, NODES, Nb201Genotype, derive_nb201
@@ -166,13 +164,7 @@ class Nb201SearchNetwork(keras.Model):
         self.space = resolve_space(space if space is not None else NB201_SPACE)
         if self.space.cell != "nb201" or self.space.num_edges != len(EDGES):
             raise ConfigError(f"Nb201SearchNetwork expected a space of cell 'nb201' with 3 nodes. Received: {space}")
-        problems = packing_problems(self.space, C // partial_channels, self.dtype_policy)
-        if shared_trace and problems:
-            warnings.warn(
-                f"darts_tf: packed edges cannot run op(s) {sorted(problems)}; this network uses plain edges",
-                stacklevel=2,
-            )
-            shared_trace = False
+        shared_trace = shared_trace and packable(self.space, C // partial_channels, self.dtype_policy)
         self.C = C
         self.num_classes = num_classes
         self.cells_per_stage = cells
@@ -381,10 +373,7 @@ class Nb201Network(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config.get("dtype"), dict):
-            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
-        return cls(**config)
+        return functional_from_config(cls, config)
 
 
 __all__ = [

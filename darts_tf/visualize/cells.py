@@ -208,14 +208,19 @@ def recurrent_cell_figure(genotype, title: str | None = None):
 
 def save_recurrent_cell(genotype, out_dir: str, formats=("png", "svg"), prefix: str = "cell") -> list[str]:
     """`<prefix>_recurrent.<fmt>` and its `.dot` source in `out_dir`; the paths."""
+    return _save_one_cell(recurrent_cell_figure(genotype), recurrent_cell_dot(genotype), out_dir, formats,
+                          f"{prefix}_recurrent")  # fmt: skip
+
+
+def _save_one_cell(figure, dot: str, out_dir: str, formats, stem: str) -> list[str]:
+    """`<stem>.<fmt>` for every format and `<stem>.dot` in `out_dir`; the paths."""
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise ConfigError(f"`format` must be among {', '.join(FORMATS)}. Received: {bad[0]!r}")
-    figure = recurrent_cell_figure(genotype)
-    written = [save_figure(figure, os.path.join(out_dir, f"{prefix}_recurrent.{fmt}")) for fmt in formats]
-    path = os.path.join(out_dir, f"{prefix}_recurrent.dot")
+    written = [save_figure(figure, os.path.join(out_dir, f"{stem}.{fmt}")) for fmt in formats]
+    path = os.path.join(out_dir, f"{stem}.dot")
     with atomic_file(path) as handle:
-        handle.write(recurrent_cell_dot(genotype))
+        handle.write(dot)
     return written + [path]
 
 
@@ -299,12 +304,4 @@ def nb201_cell_figure(genotype, title: str | None = None):
 
 def save_nb201_cell(genotype, out_dir: str, formats=("png", "svg"), prefix: str = "cell") -> list[str]:
     """`<prefix>_nb201.<fmt>` and its `.dot` source in `out_dir`; the paths."""
-    bad = [f for f in formats if f not in FORMATS]
-    if bad:
-        raise ConfigError(f"`format` must be among {', '.join(FORMATS)}. Received: {bad[0]!r}")
-    figure = nb201_cell_figure(genotype)
-    written = [save_figure(figure, os.path.join(out_dir, f"{prefix}_nb201.{fmt}")) for fmt in formats]
-    path = os.path.join(out_dir, f"{prefix}_nb201.dot")
-    with atomic_file(path) as handle:
-        handle.write(nb201_cell_dot(genotype))
-    return written + [path]
+    return _save_one_cell(nb201_cell_figure(genotype), nb201_cell_dot(genotype), out_dir, formats, f"{prefix}_nb201")
