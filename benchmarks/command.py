@@ -46,7 +46,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--pcdarts-batches", nargs="+", type=int, default=[64, 256],
         help="batches of the PC-DARTS search rows (K=4, edge normalisation, first order; their batch: 256)",
     )  # fmt: skip
-    p.add_argument("--skip-variants", action="store_true", help="skip the PC-DARTS search rows")
+    p.add_argument(
+        "--nb201-batches", nargs="+", type=int, default=[64],
+        help="batches of the NAS-Bench-201 search rows (its network: C=16, 5 cells per stage; both --orders)",
+    )  # fmt: skip
+    p.add_argument("--skip-variants", action="store_true", help="skip the PC-DARTS and NAS-Bench-201 search rows")
     p.add_argument("--C", type=int, default=16, help="search network channels (paper: 16)")
     p.add_argument("--layers", type=int, default=8, help="search network cells (paper: 8)")
     p.add_argument(
@@ -405,6 +409,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 r.update(name="search, PC-DARTS K=4 (first order)", batch=batch, key=("search", "pcdarts", batch))
                 rows.append(r)
                 print(table(rows[-1:]).splitlines()[-1], flush=True)
+            for batch in args.nb201_batches:
+                for order in args.orders:
+                    spec = {"kind": "search", "order": order, "variant": "nb201", "batch": batch, "C": 16, "layers": 5}
+                    r = measure({**spec, **common}, huge)
+                    r.update(name=f"search, NAS-Bench-201 C=16 N=5 ({order} order)", batch=batch,
+                             key=("search", "nb201", order, batch))  # fmt: skip
+                    rows.append(r)
+                    print(table(rows[-1:]).splitlines()[-1], flush=True)
         _print_projections(rows)
     if not args.skip_eval:
         for batch in args.eval_batches:

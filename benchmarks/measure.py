@@ -214,7 +214,11 @@ def _summary(times: list[float], batch: int) -> dict:
 
 
 # Search variants of the benchmark's search rows: SearchConfig fields beside plain DARTS.
-VARIANTS = {"plain": {}, "pcdarts": {"partial_channels": 4, "edge_normalization": True}}
+VARIANTS = {
+    "plain": {},
+    "pcdarts": {"partial_channels": 4, "edge_normalization": True},
+    "nb201": {"space": "nb201", "nesterov": True, "weight_decay": 5e-4},  # `layers`: cells per stage
+}
 
 
 def _search_model(

@@ -332,10 +332,14 @@ def test_extending_md_commands_run_as_written(tmp_path):
         out = subprocess.run([sys.executable, "-m", "darts_tf.commands", *argv[1:]], cwd=tmp_path,
                              capture_output=True, text=True)  # fmt: skip
         assert out.returncode == 0, out.stderr[-2000:]
+    import_ops_module(os.path.join(ROOT, "docs", "examples", "extra_ops.py"))  # this process reads conv_3x3 too
     genotype = Genotype.load(tmp_path / "runs" / "conv_3x3_search" / "genotype.json")
-    assert genotype.steps == 4
+    assert genotype.steps == 4 and "conv_3x3" in genotype.ops()  # the op of one's own was chosen
     import json
 
     config = json.loads((tmp_path / "runs" / "conv_3x3_search" / "config.json").read_text())
     assert config["primitives"][-1] == "conv_3x3" and config["ops_module"] == "docs/examples/extra_ops.py"
     assert (tmp_path / "runs" / "conv_3x3_train" / "metrics.csv").exists()
+    trained = Genotype.load(tmp_path / "runs" / "conv_3x3_train" / "genotype.json")
+    assert trained == genotype  # the searched cell, ops of one's own included, trained and exported:
+    assert (tmp_path / "saved_models" / "darts_eval" / "1" / "saved_model.pb").exists()
