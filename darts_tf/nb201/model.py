@@ -7,9 +7,9 @@ reduction block between them, BN + ReLU, global average pooling and a linear cla
 - `Nb201SearchNetwork`: every edge of the cell is a darts_tf `MixedOp` over the benchmark's five
   ops (`NB201_SPACE`, packed and shared as DARTS's edges), one set of alphas [6, 5] shared by all
   cells (and PC-DARTS's partial channels and edge normalisation). As the benchmark's DARTS code
-  (`TinyNetworkDarts`, `affine=False`, `track_running_stats=False`), the cells' BatchNorms have no
-  affine parameters and always normalise with the batch's statistics; the stem, the reduction
-  blocks and the last BatchNorm are ordinary (affine, moving statistics).
+  (`TinyNetworkDarts` with `affine=False`, `track_running_stats=False`, one of the two settings its
+  scripts take), the cells' BatchNorms have no affine parameters and always normalise with the
+  batch's statistics; the stem, the reduction blocks and the last BatchNorm are ordinary.
 - `Nb201Network`: the network of one `Nb201Genotype`, every op with affine BatchNorms (the
   benchmark's `TinyNetwork` with `InferCell`), a functional Keras model with dict outputs
   (`logits`) as `NetworkCIFAR`, so training, export and serving take it as they take DARTS's.
