@@ -355,6 +355,17 @@ class SearchPlan(runs.RunPlan):
         self.halves = data.split_for_search(source, self.config.train_portion)
         return source
 
+    def describe(self, source) -> str:
+        text = source.description
+        if self.config.space == "nb201":
+            from darts_tf.nb201 import table
+
+            try:
+                table.table_path()
+            except DataError as error:  # the epochs' cells are then not scored
+                text += f"\n{error}; without it the cells are not scored"
+        return text
+
     def steps_per_epoch(self, source):
         config = self.config
         smallest = min(len(half[0]) for half in self.halves)
