@@ -28,6 +28,7 @@ def test_help_parses_every_command_without_tensorflow():
         "pipeline",
         "benchmark",
         "visualize",
+        "score",
         "search-rnn",
         "train-rnn",
     ]

@@ -69,8 +69,9 @@ def test_unknown_op_and_stride():
         make_op("conv_7x7", 4, 1)
     with pytest.raises(ValueError, match="stride must be 1 or 2. Received: stride=3"):
         make_op("sep_conv_3x3", 4, 3)
-    # The search space is the paper's 8 ops; two more exist for the original's NASNet/AmoebaNet genotypes.
-    assert tuple(OPS) == OPERATIONS == PRIMITIVES + ("sep_conv_7x7", "conv_7x1_1x7")
+    # The DARTS space is the paper's 8 ops; two more exist for the original's NASNet/AmoebaNet genotypes,
+    # two for NAS-Bench-201's cells.
+    assert tuple(OPS) == OPERATIONS == PRIMITIVES + ("sep_conv_7x7", "conv_7x1_1x7", "nor_conv_1x1", "nor_conv_3x3")
 
 
 def test_stride2_max_pool_samples_like_pytorch():
