@@ -27,3 +27,17 @@ def initializer_seed(seed: int) -> Iterator[None]:
         yield
     finally:
         random.setstate(state)
+
+
+@contextlib.contextmanager
+def random_state_kept() -> Iterator[None]:
+    """Draws inside the block consume nothing outside it: Python's and NumPy's global states are restored
+    (what building a throwaway layer needs, so that later weights do not depend on it)."""
+    import numpy as np
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)

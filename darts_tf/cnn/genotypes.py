@@ -342,12 +342,17 @@ def _check_betas(betas, name: str, steps: int) -> np.ndarray:
     return betas
 
 
-def resolve_space(space: SearchSpace | None = None, steps: int | None = None, multiplier: int | None = None):
-    """`space` (DARTS's when None) with `steps`/`multiplier` given apart: they set DARTS's, and must agree
-    with a given space's."""
+def resolve_space(
+    space: SearchSpace | dict | None = None, steps: int | None = None, multiplier: int | None = None,
+    default: SearchSpace = DARTS_SPACE,
+):  # fmt: skip
+    """`space` (a `SearchSpace` or its dict, as a layer's config holds it; `default` when None, DARTS's unless
+    given) with `steps`/`multiplier` given apart: they set the default's, and must agree with a given space's."""
+    if isinstance(space, dict):
+        space = SearchSpace.from_dict(space)
     if space is None:
         changes = {k: v for k, v in (("steps", steps), ("multiplier", multiplier)) if v is not None}
-        return DARTS_SPACE.replace(**changes) if changes else DARTS_SPACE
+        return default.replace(**changes) if changes else default
     if not isinstance(space, SearchSpace):
         raise ConfigError(f"Expected a darts_tf.cnn.space.SearchSpace. Received: space={space!r}")
     for name, value in (("steps", steps), ("multiplier", multiplier)):

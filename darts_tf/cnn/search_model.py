@@ -12,7 +12,6 @@ ICLR 2019 (arXiv:1806.09055), Section 2.2 (continuous relaxation) and 3.1.
 
 from __future__ import annotations
 
-import random
 import warnings
 
 import keras
@@ -37,6 +36,7 @@ from darts_tf.cnn.ops import (
 from darts_tf.cnn.space import BUILTIN_WEIGHTING, DARTS_SPACE, SearchSpace, weighting
 from darts_tf.errors import ConfigError
 from darts_tf.precision import to_float32
+from darts_tf.seeding import random_state_kept
 
 
 class PackedSlice:
@@ -104,8 +104,6 @@ class MixedOp(keras.layers.Layer):
         self, channels, strides=1, shared_trace=True, edge_functions=None, partial_channels=1, space=None, **kwargs
     ):
         super().__init__(**kwargs)
-        if isinstance(space, dict):
-            space = SearchSpace.from_dict(space)
         self.space = resolve_space(space)
         if not isinstance(partial_channels, int) or partial_channels < 1 or channels % partial_channels:
             raise ConfigError(
@@ -283,16 +281,11 @@ class _SharedEdge:
         # The template's own (unused) initial values must not consume random draws:
         # a network built after `keras.utils.set_random_seed` gets the same weights
         # whether or not the templates already existed.
-        python_state, numpy_state = random.getstate(), np.random.get_state()
-        try:
-            with tf.init_scope():
-                template = MixedOp(
-                    channels, strides, shared_trace=False, space=space, name="edge_template", dtype=dtype_policy
-                )
-                template.build(tuple(input_shape))
-        finally:
-            random.setstate(python_state)
-            np.random.set_state(numpy_state)
+        with random_state_kept(), tf.init_scope():
+            template = MixedOp(
+                channels, strides, shared_trace=False, space=space, name="edge_template", dtype=dtype_policy
+            )
+            template.build(tuple(input_shape))
         self.template = template
         # Where each of the template's tensors sits: id(variable) -> (packed variable, offset, shape).
         self.slots = {}
@@ -488,29 +481,24 @@ def packing_problems(space: SearchSpace, channels: int = 16, dtype=None) -> dict
     for name in space.primitives:
         if name in BUILTIN_WEIGHTING or weighting(name) == "zero":
             continue
-        python_state, numpy_state = random.getstate(), np.random.get_state()
-        try:
-            with tf.init_scope():
-                for stride in (1, 2):
-                    op = make_op(name, channels, stride, affine=False, name=f"probe_{name}", dtype=dtype)
-                    y = op(tf.zeros((1, 8, 8, channels)), training=True)
-                    if tuple(y.shape) != (1, 8 // stride, 8 // stride, channels):
-                        raise ConfigError(
-                            f"op {name!r} at stride {stride} maps [1, 8, 8, {channels}] to {list(y.shape)}. "
-                            f"Expected: [1, {8 // stride}, {8 // stride}, {channels}]"
-                        )
-                    layers = internals.flatten_layers(op)
-                    kernels = {id(layer.kernel) for layer in layers if isinstance(layer, Conv2D)}
-                    if any(id(v) not in kernels for v in op.trainable_variables):
-                        problems[name] = "trainable weights other than darts_tf Conv2D kernels"
-                    norms = (BatchNorm, keras.layers.BatchNormalization)
-                    if weighting(name) == "multiply" and any(isinstance(layer, norms) for layer in layers):
-                        problems[name] = 'a BatchNorm inside an op weighed by "multiply"'
-                    if weighting(name) == "batchnorm" and not hasattr(op, "normalization_stages"):
-                        problems[name] = 'weighed by "batchnorm" without `normalization_stages`'
-        finally:
-            random.setstate(python_state)
-            np.random.set_state(numpy_state)
+        with random_state_kept(), tf.init_scope():
+            for stride in (1, 2):
+                op = make_op(name, channels, stride, affine=False, name=f"probe_{name}", dtype=dtype)
+                y = op(tf.zeros((1, 8, 8, channels)), training=True)
+                if tuple(y.shape) != (1, 8 // stride, 8 // stride, channels):
+                    raise ConfigError(
+                        f"op {name!r} at stride {stride} maps [1, 8, 8, {channels}] to {list(y.shape)}. "
+                        f"Expected: [1, {8 // stride}, {8 // stride}, {channels}]"
+                    )
+                layers = internals.flatten_layers(op)
+                kernels = {id(layer.kernel) for layer in layers if isinstance(layer, Conv2D)}
+                if any(id(v) not in kernels for v in op.trainable_variables):
+                    problems[name] = "trainable weights other than darts_tf Conv2D kernels"
+                norms = (BatchNorm, keras.layers.BatchNormalization)
+                if weighting(name) == "multiply" and any(isinstance(layer, norms) for layer in layers):
+                    problems[name] = 'a BatchNorm inside an op weighed by "multiply"'
+                if weighting(name) == "batchnorm" and not hasattr(op, "normalization_stages"):
+                    problems[name] = 'weighed by "batchnorm" without `normalization_stages`'
     return problems
 
 
@@ -565,8 +553,6 @@ class SearchCell(keras.layers.Layer):
         partial_channels=1, space=None, **kwargs,
     ):  # fmt: skip
         super().__init__(**kwargs)
-        if isinstance(space, dict):
-            space = SearchSpace.from_dict(space)
         self.space = resolve_space(space, steps, multiplier)
         steps, multiplier = self.space.steps, self.space.multiplier
         self.shared_trace = shared_trace
@@ -716,8 +702,6 @@ class SearchNetwork(keras.Model):
             raise ConfigError(
                 f"SearchNetwork expected 1 <= multiplier <= steps. Received: multiplier={multiplier}, steps={steps}"
             )
-        if isinstance(space, dict):
-            space = SearchSpace.from_dict(space)
         self.space = resolve_space(space, steps, multiplier)
         steps, multiplier = self.space.steps, self.space.multiplier
         if self.space.cell != "darts":

@@ -25,7 +25,6 @@ from darts_tf.cnn.eval_model import functional_from_config, logits_policy
 from darts_tf.cnn.genotypes import resolve_space
 from darts_tf.cnn.ops import BatchNorm, Conv2D, ReLUConvBN, make_op, torch_uniform
 from darts_tf.cnn.search_model import EdgeFunctions, MixedOp, packable
-from darts_tf.cnn.space import SearchSpace
 from darts_tf.errors import ConfigError, GenotypeError
 from darts_tf.nb201.genotypes import EDGES, NB201_SPACE, NODES, Nb201Genotype, derive_nb201
 from darts_tf.precision import to_float32
@@ -80,9 +79,7 @@ class Nb201SearchCell(keras.layers.Layer):
 
     def __init__(self, channels, shared_trace=True, edge_functions=None, partial_channels=1, space=None, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(space, dict):
-            space = SearchSpace.from_dict(space)
-        self.space = space if space is not None else NB201_SPACE
+        self.space = resolve_space(space, default=NB201_SPACE)
         self.channels = channels
         self.shared_trace = shared_trace
         self.partial_channels = partial_channels
@@ -159,9 +156,7 @@ class Nb201SearchNetwork(keras.Model):
                 f"Nb201SearchNetwork expected partial_channels, a positive integer dividing C={C}. "
                 f"Received: partial_channels={partial_channels!r}"
             )
-        if isinstance(space, dict):
-            space = SearchSpace.from_dict(space)
-        self.space = resolve_space(space if space is not None else NB201_SPACE)
+        self.space = resolve_space(space, default=NB201_SPACE)
         if self.space.cell != "nb201" or self.space.num_edges != len(EDGES):
             raise ConfigError(f"Nb201SearchNetwork expected a space of cell 'nb201' with 3 nodes. Received: {space}")
         shared_trace = shared_trace and packable(self.space, C // partial_channels, self.dtype_policy)
