@@ -117,6 +117,19 @@ class SearchConfig(DataSettings, RunSettings):
     partial_channels: int = 1  # PC-DARTS: each edge's ops see 1/K of its channels (their setting: 4; 1: off)
     edge_normalization: bool = False  # PC-DARTS: per-node softmax edge weights (betas), trained with the alphas
     arch_warmup: int = 0  # epochs of weight training before the architecture steps start (PC-DARTS: 15)
+    # Costs of the evaluation network the cells become (darts_tf.cnn.cost; docs/hardware-aware.md): a latency
+    # table (darts-tf latency-table) gives latency and the network's size; budgets (0: none) in ms, millions
+    # of mult-adds, millions of parameters join the architecture loss with `budget_weight` in `budget_form`.
+    latency_table: str | None = None
+    latency_budget: float = 0.0
+    flops_budget: float = 0.0
+    params_budget: float = 0.0
+    budget_weight: float = 1.0
+    budget_form: str = "hinge"  # hinge, linear (ProxylessNAS), fbnet (FBNet)
+    # The evaluation network costs are counted for without a table (0: DARTS's 36 channels and 20 cells;
+    # NAS-Bench-201: the search's C and cells per stage).
+    cost_C: int = 0
+    cost_layers: int = 0
     # Packed edges as shared out-of-line functions: a much faster start-up and less memory, steps as
     # fast (docs/performance.md); False inlines every edge (the plain reference).
     shared_trace: bool = True
@@ -357,9 +370,28 @@ def check_choices(config) -> None:
         rule = parse_early_stop(config.early_stop)
         if space.skip is None and (config.max_skip is not None or (rule and rule[0] == "skip")):
             raise ConfigError("`max_skip` and `early_stop` skip:N count skip_connect, which `primitives` lacks")
+    check_budgets(config)
     partial = getattr(config, "partial_channels", 1)
     if partial != 1 and (partial < 1 or config.C % partial):
         raise ConfigError(f"`partial_channels` must be a positive divisor of `C` {config.C}. Received: {partial}")
+
+
+def check_budgets(config) -> None:
+    """ConfigError naming the field for a bad budget setting (`darts_tf.cnn.cost`)."""
+    if not hasattr(config, "latency_budget"):
+        return
+    from darts_tf.cnn.cost import FORMS
+
+    for name in ("latency_budget", "flops_budget", "params_budget", "budget_weight", "cost_C", "cost_layers"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+            raise ConfigError(f"`{name}` must be a number >= 0. Received: {value!r}")
+    if config.budget_form not in FORMS:
+        raise ConfigError(f"`budget_form` must be one of {', '.join(FORMS)}. Received: {config.budget_form!r}")
+    if config.latency_budget and not config.latency_table:
+        raise ConfigError("`latency_budget` needs a `latency_table` (measure one with `darts-tf latency-table`)")
+    if config.latency_table and (config.cost_C or config.cost_layers):
+        raise ConfigError("`cost_C`/`cost_layers` come from the `latency_table` when one is given: leave them 0")
 
 
 def search_space(config):

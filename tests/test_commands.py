@@ -29,6 +29,7 @@ def test_help_parses_every_command_without_tensorflow():
         "benchmark",
         "visualize",
         "score",
+        "latency-table",
         "search-rnn",
         "train-rnn",
     ]

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from darts_tf import architect, data, precision, replicas, runs, visualize
+from darts_tf.cnn import cost
 from darts_tf.cnn.genotypes import Genotype, edge_weights, format_alphas
 from darts_tf.cnn.search_model import SearchNetwork
 from darts_tf.config import SearchConfig, parse_early_stop, search_space
@@ -39,11 +40,13 @@ class ArchitectureSearch(keras.Model):
     or weight gradients are not finite skips that update and halves the scale.
     `sync_batchnorm=False`: under several replicas each normalises with its own batch's
     statistics (`darts_tf.replicas.local_statistics`; faster, a different result).
+    `budgets` (`darts_tf.cnn.cost.Budget`s) add their penalty on `cost_model`'s expected cost of
+    the architecture variables to the architecture gradient, whatever its order.
     """
 
     def __init__(
         self, network, unrolled=False, hessian="finite_difference", beta_decay=0.0, loss_scale=None,
-        sync_batchnorm=True, **kwargs,
+        sync_batchnorm=True, cost_model=None, budgets=(), **kwargs,
     ):  # fmt: skip
         super().__init__(**kwargs)
         if hessian not in architect.HESSIAN_MODES:
@@ -54,6 +57,10 @@ class ArchitectureSearch(keras.Model):
         self.beta_decay = beta_decay
         self.loss_scale = loss_scale
         self.sync_batchnorm = sync_batchnorm
+        self.cost_model = cost_model
+        self.budgets = tuple(budgets)
+        if self.budgets and cost_model is None:
+            raise ConfigError("ArchitectureSearch with `budgets` expected a `cost_model`. Received: cost_model=None")
         # beta-DARTS: the regulariser's weight this epoch (set by BetaDecaySchedule), read by the traced step.
         self.beta_decay_weight = tf.Variable(0.0, trainable=False, name="beta_decay_weight")
         self.update_arch = True  # a Python switch: each value has its own traced step
@@ -138,6 +145,12 @@ class ArchitectureSearch(keras.Model):
             regulariser, _ = architect.beta_decay_gradients(self.network.alpha_variables)
             regulariser += [0.0] * (len(gradients) - len(regulariser))
             gradients = [g + self.beta_decay_weight * r for g, r in zip(gradients, regulariser)]
+        if self.budgets:
+            alphas, betas = arch_by_kind(self.network)
+            extra, values = cost.budget_gradients(self.cost_model, self.budgets, alphas, betas, loss)
+            extra += [0.0] * (len(gradients) - len(extra))
+            factor = cost.fbnet_factor(self.budgets, values)  # 1 unless FBNet's multiplicative form
+            gradients = [factor * g + e for g, e in zip(gradients, extra)]
         return gradients, loss
 
     def _bilevel_gradients(self, train_batch, val_batch):
@@ -206,6 +219,48 @@ class ArchitectureSearch(keras.Model):
         }
 
 
+def arch_by_kind(network) -> tuple[dict, dict | None]:
+    """The architecture variables by cell kind, as `darts_tf.cnn.cost.CostModel.expected` takes them:
+    ({"normal", "reduce"} alphas, the betas with edge normalisation or None); NAS-Bench-201: {"cell"}, None
+    (its derivation does not read the betas)."""
+    alphas = network.alpha_variables
+    if len(alphas) == 1:
+        return {"cell": alphas[0]}, None
+    betas = network.beta_variables
+    return {"normal": alphas[0], "reduce": alphas[1]}, ({"normal": betas[0], "reduce": betas[1]} if betas else None)
+
+
+def search_cost_model(config: SearchConfig, image_shape, num_classes: int) -> cost.CostModel:
+    """The costs a search of `config` counts: at its latency table's network, else at `cost_C`/`cost_layers`
+    (defaults: DARTS's evaluation network, 36 channels and 20 cells; NAS-Bench-201: the searched C and cells)."""
+    if config.space == "nb201":
+        C, layers = config.cost_C or config.C, config.cost_layers or config.layers
+    else:
+        C, layers = config.cost_C or 36, config.cost_layers or 20
+    return cost.cost_model_for(search_space(config), C, layers, image_shape, num_classes, config.latency_table)
+
+
+def budgets_of(config: SearchConfig) -> list[cost.Budget]:
+    """The config's budgets (those > 0) with its weight and form."""
+    targets = {"latency": config.latency_budget, "flops": config.flops_budget, "params": config.params_budget}
+    return [
+        cost.Budget(metric, float(target), config.budget_weight, config.budget_form)
+        for metric, target in targets.items()
+        if target
+    ]
+
+
+def epoch_costs(network, cost_model: cost.CostModel, genotype) -> dict:
+    """{column: value} of the derived network's costs (latency_ms, flops_m, params_m) and the expected ones of
+    the architecture variables (expected_...), for metrics.csv, TensorBoard and the printed line."""
+    derived = cost_model.of_genotype(genotype)
+    alphas, betas = arch_by_kind(network)
+    expected = cost_model.expected(alphas, betas)
+    row = {cost.COLUMNS[m]: round(derived[m], 6) for m in cost_model.metrics}
+    row |= {"expected_" + cost.COLUMNS[m]: round(float(expected[m]), 6) for m in cost_model.metrics}
+    return row
+
+
 def _network(config: SearchConfig, source: data.ImageData) -> keras.Model:
     """The search network of the config's space: DARTS's `SearchNetwork`, or NAS-Bench-201's."""
     options = dict(
@@ -229,7 +284,8 @@ def build_search(config: SearchConfig, source: data.ImageData, schedule: EpochCo
     loss_scale = precision.DynamicLossScale() if config.precision == "mixed_float16" else None
     search = ArchitectureSearch(
         network, unrolled=config.unrolled, hessian=config.hessian, beta_decay=config.beta_decay, loss_scale=loss_scale,
-        sync_batchnorm=config.sync_batchnorm,
+        sync_batchnorm=config.sync_batchnorm, budgets=budgets_of(config),
+        cost_model=search_cost_model(config, source.input_shape, source.num_classes),
     )  # fmt: skip
     search.compile(
         w_optimizer=SGD(
@@ -325,14 +381,16 @@ def early_stop_reason(run_dir: str, epoch: int, config: SearchConfig) -> tuple[s
     return None
 
 
-def record_epoch(network, config: SearchConfig, epoch: int) -> tuple[Genotype, dict]:
+def record_epoch(network, config: SearchConfig, epoch: int, cost_model=None) -> tuple[Genotype, dict]:
     """The architecture variables after `epoch` (0: the initial ones) and their genotype, in the run folder and
-    TensorBoard."""
+    TensorBoard (with a `cost_model`, the derived and expected costs as scalars under cost/)."""
     alphas = network.arch_arrays()
     genotype = derived_genotype(network, config)
     genotype.save(os.path.join(config.run_dir, f"genotype_epoch_{epoch:03d}.json"))
     runs.save_npz_atomic(os.path.join(config.run_dir, f"alphas_epoch_{epoch:03d}.npz"), **alphas)
     log_dir = os.path.join(config.run_dir, "tensorboard", "search")
+    if cost_model is not None:
+        visualize.write_scalars(log_dir, epoch, epoch_costs(network, cost_model, genotype), prefix="cost/")
     if config.space == "nb201":
         visualize.write_nb201_search_summaries(log_dir, epoch, alphas["alphas"], genotype, table_accuracy(genotype))
     else:
@@ -341,6 +399,19 @@ def record_epoch(network, config: SearchConfig, epoch: int) -> tuple[Genotype, d
             network.space.primitives,
         )  # fmt: skip
     return genotype, alphas
+
+
+def cost_line(search: ArchitectureSearch, genotype) -> str:
+    """One line: the derived network's costs (and the budgets) on the evaluation network they are counted for."""
+    model = search.cost_model
+    derived = model.of_genotype(genotype)
+    budgets = {b.metric: b.target for b in search.budgets}
+    parts = []
+    for metric in model.metrics:
+        text = f"{derived[metric]:.4g} {cost.UNITS[metric]}"
+        parts.append(text + (f" (budget {budgets[metric]:g})" if metric in budgets else ""))
+    cells = "cells per stage" if model.space.cell == "nb201" else "cells"
+    return f"derived network (C={model.C}, {model.layers} {cells}): " + ", ".join(parts)
 
 
 class SearchPlan(runs.RunPlan):
@@ -383,7 +454,7 @@ class SearchPlan(runs.RunPlan):
         return {"w_optimizer": model.w_optimizer, "alpha_optimizer": model.alpha_optimizer}
 
     def first_files(self, run_dir, source, model):
-        record_epoch(model.network, dataclasses.replace(self.config, run_dir=run_dir), 0)
+        record_epoch(model.network, dataclasses.replace(self.config, run_dir=run_dir), 0, model.cost_model)
 
     def batches(self, source, first_epoch, steps_per_epoch):
         config, ((train_x, train_y), (val_x, val_y)) = self.config, self.halves
@@ -414,7 +485,7 @@ class SearchPlan(runs.RunPlan):
     def end_epoch(self, model, written, epoch, logs, verbose):
         """The epoch's genotype and alphas, the early-stop rule, the kept genotype; the alphas table."""
         run_dir, config = written.run_dir, written
-        genotype, alphas = record_epoch(model.network, config, epoch)
+        genotype, alphas = record_epoch(model.network, config, epoch, model.cost_model)
         stop = early_stop_reason(run_dir, epoch, config)
         kept = genotype
         if stop:
@@ -428,6 +499,7 @@ class SearchPlan(runs.RunPlan):
             print(f"\nepoch {epoch}: genotype = {genotype.to_json()}")
             if stop:
                 print(f"early stop ({config.early_stop}): {stop[0]}; kept the genotype of epoch {stop[1]}")
+            print(cost_line(model, genotype))
             if config.space == "nb201":
                 accuracy = table_accuracy(genotype)
                 if accuracy is not None:
@@ -444,6 +516,7 @@ class SearchPlan(runs.RunPlan):
         def extra(epoch):
             genotype = derived_genotype(model.network, self.config)
             row = {"lr": schedule.value_at_epoch(epoch), "genotype": genotype.to_json()}
+            row |= epoch_costs(model.network, model.cost_model, genotype)
             accuracy = table_accuracy(genotype)
             if accuracy is not None:  # the curve NAS-Bench-201 papers plot
                 row["nb201_test_accuracy"] = accuracy

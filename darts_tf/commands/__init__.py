@@ -7,6 +7,7 @@
     darts-tf pipeline  # search -> train -> evaluate -> export -> a served prediction
     darts-tf benchmark # speed and memory against the original
     darts-tf visualize # cell diagrams, alpha heatmaps and their animation, curves, a report
+    darts-tf latency-table  # per-op LiteRT latencies: search for a cell under a latency budget
     darts-tf score     # a NAS-Bench-201 cell's test accuracy and rank in the benchmark's table
     darts-tf search-rnn / train-rnn  # the recurrent (Penn Treebank) half of the paper
 
@@ -31,6 +32,7 @@ COMMANDS = {
     "pipeline": ("darts_tf.commands.pipeline", "search -> train -> evaluate -> export -> a served prediction"),
     "benchmark": ("darts_tf.commands.benchmark", "speed and memory against the original DARTS code"),
     "visualize": ("darts_tf.commands.visualize", "pictures of a run or genotype: cells, alpha heatmaps, a report"),
+    "latency-table": ("darts_tf.commands.latency_table", "per-op LiteRT latency table of an evaluation network"),
     "score": ("darts_tf.commands.score", "a NAS-Bench-201 cell's CIFAR-10 test accuracy and rank, from the table"),
     "search-rnn": ("darts_tf.commands.search_rnn", "recurrent (Penn Treebank) cell search: a recurrent genotype"),
     "train-rnn": ("darts_tf.commands.train_rnn", "train a recurrent cell's language model: perplexity, SavedModel"),

@@ -139,6 +139,38 @@ def add_space_arguments(parser: argparse.ArgumentParser) -> None:
     add_ops_module_argument(parser)
 
 
+BUDGET_FIELDS = ("latency_table", "latency_budget", "flops_budget", "params_budget", "budget_weight", "budget_form",
+                 "cost_C", "cost_layers")  # fmt: skip
+
+
+def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
+    """Costs and budgets of the found network (darts_tf.cnn.cost) for `darts-tf search` and `pipeline`."""
+    parser.add_argument(
+        "--latency-table", metavar="FILE",
+        help="a latency table (darts-tf latency-table): each epoch records the derived network's predicted "
+        "latency, and the costs are counted at the table's network size",
+    )  # fmt: skip
+    parser.add_argument(
+        "--latency-budget", type=float, metavar="MS", help="a latency budget in ms (with --latency-table)"
+    )
+    parser.add_argument("--flops-budget", type=float, metavar="M", help="budget in millions of mult-adds")
+    parser.add_argument("--params-budget", type=float, metavar="M", help="budget in millions of parameters")
+    parser.add_argument("--budget-weight", type=float, metavar="W", help="weight of the budget penalty (1.0)")
+    parser.add_argument(
+        "--budget-form", choices=["hinge", "linear", "fbnet"],
+        help="hinge (default: W * max(0, E/B - 1)), linear (ProxylessNAS: W * E/B) or fbnet (FBNet: the loss "
+        "times a log-cost factor) on the expected cost E and budget B",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cost-C", dest="cost_C", type=int, metavar="N",
+        help="without a table: the evaluation network's initial channels the costs are counted for (36; nb201: --C)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cost-layers", type=int, metavar="N",
+        help="without a table: the evaluation network's cells the costs are counted for (20; nb201: --layers)",
+    )  # fmt: skip
+
+
 def add_distribute_arguments(parser: argparse.ArgumentParser) -> None:
     """--strategy and --logical-cpus (darts_tf.distribute) of `darts-tf search` and `darts-tf train`."""
     parser.add_argument(

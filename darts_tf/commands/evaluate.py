@@ -3,6 +3,7 @@
 darts-tf evaluate --model saved_models/darts_v2/1 --data-dir ../shared/data/cifar10-sample
 darts-tf evaluate --model saved_models/darts_v2/1/model_int8.tflite --data-dir ../shared/data/cifar10-sample
 darts-tf evaluate --run-dir runs/eval
+darts-tf evaluate --model saved_models/darts_v2/1/model.tflite --latency    # its LiteRT latency at batch 1
 """
 
 from __future__ import annotations
@@ -29,12 +30,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(imagenet: shorter side to 256/224 x size, centre crop); a run folder knows its own",
     )  # fmt: skip
     p.add_argument("--batch-size", type=int, default=256, help="images per evaluation batch (default 256)")
+    p.add_argument(
+        "--latency", action="store_true",
+        help="with a .tflite --model: its latency at batch 1 with the LiteRT interpreter (median of --repeats "
+        "loops); accuracy too when --data-dir or --dataset is given",
+    )  # fmt: skip
+    p.add_argument("--threads", type=int, default=1, help="--latency: interpreter threads (1)")
+    p.add_argument("--repeats", type=int, default=15, help="--latency: timed loops (15)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.batch_size <= 0:
         parser.error(f"--batch-size must be positive. Received: {args.batch_size}")
+    if args.latency:
+        return _latency(args, parser)
     try:
         from darts_tf import data
         from darts_tf.cnn.train import evaluate_run
@@ -55,5 +65,35 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.json:
         print(json.dumps(result))
     else:
+        print(f"test images: {result['images']}  top-1: {result['accuracy']:.4f}  top-5: {result['top5']:.4f}")
+    return 0
+
+
+def _latency(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if not args.model or not args.model.endswith(".tflite"):
+        parser.error(f"--latency measures a .tflite --model. Received: {args.model or args.run_dir!r}")
+    if args.threads <= 0 or args.repeats <= 0:
+        parser.error(f"--threads and --repeats must be positive. Received: {args.threads}, {args.repeats}")
+    try:
+        from darts_tf.export.latency import time_tflite
+
+        result = {"model": args.model, "latency_ms": time_tflite(args.model, args.threads, args.repeats),
+                  "threads": args.threads, "batch": 1}  # fmt: skip
+        if args.data_dir or args.dataset:
+            from darts_tf import data
+            from darts_tf.export.formats import evaluate_model
+
+            source = data.load_data(**data_arguments(args))
+            result |= evaluate_model(
+                args.model, source.test_images, source.test_labels, args.batch_size, args.augmentation,
+                bool(args.skip_bad_images),
+            )  # fmt: skip
+    except DartsError as error:
+        fail(parser, error)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"latency: {result['latency_ms']:.3f} ms (batch 1, {args.threads} thread(s), LiteRT)")
+    if "accuracy" in result:
         print(f"test images: {result['images']}  top-1: {result['accuracy']:.4f}  top-5: {result['top5']:.4f}")
     return 0

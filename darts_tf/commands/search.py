@@ -6,6 +6,7 @@ darts-tf search --unrolled --run-dir runs/second_order
 darts-tf search --resume runs/search           # continue an interrupted search
 darts-tf search --early-stop skip:2 --max-skip 2   # collapse guards (DARTS+, P-DARTS)
 darts-tf search --preset pcdarts                   # PC-DARTS: partial channels, edge normalisation
+darts-tf search --latency-table table.json --latency-budget 2.5   # a cell for the device (latency-table)
 darts-tf search --strategy mirrored                # every visible GPU (--logical-cpus N: N CPU devices)
 TF_CONFIG=... darts-tf search --strategy multi_worker  # the same command on every worker
 """
@@ -16,6 +17,7 @@ import argparse
 import os
 
 from darts_tf.commands.common import (
+    add_budget_arguments,
     add_distribute_arguments,
     add_precision_argument,
     add_run_arguments,
@@ -70,6 +72,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="train the weights only for the first EPOCHS epochs (PC-DARTS: 15)",
     )  # fmt: skip
     add_space_arguments(p)
+    add_budget_arguments(p)
     p.add_argument(
         "--seeds", type=int, nargs="+", metavar="SEED",
         help="one search per seed, each in RUN_DIR/seed_<SEED>; prints each seed's result and their mean and "
@@ -117,7 +120,27 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for i, (acc, top5) in enumerate(zip(history.get("val_accuracy", []), history.get("val_top5", []))):
         print(f"  epoch {result['first_epoch'] + i + 1}: val top-1 {acc:.4f}, top-5 {top5:.4f}")
     print(f"genotype: {result['genotype'].to_json()}")
+    if result["config"].latency_table:
+        measure_found(parser, result["config"].run_dir)
     return 0
+
+
+def measure_found(parser: argparse.ArgumentParser, run_dir: str) -> None:
+    """The found network's real latency: exported as LiteRT and timed as the table was (RUN_DIR/latency.json)."""
+    from darts_tf.export.latency import measure_search_result
+
+    try:
+        result = measure_search_result(run_dir)
+    except DartsError as error:
+        fail(parser, error)
+    if result.get("measured_ms") is None:
+        print(f"latency: predicted {result['predicted_ms']:.3f} ms ({result['note']})")
+        return
+    budget = "" if not result.get("budget_ms") else f", budget {result['budget_ms']:g} ms"
+    print(
+        f"latency of the found network (LiteRT, {result['threads']} thread(s)): measured {result['measured_ms']:.3f} "
+        f"ms, predicted {result['predicted_ms']:.3f} ms{budget} ({os.path.join(run_dir, 'latency.json')})"
+    )
 
 
 def run_seeds(parser: argparse.ArgumentParser, args: argparse.Namespace, config, strategy) -> int:

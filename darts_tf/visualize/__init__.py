@@ -40,6 +40,7 @@ from darts_tf.visualize.heatmaps import (
 )
 from darts_tf.visualize.report import (
     compact_genotype,
+    costs_figure,
     curves_figure,
     op_counts,
     read_metrics,
@@ -53,10 +54,13 @@ from darts_tf.visualize.report import (
 from darts_tf.visualize.summaries import (
     write_nb201_search_summaries,
     write_recurrent_search_summaries,
+    write_scalars,
     write_search_summaries,
 )
 
 __all__ = [
+    "write_scalars",
+    "costs_figure",
     "write_nb201_search_summaries",
     "nb201_heatmap_figure",
     "save_nb201_cell",

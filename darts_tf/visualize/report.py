@@ -178,6 +178,46 @@ def curves_figure(rows: list[dict], genotypes: list[Genotype] | None = None):
     return figure
 
 
+# metrics.csv's cost columns (darts_tf.cnn.cost.COLUMNS), their titles and the config field of their budget
+_COSTS = (
+    ("latency_ms", "latency (ms)", "latency_budget"),
+    ("flops_m", "mult-adds (M)", "flops_budget"),
+    ("params_m", "parameters (M)", "params_budget"),
+)
+
+
+def costs_figure(rows: list[dict], config: dict | None = None):
+    """The derived network's latency, mult-adds and parameters per epoch (solid), the architecture variables'
+    expected ones (dashed) and the budgets (a red line); None when metrics.csv has no cost columns."""
+    panels = [entry for entry in _COSTS if rows and entry[0] in rows[0]]
+    if not panels:
+        return None
+    figure = _figure(4.2 * len(panels), 3.4)
+    axes = np.atleast_1d(figure.subplots(1, len(panels)))
+    epochs = _column(rows, "epoch")
+    for ax, (column, title, budget_field) in zip(axes, panels):
+        ax.plot(epochs, _column(rows, column), marker="o", label="derived network")
+        if "expected_" + column in rows[0]:
+            ax.plot(epochs, _column(rows, "expected_" + column), "--", label="expected (softmax)")
+        budget = (config or {}).get(budget_field)
+        if budget:
+            ax.axhline(float(budget), color="#cc3311", lw=1.2, label="budget")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def _costs_section(rows: list[dict], config: dict, out_dir: str, written: list) -> list[str]:
+    figure = costs_figure(rows, config)
+    if figure is None:
+        return []
+    written.append(save_figure(figure, os.path.join(out_dir, "costs.png")))
+    return [f'<h2>Costs of the derived network</h2><img alt="costs" src="{_png_data(figure)}">']
+
+
 def _run_genotypes(run: dict) -> list[Genotype]:
     return [_epoch_genotype(run, epoch) for epoch in sorted(run["alphas"])]
 
@@ -237,6 +277,7 @@ def visualize_run(run_dir: str, out_dir: str | None = None, formats=("png", "svg
         figure = curves_figure(run["metrics"], genotypes or None)
         written.append(save_figure(figure, os.path.join(out_dir, "curves.png")))
         sections.append(f'<h2>Curves</h2><img alt="curves" src="{_png_data(figure)}">')
+        sections += _costs_section(run["metrics"], config, out_dir, written)
     signature = _export_signature(config)
     if signature:
         sections.append(f"<h2>Exported model</h2><pre>{html.escape(signature)}</pre>")
@@ -443,6 +484,7 @@ def visualize_nb201_run(run_dir: str, out_dir: str | None = None, formats=("png"
             figure.tight_layout()
             written.append(save_figure(figure, os.path.join(out_dir, "table_accuracy.png")))
             sections.append(f'<h2>NAS-Bench-201 table</h2><img alt="table accuracy" src="{_png_data(figure)}">')
+        sections += _costs_section(metrics, config, out_dir, written)
     signature = _export_signature(config)
     if signature:
         sections.append(f"<h2>Exported model</h2><pre>{html.escape(signature)}</pre>")

@@ -61,3 +61,14 @@ def write_search_summaries(
         tf.summary.histogram("alphas/reduce", np.asarray(alphas_reduce))
         tf.summary.text("genotype", genotype.to_json())
     writer.close()
+
+
+def write_scalars(log_dir: str, epoch: int, values: dict, prefix: str = "") -> None:
+    """TensorBoard scalars `prefix + name` for one epoch (e.g. the derived network's costs under cost/)."""
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(log_dir)
+    with writer.as_default(step=epoch):
+        for name, value in values.items():
+            tf.summary.scalar(prefix + name, float(value))
+    writer.close()
