@@ -13,7 +13,7 @@ from darts_tf.cnn.eval_model import NetworkCIFAR, count_parameters
 from darts_tf.cnn.genotypes import DARTS_V1, DARTS_V2, Genotype, num_edges
 from darts_tf.cnn.search import ArchitectureSearch, arch_by_kind, budgets_of, search_cost_model
 from darts_tf.cnn.space import search_space
-from darts_tf.config import SearchConfig
+from darts_tf.config import SearchConfig, check_choices
 from darts_tf.errors import ConfigError
 from darts_tf.nb201.genotypes import NB201_SPACE, OPS, Nb201Genotype
 from darts_tf.nb201.model import Nb201Network
@@ -242,12 +242,15 @@ def test_search_config_budgets_and_the_cost_model(tmp_path):
     assert (model.C, model.layers, model.metrics) == (36, 20, ("flops", "params"))
     nb201 = search_cost_model(SearchConfig(space="nb201", layers=5, C=16), (32, 32, 3), 10)
     assert (nb201.C, nb201.layers) == (16, 5)
+    check_choices(config)
     with pytest.raises(ConfigError, match="`latency_budget` needs a `latency_table`"):
-        SearchConfig(latency_budget=2.0)
+        check_choices(SearchConfig(latency_budget=2.0))
     with pytest.raises(ConfigError, match="`budget_form` must be one of hinge, linear, fbnet. Received: 'l2'"):
-        SearchConfig(budget_form="l2")
+        check_choices(SearchConfig(budget_form="l2"))
     with pytest.raises(ConfigError, match="`flops_budget` must be a number >= 0. Received: -1"):
-        SearchConfig(flops_budget=-1)
+        check_choices(SearchConfig(flops_budget=-1))
+    with pytest.raises(ConfigError, match="`cost_C`/`cost_layers` come from the `latency_table`"):
+        check_choices(SearchConfig(latency_table="t.json", cost_C=16))
 
 
 def small_table(model: CostModel, scale: float = 1e-3) -> LatencyTable:
@@ -314,3 +317,36 @@ def test_latency_table_errors_name_the_problem(tmp_path):
 def test_unit_keys_round_trip():
     for unit in CostModel(C=8, layers=5).units() + CostModel(NB201_SPACE, C=8, layers=2).units():
         assert Unit.from_key(unit.key) == unit
+
+
+@pytest.mark.parametrize("variant", ["second_order", "pc_darts", "nb201_betas"])
+def test_budgets_add_the_same_term_to_every_architecture_gradient(variant):
+    """Second order, PC-DARTS's betas, NAS-Bench-201: the budgeted gradient is the plain one plus the budget's."""
+    if variant == "nb201_betas":
+        from darts_tf.nb201.model import Nb201SearchNetwork
+
+        network = Nb201SearchNetwork(4, 3, 1, edge_normalization=True)
+        network.build((None, 8, 8, 3))
+        model = CostModel(NB201_SPACE, C=4, layers=1, image_shape=(8, 8, 3))
+    else:
+        network = tiny_search_network(edge_normalization=variant == "pc_darts")
+        model = CostModel(C=8, layers=5)
+    alphas, betas = arch_by_kind(network)
+    budgets = [Budget("params", 0.5 * float(model.expected(alphas, betas)["params"]), weight=2.0)]
+    unrolled = variant == "second_order"
+    batch = random_batch()
+    searches = []
+    for with_budget in (False, True):
+        search = ArchitectureSearch(network, unrolled=unrolled, cost_model=model, budgets=budgets if with_budget else ())
+        search.compile(SGD(0.01, momentum=0.9), Adam(3e-4))
+        searches.append(search)
+    plain, _ = searches[0].arch_gradients(batch, batch)
+    budgeted, _ = searches[1].arch_gradients(batch, batch)
+    extra, _ = cost.budget_gradients(model, budgets, alphas, betas, tf.constant(0.0))
+    extra += [tf.zeros_like(v) for v in network.arch_variables[len(extra) :]]
+    assert len(budgeted) == len(network.arch_variables)
+    for p, b, e in zip(plain, budgeted, extra, strict=True):
+        np.testing.assert_allclose(b.numpy(), p.numpy() + e.numpy(), rtol=1e-5, atol=1e-7)
+    assert any(float(tf.reduce_max(tf.abs(e))) > 0 for e in extra)
+    if variant == "pc_darts":  # the betas carry budget gradient: they weigh which edges derivation keeps
+        assert float(tf.reduce_max(tf.abs(extra[2]))) > 0

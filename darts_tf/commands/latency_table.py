@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from darts_tf.commands.common import add_ops_module_argument, fail
 from darts_tf.errors import DartsError
@@ -82,7 +83,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             space = SearchSpace.from_dict(network["space"])
             model = CostModel(space, network["C"], network["layers"], network["image_shape"], network["num_classes"],
                               table)  # fmt: skip
-            progress = None if args.json else lambda line: print(line, flush=True)
+            stream = sys.stderr if args.json else sys.stdout  # --json: stdout holds the result alone
+            progress = lambda line: print(line, file=stream, flush=True)  # noqa: E731
             result = latency.check_table(model, args.networks, args.seed, args.threads, args.repeats, progress)
             if args.json:
                 print(json.dumps(result))

@@ -2,6 +2,8 @@
 
 darts-tf pipeline --preset quick --data-dir ../shared/data/cifar10-sample   # minutes on a CPU
 darts-tf pipeline --run-dir runs/pipeline                                   # the paper's settings (days on a GPU)
+darts-tf pipeline --preset quick --data-dir ../shared/data/cifar10-sample --latency-table table.json \
+    --latency-budget 3   # a cell under 3 ms at the table's network, which is then trained (darts-tf latency-table)
 
 RUN_DIR/search and RUN_DIR/train are an ordinary search and training run
 (`darts-tf search/train --resume` continue them); the SavedModel goes to
@@ -15,6 +17,8 @@ import argparse
 import os
 
 from darts_tf.commands.common import (
+    BUDGET_FIELDS,
+    add_budget_arguments,
     add_data_arguments,
     add_precision_argument,
     add_space_arguments,
@@ -35,6 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="seed of both runs (default: each preset's)")
     add_precision_argument(p)
     add_space_arguments(p)
+    add_budget_arguments(p)
     p.add_argument("--overwrite", action="store_true", help="replace runs already in --run-dir")
     p.add_argument("--quiet", action="store_true", help="no per-step progress")
 
@@ -52,6 +57,16 @@ def _served_prediction(path: str, source, classes: int = 8) -> str:
     return f"served prediction (first {classes} test images): {predicted} (labels {truth})"
 
 
+def _table_network(latency_table: str | None) -> dict:
+    """With a latency table, the training network is the one it was measured for: {"C", "layers"}."""
+    if not latency_table:
+        return {}
+    from darts_tf.cnn.cost import LatencyTable
+
+    network = LatencyTable.load(latency_table).network
+    return {"C": int(network["C"]), "layers": int(network["layers"])}
+
+
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.subset < 0:
         parser.error(f"--subset must be positive. Received: {args.subset}")
@@ -64,13 +79,25 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     space = {name: value for name, value in space.items() if value is not None}
     if args.ops_module is not None:
         shared["ops_module"] = args.ops_module
-    search_config = SearchConfig(
-        **{**SEARCH_PRESETS[args.preset], **shared, **space, "run_dir": os.path.join(args.run_dir, "search")}
-    )
+    budgets = {name: getattr(args, name) for name in BUDGET_FIELDS if getattr(args, name) is not None}
+    try:
+        search_config = SearchConfig(
+            **{
+                **SEARCH_PRESETS[args.preset],
+                **shared,
+                **space,
+                **budgets,
+                "run_dir": os.path.join(args.run_dir, "search"),
+            }
+        )
+        measured = _table_network(search_config.latency_table)
+    except DartsError as error:
+        fail(parser, error)
     train_config = TrainConfig(
         **{
             **TRAIN_PRESETS[args.preset],
             **shared,
+            **measured,
             "run_dir": os.path.join(args.run_dir, "train"),
             "arch": os.path.join(search_config.run_dir, "genotype.json"),
             "export_dir": args.export_dir,
@@ -95,6 +122,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"1/4 search ({args.preset}): {search_config.run_dir}", flush=True)
         searched = run_search(search_config, overwrite=args.overwrite, verbose=verbose)
         print(f"    {searched['seconds']:.0f} s; genotype: {searched['genotype'].to_json()}", flush=True)
+        if search_config.latency_table:
+            from darts_tf.commands.search import measure_found
+
+            measure_found(parser, search_config.run_dir)
         configure("training")
         print(f"2/4 train the found cell ({args.preset}): {train_config.run_dir}", flush=True)
         trained = run_training(train_config, overwrite=args.overwrite, verbose=verbose)

@@ -352,6 +352,7 @@ def check_table(
     for index, genotype in enumerate(random_genotypes(cost_model, count, seed)):
         predicted = cost_model.of_genotype(genotype)["latency"]
         measured = network_latency(cost_model, genotype, threads, repeats)
+        keras.backend.clear_session()  # each network's layers and names would otherwise accumulate
         rows.append({"genotype": genotype.to_dict(), "predicted_ms": predicted, "measured_ms": measured})
         if progress:
             progress(f"[{index + 1}/{count}] predicted {predicted:.3f} ms, measured {measured:.3f} ms")
