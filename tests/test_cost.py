@@ -337,7 +337,8 @@ def test_budgets_add_the_same_term_to_every_architecture_gradient(variant):
     batch = random_batch()
     searches = []
     for with_budget in (False, True):
-        search = ArchitectureSearch(network, unrolled=unrolled, cost_model=model, budgets=budgets if with_budget else ())
+        chosen = budgets if with_budget else ()
+        search = ArchitectureSearch(network, unrolled=unrolled, cost_model=model, budgets=chosen)
         search.compile(SGD(0.01, momentum=0.9), Adam(3e-4))
         searches.append(search)
     plain, _ = searches[0].arch_gradients(batch, batch)
