@@ -158,6 +158,15 @@ def test_search_under_a_latency_budget_end_to_end(tmp_path):
     header = open(os.path.join(run_dir, "metrics.csv")).readline().strip().split(",")
     for column in ("latency_ms", "flops_m", "params_m", "expected_latency_ms", "expected_flops_m"):
         assert column in header
+    import glob
+
+    import tensorflow as tf
+
+    tags = set()
+    for path in glob.glob(os.path.join(run_dir, "tensorboard", "search", "events.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update(value.tag for value in event.summary.value)
+    assert {"cost/latency_ms", "cost/flops_m", "cost/params_m", "cost/expected_latency_ms"} <= tags
     out = darts_tf("visualize", run_dir)
     assert out.returncode == 0, out.stderr
     assert os.path.isfile(os.path.join(run_dir, "visualize", "costs.png"))
@@ -170,3 +179,14 @@ def test_unit_model_shapes():
     unit = Unit("sep_conv_3x3", 4, 4, 8, 8, 2)
     model = latency.unit_model(unit, SMALL_SPACE)
     assert tuple(model.output.shape) == (1, 4, 4, 4)
+
+
+def test_exported_stride_2_max_pool_runs_without_mirror_padding(capsys):
+    """At inference the stride-2 max pool is a stride-1 pool and a slice, which LiteRT's fast kernels take; the
+    training graph's mirror padding (MIRROR_PAD) would run on the reference kernel."""
+    import tensorflow as tf
+
+    model = latency.tflite_of(latency.unit_model(Unit("max_pool_3x3", 8, 8, 16, 16, 2), SMALL_SPACE))
+    tf.lite.experimental.Analyzer.analyze(model_content=model)
+    ops = capsys.readouterr().out
+    assert "MAX_POOL_2D" in ops and "MIRROR_PAD" not in ops

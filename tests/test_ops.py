@@ -85,12 +85,13 @@ def test_stride2_max_pool_samples_like_pytorch():
     np.testing.assert_allclose(avg, [[2.5, 4.0], [8.5, 10.0]], rtol=1e-6)  # count_include_pad=False
 
 
+@pytest.mark.parametrize("training", [False, True])  # max pooling at stride 2: pool + slice at inference
 @pytest.mark.parametrize("size", [6, 7])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("mode", ["max", "avg"])
-def test_pools_match_numpy(mode, stride, size, rng):
+def test_pools_match_numpy(mode, stride, size, training, rng):
     x = rng.normal(size=(2, size, size, 3))
-    got = Pool(mode, 3, stride, dtype="float64")(tf.constant(x)).numpy()
+    got = Pool(mode, 3, stride, dtype="float64")(tf.constant(x), training=training).numpy()
     np.testing.assert_allclose(got, np_pool(x, mode, stride), rtol=1e-12, atol=1e-12)
 
 
@@ -293,9 +294,11 @@ def test_conv_7x1_1x7_against_a_direct_computation():
         np.testing.assert_allclose(y, out / np.sqrt(1 + 1e-5), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("size", [8, 7])
-def test_stride_2_max_pool_mirror_padding_equals_minus_infinity_padding(size):
-    """The edge-mirrored padding (quantisable for LiteRT int8) gives -inf padding's values and gradients, ties too."""
+def test_stride_2_max_pool_mirror_padding_equals_minus_infinity_padding(size, training):
+    """The edge-mirrored padding (training; quantisable for LiteRT int8) and the stride-1 pool sliced every
+    other pixel (inference) give -inf padding's values and gradients, ties too."""
     from darts_tf.cnn.ops import Pool
 
     rng = np.random.default_rng(size)
@@ -304,7 +307,7 @@ def test_stride_2_max_pool_mirror_padding_equals_minus_infinity_padding(size):
     padded = lambda t: tf.pad(t, [[0, 0], [1, 1], [1, 1], [0, 0]], constant_values=float("-inf"))  # noqa: E731
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
-        ours = Pool("max", 3, 2)(x)
+        ours = Pool("max", 3, 2)(x, training=training)
         reference = tf.nn.max_pool2d(padded(x), 3, 2, "VALID")
         loss_ours, loss_reference = tf.reduce_sum(ours * upstream), tf.reduce_sum(reference * upstream)
     np.testing.assert_array_equal(ours.numpy(), reference.numpy())
