@@ -26,9 +26,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import keras  # noqa: E402
 
 from darts_tf import distribute  # noqa: E402
+from darts_tf.cnn.cost import Budget, CostModel  # noqa: E402
 from darts_tf.cnn.eval_model import NetworkCIFAR  # noqa: E402
 from darts_tf.cnn.genotypes import DARTS_V2  # noqa: E402
-from darts_tf.cnn.search import ArchitectureSearch  # noqa: E402
+from darts_tf.cnn.search import ArchitectureSearch, arch_by_kind  # noqa: E402
 from darts_tf.cnn.space import PRIMITIVES, SearchSpace  # noqa: E402
 from darts_tf.cnn.train import EvalTrainer, drop_path_variables  # noqa: E402
 from darts_tf.nb201.model import Nb201SearchNetwork  # noqa: E402
@@ -40,7 +41,8 @@ from space_ops import register_test_ops  # noqa: E402
 BATCH, SIZE, CLASSES = 8, 8, 3
 TRAIN_SIZE = 24  # the auxiliary head needs 24-pixel images or larger
 DTYPE = {"first": "float32", "second": "float32", "exact": "float64", "train": "float32", "partial": "float32",
-         "float16": "float32", "train_float16": "float32", "space": "float32", "nb201": "float32"}  # fmt: skip
+         "float16": "float32", "train_float16": "float32", "space": "float32", "nb201": "float32",
+         "budget": "float32"}  # fmt: skip
 # Modes under mixed_float16 with dynamic loss scaling (the skip decision under replicas: precision.apply_if).
 POLICY = {"float16": "mixed_float16", "train_float16": "mixed_float16"}
 
@@ -67,11 +69,18 @@ def build(mode):
         network = Nb201SearchNetwork(4, CLASSES, 1)
         network.build((None, SIZE, SIZE, 3))
         network.alphas.assign(np.random.default_rng(0).normal(scale=0.5, size=(6, 5)).astype("float32"))
+    elif mode == "budget":  # second order, edge normalisation and a mult-adds budget (darts_tf.cnn.cost)
+        network = tiny_search_network(C=4, layers=2, steps=2, edge_normalization=True)
     else:
         network = tiny_search_network(dtype=policy or DTYPE[mode], C=4, layers=2, steps=1)  # 4 edges
     hessian = "exact" if mode == "exact" else "finite_difference"
+    budget = {}
+    if mode == "budget":
+        costs = CostModel(network.space, C=4, layers=3, image_shape=(SIZE, SIZE, 3), num_classes=CLASSES)
+        target = 0.5 * float(costs.expected(*arch_by_kind(network))["flops"])
+        budget = {"cost_model": costs, "budgets": [Budget("flops", target, weight=2.0)]}
     model = ArchitectureSearch(
-        network, unrolled=mode not in ("first", "partial", "nb201"), hessian=hessian, loss_scale=loss_scale
+        network, unrolled=mode not in ("first", "partial", "nb201"), hessian=hessian, loss_scale=loss_scale, **budget
     )
     model.compile(SGD(0.1, momentum=0.9, coupled_weight_decay=3e-4), Adam(3e-2, coupled_weight_decay=1e-3))
     return model

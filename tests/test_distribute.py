@@ -36,13 +36,14 @@ def _equivalence(mode):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["first", "second", "exact", "train", "partial", "space", "nb201"])
+@pytest.mark.parametrize("mode", ["first", "second", "exact", "train", "partial", "space", "nb201", "budget"])
 def test_two_replicas_compute_what_one_device_computes(mode):
     """3 steps at global batch 8 on 2 logical CPUs (4 images each) vs one device at batch 8: every weight,
     alpha, BatchNorm statistic and optimizer slot agrees to float32 round-off, and both replicas hold the same
     values bit for bit (first and second order, finite-difference and exact; the evaluation network with the
     auxiliary head and drop path at 0.3; PC-DARTS with edge normalisation; a space with ops of one's own;
-    NAS-Bench-201's network). Exact runs in float64 (see replica_equivalence.py)."""
+    NAS-Bench-201's network; second order with a mult-adds budget). Exact runs in float64
+    (see replica_equivalence.py)."""
     result = _equivalence(mode)
     assert result["replicas"] == 2 and result["variables"] > 20
     assert result["identical"], result

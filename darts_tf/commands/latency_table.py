@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--primitives", nargs="+", metavar="OP", help="the candidate ops (default: the space's; ops of yours too)"
     )
     add_ops_module_argument(p)
-    p.add_argument("--threads", type=int, default=1, help="LiteRT interpreter threads (1)")
+    p.add_argument("--threads", type=int, help="LiteRT interpreter threads (1; --check: the table's)")
     p.add_argument("--repeats", type=int, default=15, help="timed loops per unit; the median is kept (15)")
     task = p.add_mutually_exclusive_group()
     task.add_argument("--check", metavar="TABLE", help="compare TABLE's predictions with measured random networks")
@@ -76,6 +76,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from darts_tf.export import latency
 
         if args.check:
+            from darts_tf.config import import_ops_module
+
+            import_ops_module(args.ops_module)
             table = LatencyTable.load(args.check)
             network = table.network
             from darts_tf.cnn.space import SearchSpace
@@ -85,7 +88,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                               table)  # fmt: skip
             stream = sys.stderr if args.json else sys.stdout  # --json: stdout holds the result alone
             progress = lambda line: print(line, file=stream, flush=True)  # noqa: E731
-            result = latency.check_table(model, args.networks, args.seed, args.threads, args.repeats, progress)
+            result = latency.check_table(
+                model, args.networks, args.seed, args.threads, args.repeats, progress, args.ops_module
+            )
             if args.json:
                 print(json.dumps(result))
             else:
@@ -101,10 +106,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             return 0
         model = _cost_model(args, parser)
         if args.emit_models:
-            latency.write_unit_models(model, args.emit_models, args.threads)
+            latency.write_unit_models(model, args.emit_models, args.threads or 1)
             print(f"{len(model.units())} unit models, manifest.json and run_on_device.sh in {args.emit_models}")
             return 0
-        table = latency.measure_table(model, args.threads, args.repeats, lambda line: print(line, flush=True))
+        table = latency.measure_table(model, args.threads or 1, args.repeats, lambda line: print(line, flush=True))
         table.save(args.out)
     except DartsError as error:
         fail(parser, error)

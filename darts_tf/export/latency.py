@@ -339,20 +339,47 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+def _measure_network(network: dict, genotype: dict, threads: int, repeats: int, ops_module: str | None) -> float:
+    """`network_latency` of a genotype's network in this (fresh) process: see `check_table`."""
+    from darts_tf.cnn.space import SearchSpace
+    from darts_tf.config import import_ops_module
+
+    import_ops_module(ops_module)
+    space = SearchSpace.from_dict(network["space"])
+    model = CostModel(space, network["C"], network["layers"], network["image_shape"], network["num_classes"])
+    if space.cell == "nb201":
+        from darts_tf.nb201.genotypes import Nb201Genotype
+
+        genotype = Nb201Genotype.from_dict(genotype)
+    else:
+        genotype = Genotype.from_dict(genotype)
+    return network_latency(model, genotype, threads, repeats)
+
+
 def check_table(
     cost_model: CostModel, count: int = 20, seed: int = 0, threads: int | None = None, repeats: int = 15,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | None = None, ops_module: str | None = None,
 ) -> dict:  # fmt: skip
     """Predicted (the table) against measured latency of `count` random derived networks:
-    {"rows": [{"genotype", "predicted_ms", "measured_ms"}], "spearman", "mean_abs_error" (relative)}."""
+    {"rows": [{"genotype", "predicted_ms", "measured_ms"}], "spearman", "mean_abs_error" (relative), ...}.
+
+    Each network is exported and timed in a fresh Python process (spawned; `ops_module` is imported there for
+    ops of yours): TensorFlow keeps every loaded SavedModel's functions for the life of a process, about 1 GB
+    per 20-cell network, and timing in a fresh process also leaves this one's allocations out of the timings.
+    """
+    import concurrent.futures
+    import multiprocessing
+
     if cost_model.table is None:
         raise ConfigError("check_table needs a cost model with a latency table")
     threads = threads or cost_model.table.threads
+    context = multiprocessing.get_context("spawn")
     rows = []
     for index, genotype in enumerate(random_genotypes(cost_model, count, seed)):
         predicted = cost_model.of_genotype(genotype)["latency"]
-        measured = network_latency(cost_model, genotype, threads, repeats)
-        keras.backend.clear_session()  # each network's layers and names would otherwise accumulate
+        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as child:
+            job = child.submit(_measure_network, cost_model.network, genotype.to_dict(), threads, repeats, ops_module)
+            measured = job.result()
         rows.append({"genotype": genotype.to_dict(), "predicted_ms": predicted, "measured_ms": measured})
         if progress:
             progress(f"[{index + 1}/{count}] predicted {predicted:.3f} ms, measured {measured:.3f} ms")
