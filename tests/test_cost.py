@@ -351,3 +351,54 @@ def test_budgets_add_the_same_term_to_every_architecture_gradient(variant):
     assert any(float(tf.reduce_max(tf.abs(e))) > 0 for e in extra)
     if variant == "pc_darts":  # the betas carry budget gradient: they weigh which edges derivation keeps
         assert float(tf.reduce_max(tf.abs(extra[2]))) > 0
+
+
+@pytest.mark.parametrize("case", ["darts", "betas", "nb201", "one_input"])
+def test_derived_cost_in_the_graph_is_the_derived_genotypes(case):
+    """`CostModel.derived` (TensorFlow, in the step) equals the cost of the genotype `derive_genotype` /
+    `derive_nb201` derive, ties included (alphas drawn from few values)."""
+    from darts_tf.cnn.genotypes import derive_genotype
+    from darts_tf.nb201.genotypes import derive_nb201
+
+    rng = np.random.default_rng(7)
+    for trial in range(5):
+        if case == "nb201":
+            model = CostModel(NB201_SPACE, C=8, layers=2)
+            a = rng.integers(0, 3, size=(6, 5)).astype(np.float32) if trial % 2 else rng.normal(size=(6, 5))
+            want = model.of_genotype(derive_nb201(a))
+            got = model.derived({"cell": tf.constant(a, tf.float32)})
+        else:
+            space = search_space(steps=3, multiplier=3, inputs_per_node=1) if case == "one_input" else None
+            model = CostModel(space or search_space(), C=8, layers=5)
+            shape = (model.space.num_edges, model.space.num_ops)
+            a = {
+                k: (rng.integers(0, 3, size=shape) if trial % 2 else rng.normal(size=shape)).astype(np.float32)
+                for k in ("normal", "reduce")
+            }
+            betas = {k: rng.normal(size=shape[0]).astype(np.float32) for k in a} if case == "betas" else None
+            names = {} if betas is None else {"betas_normal": betas["normal"], "betas_reduce": betas["reduce"]}
+            want = model.of_genotype(derive_genotype(a["normal"], a["reduce"], space=model.space, **names))
+            got = model.derived({k: tf.constant(v) for k, v in a.items()}, betas)
+        for metric in ("flops", "params"):
+            assert float(got[metric]) == pytest.approx(want[metric], rel=1e-5)
+
+
+def test_the_hinge_acts_while_the_derived_network_is_over_the_budget():
+    """Near-uniform alphas: the expected cost (an average over all ops) is under the budget, the derived network
+    (argmax: the convolutions) over it; the hinge pulls, at weight / budget times the expected cost's gradient."""
+    model = CostModel(C=8, layers=5)
+    a = np.zeros((14, 8), np.float32)
+    a[:, model.space.index("sep_conv_5x5")] = 0.01  # derivation picks the most expensive op everywhere
+    alphas = {k: tf.constant(a) for k in ("normal", "reduce")}
+    expected = float(model.expected(alphas)["flops"])
+    derived = float(model.derived(alphas)["flops"])
+    assert derived > 1.5 * expected
+    target = 0.5 * (expected + derived)
+    grads, _ = cost.budget_gradients(model, [Budget("flops", target, 2.0)], alphas, None, tf.constant(1.0))
+    with tf.GradientTape() as tape:
+        tape.watch(list(alphas.values()))
+        e = model.expected(alphas)["flops"]
+    for g, d in zip(grads, tape.gradient(e, list(alphas.values()))):
+        np.testing.assert_allclose(g.numpy(), 2.0 / target * d.numpy(), rtol=1e-4, atol=1e-9)
+    free, _ = cost.budget_gradients(model, [Budget("flops", 1.01 * derived, 2.0)], alphas, None, tf.constant(1.0))
+    assert all(float(tf.reduce_max(tf.abs(g))) == 0.0 for g in free)

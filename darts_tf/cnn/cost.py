@@ -426,6 +426,42 @@ class CostModel:
             result[metric] = total
         return result
 
+    def derived(self, alphas: dict, betas: dict | None = None) -> dict:
+        """{metric: cost} (float32 tensors, no gradient) of the network derivation keeps from these variables,
+        computed in the graph as `derive_genotype` / `derive_nb201` derive (without `max_skip`): the edges into
+        each node ranked by their strongest op other than `none` (weighted by the betas' edge weights), the
+        first `inputs_per_node` kept with their argmax op; ties as derivation's (lower index first)."""
+        import tensorflow as tf
+
+        result = {}
+        for metric in self.metrics:
+            fixed, kinds = self.terms[metric]
+            total = tf.constant(fixed, tf.float32)
+            for kind, matrix in kinds.items():
+                matrix = tf.constant(matrix, tf.float32)
+                weights = tf.nn.softmax(tf.stop_gradient(tf.cast(alphas[kind], tf.float32)), axis=-1)
+                if self.space.cell == "nb201":
+                    best = tf.argmax(weights, axis=-1, output_type=tf.int32)
+                    total += tf.reduce_sum(tf.gather(matrix, best, batch_dims=1))
+                    continue
+                if betas is not None and betas.get(kind) is not None:
+                    weights *= tf.stop_gradient(self._edge_weights(betas[kind]))[:, None] / self.space.inputs_per_node
+                if self.space.none is not None:
+                    none = self.space.index(self.space.none)
+                    weights = tf.tensor_scatter_nd_update(
+                        tf.transpose(weights), [[none]], -tf.ones([1, self.space.num_edges])
+                    )
+                    weights = tf.transpose(weights)
+                best = tf.argmax(weights, axis=-1, output_type=tf.int32)
+                strength = tf.reduce_max(weights, axis=-1)
+                edge_costs = tf.gather(matrix, best, batch_dims=1)
+                for node in range(self.space.steps):
+                    start, n = num_edges(node), node + 2
+                    _, kept = tf.math.top_k(strength[start : start + n], k=self.space.inputs_per_node)
+                    total += tf.reduce_sum(tf.gather(edge_costs[start : start + n], kept))
+            result[metric] = total
+        return result
+
     def _op_probabilities(self, alphas):
         import tensorflow as tf
 
@@ -484,7 +520,10 @@ class Budget:
     """A budget on one metric of the derived network (`metric` in METRICS, `target` in its unit).
 
     forms, with E the expected cost and B = `target`:
-    - "hinge" (default): weight * max(0, E / B - 1): free under the budget, linear above it.
+    - "hinge" (default): weight * E / B while the derived network's cost D or E is over the budget, else 0:
+      free under the budget, pulling the expected cost down while either is above it. The derived network
+      is the one that counts, and early in a search E (an average over all ops) is far below D (the argmax
+      ops): a hinge on E alone would not act.
     - "linear" (ProxylessNAS): weight * E / B, always pulling toward cheaper ops.
     - "fbnet" (FBNet): the validation loss times weight * (log(E / B) + 1)^exponent (log clipped at
       -0.99 so the base stays positive), a multiplicative, saturating pressure.
@@ -507,13 +546,15 @@ class Budget:
             raise ConfigError(f"`budget_form` must be one of {', '.join(FORMS)}. Received: {self.form!r}")
 
 
-def penalty(budget: Budget, expected, val_loss):
-    """The budget's term of the architecture loss for expected cost `expected` (tensors)."""
+def penalty(budget: Budget, expected, val_loss, derived=None):
+    """The budget's term of the architecture loss for expected cost `expected` (tensors); the hinge is also on
+    while the `derived` network's cost is over the budget."""
     import tensorflow as tf
 
     ratio = expected / budget.target
     if budget.form == "hinge":
-        return budget.weight * tf.nn.relu(ratio - 1.0)
+        over = ratio > 1.0 if derived is None else tf.logical_or(ratio > 1.0, derived > budget.target)
+        return budget.weight * tf.cast(over, ratio.dtype) * ratio
     if budget.form == "linear":
         return budget.weight * ratio
     base = tf.maximum(tf.math.log(ratio) + 1.0, 0.01)
@@ -532,10 +573,11 @@ def budget_gradients(cost_model: CostModel, budgets: Sequence[Budget], alphas: d
     import tensorflow as tf
 
     variables = list(alphas.values()) + list((betas or {}).values())
+    derived = cost_model.derived(alphas, betas)
     with tf.GradientTape() as tape:
         tape.watch([v.value if isinstance(v, keras.Variable) else v for v in variables])
         expected = cost_model.expected(alphas, betas)
-        total = tf.add_n([penalty(b, expected[b.metric], val_loss) for b in budgets])
+        total = tf.add_n([penalty(b, expected[b.metric], val_loss, derived[b.metric]) for b in budgets])
     gradients = tape.gradient(total, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     return gradients, {"penalty": total, **expected}
 

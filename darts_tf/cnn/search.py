@@ -499,7 +499,8 @@ class SearchPlan(runs.RunPlan):
             print(f"\nepoch {epoch}: genotype = {genotype.to_json()}")
             if stop:
                 print(f"early stop ({config.early_stop}): {stop[0]}; kept the genotype of epoch {stop[1]}")
-            print(cost_line(model, genotype))
+            if model.cost_model is not None:
+                print(cost_line(model, genotype))
             if config.space == "nb201":
                 accuracy = table_accuracy(genotype)
                 if accuracy is not None:
@@ -516,7 +517,8 @@ class SearchPlan(runs.RunPlan):
         def extra(epoch):
             genotype = derived_genotype(model.network, self.config)
             row = {"lr": schedule.value_at_epoch(epoch), "genotype": genotype.to_json()}
-            row |= epoch_costs(model.network, model.cost_model, genotype)
+            if model.cost_model is not None:
+                row |= epoch_costs(model.network, model.cost_model, genotype)
             accuracy = table_accuracy(genotype)
             if accuracy is not None:  # the curve NAS-Bench-201 papers plot
                 row["nb201_test_accuracy"] = accuracy
