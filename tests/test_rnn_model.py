@@ -9,7 +9,7 @@ from darts_tf.rnn.genotypes import (
     DARTS_V1,
     DARTS_V2,
 )
-from darts_tf.rnn.model import RNNModel, nll, temporal_activation_regularization
+from darts_tf.rnn.model import RNNModel, nll, nll_of_logits, temporal_activation_regularization
 
 
 def test_search_model_variables_and_counts():
@@ -40,6 +40,24 @@ def test_dropout_masks_are_a_function_of_the_seed_and_tar_its_formula():
     assert float(temporal_activation_regularization(out["raw_outputs"], 1e-3)) == pytest.approx(expected, rel=1e-5)
     picked = np.take_along_axis(out["log_probs"].numpy(), tokens[..., None], axis=-1)
     assert float(nll(out["log_probs"], tokens)) == pytest.approx(-picked.mean(), rel=1e-6)
+
+
+def test_nll_of_logits_is_the_nll_of_the_log_softmax_with_its_gradient():
+    rng = np.random.default_rng(0)
+    logits = tf.constant(rng.normal(size=(5, 3, 11)) * 3.0)  # float64
+    targets = tf.constant(rng.integers(0, 11, size=(5, 3)).astype("int32"))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(logits)
+        fused = nll_of_logits(logits, targets)
+        plain = nll(tf.nn.log_softmax(logits, axis=-1), targets)
+    assert float(fused) == pytest.approx(float(plain), rel=1e-13)
+    np.testing.assert_allclose(tape.gradient(fused, logits).numpy(), tape.gradient(plain, logits).numpy(), atol=1e-15)
+    # The model's logits are the log-probabilities' (half precision is computed in float32).
+    model = RNNModel(30, 8, 8, genotype=None)
+    model.build()
+    out = model(targets.numpy() % 30, model.init_hidden(3), training=False)
+    assert float(nll_of_logits(out["logits"], targets)) == pytest.approx(float(nll(out["log_probs"], targets)), rel=1e-6)
+    assert nll_of_logits(tf.cast(logits, tf.bfloat16), targets).dtype == tf.float32
 
 
 def test_model_config_round_trip():

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from darts_tf.architect import _assign_after, dense_gradients
 from darts_tf.errors import ConfigError
-from darts_tf.rnn.model import nll
+from darts_tf.rnn.model import nll_of_logits
 
 
 def _seed(seed, k):
@@ -37,7 +37,7 @@ def lm_loss(model, batch, seed=None, training=True, update_statistics=False):
     """(negative log-likelihood, the hidden state after the batch) of `model` on `batch`."""
     inputs, targets, hidden = batch
     out = model(inputs, hidden, training=training, seed=seed, update_statistics=update_statistics)
-    return nll(out["log_probs"], targets), out["hidden"]
+    return nll_of_logits(out["logits"], targets), out["hidden"]
 
 
 def first_order_arch_gradients(model, val_batch, seed=None) -> tuple[list, tf.Tensor, tf.Tensor]:

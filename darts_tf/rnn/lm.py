@@ -17,7 +17,7 @@ import tensorflow as tf
 from darts_tf import runs
 from darts_tf.data import corpus as text
 from darts_tf.errors import ConfigError
-from darts_tf.rnn.model import RNNModel, activation_regularization, nll, temporal_activation_regularization
+from darts_tf.rnn.model import RNNModel, activation_regularization, nll_of_logits, temporal_activation_regularization
 
 _STEP_STRIDE = 2**20
 
@@ -76,7 +76,7 @@ def scaled_learning_rate(learning_rate: float, inputs, bptt: int) -> tf.Tensor:
 def lm_training_loss(model: RNNModel, inputs, targets, hidden, seed, ar_alpha: float, tar_beta: float):
     """(raw NLL, loss with AR/TAR, next hidden state): the weight step's objective, as the original's train()."""
     out = model(inputs, hidden, training=True, seed=seed)
-    raw = nll(out["log_probs"], targets)
+    raw = nll_of_logits(out["logits"], targets)
     loss = raw + temporal_activation_regularization(out["raw_outputs"], tar_beta)
     if ar_alpha:
         loss = loss + activation_regularization(out["outputs"], ar_alpha)
@@ -89,7 +89,7 @@ def make_eval_step(model: RNNModel):
     @tf.function(input_signature=[spec, spec, tf.TensorSpec([None, model.nhid], model.compute_dtype)])
     def step(inputs, targets, hidden):
         out = model(inputs, hidden, training=False)
-        return nll(out["log_probs"], targets), out["hidden"]
+        return nll_of_logits(out["logits"], targets), out["hidden"]
 
     return step
 

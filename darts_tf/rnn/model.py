@@ -97,8 +97,36 @@ class RecurrentCell(keras.layers.Layer):
         )
         return (x - mean) * tf.math.rsqrt(variance + BN_EPSILON), statistics
 
-    def _step(self, x, h_prev, probs, x_mask, h_mask, statistics, training):
+    def _node_weights(self, probs) -> list:
+        """Per search node i: (each non-`none` op's weights over the node's i + 1 inputs, [i + 1, 1, 1]
+        each, and their sum [i + 1, 1, 1]), cut from `probs` once per sequence, outside the time loop."""
+        active = [k for k, name in enumerate(PRIMITIVES) if name != "none"]
+        nodes, offset = [], 0
+        for i in range(self.steps):
+            rows = probs[offset : offset + i + 1, :, None, None]  # [i + 1, ops, 1, 1]
+            columns = tf.unstack(rows, axis=1)
+            weights = [columns[k] for k in active]
+            nodes.append((weights, tf.add_n(weights)))
+            offset += i + 1
+        return nodes
+
+    def _search_node(self, i, states, node_weights, h_mask, training):
+        # The original's sum over ops k and inputs j of w_jk * (s_j + c_j * (f_k(h_j) - s_j)), gathered
+        # per input: W_j s_j + c_j * (G_j - W_j s_j), W_j = sum_k w_jk, G_j = sum_k w_jk f_k(h_j).
+        # The same sum with a third of the element-wise work (and of the backward pass's).
         nhid = self.nhid
+        stacked = tf.stack(states, axis=0)  # [i + 1, B, nhid]
+        masked = stacked * h_mask if training else stacked
+        ch = tf.matmul(tf.reshape(masked, [-1, nhid]), tf.cast(self.Ws[i], stacked.dtype))
+        c, h = tf.split(tf.reshape(ch, [i + 1, -1, 2 * nhid]), 2, axis=-1)
+        c = tf.sigmoid(c)
+        weights, total = node_weights[i]
+        names = [name for name in PRIMITIVES if name != "none"]
+        gathered = tf.add_n([w * _ACTIVATIONS[name](h) for w, name in zip(weights, names)])
+        kept = total * stacked
+        return tf.reduce_sum(kept + c * (gathered - kept), axis=0)
+
+    def _step(self, x, h_prev, node_weights, x_mask, h_mask, statistics, training):
         if training:
             xh = tf.concat([x * x_mask, h_prev * h_mask], axis=-1)
         else:
@@ -114,24 +142,11 @@ class RecurrentCell(keras.layers.Layer):
                 states.append(s_prev + tf.sigmoid(c) * (_ACTIVATIONS[name](h) - s_prev))
             return tf.reduce_mean(tf.stack([states[i] for i in self.genotype.concat], axis=0), axis=0), statistics
         s0, statistics = self._batch_norm(s0, statistics, training)
-        states, offset = [s0], 0
+        states = [s0]
         for i in range(self.steps):
-            stacked = tf.stack(states, axis=0)  # [i + 1, B, nhid]
-            masked = stacked * h_mask if training else stacked
-            ch = tf.reshape(
-                tf.matmul(tf.reshape(masked, [-1, nhid]), tf.cast(self.Ws[i], x.dtype)), [i + 1, -1, 2 * nhid]
-            )
-            c, h = tf.sigmoid(ch[..., :nhid]), ch[..., nhid:]
-            weights = probs[offset : offset + i + 1]  # [i + 1, 5]
-            s = 0.0
-            for k, name in enumerate(PRIMITIVES):
-                if name == "none":
-                    continue
-                w = weights[:, k][:, None, None]
-                s = s + tf.reduce_sum(w * (stacked + c * (_ACTIVATIONS[name](h) - stacked)), axis=0)
+            s = self._search_node(i, states, node_weights, h_mask, training)
             s, statistics = self._batch_norm(s, statistics, training)
             states.append(s)
-            offset += i + 1
         return tf.reduce_mean(
             tf.stack(states[1:], axis=0), axis=0
         ), statistics  # nodes 1..steps (the original's CONCAT)
@@ -154,9 +169,13 @@ class RecurrentCell(keras.layers.Layer):
         )
         length = tf.shape(inputs)[0]
         outputs = tf.TensorArray(dtype, size=length)
+        # Read through a TensorArray: the gradient of `inputs[t]` would be a zero-filled [T, B, ninp] per step.
+        steps_in = tf.TensorArray(dtype, size=length).unstack(inputs)
+        node_weights = self._node_weights(probs) if searching else None
 
         def body(t, h, mean, variance, outputs):
-            h, (mean, variance) = self._step(inputs[t], h, probs, x_mask, h_mask, (mean, variance), training)
+            x = steps_in.read(t)
+            h, (mean, variance) = self._step(x, h, node_weights, x_mask, h_mask, (mean, variance), training)
             return t + 1, h, mean, variance, outputs.write(t, h)
 
         _, h, mean, variance, outputs = tf.while_loop(
@@ -252,7 +271,8 @@ class RNNModel(keras.Model):
         return tf.zeros([batch_size, self.nhid], self.compute_dtype)
 
     def call(self, tokens, hidden, training=False, seed=None, update_statistics=True):
-        """{"log_probs" [T, B, ntoken], "hidden" [B, nhid], "raw_outputs", "outputs" [T, B, nhid]} of tokens [T, B].
+        """{"log_probs", "logits" [T, B, ntoken], "hidden" [B, nhid], "raw_outputs", "outputs" [T, B, nhid]} of
+        tokens [T, B].
 
         `seed` (int32 [2]) makes the training-mode dropout masks a pure function of it
         (a fresh seed from the model's generator when None).
@@ -288,8 +308,9 @@ class RNNModel(keras.Model):
         logits = tf.matmul(tf.reshape(outputs, [-1, self.ninp]), embedding, transpose_b=True) + tf.cast(
             self.decoder_bias, dtype
         )
-        log_probs = tf.reshape(tf.nn.log_softmax(logits, axis=-1), [tf.shape(tokens)[0], batch, self.ntoken])
-        return {"log_probs": log_probs, "hidden": hidden, "raw_outputs": raw, "outputs": outputs}
+        logits = tf.reshape(logits, [tf.shape(tokens)[0], batch, self.ntoken])
+        log_probs = tf.nn.log_softmax(logits, axis=-1)
+        return {"log_probs": log_probs, "logits": logits, "hidden": hidden, "raw_outputs": raw, "outputs": outputs}
 
     def genotype_of_alphas(self) -> RecurrentGenotype:
         """The derived recurrent cell (search model only)."""
@@ -322,6 +343,19 @@ def nll(log_probs, targets) -> tf.Tensor:
     """Mean negative log-likelihood of int targets [T, B] under log_probs [T, B, V]."""
     picked = tf.gather(log_probs, tf.cast(targets, tf.int32), axis=-1, batch_dims=2)
     return -tf.reduce_mean(picked)
+
+
+def nll_of_logits(logits, targets) -> tf.Tensor:
+    """`nll(log_softmax(logits), targets)` in TensorFlow's fused kernel (computed in float32 or wider).
+
+    The same loss; its gradient softmax - one_hot comes out of the forward kernel, where the
+    gathered log-probabilities' gradient is a scatter into a [T, B, V] tensor (0.4 s of a
+    recurrent search pass at batch 256, docs/performance.md).
+    """
+    if logits.dtype in (tf.float16, tf.bfloat16):
+        logits = tf.cast(logits, tf.float32)
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(targets, tf.int32), logits=logits)
+    return tf.reduce_mean(losses)
 
 
 def temporal_activation_regularization(raw_outputs, beta: float) -> tf.Tensor:

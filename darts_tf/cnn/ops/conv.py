@@ -112,8 +112,11 @@ class Conv2D(keras.layers.Layer):
             return pointwise_conv(subsample(x, s) if s > 1 else x, kernel)
         if k == 1:
             padding = "VALID"
-        elif s == 1 and d == 1:
-            padding = "SAME"  # odd kernel at stride 1: symmetric, as PyTorch
+        elif s == 1:
+            # Odd kernel at stride 1: symmetric, as PyTorch (dilated too: the effective kernel
+            # d * (k - 1) + 1 is odd). A dilated kernel's padding then goes into its space-to-batch
+            # instead of a pad op of its own (and a slice in its gradient).
+            padding = "SAME"
         else:
             x = symmetric_pad(x, d * (k - 1) // 2)
             padding = "VALID"

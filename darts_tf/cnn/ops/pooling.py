@@ -6,7 +6,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from darts_tf.cnn.ops.conv import conv_output_size, symmetric_pad
+from darts_tf.cnn.ops.conv import conv_output_size, subsample, symmetric_pad
 
 
 def max_pool(x, pool_size: int, strides: int, padding: str) -> tf.Tensor:
@@ -84,12 +84,14 @@ class Pool(keras.layers.Layer):
             pool = max_pool if self.mode == "max" else tf.nn.avg_pool2d
             return pool(x, k, 1, "SAME")
         pad = (k - 1) // 2
-        if self.mode == "max" and not training and k % 2:
-            # Inference (and so every export): the stride-1 pool's windows centred on every s-th pixel are
-            # exactly these windows, and LiteRT runs pool + slice in its fast kernels (XNNPACK) where the
-            # mirror padding below takes its reference kernel: 0.46 -> 0.08 ms on a 72-channel 32x32 input
-            # (docs/hardware-aware.md). Training keeps the cheaper strided pool.
-            return max_pool(x, k, 1, "SAME")[:, ::s, ::s, :]
+        if self.mode == "max" and k % 2:
+            # The stride-1 pool's windows centred on every s-th pixel are exactly these windows (-inf
+            # padding, the same first maximum for the gradient). LiteRT runs pool + slice in its fast
+            # kernels (XNNPACK) where the mirror padding below takes its reference kernel: 0.46 -> 0.08 ms
+            # on a 72-channel 32x32 input (docs/hardware-aware.md). In training the slice is `subsample`
+            # (a strided slice's gradient is slow): faster than the mirror-padded strided pool too.
+            pooled = max_pool(x, k, 1, "SAME")
+            return subsample(pooled, s) if training else pooled[:, ::s, ::s, :]
         if self.mode == "max":
             # Mirroring the edge pixels ("SYMMETRIC") equals padding with -inf for a max: every padded
             # value is a copy of a pixel in the same window, and the first maximum (which the gradient
