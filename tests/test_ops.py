@@ -111,8 +111,9 @@ def test_conv_matches_numpy(k, stride, dilation, depthwise, size, training, rng)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_dilated_depthwise_gradient(stride, rng):
+def test_dilated_depthwise_gradient(stride, training, rng):
     """Gradients of the dilated depthwise conv equal those of the same conv written with a zero-dilated kernel."""
     layer = Conv2D(None, 3, stride, 2, depthwise=True)
     x = tf.constant(rng.normal(size=(2, 9, 9, 3)), tf.float32)
@@ -121,7 +122,7 @@ def test_dilated_depthwise_gradient(stride, rng):
     taps = [[2 * a, 2 * b] for a in range(3) for b in range(3)]
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
-        y1 = layer(x)
+        y1 = layer(x, training=training)
         dense = tf.scatter_nd(taps, tf.reshape(kernel, [9, 3, 1]), [5, 5, 3, 1])
         xp = tf.pad(x, [[0, 0], [2, 2], [2, 2], [0, 0]])
         y2 = tf.nn.depthwise_conv2d(xp, dense, [1, stride, stride, 1], "VALID")
@@ -129,6 +130,38 @@ def test_dilated_depthwise_gradient(stride, rng):
     np.testing.assert_allclose(y1, y2, rtol=1e-5, atol=1e-5)
     for a, b in zip(tape.gradient(l1, [x, kernel]), tape.gradient(l2, [x, kernel])):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "size, k, stride, padding, dilation",
+    [(8, 5, 1, "SAME", 1), (9, 5, 2, "VALID", 1), (12, 5, 1, "SAME", 2), (10, 7, 1, "SAME", 1), (11, 7, 2, "VALID", 1),
+     (13, 9, 1, "SAME", 1), (10, 5, 1, "VALID", 1), (8, 3, 1, "SAME", 1), (12, 3, 1, "SAME", 2)],
+)  # fmt: skip
+def test_depthwise_conv_values_and_derivatives_equal_tensorflows(size, k, stride, padding, dilation, rng):
+    """The training depthwise conv (kernel gradient in 3-wide column pieces): TensorFlow's values, gradients
+    and second derivatives (a Hessian-vector product in x and the kernel), float64."""
+    from darts_tf.cnn.ops.conv import depthwise_conv
+
+    x = tf.constant(rng.normal(size=(2, size, size, 3)))
+    kernel = tf.constant(rng.normal(size=(k, k, 3, 1)))
+
+    def derivatives(conv):
+        with tf.GradientTape(persistent=True) as outer:
+            outer.watch([x, kernel])
+            with tf.GradientTape() as inner:
+                inner.watch([x, kernel])
+                y = conv(x, kernel)
+                loss = tf.reduce_sum(tf.sin(y))
+            dx, dk = inner.gradient(loss, [x, kernel])
+            second = tf.reduce_sum(dx * dx) + tf.reduce_sum(tf.sin(dk))
+        return [y, dx, dk, *outer.gradient(second, [x, kernel])]
+
+    ours = derivatives(lambda x, w: depthwise_conv(x, w, stride, padding, dilation))
+    theirs = derivatives(
+        lambda x, w: tf.nn.depthwise_conv2d(x, w, [1, stride, stride, 1], padding, dilations=[dilation] * 2)
+    )
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("fused", [False, True])
@@ -297,8 +330,8 @@ def test_conv_7x1_1x7_against_a_direct_computation():
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("size", [8, 7])
 def test_stride_2_max_pool_mirror_padding_equals_minus_infinity_padding(size, training):
-    """The edge-mirrored padding (training; quantisable for LiteRT int8) and the stride-1 pool sliced every
-    other pixel (inference) give -inf padding's values and gradients, ties too."""
+    """The stride-1 pool subsampled every other pixel (training: `subsample`; inference: a slice, which
+    LiteRT runs fast) gives -inf padding's values and gradients, ties too."""
     from darts_tf.cnn.ops import Pool
 
     rng = np.random.default_rng(size)
