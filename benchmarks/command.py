@@ -166,8 +166,8 @@ def table(rows: list[dict]) -> str:
         "first step s",
         "peak RSS GiB",
         "GFLOP/s",
-        "original",
-        "speed-up",
+        "original (stored)",
+        "vs stored",
     ]
     lines = [[*header]]
     for r in rows:

@@ -20,26 +20,28 @@ import numpy as np
 
 from darts_tf.runtime import huge_pages_active
 
-# quark0/darts (PyTorch 2.13 CPU, 2 threads) on the 2-core development machine: seconds per
-# step and peak RSS in GiB. The batch-32 search rows and the recurrent rows were measured in
-# one window beside darts_tf (docs/performance.md, "Side by side"); the others on an earlier day.
+# The original's step on this machine type (2-core AMD EPYC), seconds and peak RSS in GiB, for the table's
+# "original (stored)" column: the search and recurrent rows measured side by side with darts_tf on 2026-12-05
+# (docs/performance.md; quark0/darts cnn/ and rnn/ on PyTorch 2.13 CPU, 2 threads, .cuda() a no-op), the others
+# on an earlier day. The original's own times vary by up to 25 % between windows: compare with a run of the
+# original in the same window.
 ORIGINAL = {
-    ("search", "first", 16): {"seconds": 8.6, "rss_gib": 2.9},
-    ("search", "first", 32): {"seconds": 7.74, "rss_gib": 5.40},
-    ("search", "first", 64): {"seconds": 24.6, "rss_gib": 10.4},
-    ("search", "second", 16): {"seconds": 15.7, "rss_gib": 3.6},
-    ("search", "second", 32): {"seconds": 25.18, "rss_gib": 6.99},
-    ("search", "second", 64): {"seconds": 62.1, "rss_gib": 13.5},
+    ("search", "first", 16): {"seconds": 3.35, "rss_gib": 2.58},
+    ("search", "first", 32): {"seconds": 6.93, "rss_gib": 4.78},
+    ("search", "first", 64): {"seconds": 13.86, "rss_gib": 9.21},
+    ("search", "second", 16): {"seconds": 9.35, "rss_gib": 3.37},
+    ("search", "second", 32): {"seconds": 16.05, "rss_gib": 6.33},
+    ("search", "second", 64): {"seconds": 33.27, "rss_gib": 12.4},
     ("eval_train", None, 32): {"seconds": 2.78},
     ("eval_train", None, 96): {"seconds": 9.17, "rss_gib": 8.0},
     ("serve", None, 32): {"images_per_s": 39.0},
     ("serve", None, 96): {"images_per_s": 30.0},
     ("serve", None, 256): {"images_per_s": 13.0},
-    # The original's rnn/ code (its model, model_search and architect modules, .cuda() made a no-op),
-    # the same synthetic 10,000-word batches (docs/recurrent.md).
-    ("rnn_search", "first", 256): {"seconds": 15.46, "rss_gib": 8.37},
-    ("rnn_search", "second", 256): {"seconds": 34.51, "rss_gib": 8.59},
-    ("rnn_train", None, 64): {"seconds": 3.54, "rss_gib": 1.37},
+    # The original's rnn/ code (its model, model_search and architect modules), the same synthetic
+    # 10,000-word batches (docs/recurrent.md).
+    ("rnn_search", "first", 256): {"seconds": 9.68, "rss_gib": 7.69},
+    ("rnn_search", "second", 256): {"seconds": 22.33, "rss_gib": 8.09},
+    ("rnn_train", None, 64): {"seconds": 2.35, "rss_gib": 1.17},
 }
 
 # FLOPs per multiply-accumulate of the ops counted (convolutions and matmuls, forward and backward).
