@@ -106,13 +106,14 @@ def depthwise_conv(x, kernel, strides: int = 1, padding: str = "VALID", dilation
     """`tf.nn.depthwise_conv2d` (`kernel` [k, k, C, 1]) with its kernel's gradient by
     `depthwise_kernel_gradient`: the same values and gradients, faster for kernels over 3 wide.
 
-    A dilated kernel runs as TensorFlow runs it, a dense kernel on the space-to-batch input
-    (stride 1). Differentiable twice: the gradient is made of TensorFlow's differentiable ops.
+    A dilated kernel (stride 1) runs densely on the input's pixel phases: space-to-depth with "SAME"
+    padding on sizes the dilation divides, else space-to-batch as TensorFlow runs it. Differentiable
+    twice: the gradient is made of TensorFlow's differentiable ops.
     """
     kernel_size = kernel.shape[0]
     stride = [1, strides, strides, 1]
 
-    def dense(x, padding):
+    def dense(x, padding, kernel=kernel):
         @tf.custom_gradient
         def convolve(x, kernel):
             def grad(dy):
@@ -127,6 +128,14 @@ def depthwise_conv(x, kernel, strides: int = 1, padding: str = "VALID", dilation
         return dense(x, padding)
     if strides != 1:
         raise ValueError(f"depthwise_conv expected stride 1 with dilation={dilation}. Received: strides={strides}")
+    height, width = x.shape[1], x.shape[2]
+    if padding == "SAME" and height is not None and width is not None and not (height % dilation or width % dilation):
+        # Each of the dilation**2 pixel phases (space-to-depth: channel blocks) convolved densely with the same
+        # kernel, SAME: exactly the dilated convolution, on dilation**2 times the channels of one image, which
+        # oneDNN runs 10-30 % faster than the space-to-batch form (docs/performance.md).
+        phases = tf.nn.space_to_depth(x, dilation)
+        y = dense(phases, "SAME", tf.tile(kernel, [1, 1, dilation * dilation, 1]))
+        return tf.nn.depth_to_space(y, dilation)
     return tf.nn.with_space_to_batch(
         x, [dilation, dilation], padding, lambda batched, _, inner: dense(batched, inner), filter_shape=kernel.shape[:2]
     )
