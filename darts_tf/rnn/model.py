@@ -113,7 +113,7 @@ class RecurrentCell(keras.layers.Layer):
     def _search_node(self, i, states, node_weights, h_mask, training):
         # The original's sum over ops k and inputs j of w_jk * (s_j + c_j * (f_k(h_j) - s_j)), gathered
         # per input: W_j s_j + c_j * (G_j - W_j s_j), W_j = sum_k w_jk, G_j = sum_k w_jk f_k(h_j).
-        # The same sum with a third of the element-wise work (and of the backward pass's).
+        # The same sum in fewer element-wise kernels, forward and backward.
         nhid = self.nhid
         stacked = tf.stack(states, axis=0)  # [i + 1, B, nhid]
         masked = stacked * h_mask if training else stacked
