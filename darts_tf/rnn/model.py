@@ -22,6 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from darts_tf.architect import cross_entropy
 from darts_tf.errors import ConfigError
 from darts_tf.rnn.genotypes import PRIMITIVES, STEPS, RecurrentGenotype, derive_recurrent_genotype, num_edges
 
@@ -352,10 +353,7 @@ def nll_of_logits(logits, targets) -> tf.Tensor:
     gathered log-probabilities' gradient is a scatter into a [T, B, V] tensor (0.4 s of a
     recurrent search pass at batch 256, docs/performance.md).
     """
-    if logits.dtype in (tf.float16, tf.bfloat16):
-        logits = tf.cast(logits, tf.float32)
-    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(targets, tf.int32), logits=logits)
-    return tf.reduce_mean(losses)
+    return cross_entropy(targets, logits)
 
 
 def temporal_activation_regularization(raw_outputs, beta: float) -> tf.Tensor:
