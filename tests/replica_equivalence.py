@@ -7,6 +7,10 @@ train_float16 (second-order search / training under mixed_float16 with dynamic l
 "exact" runs in float64: in float32 the exact
 second derivative through BatchNorm loses ~1% to round-off on one device already (a 3-channel
 BatchNorm's mixed HVP: float64 -1.0569e-4; float32 one device -1.0718e-4, two replicas -1.0698e-4).
+"budget" runs in float64 too: in float32 its third step's finite-difference point w - eps*v lies within
+5e-5 * eps of a switch of the gradient (a max-pool or ReLU kink; moving the point by that much changes
+the alphas' gradient there by 0.56 %), and float32 round-off decides the side differently on one device
+and on two replicas, or between two equivalent forms of an op.
 """
 
 import json
@@ -42,7 +46,7 @@ BATCH, SIZE, CLASSES = 8, 8, 3
 TRAIN_SIZE = 24  # the auxiliary head needs 24-pixel images or larger
 DTYPE = {"first": "float32", "second": "float32", "exact": "float64", "train": "float32", "partial": "float32",
          "float16": "float32", "train_float16": "float32", "space": "float32", "nb201": "float32",
-         "budget": "float32"}  # fmt: skip
+         "budget": "float64"}  # fmt: skip
 # Modes under mixed_float16 with dynamic loss scaling (the skip decision under replicas: precision.apply_if).
 POLICY = {"float16": "mixed_float16", "train_float16": "mixed_float16"}
 
@@ -70,7 +74,7 @@ def build(mode):
         network.build((None, SIZE, SIZE, 3))
         network.alphas.assign(np.random.default_rng(0).normal(scale=0.5, size=(6, 5)).astype("float32"))
     elif mode == "budget":  # second order, edge normalisation and a mult-adds budget (darts_tf.cnn.cost)
-        network = tiny_search_network(C=4, layers=2, steps=2, edge_normalization=True)
+        network = tiny_search_network(C=4, layers=2, steps=2, edge_normalization=True, dtype=DTYPE[mode])
     else:
         network = tiny_search_network(dtype=policy or DTYPE[mode], C=4, layers=2, steps=1)  # 4 edges
     hessian = "exact" if mode == "exact" else "finite_difference"

@@ -319,9 +319,10 @@ def test_unit_keys_round_trip():
         assert Unit.from_key(unit.key) == unit
 
 
-@pytest.mark.parametrize("variant", ["second_order", "pc_darts", "nb201_betas"])
+@pytest.mark.parametrize("variant", ["second_order", "pc_darts", "nb201_betas", "float64"])
 def test_budgets_add_the_same_term_to_every_architecture_gradient(variant):
-    """Second order, PC-DARTS's betas, NAS-Bench-201: the budgeted gradient is the plain one plus the budget's."""
+    """Second order, PC-DARTS's betas, NAS-Bench-201, a float64 network (second order): the budgeted gradient
+    is the plain one plus the budget's."""
     if variant == "nb201_betas":
         from darts_tf.nb201.model import Nb201SearchNetwork
 
@@ -329,12 +330,13 @@ def test_budgets_add_the_same_term_to_every_architecture_gradient(variant):
         network.build((None, 8, 8, 3))
         model = CostModel(NB201_SPACE, C=4, layers=1, image_shape=(8, 8, 3))
     else:
-        network = tiny_search_network(edge_normalization=variant == "pc_darts")
+        dtype = "float64" if variant == "float64" else "float32"
+        network = tiny_search_network(edge_normalization=variant == "pc_darts", dtype=dtype)
         model = CostModel(C=8, layers=5)
     alphas, betas = arch_by_kind(network)
     budgets = [Budget("params", 0.5 * float(model.expected(alphas, betas)["params"]), weight=2.0)]
-    unrolled = variant == "second_order"
-    batch = random_batch()
+    unrolled = variant in ("second_order", "float64")
+    batch = random_batch(dtype="float64" if variant == "float64" else "float32")
     searches = []
     for with_budget in (False, True):
         chosen = budgets if with_budget else ()

@@ -150,7 +150,7 @@ class ArchitectureSearch(keras.Model):
             extra, values = cost.budget_gradients(self.cost_model, self.budgets, alphas, betas, loss)
             extra += [0.0] * (len(gradients) - len(extra))
             factor = cost.fbnet_factor(self.budgets, values)  # 1 unless FBNet's multiplicative form
-            gradients = [factor * g + e for g, e in zip(gradients, extra)]
+            gradients = [tf.cast(factor, g.dtype) * g + tf.cast(e, g.dtype) for g, e in zip(gradients, extra)]
         return gradients, loss
 
     def _bilevel_gradients(self, train_batch, val_batch):
