@@ -159,6 +159,11 @@ def test_export_and_evaluate_commands_with_every_format(trained):
                       "--version", "1", cwd=tmp)  # fmt: skip
     assert again.returncode == 2 and "already exists; pass --overwrite" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1 and os.path.getmtime(version / "model.tflite") == before
+    # Without --export-dir: the run's export folder (where its training exported), a new version there.
+    default = _darts_tf("export", "--run-dir", config.run_dir, "--name", "tiny_again", cwd=tmp)
+    assert default.returncode == 0, default.stderr[-3000:]
+    assert os.path.isfile(os.path.join(config.export_dir, "tiny_again", "1", "saved_model.pb"))
+    assert not os.path.exists(tmp / "saved_models")
     bad = _darts_tf("export", "--run-dir", config.run_dir, "--format", "coreml", cwd=tmp)
     assert bad.returncode == 2 and "invalid choice: 'coreml'" in bad.stderr
     no_data = _darts_tf("export", "--pytorch-weights", str(tmp / "none.npz"), "--format", "tflite-int8", cwd=tmp)

@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--C", type=int, default=36, help="initial channels for --pytorch-weights")
     p.add_argument("--layers", type=int, default=20, help="cells for --pytorch-weights")
     p.add_argument("--num-classes", type=int, default=10, help="classes for --pytorch-weights")
-    p.add_argument("--export-dir", default="saved_models", help="base folder of the exports (default saved_models)")
+    p.add_argument("--export-dir", help="base folder of the exports (default: the run's, else saved_models)")
     p.add_argument("--name", help="model name under --export-dir (default: the run's export name)")
     p.add_argument("--version", type=int, help="version folder (default: the next free one; without savedmodel "
                    "in --format, the latest existing one)")  # fmt: skip
@@ -58,6 +58,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if args.run_dir:
             network, config, info = load_trained_network(args.run_dir)
             name = args.name or export_name(config)
+            export_dir = args.export_dir or config.export_dir
             mean, std, class_names = info["mean"], info["std"], info.get("class_names")
             augmentation, data_config = config.augmentation, config
         else:
@@ -66,11 +67,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             network = NetworkCIFAR(args.C, args.num_classes, args.layers, True, get_genotype(args.arch))
             load_pytorch_state_dict(network, read_npz_state_dict(args.pytorch_weights))
             name = args.name or "darts_pytorch"
+            export_dir = args.export_dir or "saved_models"
             mean, std = data.CIFAR_MEAN, data.CIFAR_STD
             class_names = data.image_data.CIFAR10_CLASSES if args.num_classes == 10 else None
         if args.data_dir or args.dataset:  # other data for calibration and accuracy, at the network's shape
             data_config = data_arguments(args)
-        base = os.path.join(args.export_dir, name)
+        base = os.path.join(export_dir, name)
         if "savedmodel" in formats:
             version = export.next_version(base) if args.version is None else args.version
         else:
