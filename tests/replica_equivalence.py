@@ -2,8 +2,9 @@
 
 python tests/replica_equivalence.py MODE -> one line of JSON: the largest difference of any variable
 (every replica's copy) relative to the variable's largest value and absolute, and whether the
-replicas' copies are bit-identical. MODE: first, second, exact, train, partial, space (ops of one's own), or float16 /
-train_float16 (second-order search / training under mixed_float16 with dynamic loss scaling).
+replicas' copies are bit-identical. MODE: first, second, exact, train, partial, space (ops of one's own), nb201
+(NAS-Bench-201's network), budget (a mult-adds budget), or float16 / train_float16 (second-order search /
+training under mixed_float16 with dynamic loss scaling).
 "exact" runs in float64: in float32 the exact
 second derivative through BatchNorm loses ~1% to round-off on one device already (a 3-channel
 BatchNorm's mixed HVP: float64 -1.0569e-4; float32 one device -1.0718e-4, two replicas -1.0698e-4).
