@@ -127,6 +127,43 @@ def test_a_new_kind_of_run_is_a_plan_and_resumes_exactly(tmp_path):
         runs.execute(ToyPlan(cut), resume=True, verbose=0, source=source)
 
 
+def test_a_run_killed_between_an_epochs_metrics_row_and_its_checkpoint_resumes_with_every_row_once(
+    tmp_path, monkeypatch
+):
+    """The epoch's metrics row (with the entries the plan's record adds to the logs) is on disk before its
+    checkpoint is written; a run stopped in between resumes from the checkpoint before, drops that row and
+    writes it again: rows 1-3 once each (checkpoint first, the row of the epoch was lost for good)."""
+    from darts_tf.runs import lifecycle
+
+    class RecordingPlan(ToyPlan):
+        def end_epoch(self, model, written, epoch, logs, verbose):
+            logs["recorded"] = float(epoch)  # what the recurrent plans do: entries for the metrics row
+            return super().end_epoch(model, written, epoch, logs, verbose)
+
+    source = data.make_synthetic(num_train=64, num_test=32, num_classes=4, image_size=6)
+    config = ToyConfig(run_dir=str(tmp_path / "run"))
+    save = lifecycle.save_checkpoint
+    seen = []
+
+    def save_then_die(run_dir, network, state, **optimizers):
+        rows = _rows(os.path.join(run_dir, "metrics.csv"))
+        seen.append([row[rows[0].index("recorded")] for row in rows[1:]])
+        if state["epoch"] == 2:
+            raise _Interrupt  # killed after the row, before the checkpoint
+        return save(run_dir, network, state, **optimizers)
+
+    monkeypatch.setattr(lifecycle, "save_checkpoint", save_then_die)
+    with pytest.raises(_Interrupt):
+        runs.execute(RecordingPlan(config), verbose=0, source=source)
+    assert seen == [["1.0"], ["1.0", "2.0"]]  # each row written before its checkpoint
+    assert runs.read_state(config.run_dir)["epoch"] == 1
+    monkeypatch.setattr(lifecycle, "save_checkpoint", save)
+    runs.execute(RecordingPlan(config), resume=True, verbose=0, source=source)
+    rows = _rows(os.path.join(config.run_dir, "metrics.csv"))
+    assert [row[0] for row in rows[1:]] == ["1", "2", "3"]
+    assert [row[rows[0].index("recorded")] for row in rows[1:]] == ["1.0", "2.0", "3.0"]
+
+
 def test_progress_lines_print_a_line_at_every_tenth_of_an_epoch(capsys):
     progress = runs.ProgressLines()
     progress.set_params({"steps": 23})

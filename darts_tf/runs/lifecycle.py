@@ -77,19 +77,24 @@ def require_one_replica(model) -> None:
 
 
 def fit_run(model, batches, run_dir: str, epochs: int, first_epoch: int, steps_per_epoch: int, validation_data,
-            callbacks: list, csv_extra, verbose: int, user_callbacks=(), loss_flags=None):  # fmt: skip
-    """`model.fit` over a run's epochs: the run's own callbacks, metrics.csv, TensorBoard, then the user's.
+            callbacks: list, csv_extra, verbose: int, user_callbacks=(), loss_flags=None,
+            checkpoint=None):  # fmt: skip
+    """`model.fit` over a run's epochs: the run's own callbacks, metrics.csv, the `checkpoint` callback,
+    TensorBoard, then the user's.
 
-    The user's callbacks come last, so an epoch is fully recorded (checkpoint and
-    metrics row) before one of them can stop or interrupt the run. `batches` is a dataset of
-    `steps_per_epoch` batches an epoch, or (with `steps_per_epoch=None`) a function of the
-    epoch giving its dataset (`darts_tf.distribute.fit` runs those, and several replicas).
+    The metrics row is written before the checkpoint: a run killed between the two resumes from
+    the checkpoint before, which drops the row and writes it again (the other order loses the
+    row for good). The user's callbacks come last, so an epoch is fully recorded before one of
+    them can stop or interrupt the run. `batches` is a dataset of `steps_per_epoch` batches an
+    epoch, or (with `steps_per_epoch=None`) a function of the epoch giving its dataset
+    (`darts_tf.distribute.fit` runs those, and several replicas).
     """
     callbacks = [
         StopOnNonFinite(loss_flags or {"loss": "`learning_rate`"}),
         *([ProgressLines()] if verbose == 2 else []),
         *callbacks,
         MetricsCSV(os.path.join(run_dir, "metrics.csv"), extra=csv_extra),
+        *([checkpoint] if checkpoint is not None else []),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),
         *user_callbacks,
     ]
@@ -193,26 +198,46 @@ class RunPlan:
         return {}
 
 
-class EpochCheckpoint(keras.callbacks.Callback):
-    """After each epoch: the plan's record of it (`RunPlan.end_epoch`), then one atomic checkpoint
-    of the network, the optimizers and the state (the epoch, whether the run finished, the loss
-    scale under float16, the plan's entries). A "finished" state before the last epoch stops `fit`."""
+class EpochRecord(keras.callbacks.Callback):
+    """After each epoch: the plan's record of it (`RunPlan.end_epoch`, which may add entries to the
+    epoch's logs for metrics.csv) and the checkpoint's state (the epoch, whether the run finished,
+    the loss scale under float16, the plan's entries). A "finished" state before the last epoch
+    stops `fit`."""
 
     def __init__(self, plan: RunPlan, written, verbose: int):
         super().__init__()
         self.plan = plan
         self.written = written
         self.verbose = verbose
+        self.state = None
 
     def on_epoch_end(self, epoch, logs=None):
         model, epochs = self.model, self.written.epochs  # the model fit (or distribute.fit) runs
         state = {"epoch": epoch + 1, "finished": epoch + 1 >= epochs}
-        state.update(self.plan.end_epoch(model, self.written, epoch + 1, logs or {}, self.verbose))
+        state.update(self.plan.end_epoch(model, self.written, epoch + 1, logs if logs is not None else {},
+                                         self.verbose))  # fmt: skip
         if model.loss_scale is not None:  # float16: a resumed run continues with this scale
             state["loss_scale"] = model.loss_scale.state()
         if state["finished"] and epoch + 1 < epochs:
             model.stop_training = True
-        save_checkpoint(self.written.run_dir, model.network, state, **self.plan.optimizers(model))
+        self.state = state
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """After each epoch's metrics row: one atomic checkpoint of the network, the optimizers and
+    `record`'s state (an `EpochRecord` earlier in the callbacks)."""
+
+    def __init__(self, plan: RunPlan, written, record: EpochRecord):
+        super().__init__()
+        self.plan = plan
+        self.written = written
+        self.record = record
+
+    def on_epoch_end(self, epoch, logs=None):
+        state = self.record.state
+        if state is None or state["epoch"] != epoch + 1:
+            raise RuntimeError(f"EpochCheckpoint expected the record of epoch {epoch + 1}. Received: state={state}")
+        save_checkpoint(self.written.run_dir, self.model.network, state, **self.plan.optimizers(self.model))
 
 
 def execute(plan: RunPlan, resume: bool = False, overwrite: bool = False, verbose: int = 1, callbacks=(),
@@ -252,13 +277,13 @@ def execute(plan: RunPlan, resume: bool = False, overwrite: bool = False, verbos
         write_json_atomic(os.path.join(written.run_dir, "config.json"), dataclasses.asdict(config))
         plan.first_files(written.run_dir, source, model)
     plan.verbose = verbose = verbose if chief else 0
+    record = EpochRecord(plan, written, verbose)
     try:
         history = fit_run(
             model, plan.batches(source, first_epoch, steps_per_epoch), written.run_dir, config.epochs, first_epoch,
-            steps_per_epoch, plan.validation(source),
-            callbacks=[*plan.callbacks(model, written, verbose), EpochCheckpoint(plan, written, verbose)],
+            steps_per_epoch, plan.validation(source), callbacks=[*plan.callbacks(model, written, verbose), record],
             csv_extra=plan.csv_extra(model, schedule), verbose=verbose, user_callbacks=callbacks,
-            loss_flags=plan.loss_flags,
+            loss_flags=plan.loss_flags, checkpoint=EpochCheckpoint(plan, written, record),
         )  # fmt: skip
         result = plan.finish(model, source, written, chief)
     finally:
