@@ -227,17 +227,15 @@ class EpochCheckpoint(keras.callbacks.Callback):
     """After each epoch's metrics row: one atomic checkpoint of the network, the optimizers and
     `record`'s state (an `EpochRecord` earlier in the callbacks)."""
 
-    def __init__(self, plan: RunPlan, written, record: EpochRecord):
+    def __init__(self, record: EpochRecord):
         super().__init__()
-        self.plan = plan
-        self.written = written
         self.record = record
 
     def on_epoch_end(self, epoch, logs=None):
-        state = self.record.state
+        record, state = self.record, self.record.state
         if state is None or state["epoch"] != epoch + 1:
             raise RuntimeError(f"EpochCheckpoint expected the record of epoch {epoch + 1}. Received: state={state}")
-        save_checkpoint(self.written.run_dir, self.model.network, state, **self.plan.optimizers(self.model))
+        save_checkpoint(record.written.run_dir, self.model.network, state, **record.plan.optimizers(self.model))
 
 
 def execute(plan: RunPlan, resume: bool = False, overwrite: bool = False, verbose: int = 1, callbacks=(),
@@ -283,7 +281,7 @@ def execute(plan: RunPlan, resume: bool = False, overwrite: bool = False, verbos
             model, plan.batches(source, first_epoch, steps_per_epoch), written.run_dir, config.epochs, first_epoch,
             steps_per_epoch, plan.validation(source), callbacks=[*plan.callbacks(model, written, verbose), record],
             csv_extra=plan.csv_extra(model, schedule), verbose=verbose, user_callbacks=callbacks,
-            loss_flags=plan.loss_flags, checkpoint=EpochCheckpoint(plan, written, record),
+            loss_flags=plan.loss_flags, checkpoint=EpochCheckpoint(record),
         )  # fmt: skip
         result = plan.finish(model, source, written, chief)
     finally:
