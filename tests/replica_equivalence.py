@@ -21,16 +21,15 @@ import sys
 import numpy as np
 import tensorflow as tf
 
+from darts_tf import distribute  # noqa: E402
 from darts_tf.runtime import set_graph_optimization  # noqa: E402
 
 set_graph_optimization("reduced")  # as darts-tf search: less graph optimisation of the first step
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+distribute.split_cpu(2)  # as --logical-cpus 2 (TensorFlow's BFC CPU allocator)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 
-from darts_tf import distribute  # noqa: E402
 from darts_tf.cnn.cost import Budget, CostModel  # noqa: E402
 from darts_tf.cnn.eval_model import NetworkCIFAR  # noqa: E402
 from darts_tf.cnn.genotypes import DARTS_V2  # noqa: E402
@@ -50,6 +49,9 @@ DTYPE = {"first": "float32", "second": "float32", "exact": "float64", "train": "
          "budget": "float64"}  # fmt: skip
 # Modes under mixed_float16 with dynamic loss scaling (the skip decision under replicas: precision.apply_if).
 POLICY = {"float16": "mixed_float16", "train_float16": "mixed_float16"}
+
+
+WORKLOAD = "search"  # `distribute.make_strategy`'s, set from the mode at the end
 
 
 def build(mode):
@@ -110,7 +112,7 @@ def main(mode):
         dataset = tf.data.Dataset.from_tensor_slices(tuple(stacked([s[half] for s in steps]) for half in (0, 1)))
     dataset = dataset.batch(BATCH)
     one = build(mode)
-    strategy = distribute.make_strategy("mirrored")
+    strategy = distribute.make_strategy("mirrored", workload=WORKLOAD)
     with strategy.scope():
         two = build(mode)
     step_one = tf.function(one.train_step)
@@ -143,7 +145,7 @@ def collectives(order):
     """The all-reduces per replica traced in one 2-replica search step of a 3-cell, 4-node network."""
     from darts_tf import replicas
 
-    strategy = distribute.make_strategy("mirrored")
+    strategy = distribute.make_strategy("mirrored", workload=WORKLOAD)
     with strategy.scope():
         network = tiny_search_network(C=4, layers=3, steps=4)
         model = ArchitectureSearch(network, unrolled=order != "first", hessian="finite_difference")
@@ -168,7 +170,7 @@ def local(what):
     the largest difference of the statistics from one device's (the result changes)."""
     from darts_tf import replicas
 
-    strategy = distribute.make_strategy("mirrored")
+    strategy = distribute.make_strategy("mirrored", workload=WORKLOAD)
     mode = "train" if what == "train" else "first"
     one = build(mode)
     with strategy.scope():
@@ -220,6 +222,8 @@ def local(what):
 
 
 if __name__ == "__main__":
+    # The workload the commands pass: `darts-tf train` "training", `darts-tf search` "search".
+    WORKLOAD = "training" if sys.argv[1].startswith("train") or sys.argv[-1] == "train" else "search"
     if sys.argv[1] == "collectives":
         collectives(sys.argv[2])
     elif sys.argv[1] == "local":

@@ -103,6 +103,44 @@ def test_per_replica_batchnorm_reduces_only_gradients_and_averages_the_statistic
     assert result["weights_equal"] and result["averaged"] > 10 and result["from_one_device"] > 1e-3, result
 
 
+_LOGICAL_CPU_PROGRAM = """
+import json, os
+import tensorflow as tf
+from darts_tf import distribute
+distribute.split_cpu(2, bfc_allocator=os.environ.get("BFC") != "no")
+strategy = distribute.make_strategy("mirrored", workload=os.environ.get("WORKLOAD", "search"))
+step = tf.function(lambda: strategy.run(
+    lambda: tf.distribute.get_replica_context().all_reduce(
+        "mean", tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.float32) + 1.0)))
+graph = step.get_concrete_function().graph.as_graph_def()
+ops = [n.op for n in graph.node] + [n.op for f in graph.library.function for n in f.node_def]
+print(json.dumps({"means": [float(v) for v in strategy.experimental_local_results(step())],
+                  "collective_ops": sum(op.startswith("Collective") for op in ops),
+                  "bfc": os.environ.get("TF_CPU_ALLOCATOR_USE_BFC")}))
+"""
+
+
+@pytest.mark.parametrize("bfc", ["default", "no", "preset"])
+def test_logical_cpus_reduce_by_copies_and_take_their_tensors_from_tensorflows_pool(bfc):
+    """Logical CPUs: the all-reduce is the mean (1 + 2) / 2 on both replicas, a search's without TensorFlow's
+    collective ops (their executor's thread hand-offs cost a third of a 2-replica search step), a training's
+    with them; `split_cpu` selects TensorFlow's BFC CPU allocator unless asked not to or the variable is
+    already set."""
+    extra = {"BFC": "no", "WORKLOAD": "training"} if bfc == "no" else {}
+    extra.update({"TF_CPU_ALLOCATOR_USE_BFC": "false"} if bfc == "preset" else {})
+    environ = _environment(**extra)
+    if bfc != "preset":
+        environ.pop("TF_CPU_ALLOCATOR_USE_BFC", None)
+    out = subprocess.run(
+        [sys.executable, "-c", _LOGICAL_CPU_PROGRAM], capture_output=True, text=True, cwd=ROOT, env=environ, timeout=300
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["means"] == [1.5, 1.5], result
+    assert (result["collective_ops"] > 0) == (bfc == "no"), result  # "no" runs a training's strategy
+    assert result["bfc"] == {"default": "true", "no": None, "preset": "false"}[bfc], result
+
+
 def test_tf_config_errors_name_what_is_wrong():
     cases = {
         "{not json": "TF_CONFIG is not valid JSON",

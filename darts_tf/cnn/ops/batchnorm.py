@@ -21,6 +21,30 @@ def _moments(x) -> tuple:
     return mean, tf.reduce_mean(tf.square(x - mean), axis=[0, 1, 2])
 
 
+def shifted_moments(x, shift) -> tf.Tensor:
+    """[mean(x - shift), mean((x - shift)^2)] per channel over batch, height and width: one vector
+    of 2 * channels, differentiable (again) in `x`; `shift` is a constant.
+
+    The backward pass is written out, (g1 + 2 (x - shift) g2) / n, a few ops against the dozens
+    of two `reduce_mean` gradients of a batch of unknown size (they run once per BatchNorm and
+    replica in a search step).
+    """
+
+    @tf.custom_gradient
+    def moments(x):
+        count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), x.dtype)
+        d = x - shift
+        sums = tf.concat([tf.reduce_sum(d, axis=[0, 1, 2]), tf.reduce_sum(tf.square(d), axis=[0, 1, 2])], 0)
+
+        def grad(g):
+            first, second = tf.split(g, 2)
+            return (first + 2.0 * (x - shift) * second) / count
+
+        return sums / count, grad
+
+    return moments(x)
+
+
 def fused_normalize(x, mean, variance, scale, offset, epsilon: float) -> tf.Tensor:
     """(x - mean) / sqrt(variance + epsilon) * scale + offset by TensorFlow's fused kernel, with the
     gradient in `mean` and `variance` too (given statistics are constants to the kernel's own).
@@ -121,9 +145,7 @@ class BatchNorm(keras.layers.Layer):
         one collective.
         """
         x = tf.cast(x, wide_dtype(x.dtype))
-        mean, variance = _moments(x)
-        offset = mean - tf.stop_gradient(tf.cast(self.moving_mean, x.dtype))
-        return tf.concat([offset, variance + tf.square(offset)], axis=0)
+        return shifted_moments(x, tf.stop_gradient(tf.cast(self.moving_mean, x.dtype)))
 
     def pooled_statistics(self, pooled) -> tuple:
         """(mean, biased variance) of the global batch from the replicas' mean of `local_moments`."""
