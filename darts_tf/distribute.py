@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from darts_tf.config import STRATEGIES
 from darts_tf.errors import DistributeError, WorkerLostError
+from darts_tf.runtime import WORKLOADS
 
 CPU_BFC_ALLOCATOR = "TF_CPU_ALLOCATOR_USE_BFC"  # TensorFlow's switch, read when its devices are made
 
@@ -138,8 +139,8 @@ def mirrored_strategy(devices: list[str], workload: str = "training") -> tf.dist
     minutes instead of seconds (DARTS_V2 at C=8, 5 cells: 76 s against 17 s; not understood),
     so training keeps collective ops.
     """
-    if workload not in ("search", "training"):
-        raise DistributeError(f"`workload` must be search or training. Received: {workload!r}")
+    if workload not in WORKLOADS:
+        raise DistributeError(f"`workload` must be one of {WORKLOADS}. Received: {workload!r}")
     on_cpus = devices and all(tf.DeviceSpec.from_string(d).device_type == "CPU" for d in devices)
     if on_cpus and workload == "search":
         one = tf.distribute.ReductionToOneDevice(reduce_to_device=devices[0])

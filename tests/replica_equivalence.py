@@ -51,7 +51,9 @@ DTYPE = {"first": "float32", "second": "float32", "exact": "float64", "train": "
 POLICY = {"float16": "mixed_float16", "train_float16": "mixed_float16"}
 
 
-WORKLOAD = "search"  # `distribute.make_strategy`'s, set from the mode at the end
+def workload(mode: str) -> str:
+    """What the commands pass to `distribute.make_strategy`: `darts-tf train` "training", `darts-tf search` "search"."""
+    return "training" if mode.startswith("train") else "search"
 
 
 def build(mode):
@@ -112,7 +114,7 @@ def main(mode):
         dataset = tf.data.Dataset.from_tensor_slices(tuple(stacked([s[half] for s in steps]) for half in (0, 1)))
     dataset = dataset.batch(BATCH)
     one = build(mode)
-    strategy = distribute.make_strategy("mirrored", workload=WORKLOAD)
+    strategy = distribute.make_strategy("mirrored", workload=workload(mode))
     with strategy.scope():
         two = build(mode)
     step_one = tf.function(one.train_step)
@@ -145,7 +147,7 @@ def collectives(order):
     """The all-reduces per replica traced in one 2-replica search step of a 3-cell, 4-node network."""
     from darts_tf import replicas
 
-    strategy = distribute.make_strategy("mirrored", workload=WORKLOAD)
+    strategy = distribute.make_strategy("mirrored", workload="search")
     with strategy.scope():
         network = tiny_search_network(C=4, layers=3, steps=4)
         model = ArchitectureSearch(network, unrolled=order != "first", hessian="finite_difference")
@@ -170,8 +172,8 @@ def local(what):
     the largest difference of the statistics from one device's (the result changes)."""
     from darts_tf import replicas
 
-    strategy = distribute.make_strategy("mirrored", workload=WORKLOAD)
     mode = "train" if what == "train" else "first"
+    strategy = distribute.make_strategy("mirrored", workload=workload(mode))
     one = build(mode)
     with strategy.scope():
         two = build(mode)
@@ -222,8 +224,6 @@ def local(what):
 
 
 if __name__ == "__main__":
-    # The workload the commands pass: `darts-tf train` "training", `darts-tf search` "search".
-    WORKLOAD = "training" if sys.argv[1].startswith("train") or sys.argv[-1] == "train" else "search"
     if sys.argv[1] == "collectives":
         collectives(sys.argv[2])
     elif sys.argv[1] == "local":
