@@ -104,6 +104,8 @@ def make_strategy(name: str = "auto", environ=None, workload: str = "training") 
     """
     if name not in STRATEGIES:
         raise DistributeError(f"`strategy` must be one of {', '.join(STRATEGIES)}. Received: {name!r}")
+    if workload not in WORKLOADS:
+        raise DistributeError(f"`workload` must be one of {WORKLOADS}. Received: {workload!r}")
     if name == "multi_worker":  # first: listing logical devices would start TensorFlow's runtime
         if read_tf_config(environ) is None:
             raise DistributeError(

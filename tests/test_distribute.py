@@ -107,8 +107,14 @@ _LOGICAL_CPU_PROGRAM = """
 import json, os
 import tensorflow as tf
 from darts_tf import distribute
+from darts_tf.cnn.search import SearchPlan
+from darts_tf.cnn.train import TrainingPlan
+from darts_tf.config import SearchConfig, TrainConfig
 distribute.split_cpu(2, bfc_allocator=os.environ.get("BFC") != "no")
-strategy = distribute.make_strategy("mirrored", workload=os.environ.get("WORKLOAD", "search"))
+if os.environ.get("WORKLOAD") == "training":  # the library's runs make the strategy their kind needs
+    strategy = TrainingPlan(TrainConfig(strategy="mirrored")).strategy()
+else:
+    strategy = SearchPlan(SearchConfig(strategy="mirrored")).strategy()
 step = tf.function(lambda: strategy.run(
     lambda: tf.distribute.get_replica_context().all_reduce(
         "mean", tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.float32) + 1.0)))
@@ -122,7 +128,8 @@ print(json.dumps({"means": [float(v) for v in strategy.experimental_local_result
 
 @pytest.mark.parametrize("bfc", ["default", "no", "preset"])
 def test_logical_cpus_reduce_by_copies_and_take_their_tensors_from_tensorflows_pool(bfc):
-    """Logical CPUs: the all-reduce is the mean (1 + 2) / 2 on both replicas, a search's without TensorFlow's
+    """Logical CPUs (the strategy a search or training run makes when given none): the all-reduce is
+    the mean (1 + 2) / 2 on both replicas, a search's without TensorFlow's
     collective ops (their executor's thread hand-offs cost a third of a 2-replica search step), a training's
     with them; `split_cpu` selects TensorFlow's BFC CPU allocator unless asked not to or the variable is
     already set."""
@@ -159,6 +166,8 @@ def test_tf_config_errors_name_what_is_wrong():
         distribute.make_strategy("multi_worker", environ={})
     with pytest.raises(distribute.DistributeError, match="`strategy` must be one of auto, one, mirrored"):
         distribute.make_strategy("ring")
+    with pytest.raises(distribute.DistributeError, match="`workload` must be one of"):
+        distribute.make_strategy("one", workload="serving")
 
 
 def test_mirrored_with_one_device_warns_and_runs_on_it(capsys):
