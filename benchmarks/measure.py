@@ -520,11 +520,7 @@ def bench_distributed(what: str, order: str, replicas: int, batch: int, C: int, 
     devices = [d.name for d in tf.config.list_logical_devices(kind)][:replicas]
     if len(devices) < replicas:
         raise RuntimeError(f"--replicas {replicas}: {len(devices)} {kind} device(s) visible")
-    strategy = (
-        distribute.mirrored_strategy(devices, "search" if what == "search" else "training")
-        if replicas > 1
-        else tf.distribute.get_strategy()
-    )
+    strategy = distribute.mirrored_strategy(devices) if replicas > 1 else tf.distribute.get_strategy()
     with strategy.scope():
         if what == "search":
             model = _search_model(C, layers, order, size=size)

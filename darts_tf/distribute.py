@@ -28,7 +28,6 @@ import tensorflow as tf
 
 from darts_tf.config import STRATEGIES
 from darts_tf.errors import DistributeError, WorkerLostError
-from darts_tf.runtime import WORKLOADS
 
 CPU_BFC_ALLOCATOR = "TF_CPU_ALLOCATOR_USE_BFC"  # TensorFlow's switch, read when its devices are made
 
@@ -94,8 +93,8 @@ def read_tf_config(environ=None) -> dict | None:
     return config
 
 
-def make_strategy(name: str = "auto", environ=None, workload: str = "training") -> tf.distribute.Strategy:
-    """The strategy `--strategy NAME` asks for; `workload` "search" or "training" (`mirrored_strategy`).
+def make_strategy(name: str = "auto", environ=None) -> tf.distribute.Strategy:
+    """The strategy `--strategy NAME` asks for.
 
     "one": TensorFlow's default (one device); "mirrored": MirroredStrategy over the
     visible GPUs, else the logical CPUs (`split_cpu`); with one device it warns and runs
@@ -104,8 +103,6 @@ def make_strategy(name: str = "auto", environ=None, workload: str = "training") 
     """
     if name not in STRATEGIES:
         raise DistributeError(f"`strategy` must be one of {', '.join(STRATEGIES)}. Received: {name!r}")
-    if workload not in WORKLOADS:
-        raise DistributeError(f"`workload` must be one of {WORKLOADS}. Received: {workload!r}")
     if name == "multi_worker":  # first: listing logical devices would start TensorFlow's runtime
         if read_tf_config(environ) is None:
             raise DistributeError(
@@ -127,24 +124,20 @@ def make_strategy(name: str = "auto", environ=None, workload: str = "training") 
                 flush=True,
             )
             return tf.distribute.get_strategy()
-    return mirrored_strategy([device.name for device in devices], workload)
+    return mirrored_strategy([device.name for device in devices])
 
 
-def mirrored_strategy(devices: list[str], workload: str = "training") -> tf.distribute.MirroredStrategy:
-    """MirroredStrategy over `devices`. A search on logical CPUs reduces by copies to the first
-    device and sums there; everything else by TensorFlow's choice (collective ops on CPUs, NCCL
-    on GPUs).
+def mirrored_strategy(devices: list[str]) -> tf.distribute.MirroredStrategy:
+    """MirroredStrategy over `devices`. Logical CPUs reduce by copies to the first device and sum
+    there; GPUs by TensorFlow's choice (NCCL).
 
-    Collective ops hand every all-reduce to their executor's threads: with a search step's ~200
-    (BatchNorm statistics) that is thousands of thread wake-ups a step (measured: a 2-replica
-    first-order step 1.34 s against 0.97 s by copies). A training step traced by copies took
-    minutes instead of seconds (DARTS_V2 at C=8, 5 cells: 76 s against 17 s; not understood),
-    so training keeps collective ops.
+    On CPUs TensorFlow's choice is collective ops, which hand every all-reduce to their
+    executor's threads: with a search step's ~200 (BatchNorm statistics) that is thousands of
+    thread wake-ups a step (measured: a 2-replica first-order step 1.34 s against 0.97 s by
+    copies; docs/distributed.md).
     """
-    if workload not in WORKLOADS:
-        raise DistributeError(f"`workload` must be one of {WORKLOADS}. Received: {workload!r}")
     on_cpus = devices and all(tf.DeviceSpec.from_string(d).device_type == "CPU" for d in devices)
-    if on_cpus and workload == "search":
+    if on_cpus:
         one = tf.distribute.ReductionToOneDevice(reduce_to_device=devices[0])
         return tf.distribute.MirroredStrategy(devices, cross_device_ops=one)
     return tf.distribute.MirroredStrategy(devices)

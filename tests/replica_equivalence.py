@@ -51,11 +51,6 @@ DTYPE = {"first": "float32", "second": "float32", "exact": "float64", "train": "
 POLICY = {"float16": "mixed_float16", "train_float16": "mixed_float16"}
 
 
-def workload(mode: str) -> str:
-    """What the commands pass to `distribute.make_strategy`: `darts-tf train` "training", `darts-tf search` "search"."""
-    return "training" if mode.startswith("train") else "search"
-
-
 def build(mode):
     policy = POLICY.get(mode)
     loss_scale = DynamicLossScale() if policy == "mixed_float16" else None
@@ -114,7 +109,7 @@ def main(mode):
         dataset = tf.data.Dataset.from_tensor_slices(tuple(stacked([s[half] for s in steps]) for half in (0, 1)))
     dataset = dataset.batch(BATCH)
     one = build(mode)
-    strategy = distribute.make_strategy("mirrored", workload=workload(mode))
+    strategy = distribute.make_strategy("mirrored")
     with strategy.scope():
         two = build(mode)
     step_one = tf.function(one.train_step)
@@ -147,7 +142,7 @@ def collectives(order):
     """The all-reduces per replica traced in one 2-replica search step of a 3-cell, 4-node network."""
     from darts_tf import replicas
 
-    strategy = distribute.make_strategy("mirrored", workload="search")
+    strategy = distribute.make_strategy("mirrored")
     with strategy.scope():
         network = tiny_search_network(C=4, layers=3, steps=4)
         model = ArchitectureSearch(network, unrolled=order != "first", hessian="finite_difference")
@@ -173,7 +168,7 @@ def local(what):
     from darts_tf import replicas
 
     mode = "train" if what == "train" else "first"
-    strategy = distribute.make_strategy("mirrored", workload=workload(mode))
+    strategy = distribute.make_strategy("mirrored")
     one = build(mode)
     with strategy.scope():
         two = build(mode)

@@ -106,34 +106,48 @@ def test_per_replica_batchnorm_reduces_only_gradients_and_averages_the_statistic
 _LOGICAL_CPU_PROGRAM = """
 import json, os
 import tensorflow as tf
-from darts_tf import distribute
+from tensorflow.python.ops import op_selector
+from darts_tf import distribute, replicas
 from darts_tf.cnn.search import SearchPlan
 from darts_tf.cnn.train import TrainingPlan
 from darts_tf.config import SearchConfig, TrainConfig
 distribute.split_cpu(2, bfc_allocator=os.environ.get("BFC") != "no")
-if os.environ.get("WORKLOAD") == "training":  # the library's runs make the strategy their kind needs
+if os.environ.get("KIND") == "training":  # the strategy a run of the library makes when given none
     strategy = TrainingPlan(TrainConfig(strategy="mirrored")).strategy()
 else:
     strategy = SearchPlan(SearchConfig(strategy="mirrored")).strategy()
-step = tf.function(lambda: strategy.run(
-    lambda: tf.distribute.get_replica_context().all_reduce(
-        "mean", tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.float32) + 1.0)))
+walked = []  # the ops tf.custom_gradient walks back over for each all-reduce it wraps, at trace time
+walk = op_selector.get_backward_walk_ops
+op_selector.get_backward_walk_ops = lambda *args, **kwargs: walked.append(len(walk(*args, **kwargs))) or walk(
+    *args, **kwargs)
+with strategy.scope():
+    w = tf.Variable(tf.ones([3]))
+def replica():
+    x = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.float32) + 1.0
+    with tf.GradientTape() as tape:
+        h = x * w
+        for _ in range(30):  # a chain each replica's graph holds before the mean
+            h = tf.sin(h) * w + x * w
+        (y,) = replicas.mean([x * w + 0.0 * h])
+        loss = tf.reduce_sum(y)
+    return replicas.mean([y[0], tape.gradient(loss, w)[0]])
+step = tf.function(lambda: strategy.run(replica))
 graph = step.get_concrete_function().graph.as_graph_def()
 ops = [n.op for n in graph.node] + [n.op for f in graph.library.function for n in f.node_def]
-print(json.dumps({"means": [float(v) for v in strategy.experimental_local_results(step())],
-                  "collective_ops": sum(op.startswith("Collective") for op in ops),
+print(json.dumps({"means": [[float(t) for t in v] for v in strategy.experimental_local_results(step())],
+                  "collective_ops": sum(op.startswith("Collective") for op in ops), "walked": max(walked),
                   "bfc": os.environ.get("TF_CPU_ALLOCATOR_USE_BFC")}))
 """
 
 
 @pytest.mark.parametrize("bfc", ["default", "no", "preset"])
 def test_logical_cpus_reduce_by_copies_and_take_their_tensors_from_tensorflows_pool(bfc):
-    """Logical CPUs (the strategy a search or training run makes when given none): the all-reduce is
-    the mean (1 + 2) / 2 on both replicas, a search's without TensorFlow's
-    collective ops (their executor's thread hand-offs cost a third of a 2-replica search step), a training's
-    with them; `split_cpu` selects TensorFlow's BFC CPU allocator unless asked not to or the variable is
-    already set."""
-    extra = {"BFC": "no", "WORKLOAD": "training"} if bfc == "no" else {}
+    """Logical CPUs (the strategy a search or a training run makes when given none): the all-reduce
+    is the mean (1 + 2) / 2 on both replicas, its gradient too, without TensorFlow's collective ops
+    (their executor's thread hand-offs cost a third of a 2-replica search step) and without walking
+    the other replica's graph at trace time (`replicas.mean`); `split_cpu` selects TensorFlow's BFC
+    CPU allocator unless asked not to or the variable is already set."""
+    extra = {"BFC": "no", "KIND": "training"} if bfc == "no" else {}
     extra.update({"TF_CPU_ALLOCATOR_USE_BFC": "false"} if bfc == "preset" else {})
     environ = _environment(**extra)
     if bfc != "preset":
@@ -143,8 +157,9 @@ def test_logical_cpus_reduce_by_copies_and_take_their_tensors_from_tensorflows_p
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["means"] == [1.5, 1.5], result
-    assert (result["collective_ops"] > 0) == (bfc == "no"), result  # "no" runs a training's strategy
+    assert result["means"] == [[1.5, 1.5]] * 2, result  # the mean of x w and of its gradient x, (1 + 2) / 2
+    assert result["collective_ops"] == 0, result
+    assert result["walked"] < 10, result  # not the other replica's graph (> 90 ops) for every all-reduce
     assert result["bfc"] == {"default": "true", "no": None, "preset": "false"}[bfc], result
 
 
@@ -166,8 +181,6 @@ def test_tf_config_errors_name_what_is_wrong():
         distribute.make_strategy("multi_worker", environ={})
     with pytest.raises(distribute.DistributeError, match="`strategy` must be one of auto, one, mirrored"):
         distribute.make_strategy("ring")
-    with pytest.raises(distribute.DistributeError, match="`workload` must be one of"):
-        distribute.make_strategy("one", workload="serving")
 
 
 def test_mirrored_with_one_device_warns_and_runs_on_it(capsys):

@@ -418,7 +418,6 @@ class SearchPlan(runs.RunPlan):
     """A search's part of the run lifecycle (`darts_tf.runs.execute`)."""
 
     what = "search"
-    workload = "search"
     loss_flags = {"loss": "`learning_rate`", "arch_loss": "`arch_learning_rate`"}
 
     def load_data(self, source):

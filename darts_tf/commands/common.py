@@ -215,7 +215,7 @@ def start_strategy(parser: argparse.ArgumentParser, args: argparse.Namespace, co
         configure(workload, **options)
         if args.logical_cpus is not None:  # after the thread settings: it starts TensorFlow's runtime
             distribute.split_cpu(args.logical_cpus)
-        strategy = distribute.make_strategy(config.strategy, workload=workload)
+        strategy = distribute.make_strategy(config.strategy)
     except DartsError as error:
         fail(parser, error)
     if not getattr(args, "quiet", False):

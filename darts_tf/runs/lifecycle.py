@@ -130,7 +130,6 @@ class RunPlan:
     """
 
     what = "run"
-    workload = "training"  # the strategy's and the runtime settings' (`darts_tf.runtime.WORKLOADS`)
 
     def __init__(self, config):
         self.config = config
@@ -138,7 +137,7 @@ class RunPlan:
 
     def strategy(self) -> tf.distribute.Strategy:
         """The strategy the config asks for (when `execute` is given none)."""
-        return distribute.make_strategy(self.config.strategy, workload=self.workload)
+        return distribute.make_strategy(self.config.strategy)
 
     def prepare(self, resume: bool) -> None:
         """Before the data is read (e.g. read the genotype to train)."""
