@@ -311,20 +311,22 @@ def test_batchnorm_scale_is_a_product_of_the_output(affine, fused, training, rng
     assert abs(float(results[0][2])) > 1e-3
 
 
-def test_shifted_moments_values_gradients_and_second_derivatives_are_the_plain_formulas():
-    """The written-out backward of the replicas' moments against autodiff of the plain formulas, float64,
-    traced with an unknown batch (as the shared edge functions are): values, gradient, Hessian-vector product."""
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_shifted_moments_values_gradients_and_second_derivatives_are_the_plain_formulas(dtype):
+    """The replicas' moments and their written-out backward (float32: by a fused kernel) against autodiff of
+    the plain formulas, traced with an unknown batch (as the shared edge functions are):
+    values, gradient, Hessian-vector product."""
     rng = np.random.default_rng(3)
-    x = tf.constant(rng.normal(loc=0.7, size=(3, 4, 5, 2)))
-    shift = tf.constant([0.5, -0.2], tf.float64)
-    v, w = tf.constant(rng.normal(size=x.shape)), tf.constant(rng.normal(size=(4,)))
+    x = tf.constant(rng.normal(loc=0.7, size=(3, 4, 5, 2)), dtype)
+    shift = tf.constant([0.5, -0.2], dtype)
+    v, w = tf.constant(rng.normal(size=x.shape), dtype), tf.constant(rng.normal(size=(4,)), dtype)
 
     def plain(x):
         d = x - shift
         return tf.concat([tf.reduce_mean(d, axis=[0, 1, 2]), tf.reduce_mean(d * d, axis=[0, 1, 2])], 0)
 
     def derivatives(moments):
-        @tf.function(input_signature=[tf.TensorSpec([None, 4, 5, 2], tf.float64)], autograph=False)
+        @tf.function(input_signature=[tf.TensorSpec([None, 4, 5, 2], dtype)], autograph=False)
         def run(x):
             with tf.GradientTape() as outer:
                 outer.watch(x)
@@ -339,8 +341,9 @@ def test_shifted_moments_values_gradients_and_second_derivatives_are_the_plain_f
         return [t.numpy() for t in run(x)]
 
     ours, reference = derivatives(lambda x: shifted_moments(x, shift)), derivatives(plain)
+    tolerance = {"float64": 1e-12, "float32": 1e-5}[dtype]
     for a, b in zip(ours, reference):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance * np.abs(b).max())
     assert np.abs(reference[2]).max() > 1e-3  # the second derivative is not trivially zero
 
 

@@ -25,35 +25,51 @@ def shifted_moments(x, shift) -> tf.Tensor:
     """[mean(x - shift), mean((x - shift)^2)] per channel over batch, height and width: one vector
     of 2 * channels, differentiable (again) in `x`; `shift` is a constant.
 
-    The backward pass is written out, (g1 + 2 (x - shift) g2) / n, a few ops against the dozens
-    of two `reduce_mean` gradients of a batch of unknown size (they run once per BatchNorm and
-    replica in a search step).
+    The backward pass is written out, (g1 + 2 (x - shift) g2) / n, a per-channel affine map of
+    `x`, by one fused kernel for float32 (`_channel_affine`): on CPU the broadcasting
+    element-wise ops it replaces took 3x as long, and two `reduce_mean` gradients of a batch of
+    unknown size dozens of ops (they run once per BatchNorm and replica in a search step under
+    several replicas).
     """
 
     @tf.custom_gradient
     def moments(x):
         count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), x.dtype)
         d = x - shift
-        sums = tf.concat([tf.reduce_sum(d, axis=[0, 1, 2]), tf.reduce_sum(tf.square(d), axis=[0, 1, 2])], 0)
+        first, second = tf.reduce_mean(d, axis=[0, 1, 2]), tf.reduce_mean(tf.square(d), axis=[0, 1, 2])
 
         def grad(g):
-            first, second = tf.split(g, 2)
-            return (first + 2.0 * (x - shift) * second) / count
+            g1, g2 = tf.split(g, 2)
+            slope = 2.0 * g2 / count
+            return _channel_affine(x, slope, g1 / count - shift * slope)
 
-        return sums / count, grad
+        return tf.concat([first, second], 0), grad
 
     return moments(x)
+
+
+def _channel_affine(x, slope, intercept) -> tf.Tensor:
+    """x * slope + intercept with per-channel `slope`, `intercept` (as x's dtype): by the fused
+    BatchNorm kernel with mean 0, variance 1 and no epsilon for float32, differentiable."""
+    if x.dtype != tf.float32:  # (half inputs' statistics are float32: `BatchNorm.local_moments`)
+        return x * slope + intercept
+    channels = tf.shape(x)[-1:]
+    return tf.raw_ops.FusedBatchNormV3(
+        x=x, scale=slope, offset=intercept, mean=tf.zeros(channels, x.dtype), variance=tf.ones(channels, x.dtype),
+        epsilon=0.0, is_training=False,
+    )[0]  # fmt: skip
 
 
 def fused_normalize(x, mean, variance, scale, offset, epsilon: float) -> tf.Tensor:
     """(x - mean) / sqrt(variance + epsilon) * scale + offset by TensorFlow's fused kernel, with the
     gradient in `mean` and `variance` too (given statistics are constants to the kernel's own).
 
-    The backward pass is written out (dx = dy scale / sigma; d offset = sum dy; d scale =
-    sum(dy (x - mean)) / sigma; d mean = -scale / sigma sum dy; d variance = -scale / (2 sigma^3)
-    sum(dy (x - mean))), so it is differentiable again (exact Hessian-vector products), which the
-    fused gradient kernel is not in the statistics. Statistics, scale and offset are float32 for
-    half inputs.
+    The backward pass is TensorFlow's fused gradient kernel for given statistics (dx = dy scale /
+    sigma, sum dy (x - mean) / sigma, sum dy in one pass), from which d mean = -scale / sigma
+    sum dy and d variance = -scale / (2 sigma^2) sum dy (x - mean) / sigma follow; its own
+    derivatives (exact Hessian-vector products) are the composite formulas'
+    (`_normalize_backward`), which the fused kernel's are not in the statistics. Statistics,
+    scale and offset are float32 for half inputs.
     """
 
     @tf.custom_gradient
@@ -63,17 +79,49 @@ def fused_normalize(x, mean, variance, scale, offset, epsilon: float) -> tf.Tens
         )[0]
 
         def grad(dy):
-            inverse = tf.math.rsqrt(variance + epsilon)
-            dx = dy * tf.cast(scale * inverse, dy.dtype)
-            wide = tf.cast(dy, mean.dtype)
-            doffset = tf.reduce_sum(wide, axis=[0, 1, 2])
-            centred = tf.reduce_sum(wide * (tf.cast(x, mean.dtype) - mean), axis=[0, 1, 2])
-            dscale = centred * inverse
-            return dx, -scale * inverse * doffset, -0.5 * scale * inverse**3 * centred, dscale, doffset
+            return _normalize_backward(dy, x, mean, variance, scale, epsilon)
 
         return y, grad
 
     return normalize(x, mean, variance, scale, offset)
+
+
+def _composite_normalize_backward(dy, x, mean, variance, scale, epsilon: float) -> tuple:
+    # The gradients of (x - mean) / sqrt(variance + epsilon) * scale + offset in composite ops:
+    # (dx, d mean, d variance, d scale, d offset).
+    inverse = tf.math.rsqrt(variance + epsilon)
+    dx = dy * tf.cast(scale * inverse, dy.dtype)
+    wide = tf.cast(dy, mean.dtype)
+    doffset = tf.reduce_sum(wide, axis=[0, 1, 2])
+    centred = tf.reduce_sum(wide * (tf.cast(x, mean.dtype) - mean), axis=[0, 1, 2])
+    dscale = centred * inverse
+    return dx, -scale * inverse * doffset, -0.5 * scale * inverse**3 * centred, dscale, doffset
+
+
+def _normalize_backward(dy, x, mean, variance, scale, epsilon: float) -> tuple:
+    """`fused_normalize`'s gradients by the fused gradient kernel; their own gradients (a second
+    derivative) by autodiff of the composite formulas."""
+
+    @tf.custom_gradient
+    def backward(dy, x, mean, variance, scale):
+        dx, dscale, doffset = tf.raw_ops.FusedBatchNormGradV3(
+            y_backprop=dy, x=x, scale=scale, reserve_space_1=mean, reserve_space_2=variance,
+            reserve_space_3=tf.constant([], mean.dtype), epsilon=epsilon, is_training=False,
+        )[:3]  # fmt: skip
+        inverse = tf.math.rsqrt(variance + epsilon)
+        outputs = (dx, -scale * inverse * doffset, -0.5 * scale * tf.square(inverse) * dscale, dscale, doffset)
+
+        def grad(*upstream):
+            inputs = [dy, x, mean, variance, scale]
+            upstream = [tf.zeros_like(y) if g is None else g for g, y in zip(upstream, outputs)]
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                composite = _composite_normalize_backward(*inputs, epsilon)
+            return tape.gradient(composite, inputs, output_gradients=upstream)
+
+        return outputs, grad
+
+    return backward(dy, x, mean, variance, scale)
 
 
 def unbiased(variance, count) -> tf.Tensor:
