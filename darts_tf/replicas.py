@@ -69,6 +69,22 @@ def mean(values: list) -> list:
     return _merged_mean(context, values)
 
 
+def gather(vector) -> tf.Tensor:
+    """Every replica's `vector` (1-D, one length on every replica) in replica order: [replicas,
+    length], differentiable; `vector[None]` on one replica.
+
+    One `mean` of the vector placed in this replica's row of zeros: each sum is of one value
+    and zeros (exact), so the rows are the replicas' values (to one rounding of the mean's
+    division for a replica count not a power of 2).
+    """
+    replicas = count()
+    if replicas == 1:
+        return vector[None]
+    rows = tf.one_hot(index(), replicas, dtype=vector.dtype)[:, None] * vector[None, :]
+    (averaged,) = mean([rows])
+    return averaged * replicas
+
+
 def _merged_mean(context, values: list) -> list:
     """`ReplicaContext.all_reduce`'s mean for a strategy that reduces by `merge_call` (a
     MirroredStrategy), without its cost at trace time.

@@ -8,6 +8,11 @@ training under mixed_float16 with dynamic loss scaling).
 "exact" runs in float64: in float32 the exact
 second derivative through BatchNorm loses ~1% to round-off on one device already (a 3-channel
 BatchNorm's mixed HVP: float64 -1.0569e-4; float32 one device -1.0718e-4, two replicas -1.0698e-4).
+"train" runs in float64 too: in float32 this tiny network (3 cells, 8 images, the auxiliary head's
+BatchNorms over 8 values a channel, drop path, lr 0.1) differs from itself after 3 steps by 1.4e-5 to
+4.3e-5 of a variable's scale between oneDNN on and off (seeds 1-6; 1.4e-4 at seed 0, which also sits
+near a switch that two replicas' round-off crosses: 5e-2), the tolerance's size; its float32 kernels
+are checked against the plain formulas in tests/test_ops.py and by the float32 search modes here.
 "budget" runs in float64 too: in float32 its third step's finite-difference point w - eps*v lies within
 5e-5 * eps of a switch of the gradient (a max-pool or ReLU kink; moving the point by that much changes
 the alphas' gradient there by 0.56 %), and float32 round-off decides the side differently on one device
@@ -44,7 +49,7 @@ from space_ops import register_test_ops  # noqa: E402
 
 BATCH, SIZE, CLASSES = 8, 8, 3
 TRAIN_SIZE = 24  # the auxiliary head needs 24-pixel images or larger
-DTYPE = {"first": "float32", "second": "float32", "exact": "float64", "train": "float32", "partial": "float32",
+DTYPE = {"first": "float32", "second": "float32", "exact": "float64", "train": "float64", "partial": "float32",
          "float16": "float32", "train_float16": "float32", "space": "float32", "nb201": "float32",
          "budget": "float64"}  # fmt: skip
 # Modes under mixed_float16 with dynamic loss scaling (the skip decision under replicas: precision.apply_if).
@@ -56,7 +61,9 @@ def build(mode):
     loss_scale = DynamicLossScale() if policy == "mixed_float16" else None
     if mode.startswith("train"):
         keras.utils.set_random_seed(0)
-        network = NetworkCIFAR(4, CLASSES, 3, True, DARTS_V2, input_shape=(TRAIN_SIZE, TRAIN_SIZE, 3), dtype=policy)
+        network = NetworkCIFAR(
+            4, CLASSES, 3, True, DARTS_V2, input_shape=(TRAIN_SIZE, TRAIN_SIZE, 3), dtype=policy or DTYPE[mode]
+        )
         for rate in drop_path_variables(network):
             rate.assign(0.3)  # masks drawn: the replicas must draw one device's
         model = EvalTrainer(network, auxiliary_weight=0.4, loss_scale=loss_scale)

@@ -13,7 +13,7 @@ from darts_tf.cnn.ops import (
     max_pool,
     subsample,
 )
-from darts_tf.cnn.ops.batchnorm import shifted_moments
+from darts_tf.cnn.ops.batchnorm import local_moments
 
 
 def np_conv(x, kernel, stride=1, dilation=1, depthwise=False):
@@ -312,18 +312,17 @@ def test_batchnorm_scale_is_a_product_of_the_output(affine, fused, training, rng
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_shifted_moments_values_gradients_and_second_derivatives_are_the_plain_formulas(dtype):
-    """The replicas' moments and their written-out backward (float32: by a fused kernel) against autodiff of
-    the plain formulas, traced with an unknown batch (as the shared edge functions are):
-    values, gradient, Hessian-vector product."""
+def test_local_moments_values_gradients_and_second_derivatives_are_the_plain_formulas(dtype):
+    """A replica's [mean, biased variance] and their written-out derivatives (float32: forward and backward
+    by fused kernels) against NumPy's values and autodiff of the plain formulas, traced with an unknown
+    batch (as the shared edge functions are): values, gradient, Hessian-vector product."""
     rng = np.random.default_rng(3)
     x = tf.constant(rng.normal(loc=0.7, size=(3, 4, 5, 2)), dtype)
-    shift = tf.constant([0.5, -0.2], dtype)
     v, w = tf.constant(rng.normal(size=x.shape), dtype), tf.constant(rng.normal(size=(4,)), dtype)
 
     def plain(x):
-        d = x - shift
-        return tf.concat([tf.reduce_mean(d, axis=[0, 1, 2]), tf.reduce_mean(d * d, axis=[0, 1, 2])], 0)
+        mean = tf.reduce_mean(x, axis=[0, 1, 2])
+        return tf.concat([mean, tf.reduce_mean(tf.square(x - mean), axis=[0, 1, 2])], 0)
 
     def derivatives(moments):
         @tf.function(input_signature=[tf.TensorSpec([None, 4, 5, 2], dtype)], autograph=False)
@@ -340,11 +339,29 @@ def test_shifted_moments_values_gradients_and_second_derivatives_are_the_plain_f
 
         return [t.numpy() for t in run(x)]
 
-    ours, reference = derivatives(lambda x: shifted_moments(x, shift)), derivatives(plain)
+    ours, reference = derivatives(local_moments), derivatives(plain)
     tolerance = {"float64": 1e-12, "float32": 1e-5}[dtype]
+    flat = x.numpy().astype(np.float64).reshape(-1, 2)
+    np.testing.assert_allclose(ours[0], np.concatenate([flat.mean(0), flat.var(0)]), rtol=tolerance)
     for a, b in zip(ours, reference):
         np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance * np.abs(b).max())
     assert np.abs(reference[2]).max() > 1e-3  # the second derivative is not trivially zero
+
+
+def test_pooled_statistics_of_replicas_keep_their_digits_far_from_the_moving_mean():
+    """The global batch's mean and variance from two replicas' `local_moments` (stacked as `replicas.gather`
+    returns them) equal NumPy's over the whole batch in float32, for channels whose mean is 1,000 times
+    their spread and far from the moving mean (the first steps of a run): moments about a fixed point
+    (E[d^2] - E[d]^2) kept none of the variance's digits there."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(loc=[1000.0, -300.0, 0.5], scale=[1.0, 0.1, 2.0], size=(8, 3, 3, 3)).astype("float32")
+    bn = BatchNorm(affine=False, dtype="float32")
+    bn.build(x.shape)
+    gathered = tf.stack([bn.local_moments(x[:4]), bn.local_moments(x[4:])])
+    mean, variance = bn.pooled_statistics(gathered)
+    flat = x.astype(np.float64).reshape(-1, 3)
+    np.testing.assert_allclose(mean.numpy(), flat.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(variance.numpy(), flat.var(0), rtol=1e-5)
 
 
 def test_conv_7x1_1x7_against_a_direct_computation():

@@ -211,7 +211,7 @@ class ArchitectureSearch(keras.Model):
         logits = self.network(images, training=False)
         self.loss_tracker.update_state(architect.cross_entropy(labels, logits))
         self.accuracy_tracker.update_state(labels, logits)
-        self.top5_tracker.update_state(labels, logits)
+        self.top5_tracker.update_state(labels, tf.cast(logits, tf.float32))  # in_top_k: float32 only
         return {
             "loss": self.loss_tracker.result(),
             "accuracy": self.accuracy_tracker.result(),

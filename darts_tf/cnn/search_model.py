@@ -346,16 +346,16 @@ class _SharedEdge:
         return [name for name, stages in self.stages.items() if len(stages) > stage]
 
     def _split_moments(self, stage, pooled) -> dict:
-        # One stage's reduced moments of this edge (one vector) -> {op: its BatchNorm's}.
+        # One stage's gathered moments of this edge ([replicas, length]) -> {op: its BatchNorm's}.
         names = self.staged(stage)
         sizes = [2 * self.stages[name][stage][1].moving_mean.shape[0] for name in names]
-        return dict(zip(names, tf.split(pooled, sizes)))
+        return dict(zip(names, tf.split(pooled, sizes, axis=-1)))
 
     def _stage(self, stage, inputs, pooled, weights, statistics, arch_only):
         """Stage `stage` of every op: {op: its pre-normalisation tensor}, and their BatchNorms'
         `local_moments` in one vector. `inputs` is the edge's input at stage 0, else {op: the
-        previous stage's pre-normalisation tensor}, normalised here with `pooled`, the replicas'
-        mean of the previous stage's moments vector."""
+        previous stage's pre-normalisation tensor}, normalised here with `pooled`, every replica's
+        moments vector of the previous stage (`replicas.gather`)."""
         outputs, moments = {}, []
         with self._scope(weights, statistics, arch_only):
             previous = self._split_moments(stage - 1, pooled) if stage else {}
@@ -373,7 +373,7 @@ class _SharedEdge:
 
     def _finish(self, x, last, pooled, op_weights, weights, statistics, frozen, arch_only, replica_count):
         """The weighted sum of the ops from their last pre-normalisation tensors `last` {op: tensor}
-        and `pooled` [the replicas' mean of each stage's moments vector]; with the updated packed
+        and `pooled` [every replica's moments vector of each stage]; with the updated packed
         statistics unless `frozen`."""
         if not isinstance(op_weights, (list, tuple)):
             op_weights = tf.unstack(op_weights)
@@ -429,14 +429,14 @@ def synchronized_mix(edges, inputs, op_weights, update_statistics=True, weight_g
     the top of the replica function, not inside the edges' shared functions. So each edge runs as
     its BatchNorm stages (`_SharedEdge.stage`: every op's convolutions up to its next BatchNorm,
     returning pre-normalisation tensors and their local moments), and the moments of one stage
-    of all `edges` (a node's incoming edges) are reduced in one collective between the stages:
+    of all `edges` (a node's incoming edges) are gathered in one collective between the stages:
     two a node for the DARTS ops (a separable convolution normalises twice), instead of one per
     BatchNorm (eight or nine an edge). The functions stay shared and traced once per shape.
     """
     arch_only = not weight_gradients
     packed = [(tf.convert_to_tensor(e.packed_weights), tf.convert_to_tensor(e.packed_statistics)) for e in edges]
     current = list(inputs)
-    pooled = [[] for _ in edges]  # per edge: the reduced moments vector of each stage
+    pooled = [[] for _ in edges]  # per edge: every replica's moments vector of each stage
     for stage in range(max(e._shared.stage_count for e in edges)):
         active = [i for i, e in enumerate(edges) if stage < e._shared.stage_count]
         results = {}
@@ -447,8 +447,8 @@ def synchronized_mix(edges, inputs, op_weights, update_statistics=True, weight_g
             else:
                 results[i] = edges[i]._shared.stage(stage, current[i], None, *packed[i], arch_only)
         moments = [results[i][1] for i in active]
-        (reduced,) = replicas.mean([tf.concat(moments, axis=0)])  # one collective for the stage
-        for i, piece in zip(active, tf.split(reduced, [int(m.shape[0]) for m in moments])):
+        gathered = replicas.gather(tf.concat(moments, axis=0))  # one collective for the stage
+        for i, piece in zip(active, tf.split(gathered, [int(m.shape[0]) for m in moments], axis=-1)):
             pooled[i].append(piece)
             current[i] = results[i][0] if stage == 0 else {**current[i], **results[i][0]}
     frozen = not update_statistics

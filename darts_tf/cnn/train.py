@@ -77,7 +77,7 @@ class EvalTrainer(keras.Model):
     def _update(self, labels, loss, logits):
         self.loss_tracker.update_state(loss)
         self.accuracy_tracker.update_state(labels, logits)
-        self.top5_tracker.update_state(labels, logits)
+        self.top5_tracker.update_state(labels, tf.cast(logits, tf.float32))  # in_top_k: float32 only
         return {m.name: m.result() for m in self.metrics}
 
     def train_step(self, batch):

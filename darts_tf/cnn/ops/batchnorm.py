@@ -21,31 +21,47 @@ def _moments(x) -> tuple:
     return mean, tf.reduce_mean(tf.square(x - mean), axis=[0, 1, 2])
 
 
-def shifted_moments(x, shift) -> tf.Tensor:
-    """[mean(x - shift), mean((x - shift)^2)] per channel over batch, height and width: one vector
-    of 2 * channels, differentiable (again) in `x`; `shift` is a constant.
+def local_moments(x) -> tf.Tensor:
+    """[mean, biased variance] of `x` per channel over batch, height and width: one vector of
+    2 * channels, differentiable (again) in `x`.
 
-    The backward pass is written out, (g1 + 2 (x - shift) g2) / n, a per-channel affine map of
-    `x`, by one fused kernel for float32 (`_channel_affine`): on CPU the broadcasting
-    element-wise ops it replaces took 3x as long, and two `reduce_mean` gradients of a batch of
-    unknown size dozens of ops (they run once per BatchNorm and replica in a search step under
-    several replicas).
+    The moments are taken about the batch's own mean `s` (a constant to the derivatives):
+    mean = s + E[x - s], variance = E[(x - s)^2] - E[x - s]^2, exact functions of `x` for any
+    constant `s` whose terms lose no digits (about a distant point, E[d^2] - E[d]^2 cancels:
+    a channel whose mean is 100 times its spread keeps 3 of float32's 7 digits). The backward
+    pass is written out, (g1 + 2 (x - s) g2) / n, a per-channel affine map of `x`, by one fused
+    kernel for float32 (`_channel_affine`), and so is the float32 forward pass (the fused
+    kernel's training mode): on CPU the broadcasting element-wise ops they replace took 2-3x as
+    long (they run once per BatchNorm and replica in a search step under several replicas).
     """
 
     @tf.custom_gradient
     def moments(x):
         count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), x.dtype)
-        d = x - shift
-        first, second = tf.reduce_mean(d, axis=[0, 1, 2]), tf.reduce_mean(tf.square(d), axis=[0, 1, 2])
+        if x.dtype == tf.float32:
+            channels, empty = tf.shape(x)[-1:], tf.constant([], x.dtype)
+            _, shift, variance = tf.raw_ops.FusedBatchNormV3(
+                x=x, scale=tf.ones(channels, x.dtype), offset=tf.zeros(channels, x.dtype), mean=empty,
+                variance=empty, epsilon=BN_EPSILON, is_training=True,
+            )[:3]  # fmt: skip
+            # The kernel's variance is the unbiased one; E[x - s] is 0 to round-off about its own mean.
+            first, second = tf.zeros_like(shift), variance * (count - 1.0) / tf.maximum(count, 1.0)
+        else:
+            shift = tf.reduce_mean(x, axis=[0, 1, 2])
+            d = x - shift
+            first, second = tf.reduce_mean(d, axis=[0, 1, 2]), tf.reduce_mean(tf.square(d), axis=[0, 1, 2])
+        shift = tf.stop_gradient(shift)
 
-        def grad(g):
-            g1, g2 = tf.split(g, 2)
+        def grad(_, g1, g2):  # the shift is a constant: its gradient is not taken
+            g1 = tf.zeros_like(first) if g1 is None else g1
+            g2 = tf.zeros_like(second) if g2 is None else g2
             slope = 2.0 * g2 / count
             return _channel_affine(x, slope, g1 / count - shift * slope)
 
-        return tf.concat([first, second], 0), grad
+        return (shift, first, second), grad
 
-    return moments(x)
+    shift, first, second = moments(x)
+    return tf.concat([shift + first, second - tf.square(first)], 0)
 
 
 def _channel_affine(x, slope, intercept) -> tf.Tensor:
@@ -147,8 +163,8 @@ class BatchNorm(keras.layers.Layer):
     its BatchNorms. With `fused=None` the single fused TensorFlow kernel is used for
     float16/bfloat16/float32 inputs, the composite formula otherwise (float64).
     Under a tf.distribute strategy with several replicas the batch statistics are
-    synchronised: mean and variance over the global batch (composite formula), so k
-    replicas at global batch B compute what one device does at batch B.
+    synchronised: every replica's mean and variance gathered in one collective give the
+    global batch's, so k replicas at global batch B compute what one device does at batch B.
     (Ioffe & Szegedy 2015; used throughout DARTS, arXiv:1806.09055.)
     """
 
@@ -183,32 +199,25 @@ class BatchNorm(keras.layers.Layer):
         return tf.ones([channels], dtype), tf.zeros([channels], dtype)
 
     def local_moments(self, x) -> tf.Tensor:
-        """This replica's moments of `x` for a cross-replica mean: [2 * channels], differentiable.
+        """This replica's [mean, biased variance] of `x` per channel ([2 * channels], differentiable),
+        for `replicas.gather`: a network may concatenate many BatchNorms' vectors into one collective."""
+        return local_moments(tf.cast(x, wide_dtype(x.dtype)))
 
-        (mean - shift, variance + (mean - shift)^2), the first two moments about `shift`,
-        the moving mean (the same on every replica and close to the mean, so the pooled
-        variance E[d^2] - E[d]^2 loses few digits). The mean over equal-sized replica
-        batches of these vectors is what `pooled_statistics` turns into the global batch's
-        mean and biased variance; a network may concatenate many BatchNorms' vectors into
-        one collective.
-        """
-        x = tf.cast(x, wide_dtype(x.dtype))
-        return shifted_moments(x, tf.stop_gradient(tf.cast(self.moving_mean, x.dtype)))
-
-    def pooled_statistics(self, pooled) -> tuple:
-        """(mean, biased variance) of the global batch from the replicas' mean of `local_moments`."""
-        offset, second = tf.split(pooled, 2)
-        shift = tf.stop_gradient(tf.cast(self.moving_mean, pooled.dtype))
-        return shift + offset, tf.maximum(second - tf.square(offset), 0.0)
+    def pooled_statistics(self, gathered) -> tuple:
+        """(mean, biased variance) of the global batch from every replica's `local_moments`
+        ([replicas, 2 * channels], equal-sized batches): the mean of the means, and the mean of
+        the variances plus the variance of the means (no term cancels)."""
+        means, variances = tf.split(gathered, 2, axis=-1)
+        mean = tf.reduce_mean(means, axis=0)
+        return mean, tf.reduce_mean(variances, axis=0) + tf.reduce_mean(tf.square(means - mean), axis=0)
 
     def normalize(self, x, mean, variance, scale=None, fused=False) -> tf.Tensor:
         """`scale * BN(x)` with the given batch statistics, differentiable in all of them.
 
         The composite formula; with `fused=True` one fused kernel forward and a written-out
         backward (`fused_normalize`) for float32 and half inputs (float32 statistics) unless the
-        layer says `fused=False`. The search network's staged edges (shared functions) use the
-        fused form; a BatchNorm at the top of a replica function keeps the composite one (there
-        the fused form moved a 2-replica training step away from one device's; not understood).
+        layer says `fused=False`: what synchronised BatchNorms use (the search network's staged
+        edges and `call` under several replicas).
         """
         param_dtype = wide_dtype(x.dtype)
         gamma, beta = self._scale_offset(x.shape[-1], param_dtype, scale)
@@ -269,11 +278,10 @@ class BatchNorm(keras.layers.Layer):
             # statistics' gradients in float32 (in float16 each can overflow where their sum does not).
             wide = tf.cast(x, param_dtype)
             if synchronized:  # the global batch's moments, from every replica's (one collective)
-                (pooled,) = replicas.mean([self.local_moments(wide)])
-                mean, variance = self.pooled_statistics(pooled)
+                mean, variance = self.pooled_statistics(replicas.gather(self.local_moments(wide)))
             else:
                 mean, variance = _moments(wide)
-            y = tf.cast(self.normalize(wide, mean, variance, factor), x.dtype)
+            y = tf.cast(self.normalize(wide, mean, variance, factor, fused=synchronized), x.dtype)
             values = tf.reduce_prod(tf.shape(x)[:3]) * (replicas.count() if synchronized else 1)
             unbiased_variance = unbiased(variance, values)
         if not update_statistics:
