@@ -80,7 +80,7 @@ def gather(vector) -> tf.Tensor:
     replicas = count()
     if replicas == 1:
         return vector[None]
-    rows = tf.one_hot(index(), replicas, dtype=vector.dtype)[:, None] * vector[None, :]
+    rows = tf.reshape(tf.one_hot(index(), replicas, dtype=vector.dtype), [replicas, 1]) * vector
     (averaged,) = mean([rows])
     return averaged * replicas
 

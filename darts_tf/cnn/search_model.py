@@ -33,6 +33,7 @@ from darts_tf.cnn.ops import (
     preprocess0,
     torch_uniform,
 )
+from darts_tf.cnn.ops.batchnorm import global_statistics, local_moments
 from darts_tf.cnn.space import BUILTIN_WEIGHTING, DARTS_SPACE, SearchSpace, weighting
 from darts_tf.errors import ConfigError
 from darts_tf.precision import to_float32
@@ -345,46 +346,49 @@ class _SharedEdge:
         """The ops with a BatchNorm stage `stage` (0 = the first), in the space's order."""
         return [name for name, stages in self.stages.items() if len(stages) > stage]
 
-    def _split_moments(self, stage, pooled) -> dict:
-        # One stage's gathered moments of this edge ([replicas, length]) -> {op: its BatchNorm's}.
+    def _split_statistics(self, stage, pooled) -> dict:
+        # One stage's global statistics of this edge ([mean, variance]: [2, channels of all]) ->
+        # {op: its BatchNorm's (mean, variance)}.
         names = self.staged(stage)
-        sizes = [2 * self.stages[name][stage][1].moving_mean.shape[0] for name in names]
-        return dict(zip(names, tf.split(pooled, sizes, axis=-1)))
+        sizes = [self.stages[name][stage][1].moving_mean.shape[0] for name in names]
+        return {name: tf.unstack(piece) for name, piece in zip(names, tf.split(pooled, sizes, axis=-1))}
 
     def _stage(self, stage, inputs, pooled, weights, statistics, arch_only):
         """Stage `stage` of every op: {op: its pre-normalisation tensor}, and their BatchNorms'
-        `local_moments` in one vector. `inputs` is the edge's input at stage 0, else {op: the
-        previous stage's pre-normalisation tensor}, normalised here with `pooled`, every replica's
-        moments vector of the previous stage (`replicas.gather`)."""
-        outputs, moments = {}, []
+        `local_moments` as two vectors (means, variances). `inputs` is the edge's input at stage 0,
+        else {op: the previous stage's pre-normalisation tensor}, normalised here with `pooled`, the
+        global batch's [mean, variance] of the previous stage's BatchNorms."""
+        outputs, means, variances = {}, [], []
         with self._scope(weights, statistics, arch_only):
-            previous = self._split_moments(stage - 1, pooled) if stage else {}
+            previous = self._split_statistics(stage - 1, pooled) if stage else {}
             for name in self.staged(stage):
                 transform, bn = self.stages[name][stage]
                 h = inputs
                 if stage:
                     norm = self.stages[name][stage - 1][1]
-                    h = norm.normalize(inputs[name], *norm.pooled_statistics(previous[name]), fused=True)
+                    h = norm.normalize(inputs[name], *previous[name], fused=True)
                 # Kept in float32 under a mixed policy: this tensor's normalisation (next stage) and its
                 # moments (here) send their gradients back through one cast, summed in float32.
                 outputs[name] = to_float32(transform(h))
-                moments.append(bn.local_moments(outputs[name]))
-        return outputs, tf.concat(moments, axis=0)
+                mean, variance = local_moments(outputs[name])
+                means.append(mean)
+                variances.append(variance)
+        return outputs, tf.concat(means, axis=0), tf.concat(variances, axis=0)
 
     def _finish(self, x, last, pooled, op_weights, weights, statistics, frozen, arch_only, replica_count):
         """The weighted sum of the ops from their last pre-normalisation tensors `last` {op: tensor}
-        and `pooled` [every replica's moments vector of each stage]; with the updated packed
+        and `pooled` [each stage's global [mean, variance] of its BatchNorms]; with the updated packed
         statistics unless `frozen`."""
         if not isinstance(op_weights, (list, tuple)):
             op_weights = tf.unstack(op_weights)
         with self._scope(weights, statistics, arch_only):
-            moments = [self._split_moments(stage, vector) for stage, vector in enumerate(pooled)]
+            moments = [self._split_statistics(stage, vector) for stage, vector in enumerate(pooled)]
             terms = []
             for index, name in enumerate(self.space.primitives):
                 op = self.template.primitive_ops.get(name)
                 if name in self.stages:
                     bn = self.stages[name][-1][1]
-                    mean, variance = bn.pooled_statistics(moments[len(self.stages[name]) - 1][name])
+                    mean, variance = moments[len(self.stages[name]) - 1][name]
                     y = bn.normalize(last[name], mean, variance, scale=op_weights[index], fused=True)
                     terms.append(tf.cast(y, x.dtype))
                 elif isinstance(op, Identity):
@@ -398,7 +402,7 @@ class _SharedEdge:
             updated = {}
             for name, stages in self.stages.items():
                 for stage, (_, bn) in enumerate(stages):
-                    moving = bn.updated_statistics(*bn.pooled_statistics(moments[stage][name]), count)
+                    moving = bn.updated_statistics(*moments[stage][name], count)
                     updated[id(bn.moving_mean)], updated[id(bn.moving_variance)] = moving
             values = [updated.get(id(v), v.value) for v in self.template.non_trainable_variables]
             return y, tf.stop_gradient(_flatten(values))
@@ -436,7 +440,7 @@ def synchronized_mix(edges, inputs, op_weights, update_statistics=True, weight_g
     arch_only = not weight_gradients
     packed = [(tf.convert_to_tensor(e.packed_weights), tf.convert_to_tensor(e.packed_statistics)) for e in edges]
     current = list(inputs)
-    pooled = [[] for _ in edges]  # per edge: every replica's moments vector of each stage
+    pooled = [[] for _ in edges]  # per edge: each stage's global [mean, variance] ([2, channels of all])
     for stage in range(max(e._shared.stage_count for e in edges)):
         active = [i for i, e in enumerate(edges) if stage < e._shared.stage_count]
         results = {}
@@ -446,9 +450,11 @@ def synchronized_mix(edges, inputs, op_weights, update_statistics=True, weight_g
                 results[i] = edges[i]._shared.stage(stage, given, pooled[i][-1], *packed[i], arch_only)
             else:
                 results[i] = edges[i]._shared.stage(stage, current[i], None, *packed[i], arch_only)
-        moments = [results[i][1] for i in active]
-        gathered = replicas.gather(tf.concat(moments, axis=0))  # one collective for the stage
-        for i, piece in zip(active, tf.split(gathered, [int(m.shape[0]) for m in moments], axis=-1)):
+        # One collective for the stage: every replica's means, then variances, of all its BatchNorms.
+        gathered = replicas.gather(tf.concat([results[i][1] for i in active] + [results[i][2] for i in active], 0))
+        sizes = [int(results[i][1].shape[0]) for i in active]
+        statistics = tf.stack(global_statistics(gathered))  # [2, channels of all]: mean, variance
+        for i, piece in zip(active, tf.split(statistics, sizes, axis=-1)):
             pooled[i].append(piece)
             current[i] = results[i][0] if stage == 0 else {**current[i], **results[i][0]}
     frozen = not update_statistics

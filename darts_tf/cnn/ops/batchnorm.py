@@ -22,8 +22,8 @@ def _moments(x) -> tuple:
 
 
 def local_moments(x) -> tf.Tensor:
-    """[mean, biased variance] of `x` per channel over batch, height and width: one vector of
-    2 * channels, differentiable (again) in `x`.
+    """(mean, biased variance) of `x` per channel over batch, height and width, differentiable
+    (again) in `x`.
 
     The moments are taken about the batch's own mean `s` (a constant to the derivatives):
     mean = s + E[x - s], variance = E[(x - s)^2] - E[x - s]^2, exact functions of `x` for any
@@ -39,7 +39,7 @@ def local_moments(x) -> tf.Tensor:
     def moments(x):
         count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), x.dtype)
         if x.dtype == tf.float32:
-            channels, empty = tf.shape(x)[-1:], tf.constant([], x.dtype)
+            channels, empty = _channels(x), tf.constant([], x.dtype)
             _, shift, variance = tf.raw_ops.FusedBatchNormV3(
                 x=x, scale=tf.ones(channels, x.dtype), offset=tf.zeros(channels, x.dtype), mean=empty,
                 variance=empty, epsilon=BN_EPSILON, is_training=True,
@@ -61,7 +61,22 @@ def local_moments(x) -> tf.Tensor:
         return (shift, first, second), grad
 
     shift, first, second = moments(x)
-    return tf.concat([shift + first, second - tf.square(first)], 0)
+    return shift + first, second - tf.square(first)
+
+
+def global_statistics(gathered) -> tuple:
+    """(mean, biased variance) of the global batch from every replica's `local_moments` of equal-sized
+    batches, gathered as [replicas, 2 * n] (each row: n means, then their n variances): the mean of the
+    means, and the mean of the variances plus the variance of the means (no term cancels)."""
+    means, variances = tf.split(gathered, 2, axis=-1)
+    share = 1.0 / gathered.shape[0]  # (sums times a constant: fewer graph ops than reduce_mean's gradient)
+    mean = tf.reduce_sum(means, axis=0) * share
+    return mean, (tf.reduce_sum(variances, axis=0) + tf.reduce_sum(tf.square(means - mean), axis=0)) * share
+
+
+def _channels(x):
+    # The channel count as a constant when the shape says it (no shape ops in the graph).
+    return [x.shape[-1]] if x.shape[-1] is not None else tf.shape(x)[-1:]
 
 
 def _channel_affine(x, slope, intercept) -> tf.Tensor:
@@ -69,7 +84,7 @@ def _channel_affine(x, slope, intercept) -> tf.Tensor:
     BatchNorm kernel with mean 0, variance 1 and no epsilon for float32, differentiable."""
     if x.dtype != tf.float32:  # (half inputs' statistics are float32: `BatchNorm.local_moments`)
         return x * slope + intercept
-    channels = tf.shape(x)[-1:]
+    channels = _channels(x)
     return tf.raw_ops.FusedBatchNormV3(
         x=x, scale=slope, offset=intercept, mean=tf.zeros(channels, x.dtype), variance=tf.ones(channels, x.dtype),
         epsilon=0.0, is_training=False,
@@ -201,15 +216,12 @@ class BatchNorm(keras.layers.Layer):
     def local_moments(self, x) -> tf.Tensor:
         """This replica's [mean, biased variance] of `x` per channel ([2 * channels], differentiable),
         for `replicas.gather`: a network may concatenate many BatchNorms' vectors into one collective."""
-        return local_moments(tf.cast(x, wide_dtype(x.dtype)))
+        return tf.concat(local_moments(tf.cast(x, wide_dtype(x.dtype))), 0)
 
     def pooled_statistics(self, gathered) -> tuple:
         """(mean, biased variance) of the global batch from every replica's `local_moments`
-        ([replicas, 2 * channels], equal-sized batches): the mean of the means, and the mean of
-        the variances plus the variance of the means (no term cancels)."""
-        means, variances = tf.split(gathered, 2, axis=-1)
-        mean = tf.reduce_mean(means, axis=0)
-        return mean, tf.reduce_mean(variances, axis=0) + tf.reduce_mean(tf.square(means - mean), axis=0)
+        ([replicas, 2 * channels]; `global_statistics`)."""
+        return global_statistics(gathered)
 
     def normalize(self, x, mean, variance, scale=None, fused=False) -> tf.Tensor:
         """`scale * BN(x)` with the given batch statistics, differentiable in all of them.
