@@ -21,7 +21,7 @@ def _moments(x) -> tuple:
     return mean, tf.reduce_mean(tf.square(x - mean), axis=[0, 1, 2])
 
 
-def local_moments(x) -> tf.Tensor:
+def local_moments(x) -> tuple:
     """(mean, biased variance) of `x` per channel over batch, height and width, differentiable
     (again) in `x`.
 
