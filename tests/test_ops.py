@@ -13,7 +13,7 @@ from darts_tf.cnn.ops import (
     max_pool,
     subsample,
 )
-from darts_tf.cnn.ops.batchnorm import local_moments
+from darts_tf.cnn.ops.batchnorm import global_statistics, local_moments
 
 
 def np_conv(x, kernel, stride=1, dilation=1, depthwise=False):
@@ -348,17 +348,15 @@ def test_local_moments_values_gradients_and_second_derivatives_are_the_plain_for
     assert np.abs(reference[2]).max() > 1e-3  # the second derivative is not trivially zero
 
 
-def test_pooled_statistics_of_replicas_keep_their_digits_far_from_the_moving_mean():
+def test_global_statistics_of_replicas_keep_their_digits_far_from_the_moving_mean():
     """The global batch's mean and variance from two replicas' `local_moments` (stacked as `replicas.gather`
     returns them) equal NumPy's over the whole batch in float32, for channels whose mean is 1,000 times
     their spread and far from the moving mean (the first steps of a run): moments about a fixed point
-    (E[d^2] - E[d]^2) kept none of the variance's digits there."""
+    (E[d^2] - E[d]^2) came out 23 % and 94 % off there."""
     rng = np.random.default_rng(0)
     x = rng.normal(loc=[1000.0, -300.0, 0.5], scale=[1.0, 0.1, 2.0], size=(8, 3, 3, 3)).astype("float32")
-    bn = BatchNorm(affine=False, dtype="float32")
-    bn.build(x.shape)
-    gathered = tf.stack([bn.local_moments(x[:4]), bn.local_moments(x[4:])])
-    mean, variance = bn.pooled_statistics(gathered)
+    gathered = tf.stack([tf.concat(local_moments(tf.constant(half)), 0) for half in (x[:4], x[4:])])
+    mean, variance = global_statistics(gathered)
     flat = x.astype(np.float64).reshape(-1, 3)
     np.testing.assert_allclose(mean.numpy(), flat.mean(0), rtol=1e-6)
     np.testing.assert_allclose(variance.numpy(), flat.var(0), rtol=1e-5)

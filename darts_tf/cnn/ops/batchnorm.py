@@ -82,7 +82,7 @@ def _channels(x):
 def _channel_affine(x, slope, intercept) -> tf.Tensor:
     """x * slope + intercept with per-channel `slope`, `intercept` (as x's dtype): by the fused
     BatchNorm kernel with mean 0, variance 1 and no epsilon for float32, differentiable."""
-    if x.dtype != tf.float32:  # (half inputs' statistics are float32: `BatchNorm.local_moments`)
+    if x.dtype != tf.float32:  # (half inputs' statistics are float32: `BatchNorm.call`)
         return x * slope + intercept
     channels = _channels(x)
     return tf.raw_ops.FusedBatchNormV3(
@@ -213,16 +213,6 @@ class BatchNorm(keras.layers.Layer):
             return tf.broadcast_to(tf.cast(factor, dtype), [channels]), tf.zeros([channels], dtype)
         return tf.ones([channels], dtype), tf.zeros([channels], dtype)
 
-    def local_moments(self, x) -> tf.Tensor:
-        """This replica's [mean, biased variance] of `x` per channel ([2 * channels], differentiable),
-        for `replicas.gather`: a network may concatenate many BatchNorms' vectors into one collective."""
-        return tf.concat(local_moments(tf.cast(x, wide_dtype(x.dtype))), 0)
-
-    def pooled_statistics(self, gathered) -> tuple:
-        """(mean, biased variance) of the global batch from every replica's `local_moments`
-        ([replicas, 2 * channels]; `global_statistics`)."""
-        return global_statistics(gathered)
-
     def normalize(self, x, mean, variance, scale=None, fused=False) -> tf.Tensor:
         """`scale * BN(x)` with the given batch statistics, differentiable in all of them.
 
@@ -290,7 +280,7 @@ class BatchNorm(keras.layers.Layer):
             # statistics' gradients in float32 (in float16 each can overflow where their sum does not).
             wide = tf.cast(x, param_dtype)
             if synchronized:  # the global batch's moments, from every replica's (one collective)
-                mean, variance = self.pooled_statistics(replicas.gather(self.local_moments(wide)))
+                mean, variance = global_statistics(replicas.gather(tf.concat(local_moments(wide), 0)))
             else:
                 mean, variance = _moments(wide)
             y = tf.cast(self.normalize(wide, mean, variance, factor, fused=synchronized), x.dtype)
