@@ -145,26 +145,36 @@ def main(mode):
                       "metrics": metrics, "loss_scales": scales}))  # fmt: skip
 
 
-def collectives(order):
-    """The all-reduces per replica traced in one 2-replica search step of a 3-cell, 4-node network."""
+def collectives(what):
+    """The all-reduces per replica traced in one 2-replica step: `what` "first" / "second" (a search step of a
+    3-cell, 4-node network) or "train" (a training step of the "train" mode's DARTS_V2 network)."""
     from darts_tf import replicas
 
     strategy = distribute.make_strategy("mirrored")
-    with strategy.scope():
-        network = tiny_search_network(C=4, layers=3, steps=4)
-        model = ArchitectureSearch(network, unrolled=order != "first", hessian="finite_difference")
-        model.compile(SGD(0.1, momentum=0.9, coupled_weight_decay=3e-4), Adam(3e-2, coupled_weight_decay=1e-3))
     rng = np.random.default_rng(0)
-    halves = [
-        (rng.normal(size=(BATCH, SIZE, SIZE, 3)).astype("float32"), rng.integers(0, CLASSES, BATCH).astype("int32"))
-        for _ in range(2)
-    ]
-    dataset = tf.data.Dataset.from_tensor_slices(tuple(halves)).batch(BATCH)
+    with strategy.scope():
+        if what == "train":
+            model = build("train")
+            network = model.network
+        else:
+            network = tiny_search_network(C=4, layers=3, steps=4)
+            model = ArchitectureSearch(network, unrolled=what != "first", hessian="finite_difference")
+            model.compile(SGD(0.1, momentum=0.9, coupled_weight_decay=3e-4), Adam(3e-2, coupled_weight_decay=1e-3))
+    if what == "train":
+        images = rng.normal(size=(BATCH, TRAIN_SIZE, TRAIN_SIZE, 3)).astype(DTYPE["train"])
+        dataset = tf.data.Dataset.from_tensor_slices((images, rng.integers(0, CLASSES, BATCH).astype("int32")))
+    else:
+        halves = [
+            (rng.normal(size=(BATCH, SIZE, SIZE, 3)).astype("float32"), rng.integers(0, CLASSES, BATCH).astype("int32"))
+            for _ in range(2)
+        ]
+        dataset = tf.data.Dataset.from_tensor_slices(tuple(halves))
     step = tf.function(lambda batches: strategy.run(model.train_step, args=(batches,)))
     with replicas.counting_collectives() as count:
-        for batches in distribute.distribute_dataset(strategy, dataset):
+        for batches in distribute.distribute_dataset(strategy, dataset.batch(BATCH)):
             step(batches)
-    print(json.dumps({"order": order, "cells": len(network.cells), **count.per_replica(2)}))
+    cells = [layer for layer in network.layers if layer.name.startswith("cell_")] if what == "train" else network.cells
+    print(json.dumps({"what": what, "cells": len(cells), **count.per_replica(2)}))
 
 
 def local(what):

@@ -72,8 +72,8 @@ def test_two_replicas_under_float16_loss_scaling_skip_as_one_device(mode):
 @pytest.mark.slow
 def test_two_replicas_reduce_once_per_batchnorm_stage_not_per_batchnorm():
     """A 2-replica first-order search step of a 3-cell network with 4 nodes a cell (14 edges, ~120 BatchNorms
-    each) traces 126 all-reduces per replica: per forward pass the stem, 2 preprocessing BatchNorms and
-    2 stages per node a cell (31), as many backward, for the architecture and the weight step, and one
+    each) traces 114 all-reduces per replica: per forward pass the stem, both preprocessing BatchNorms together
+    and 2 stages per node a cell (28), as many backward, for the architecture and the weight step, and one
     gradient mean each. Synchronising every BatchNorm on its own traced 1,438 at this size."""
     out = subprocess.run(
         [sys.executable, os.path.join(HERE, "replica_equivalence.py"), "collectives", "first"],
@@ -81,8 +81,26 @@ def test_two_replicas_reduce_once_per_batchnorm_stage_not_per_batchnorm():
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    forward = 1 + result["cells"] * (2 + 2 * 4)
+    forward = 1 + result["cells"] * (1 + 2 * 4)
     assert result["calls"] == 2 * (2 * forward + 1), result
+
+
+@pytest.mark.slow
+def test_two_replicas_train_with_one_collective_per_round_of_batchnorms_in_a_cell():
+    """A 2-replica training step of DARTS_V2 (3 cells: normal, reduction, reduction; auxiliary head) traces 19
+    all-reduces per replica: forward the stem, per cell the preprocessing and then one per round of the
+    cell's ops advancing together (the normal cell's separable convolutions on the cell's inputs: 2 rounds,
+    then the dilated convolution on node 0: 1; the reduction cells' pools and identities: none), the
+    auxiliary head's 2 BatchNorms: 1 + 4 + 1 + 1 + 2; as many backward; one gradient mean. One per
+    BatchNorm traced 41."""
+    out = subprocess.run(
+        [sys.executable, os.path.join(HERE, "replica_equivalence.py"), "collectives", "train"],
+        capture_output=True, text=True, cwd=ROOT, env=_environment(), timeout=900,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["cells"] == 3, result
+    assert result["calls"] == 2 * (1 + 4 + 1 + 1 + 2) + 1, result
 
 
 @pytest.mark.slow

@@ -209,3 +209,45 @@ def test_original_genotypes_round_trip_pytorch_state_dicts(name):
     np.testing.assert_array_equal(
         model(images, training=False)["logits"].numpy(), other(images, training=False)["logits"].numpy()
     )
+
+
+@pytest.mark.parametrize("genotype, rounds", [(DARTS_V2, 1 + 4 + 1 + 1 + 2), (AMOEBANET, None)])
+def test_cells_under_synchronised_statistics_compute_call_with_one_gather_a_round(monkeypatch, genotype, rounds):
+    """Training under several replicas takes `EvalCell`'s staged path (ops advancing side by side, one
+    gather of statistics a round of BatchNorms, drop-path masks drawn first): on one device, forced, it
+    computes what `call` does (outputs, gradients, moving statistics; drop path 0.3), in float64. DARTS_V2
+    (3 cells) gathers 9 times a forward pass: the stem, per cell the preprocessing plus the rounds (normal
+    cell 3: its separable convolutions on the inputs, then the dilated one on node 0; reduction cells none),
+    the auxiliary head's 2; AmoebaNet runs its 1x7-7x1 convolution (no stages) whole."""
+    from darts_tf import replicas
+
+    keras.utils.set_random_seed(0)
+    model = NetworkCIFAR(4, 10, 3, True, genotype, input_shape=(24, 24, 3), dtype="float64")
+    for v in model.non_trainable_variables:
+        if v.path.endswith("drop_path/rate"):
+            v.assign(0.3)
+    images = tf.constant(np.random.default_rng(0).normal(size=(6, 24, 24, 3)))
+    start = [v.numpy() for v in model.variables]
+
+    def run():
+        for v, value in zip(model.variables, start):
+            v.assign(value)
+        with tf.GradientTape() as tape:
+            out = model(images, training=True)
+            loss = tf.reduce_sum(out["logits"] ** 2) + tf.reduce_sum(out["aux_logits"])
+        grads = tape.gradient(loss, model.trainable_variables)
+        return [out["logits"], out["aux_logits"], *grads, *model.non_trainable_variables]
+
+    plain = run()
+    gathers = []
+    gather = replicas.gather
+    monkeypatch.setattr(replicas, "gather", lambda v: gathers.append(v) or gather(v))
+    monkeypatch.setattr(replicas, "synchronized_statistics", lambda: True)
+    staged = run()
+    if rounds is not None:
+        assert len(gathers) == rounds
+    for a, b in zip(plain, staged):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-10, atol=1e-12)
+    for i, v in enumerate(model.variables):  # the masks matter: without drop path the logits differ
+        start[i] = np.zeros_like(start[i]) if v.path.endswith("drop_path/rate") else start[i]
+    assert not np.allclose(plain[0], run()[0], rtol=1e-3)

@@ -28,6 +28,8 @@ from darts_tf.cnn.ops import (
     preprocess0,
     torch_uniform,
 )
+from darts_tf.cnn.ops.batchnorm import synchronized_normalize
+from darts_tf.cnn.ops.composite import synchronized_apply
 from darts_tf.cnn.search_model import reduction_layers
 from darts_tf.errors import ConfigError, GenotypeError
 from darts_tf.precision import wide_dtype
@@ -55,18 +57,23 @@ class DropPath(keras.layers.Layer):
     def call(self, x, training=None):
         if not training:
             return x
+        return x * self.mask(tf.shape(x)[0], x.dtype)
+
+    def mask(self, size, dtype) -> tf.Tensor:
+        """The next training-mode mask for a batch of `size` samples: [size, 1, 1, 1] of 0 and 1/keep, as
+        `dtype` (each call draws new noise: `call(x)` is `x * mask(len(x), x.dtype)`)."""
         # The mask is drawn and formed in float32 (or wider) whatever x's type: the same masks
         # under a mixed policy as in float32, and an exact 1/keep before the cast.
-        dtype = wide_dtype(x.dtype)
-        keep = 1.0 - tf.cast(self.rate, dtype)
+        wide = wide_dtype(dtype)
+        keep = 1.0 - tf.cast(self.rate, wide)
         # Under k replicas each draws the whole global batch's noise (one seed state, the
         # same on every replica) and keeps its slice: the masks one device draws at that batch.
-        size, count = tf.shape(x)[0], replicas.count()
-        noise = keras.random.uniform([size * count, 1, 1, 1], dtype=dtype, seed=self.seed_generator)
+        count = replicas.count()
+        noise = keras.random.uniform([size * count, 1, 1, 1], dtype=wide, seed=self.seed_generator)
         if count > 1:
             noise = noise[replicas.index() * size : (replicas.index() + 1) * size]
         # The 1/keep scale goes into the per-sample mask: one pass over x each way, not two.
-        return x * tf.cast(tf.floor(keep + noise) / keep, x.dtype)
+        return tf.cast(tf.floor(keep + noise) / keep, dtype)
 
     def get_config(self):
         config = super().get_config()
@@ -120,6 +127,8 @@ class EvalCell(keras.layers.Layer):
         return tuple(shape[:-1]) + (len(self.concat) * self.channels,)
 
     def call(self, s0, s1, training=None):
+        if training and replicas.synchronized_statistics():
+            return self._synchronized_call(s0, s1)
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
         per_node = self.genotype.inputs_per_node
         for i in range(len(self.cell_ops) // per_node):
@@ -131,6 +140,54 @@ class EvalCell(keras.layers.Layer):
                     h = self.drop_path(h, training=training)
                 total.append(h)
             states.append(total[0] + total[1] if per_node == 2 else tf.add_n(total))
+        return tf.concat([states[i] for i in self.concat], axis=-1)
+
+    def _synchronized_call(self, s0, s1):
+        """`call` in training under several replicas: what it computes, with fewer collectives.
+
+        Each op advances BatchNorm stage by stage as soon as its input node exists, and every
+        round's BatchNorms of all advancing ops take the global batch's statistics from one
+        collective (`synchronized_normalize`): the preprocessing, then as many rounds as the
+        cell's longest chain of BatchNorms (DARTS_V2's normal cell: 4 collectives, not 13; its
+        reduction cell 1). Ops without `normalization_stages` (pooling, identities, ops of
+        yours) run whole once their input exists. The drop-path masks are drawn first, in the
+        ops' order, so they are the masks `call` draws.
+        """
+        states = dict(enumerate(synchronized_apply([self.preprocess0, self.preprocess1], [s0, s1])))
+        ops, per_node = self.cell_ops, self.genotype.inputs_per_node
+        edges = list(zip(self.op_names, self.indices))
+        masks = {}
+        for position, op in enumerate(ops):
+            if not isinstance(op, Identity):
+                masks[position] = self.drop_path.mask(tf.shape(states[1])[0], states[1].dtype)
+        stages = [op.normalization_stages(training=True) if hasattr(op, "normalization_stages") else [] for op in ops]
+        done, current, stage = {}, {}, [0] * len(ops)
+        nodes = len(ops) // per_node
+        while len(states) < nodes + 2:
+            known = len(states) + len(done)
+            # What needs no collective: ops without stages whose input exists, then complete nodes.
+            for position, op in enumerate(ops):
+                if position not in done and not stages[position] and self.indices[position] in states:
+                    done[position] = op(states[self.indices[position]], training=True)
+            for node in range(nodes):
+                positions = range(per_node * node, per_node * (node + 1))
+                if node + 2 not in states and all(p in done for p in positions):
+                    total = [done[p] * masks[p] if p in masks else done[p] for p in positions]
+                    states[node + 2] = total[0] + total[1] if per_node == 2 else tf.add_n(total)
+            # One round: the next stage of every op whose input exists.
+            ready = [p for p in range(len(ops)) if p not in done and stages[p] and self.indices[p] in states]
+            if not ready:
+                if len(states) + len(done) == known:  # (a genotype's checks rule it out)
+                    raise GenotypeError(f"{self.name}: a node's inputs never become available. Received: {edges}")
+                continue
+            tensors = [stages[p][stage[p]][0](current.get(p, states[self.indices[p]])) for p in ready]
+            normalized = synchronized_normalize([stages[p][stage[p]][1] for p in ready], tensors)
+            for p, y in zip(ready, normalized):
+                stage[p] += 1
+                if stage[p] == len(stages[p]):
+                    done[p] = y
+                else:
+                    current[p] = y
         return tf.concat([states[i] for i in self.concat], axis=-1)
 
     def get_config(self):

@@ -34,6 +34,7 @@ from darts_tf.cnn.ops import (
     torch_uniform,
 )
 from darts_tf.cnn.ops.batchnorm import global_statistics, local_moments
+from darts_tf.cnn.ops.composite import synchronized_apply
 from darts_tf.cnn.space import BUILTIN_WEIGHTING, DARTS_SPACE, SearchSpace, weighting
 from darts_tf.errors import ConfigError
 from darts_tf.precision import to_float32
@@ -600,7 +601,10 @@ class SearchCell(keras.layers.Layer):
         if edge_weights is not None and not isinstance(edge_weights, (list, tuple)):
             edge_weights = tf.unstack(edge_weights)
         bn = {"training": training, "update_statistics": update_statistics}
-        states = [self.preprocess0(s0, **bn), self.preprocess1(s1, **bn)]
+        if training and replicas.synchronized_statistics():  # both in one collective
+            states = synchronized_apply([self.preprocess0, self.preprocess1], [s0, s1], update_statistics)
+        else:
+            states = [self.preprocess0(s0, **bn), self.preprocess1(s1, **bn)]
         edge = {**bn, "weight_gradients": weight_gradients}
         # Several replicas: a node's edges run side by side, one collective per BatchNorm stage.
         synchronized = self.shared_trace and bool(training) and replicas.synchronized_statistics()

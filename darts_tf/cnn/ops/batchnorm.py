@@ -74,6 +74,35 @@ def global_statistics(gathered) -> tuple:
     return mean, (tf.reduce_sum(variances, axis=0) + tf.reduce_sum(tf.square(means - mean), axis=0)) * share
 
 
+def synchronized_normalize(
+    layers: list, tensors: list, scales: list | None = None, update_statistics: bool = True
+) -> list:
+    """`layers[i](tensors[i], training=True, scale=scales[i])` for BatchNorm `layers`, each with the global
+    batch's statistics under several replicas, all of them from one collective.
+
+    Every replica's `local_moments` of every tensor are gathered at once ([replicas, means | variances]),
+    `global_statistics` gives the global batch's, and each layer normalises its tensor with its channels'
+    share (`BatchNorm.normalize`, fused) and updates its moving statistics (unless not
+    `update_statistics`), as one device does at the global batch. Under a mixed policy the moments and
+    statistics are float32 and each output has its tensor's dtype.
+    """
+    scales = [None] * len(layers) if scales is None else scales
+    wides = [tf.cast(x, wide_dtype(x.dtype)) for x in tensors]
+    moments = [local_moments(wide) for wide in wides]
+    gathered = replicas.gather(tf.concat([m for m, _ in moments] + [v for _, v in moments], axis=0))
+    sizes = [int(wide.shape[-1]) for wide in wides]
+    means, variances = (tf.split(s, sizes) for s in global_statistics(gathered))
+    outputs = []
+    for layer, x, wide, mean, variance, scale in zip(layers, tensors, wides, means, variances, scales):
+        outputs.append(tf.cast(layer.normalize(wide, mean, variance, scale, fused=True), x.dtype))
+        if update_statistics:
+            count = tf.reduce_prod(tf.shape(x)[:3]) * replicas.count()
+            moving_mean, moving_variance = layer.updated_statistics(mean, variance, count)
+            layer.moving_mean.assign(moving_mean)
+            layer.moving_variance.assign(moving_variance)
+    return outputs
+
+
 def _channels(x):
     # The channel count as a constant when the shape says it (no shape ops in the graph).
     return [x.shape[-1]] if x.shape[-1] is not None else tf.shape(x)[-1:]
@@ -242,10 +271,11 @@ class BatchNorm(keras.layers.Layer):
         ]
 
     def call(self, x, training=None, scale=None, update_statistics=True):
-        channels = x.shape[-1]
+        if training and replicas.synchronized_statistics():  # the global batch's: what one device computes
+            return synchronized_normalize([self], [x], [scale], update_statistics)[0]
         param_dtype = wide_dtype(x.dtype)
         factor = scale
-        scale, offset = self._scale_offset(channels, param_dtype, scale)
+        scale, offset = self._scale_offset(x.shape[-1], param_dtype, scale)
         fused = self.fused if self.fused is not None else x.dtype != tf.float64
         if not training:
             mean = tf.cast(self.moving_mean, param_dtype)
@@ -262,8 +292,7 @@ class BatchNorm(keras.layers.Layer):
                 )[0]
             inv = tf.math.rsqrt(variance + self.epsilon) * scale
             return x * tf.cast(inv, x.dtype) + tf.cast(offset - mean * inv, x.dtype)
-        synchronized = replicas.synchronized_statistics()  # the global batch's: what one device computes
-        if fused and not synchronized:
+        if fused:
             empty = tf.constant([], param_dtype)
             outputs = tf.raw_ops.FusedBatchNormV3(
                 x=x,
@@ -279,13 +308,9 @@ class BatchNorm(keras.layers.Layer):
             # One cast for every use of x: the backward pass sums the normalisation's and the
             # statistics' gradients in float32 (in float16 each can overflow where their sum does not).
             wide = tf.cast(x, param_dtype)
-            if synchronized:  # the global batch's moments, from every replica's (one collective)
-                mean, variance = global_statistics(replicas.gather(tf.concat(local_moments(wide), 0)))
-            else:
-                mean, variance = _moments(wide)
-            y = tf.cast(self.normalize(wide, mean, variance, factor, fused=synchronized), x.dtype)
-            values = tf.reduce_prod(tf.shape(x)[:3]) * (replicas.count() if synchronized else 1)
-            unbiased_variance = unbiased(variance, values)
+            mean, variance = _moments(wide)
+            y = tf.cast(self.normalize(wide, mean, variance, factor), x.dtype)
+            unbiased_variance = unbiased(variance, tf.reduce_prod(tf.shape(x)[:3]))
         if not update_statistics:
             return y
         moving_mean, moving_variance = self._moving_averages(mean, unbiased_variance)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from darts_tf.cnn.ops.batchnorm import BatchNorm
+from darts_tf.cnn.ops.batchnorm import BatchNorm, synchronized_normalize
 from darts_tf.cnn.ops.conv import Conv2D, conv_output_size, pointwise_conv, subsample, torch_uniform
 
 
@@ -46,6 +46,21 @@ class _Composite(keras.layers.Layer):
         for layer in self._chain():
             shape = layer.compute_output_shape(shape)
         return shape
+
+
+def synchronized_apply(ops: list, inputs: list, update_statistics: bool = True) -> list:
+    """`[op(x, training=True) for op, x in zip(ops, inputs)]` for ops with `normalization_stages`, advanced
+    side by side stage by stage under several replicas: each stage's BatchNorms of all the ops take the
+    global batch's statistics from one collective (`synchronized_normalize`), not one each."""
+    stages = [op.normalization_stages(training=True) for op in ops]
+    current = list(inputs)
+    for stage in range(max((len(chain) for chain in stages), default=0)):
+        active = [i for i, chain in enumerate(stages) if stage < len(chain)]
+        tensors = [stages[i][stage][0](current[i]) for i in active]
+        layers = [stages[i][stage][1] for i in active]
+        for i, y in zip(active, synchronized_normalize(layers, tensors, update_statistics=update_statistics)):
+            current[i] = y
+    return current
 
 
 @keras.saving.register_keras_serializable(package="darts_tf")
