@@ -26,9 +26,10 @@ def _environment(**extra):
     return environ
 
 
-def _equivalence(mode):
+def _equivalence(*arguments):
+    # tests/replica_equivalence.py with `arguments` in a fresh process: its JSON line.
     out = subprocess.run(
-        [sys.executable, os.path.join(HERE, "replica_equivalence.py"), mode],
+        [sys.executable, os.path.join(HERE, "replica_equivalence.py"), *arguments],
         capture_output=True, text=True, cwd=ROOT, env=_environment(), timeout=900,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
@@ -75,12 +76,7 @@ def test_two_replicas_reduce_once_per_batchnorm_stage_not_per_batchnorm():
     each) traces 114 all-reduces per replica: per forward pass the stem, both preprocessing BatchNorms together
     and 2 stages per node a cell (28), as many backward, for the architecture and the weight step, and one
     gradient mean each. Synchronising every BatchNorm on its own traced 1,438 at this size."""
-    out = subprocess.run(
-        [sys.executable, os.path.join(HERE, "replica_equivalence.py"), "collectives", "first"],
-        capture_output=True, text=True, cwd=ROOT, env=_environment(), timeout=900,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = _equivalence("collectives", "first")
     forward = 1 + result["cells"] * (1 + 2 * 4)
     assert result["calls"] == 2 * (2 * forward + 1), result
 
@@ -93,12 +89,7 @@ def test_two_replicas_train_with_one_collective_per_round_of_batchnorms_in_a_cel
     then the dilated convolution on node 0: 1; the reduction cells' pools and identities: none), the
     auxiliary head's 2 BatchNorms: 1 + 4 + 1 + 1 + 2; as many backward; one gradient mean. One per
     BatchNorm traced 41."""
-    out = subprocess.run(
-        [sys.executable, os.path.join(HERE, "replica_equivalence.py"), "collectives", "train"],
-        capture_output=True, text=True, cwd=ROOT, env=_environment(), timeout=900,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = _equivalence("collectives", "train")
     assert result["cells"] == 3, result
     assert result["calls"] == 2 * (1 + 4 + 1 + 1 + 2) + 1, result
 
@@ -110,12 +101,7 @@ def test_per_replica_batchnorm_reduces_only_gradients_and_averages_the_statistic
     search step, 1 a training step), the replicas' moving statistics drift apart, `average_statistics` and
     each epoch of `distribute.fit` make them equal again, the weights stay equal on both replicas, and the
     statistics differ from one device's (the documented change of result)."""
-    out = subprocess.run(
-        [sys.executable, os.path.join(HERE, "replica_equivalence.py"), "local", what],
-        capture_output=True, text=True, cwd=ROOT, env=_environment(), timeout=900,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = _equivalence("local", what)
     assert result["calls"] == (2 if what == "search" else 1), result
     assert result["apart"] and result["equal_after_average"] and result["equal_after_fit"], result
     assert result["weights_equal"] and result["averaged"] > 10 and result["from_one_device"] > 1e-3, result
