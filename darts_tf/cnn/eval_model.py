@@ -81,6 +81,11 @@ class DropPath(keras.layers.Layer):
         return config
 
 
+def _node_sum(terms: list) -> tf.Tensor:
+    # A node's inputs summed as the original does (a + b for two).
+    return terms[0] + terms[1] if len(terms) == 2 else tf.add_n(terms)
+
+
 @keras.saving.register_keras_serializable(package="darts_tf")
 class EvalCell(keras.layers.Layer):
     """A discrete DARTS cell compiled from a genotype (arXiv:1806.09055, Fig. 4/5)."""
@@ -139,7 +144,7 @@ class EvalCell(keras.layers.Layer):
                 if not isinstance(op, Identity):
                     h = self.drop_path(h, training=training)
                 total.append(h)
-            states.append(total[0] + total[1] if per_node == 2 else tf.add_n(total))
+            states.append(_node_sum(total))
         return tf.concat([states[i] for i in self.concat], axis=-1)
 
     def _synchronized_call(self, s0, s1):
@@ -155,11 +160,8 @@ class EvalCell(keras.layers.Layer):
         """
         states = dict(enumerate(synchronized_apply([self.preprocess0, self.preprocess1], [s0, s1])))
         ops, per_node = self.cell_ops, self.genotype.inputs_per_node
-        edges = list(zip(self.op_names, self.indices))
-        masks = {}
-        for position, op in enumerate(ops):
-            if not isinstance(op, Identity):
-                masks[position] = self.drop_path.mask(tf.shape(states[1])[0], states[1].dtype)
+        size, dtype = tf.shape(states[1])[0], states[1].dtype
+        masks = {p: self.drop_path.mask(size, dtype) for p, op in enumerate(ops) if not isinstance(op, Identity)}
         stages = [op.normalization_stages(training=True) if hasattr(op, "normalization_stages") else [] for op in ops]
         done, current, stage = {}, {}, [0] * len(ops)
         nodes = len(ops) // per_node
@@ -172,12 +174,12 @@ class EvalCell(keras.layers.Layer):
             for node in range(nodes):
                 positions = range(per_node * node, per_node * (node + 1))
                 if node + 2 not in states and all(p in done for p in positions):
-                    total = [done[p] * masks[p] if p in masks else done[p] for p in positions]
-                    states[node + 2] = total[0] + total[1] if per_node == 2 else tf.add_n(total)
+                    states[node + 2] = _node_sum([done[p] * masks[p] if p in masks else done[p] for p in positions])
             # One round: the next stage of every op whose input exists.
             ready = [p for p in range(len(ops)) if p not in done and stages[p] and self.indices[p] in states]
             if not ready:
                 if len(states) + len(done) == known:  # (a genotype's checks rule it out)
+                    edges = list(zip(self.op_names, self.indices))
                     raise GenotypeError(f"{self.name}: a node's inputs never become available. Received: {edges}")
                 continue
             tensors = [stages[p][stage[p]][0](current.get(p, states[self.indices[p]])) for p in ready]

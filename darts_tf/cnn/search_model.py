@@ -33,7 +33,7 @@ from darts_tf.cnn.ops import (
     preprocess0,
     torch_uniform,
 )
-from darts_tf.cnn.ops.batchnorm import global_statistics, local_moments
+from darts_tf.cnn.ops.batchnorm import gathered_statistics, local_moments
 from darts_tf.cnn.ops.composite import synchronized_apply
 from darts_tf.cnn.space import BUILTIN_WEIGHTING, DARTS_SPACE, SearchSpace, weighting
 from darts_tf.errors import ConfigError
@@ -451,11 +451,9 @@ def synchronized_mix(edges, inputs, op_weights, update_statistics=True, weight_g
                 results[i] = edges[i]._shared.stage(stage, given, pooled[i][-1], *packed[i], arch_only)
             else:
                 results[i] = edges[i]._shared.stage(stage, current[i], None, *packed[i], arch_only)
-        # One collective for the stage: every replica's means, then variances, of all its BatchNorms.
-        gathered = replicas.gather(tf.concat([results[i][1] for i in active] + [results[i][2] for i in active], 0))
-        sizes = [int(results[i][1].shape[0]) for i in active]
-        statistics = tf.stack(global_statistics(gathered))  # [2, channels of all]: mean, variance
-        for i, piece in zip(active, tf.split(statistics, sizes, axis=-1)):
+        # One collective for the stage: the global [mean, variance] of all its BatchNorms, per edge.
+        statistics = gathered_statistics([(results[i][1], results[i][2]) for i in active])
+        for i, piece in zip(active, statistics):
             pooled[i].append(piece)
             current[i] = results[i][0] if stage == 0 else {**current[i], **results[i][0]}
     frozen = not update_statistics

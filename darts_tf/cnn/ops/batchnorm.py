@@ -74,26 +74,32 @@ def global_statistics(gathered) -> tuple:
     return mean, (tf.reduce_sum(variances, axis=0) + tf.reduce_sum(tf.square(means - mean), axis=0)) * share
 
 
+def gathered_statistics(moments: list) -> list:
+    """The global batch's [mean, biased variance] ([2, n] each) of every part's `moments`, this replica's
+    (mean, variance) of n channels (`local_moments`), all from one collective: every replica's means and
+    variances gathered as [replicas, all means | all variances], `global_statistics`, split per part."""
+    gathered = replicas.gather(tf.concat([m for m, _ in moments] + [v for _, v in moments], axis=0))
+    sizes = [int(m.shape[0]) for m, _ in moments]
+    return tf.split(tf.stack(global_statistics(gathered)), sizes, axis=-1)
+
+
 def synchronized_normalize(
     layers: list, tensors: list, scales: list | None = None, update_statistics: bool = True
 ) -> list:
     """`layers[i](tensors[i], training=True, scale=scales[i])` for BatchNorm `layers`, each with the global
     batch's statistics under several replicas, all of them from one collective.
 
-    Every replica's `local_moments` of every tensor are gathered at once ([replicas, means | variances]),
-    `global_statistics` gives the global batch's, and each layer normalises its tensor with its channels'
-    share (`BatchNorm.normalize`, fused) and updates its moving statistics (unless not
-    `update_statistics`), as one device does at the global batch. Under a mixed policy the moments and
-    statistics are float32 and each output has its tensor's dtype.
+    Every tensor's `local_moments` give the global batch's statistics at once (`gathered_statistics`),
+    and each layer normalises its tensor with them (`BatchNorm.normalize`, fused) and updates its moving
+    statistics (unless not `update_statistics`), as one device does at the global batch. Under a mixed
+    policy the moments and statistics are float32 and each output has its tensor's dtype.
     """
     scales = [None] * len(layers) if scales is None else scales
     wides = [tf.cast(x, wide_dtype(x.dtype)) for x in tensors]
-    moments = [local_moments(wide) for wide in wides]
-    gathered = replicas.gather(tf.concat([m for m, _ in moments] + [v for _, v in moments], axis=0))
-    sizes = [int(wide.shape[-1]) for wide in wides]
-    means, variances = (tf.split(s, sizes) for s in global_statistics(gathered))
+    statistics = gathered_statistics([local_moments(wide) for wide in wides])
     outputs = []
-    for layer, x, wide, mean, variance, scale in zip(layers, tensors, wides, means, variances, scales):
+    for layer, x, wide, pair, scale in zip(layers, tensors, wides, statistics, scales):
+        mean, variance = tf.unstack(pair)
         outputs.append(tf.cast(layer.normalize(wide, mean, variance, scale, fused=True), x.dtype))
         if update_statistics:
             count = tf.reduce_prod(tf.shape(x)[:3]) * replicas.count()
@@ -111,7 +117,7 @@ def _channels(x):
 def _channel_affine(x, slope, intercept) -> tf.Tensor:
     """x * slope + intercept with per-channel `slope`, `intercept` (as x's dtype): by the fused
     BatchNorm kernel with mean 0, variance 1 and no epsilon for float32, differentiable."""
-    if x.dtype != tf.float32:  # (half inputs' statistics are float32: `BatchNorm.call`)
+    if x.dtype != tf.float32:  # (half inputs' statistics are float32: `synchronized_normalize`)
         return x * slope + intercept
     channels = _channels(x)
     return tf.raw_ops.FusedBatchNormV3(
