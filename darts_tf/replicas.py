@@ -85,6 +85,42 @@ def gather(vector) -> tf.Tensor:
     return averaged * replicas
 
 
+class TracedOnce:
+    """`function` (a `tf.function` of tensors and Python values that reads no variable) traced
+    once for all the replicas of a step, instead of once a replica.
+
+    Under a MirroredStrategy a `tf.function` is retraced on every replica: its cache key holds the
+    replica's device, for functions that read mirrored variables. A function whose state comes in
+    as arguments computes the same on every device, and its trace leaves its ops unplaced (the
+    call op's device places them). So the first replica's concrete function is kept by the
+    arguments' signature and every replica calls it: one trace, and one gradient function.
+    Outside several replicas, `function` itself is called.
+    """
+
+    def __init__(self, function):
+        self.function = function
+        self._concrete = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, *args):
+        if count() == 1 or tf.executing_eagerly():
+            return self.function(*args)
+        # Tensors by shape and dtype (not name: each replica names its own), Python values as they are.
+        leaves = [tf.TensorSpec(v.shape, v.dtype) if isinstance(v, tf.Tensor) else v for v in tf.nest.flatten(args)]
+        key = (str(tf.nest.map_structure(lambda _: 0, args)), tuple(leaves))
+        with self._lock:
+            concrete = self._concrete.get(key)
+            if concrete is None:
+                concrete = self.function.get_concrete_function(*args)
+                if concrete.captured_inputs:  # another replica's tensors or variables: not shareable
+                    raise ValueError(
+                        f"TracedOnce: {concrete.name} reads {len(concrete.captured_inputs)} tensor(s) or "
+                        "variable(s) from outside; expected all its inputs as arguments"
+                    )
+                self._concrete[key] = concrete
+        return concrete(*args)
+
+
 def _merged_mean(context, values: list) -> list:
     """`ReplicaContext.all_reduce`'s mean for a strategy that reduces by `merge_call` (a
     MirroredStrategy), without its cost at trace time.

@@ -75,10 +75,13 @@ def test_two_replicas_reduce_once_per_batchnorm_stage_not_per_batchnorm():
     """A 2-replica first-order search step of a 3-cell network with 4 nodes a cell (14 edges, ~120 BatchNorms
     each) traces 114 all-reduces per replica: per forward pass the stem, both preprocessing BatchNorms together
     and 2 stages per node a cell (28), as many backward, for the architecture and the weight step, and one
-    gradient mean each. Synchronising every BatchNorm on its own traced 1,438 at this size."""
+    gradient mean each. Synchronising every BatchNorm on its own traced 1,438 at this size. The edges' shared
+    functions are traced once for both replicas: one trace per argument signature (a trace per replica
+    otherwise: TensorFlow keys a function's traces by the replica's device under a strategy)."""
     result = _equivalence("collectives", "first")
     forward = 1 + result["cells"] * (1 + 2 * 4)
     assert result["calls"] == 2 * (2 * forward + 1), result
+    assert result["traces"] == result["signatures"] > 0, result
 
 
 @pytest.mark.slow
@@ -198,6 +201,57 @@ def test_gather_stacks_every_replicas_vector_in_replica_order_and_differentiates
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["gathered"] == [[[1.0, 10.0], [2.0, 20.0]]] * 2, result
     assert result["gradient"] == [[2.0, 4.0], [6.0, 8.0]], result
+
+
+_TRACED_ONCE_PROGRAM = """
+import json
+import tensorflow as tf
+from darts_tf import distribute, replicas
+tf.debugging.set_log_device_placement(True)  # (before TensorFlow's context starts)
+distribute.split_cpu(2)
+strategy = distribute.mirrored_strategy([d.name for d in tf.config.list_logical_devices("CPU")])
+function = tf.function(lambda x, scale: tf.math.lgamma(x) * scale, autograph=False,
+                       experimental_attributes={"_noinline": True})
+shared = replicas.TracedOnce(function)
+def replica():
+    x = tf.fill([2], tf.cast(replicas.index(), tf.float32) + 2.0)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = shared(x, 3.0)
+    return y, tape.gradient(y, x)
+outputs = tf.function(lambda: strategy.run(replica))()
+with strategy.scope():
+    variable = tf.Variable(2.0)
+reading = replicas.TracedOnce(tf.function(lambda x: x * variable))  # each replica's own copy: not shareable
+try:
+    tf.function(lambda: strategy.run(lambda: reading(tf.ones([2]))))()
+    error = None
+except ValueError as e:
+    error = str(e)
+print(json.dumps({"traces": function.experimental_get_tracing_count(), "kept": len(shared._concrete),
+                  "outputs": [[t.numpy().tolist() for t in strategy.experimental_local_results(o)] for o in outputs],
+                  "error": error}))
+"""
+
+
+def test_a_function_traced_once_runs_on_every_replicas_device():
+    """`replicas.TracedOnce` on 2 logical CPUs: one trace serves both replicas; each replica's call runs on its
+    own device (TensorFlow's placement log) and computes its own values and gradient: 3 lgamma(2) = 0 and
+    3 lgamma(3) = 3 ln 2, gradients 3 digamma(2) and 3 digamma(3). A function reading a variable (each
+    replica its own copy) is refused in one line."""
+    command = [sys.executable, "-c", _TRACED_ONCE_PROGRAM]
+    environment = _environment(TF_CPP_MIN_LOG_LEVEL="0")  # the placement log
+    out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=environment, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["traces"] == result["kept"] == 1, result
+    (y0, y1), (g0, g1) = result["outputs"]
+    digamma2 = 1.0 - 0.5772156649
+    np.testing.assert_allclose([y0, y1], [[0.0, 0.0], [3 * np.log(2.0)] * 2], atol=1e-6)
+    np.testing.assert_allclose([g0, g1], [[3 * digamma2] * 2, [3 * (digamma2 + 0.5)] * 2], rtol=1e-5)
+    placed = {line.rsplit("device:", 1)[-1] for line in (out.stdout + out.stderr).splitlines() if "Lgamma:" in line}
+    assert placed == {"CPU:0", "CPU:1"}, placed
+    assert "reads 1 tensor(s) or variable(s) from outside" in result["error"], result
 
 
 def test_tf_config_errors_name_what_is_wrong():

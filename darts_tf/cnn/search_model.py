@@ -311,7 +311,9 @@ class _SharedEdge:
         self.statistics_size = sum(self.sizes["statistics"])
         with tf.init_scope():  # also when first asked for inside a trace (`full_precision`)
             self._statistics0 = np.concatenate([np.ravel(v.numpy()) for v in template.non_trainable_variables])
-        self.function = tf.function(self.edge, autograph=False, experimental_attributes=EDGE_FUNCTION_ATTRIBUTES)
+        self.function = replicas.TracedOnce(
+            tf.function(self.edge, autograph=False, experimental_attributes=EDGE_FUNCTION_ATTRIBUTES)
+        )
         # Under several replicas: each op as its BatchNorm stages (see `synchronized_mix`).
         # Ops weighed by "multiply" (no BatchNorm inside: `packing_problems`) run whole in `finish`.
         self.space = space
@@ -323,8 +325,10 @@ class _SharedEdge:
             elif op is not None and not isinstance(op, Identity) and weighting(name) == "batchnorm":
                 self.stages[name] = op.normalization_stages(training=True)
         self.stage_count = max((len(stages) for stages in self.stages.values()), default=0)
-        self.stage = tf.function(self._stage, autograph=False, experimental_attributes=EDGE_FUNCTION_ATTRIBUTES)
-        self.finish = tf.function(self._finish, autograph=False, experimental_attributes=EDGE_FUNCTION_ATTRIBUTES)
+        self.stage, self.finish = (
+            replicas.TracedOnce(tf.function(f, autograph=False, experimental_attributes=EDGE_FUNCTION_ATTRIBUTES))
+            for f in (self._stage, self._finish)
+        )
 
     def _unpack(self, weights, statistics, arch_only) -> tuple:
         # Gradients the caller never uses are not in the functions' backward passes: the
