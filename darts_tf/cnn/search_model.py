@@ -33,7 +33,7 @@ from darts_tf.cnn.ops import (
     preprocess0,
     torch_uniform,
 )
-from darts_tf.cnn.ops.batchnorm import gathered_statistics, local_moments
+from darts_tf.cnn.ops.batchnorm import global_statistics, local_moments
 from darts_tf.cnn.ops.composite import synchronized_apply
 from darts_tf.cnn.space import BUILTIN_WEIGHTING, DARTS_SPACE, SearchSpace, weighting
 from darts_tf.errors import ConfigError
@@ -351,21 +351,22 @@ class _SharedEdge:
         """The ops with a BatchNorm stage `stage` (0 = the first), in the space's order."""
         return [name for name, stages in self.stages.items() if len(stages) > stage]
 
-    def _split_statistics(self, stage, pooled) -> dict:
-        # One stage's global statistics of this edge ([mean, variance]: [2, channels of all]) ->
-        # {op: its BatchNorm's (mean, variance)}.
+    def _split_statistics(self, stage, gathered) -> dict:
+        # Every replica's moments of this edge's BatchNorms at `stage` ([replicas, means | variances]) ->
+        # {op: its BatchNorm's global (mean, variance)}. Here, not at the call: traced once per function.
         names = self.staged(stage)
         sizes = [self.stages[name][stage][1].moving_mean.shape[0] for name in names]
+        pooled = tf.stack(global_statistics(gathered))
         return {name: tf.unstack(piece) for name, piece in zip(names, tf.split(pooled, sizes, axis=-1))}
 
-    def _stage(self, stage, inputs, pooled, weights, statistics, arch_only):
+    def _stage(self, stage, inputs, gathered, weights, statistics, arch_only):
         """Stage `stage` of every op: {op: its pre-normalisation tensor}, and their BatchNorms'
-        `local_moments` as two vectors (means, variances). `inputs` is the edge's input at stage 0,
-        else {op: the previous stage's pre-normalisation tensor}, normalised here with `pooled`, the
-        global batch's [mean, variance] of the previous stage's BatchNorms."""
+        `local_moments` as one vector [means | variances]. `inputs` is the edge's input at stage 0,
+        else {op: the previous stage's pre-normalisation tensor}, normalised here with the global
+        batch's statistics from `gathered`, every replica's vector of the previous stage."""
         outputs, means, variances = {}, [], []
         with self._scope(weights, statistics, arch_only):
-            previous = self._split_statistics(stage - 1, pooled) if stage else {}
+            previous = self._split_statistics(stage - 1, gathered) if stage else {}
             for name in self.staged(stage):
                 transform, bn = self.stages[name][stage]
                 h = inputs
@@ -378,16 +379,16 @@ class _SharedEdge:
                 mean, variance = local_moments(outputs[name])
                 means.append(mean)
                 variances.append(variance)
-        return outputs, tf.concat(means, axis=0), tf.concat(variances, axis=0)
+        return outputs, tf.concat(means + variances, axis=0)
 
-    def _finish(self, x, last, pooled, op_weights, weights, statistics, frozen, arch_only, replica_count):
+    def _finish(self, x, last, gathered, op_weights, weights, statistics, frozen, arch_only, replica_count):
         """The weighted sum of the ops from their last pre-normalisation tensors `last` {op: tensor}
-        and `pooled` [each stage's global [mean, variance] of its BatchNorms]; with the updated packed
-        statistics unless `frozen`."""
+        and `gathered` [each stage's moments of every replica, as `_stage` returned them]; with the
+        updated packed statistics unless `frozen`."""
         if not isinstance(op_weights, (list, tuple)):
             op_weights = tf.unstack(op_weights)
         with self._scope(weights, statistics, arch_only):
-            moments = [self._split_statistics(stage, vector) for stage, vector in enumerate(pooled)]
+            moments = [self._split_statistics(stage, vector) for stage, vector in enumerate(gathered)]
             terms = []
             for index, name in enumerate(self.space.primitives):
                 op = self.template.primitive_ops.get(name)
@@ -445,26 +446,27 @@ def synchronized_mix(edges, inputs, op_weights, update_statistics=True, weight_g
     arch_only = not weight_gradients
     packed = [(tf.convert_to_tensor(e.packed_weights), tf.convert_to_tensor(e.packed_statistics)) for e in edges]
     current = list(inputs)
-    pooled = [[] for _ in edges]  # per edge: each stage's global [mean, variance] ([2, channels of all])
+    gathered = [[] for _ in edges]  # per edge: each stage's [replicas, its moments] (means | variances)
     for stage in range(max(e._shared.stage_count for e in edges)):
         active = [i for i, e in enumerate(edges) if stage < e._shared.stage_count]
         results = {}
         for i in active:
             if stage:
                 given = {name: current[i][name] for name in edges[i]._shared.staged(stage)}
-                results[i] = edges[i]._shared.stage(stage, given, pooled[i][-1], *packed[i], arch_only)
+                results[i] = edges[i]._shared.stage(stage, given, gathered[i][-1], *packed[i], arch_only)
             else:
                 results[i] = edges[i]._shared.stage(stage, current[i], None, *packed[i], arch_only)
-        # One collective for the stage: the global [mean, variance] of all its BatchNorms, per edge.
-        statistics = gathered_statistics([(results[i][1], results[i][2]) for i in active])
-        for i, piece in zip(active, statistics):
-            pooled[i].append(piece)
+        # One collective for the stage: every replica's moments of all its BatchNorms, split per edge (the
+        # global statistics are taken in the edges' functions, traced once, not at every call).
+        rows = replicas.gather(tf.concat([results[i][1] for i in active], axis=0))
+        for i, piece in zip(active, tf.split(rows, [int(results[i][1].shape[0]) for i in active], axis=1)):
+            gathered[i].append(piece)
             current[i] = results[i][0] if stage == 0 else {**current[i], **results[i][0]}
     frozen = not update_statistics
     outputs = []
     for i, edge in enumerate(edges):
         result = edge._shared.finish(
-            inputs[i], current[i], pooled[i], op_weights[i], *packed[i], frozen, arch_only, replicas.count()
+            inputs[i], current[i], gathered[i], op_weights[i], *packed[i], frozen, arch_only, replicas.count()
         )
         if frozen:
             outputs.append(result)
