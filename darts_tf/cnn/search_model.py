@@ -33,7 +33,7 @@ from darts_tf.cnn.ops import (
     preprocess0,
     torch_uniform,
 )
-from darts_tf.cnn.ops.batchnorm import global_statistics, local_moments
+from darts_tf.cnn.ops.batchnorm import local_moments, split_statistics
 from darts_tf.cnn.ops.composite import synchronized_apply
 from darts_tf.cnn.space import BUILTIN_WEIGHTING, DARTS_SPACE, SearchSpace, weighting
 from darts_tf.errors import ConfigError
@@ -356,8 +356,7 @@ class _SharedEdge:
         # {op: its BatchNorm's global (mean, variance)}. Here, not at the call: traced once per function.
         names = self.staged(stage)
         sizes = [self.stages[name][stage][1].moving_mean.shape[0] for name in names]
-        pooled = tf.stack(global_statistics(gathered))
-        return {name: tf.unstack(piece) for name, piece in zip(names, tf.split(pooled, sizes, axis=-1))}
+        return {name: tf.unstack(piece) for name, piece in zip(names, split_statistics(gathered, sizes))}
 
     def _stage(self, stage, inputs, gathered, weights, statistics, arch_only):
         """Stage `stage` of every op: {op: its pre-normalisation tensor}, and their BatchNorms'

@@ -79,7 +79,12 @@ def gathered_statistics(moments: list) -> list:
     (mean, variance) of n channels (`local_moments`), all from one collective: every replica's means and
     variances gathered as [replicas, all means | all variances], `global_statistics`, split per part."""
     gathered = replicas.gather(tf.concat([m for m, _ in moments] + [v for _, v in moments], axis=0))
-    sizes = [int(m.shape[0]) for m, _ in moments]
+    return split_statistics(gathered, [int(m.shape[0]) for m, _ in moments])
+
+
+def split_statistics(gathered, sizes: list) -> list:
+    """The global batch's [mean, biased variance] of each part ([2, sizes[i]]) from every replica's moments
+    gathered as [replicas, all means | all variances] (`global_statistics`)."""
     return tf.split(tf.stack(global_statistics(gathered)), sizes, axis=-1)
 
 
