@@ -13,6 +13,10 @@ somewhere deep in a search step.
   replicas; darts_tf's steps reduce (mean) them themselves before clipping, so it must not.
 - `strategy_supports_no_merge_call`: `tf.__internal__.distribute`'s test of whether a
   strategy's updates need a `merge_call` (MirroredStrategy's do).
+- `set_rewriter_options`: grappler settings `tf.config.optimizer.set_experimental_options`
+  does not take (`disable_tfg_optimizer`), set on the eager context's base `ConfigProto`
+  (`Context._config`, which `tf.compat.v1.enable_eager_execution(config=...)` fills), from which
+  TensorFlow computes the configuration every function call carries.
 
 `Model.make_train_function(force)` and `Model.train_function`, which the search and training
 models override to trace one function per step, are public names of Keras's TensorFlow
@@ -48,3 +52,22 @@ class ReplicaReducedGradients:
 def strategy_supports_no_merge_call() -> bool:
     """Whether the current strategy's optimizer updates run without a `merge_call`."""
     return tf.__internal__.distribute.strategy_supports_no_merge_call()
+
+
+def set_rewriter_options(**options) -> dict:
+    """Sets fields of grappler's `RewriterConfig` for the functions first run (or traced) afterwards,
+    as `tf.config.optimizer.set_experimental_options` does for the fields it knows; returns the
+    fields' previous values (pass them back to restore)."""
+    from tensorflow.core.protobuf import config_pb2
+    from tensorflow.python.eager import context as eager_context
+
+    context = eager_context.context()
+    base = config_pb2.ConfigProto() if context._config is None else context._config
+    rewrite = base.graph_options.rewrite_options
+    previous = {name: getattr(rewrite, name) for name in options}
+    for name, value in options.items():
+        setattr(rewrite, name, value)
+    context._config = base
+    # Function calls read their configuration from a per-thread copy: TensorFlow's own setter drops it.
+    context.set_optimizer_experimental_options({})
+    return previous

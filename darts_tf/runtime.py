@@ -7,10 +7,10 @@ than multi-threaded kernels one after another; training the evaluation network
 gains too (`configure_for_training`). The grappler passes switched off here
 ("reduced") cost start-up on the search step's graph and gave no step-time gain
 (function optimisation among them: the edge functions already leave out the
-gradients their callers do not use, `weight_gradients=False`). "off" switches
-grappler off altogether. The thread settings must be made before TensorFlow
-runs its first op; the graph optimisation applies to functions first run after
-it is set.
+gradients their callers do not use, `weight_gradients=False`); its TFG pipeline
+is switched off for training too (`REWRITER_OPTIONS`). "off" switches grappler
+off altogether. The thread settings must be made before TensorFlow runs its
+first op; the graph optimisation applies to functions first run after it is set.
 
 Memory: the first step touches all the memory a step needs, and on a virtual
 machine each 4 KiB page's first touch is costly kernel time.
@@ -53,6 +53,11 @@ GRAPPLER_OPTIONS = {
 }
 
 
+# Grappler's TFG pipeline converts every function through MLIR and back for control-flow sinking,
+# which these steps (no conditionals) do not use: ~1 s of a one-device first step, 5-9 s at
+# 2 replicas, where the step's function library is large (docs/performance.md).
+REWRITER_OPTIONS = {"disable_tfg_optimizer": True}
+
 GRAPH_OPTIMIZATION_MODES = ("reduced", "off")
 
 
@@ -63,13 +68,17 @@ def _check_graph_optimization(mode: str) -> str:
 
 
 def set_graph_optimization(mode: str = "reduced") -> str:
-    """Sets grappler for the search: "reduced" (GRAPPLER_OPTIONS) or "off" (none: a little sooner, more memory)."""
+    """Sets grappler for the search: "reduced" (GRAPPLER_OPTIONS and REWRITER_OPTIONS) or "off" (none: a
+    little sooner, more memory)."""
     import tensorflow as tf
+
+    from darts_tf import internals
 
     if _check_graph_optimization(mode) == "off":
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     else:
         tf.config.optimizer.set_experimental_options({**GRAPPLER_OPTIONS, "disable_meta_optimizer": False})
+        internals.set_rewriter_options(**REWRITER_OPTIONS)
     return mode
 
 
@@ -157,15 +166,19 @@ def configure_for_training(threads: int | None = None) -> dict:
     it into one oneDNN kernel, which ran slower in training than the two
     apart on this network's shapes, with more peak memory
     (docs/performance.md). The search already runs without it
-    (`GRAPPLER_OPTIONS`). Applies to functions first run after it; an
+    (`GRAPPLER_OPTIONS`). Nor does either run grappler's TFG pipeline
+    (`REWRITER_OPTIONS`). Applies to functions first run after it; an
     exported SavedModel is unaffected (its server optimises it anew).
     """
     import tensorflow as tf
 
+    from darts_tf import internals
+
     if tf.config.list_physical_devices("GPU"):
         return gpu_memory_growth()
     tf.config.optimizer.set_experimental_options({"remapping": False})
-    applied = {"grappler": {"remapping": False}}
+    internals.set_rewriter_options(**REWRITER_OPTIONS)
+    applied = {"grappler": {"remapping": False, **REWRITER_OPTIONS}}
     applied.update(_single_threaded_kernels(threads))
     return applied
 

@@ -1,6 +1,7 @@
 """The private Keras / TensorFlow APIs of darts_tf.internals still behave as relied on."""
 
 import inspect
+import threading
 
 import keras
 import numpy as np
@@ -64,3 +65,29 @@ def test_train_function_hooks_are_where_the_models_override_them():
     assert model.train_function is None
     model.make_train_function()
     assert callable(model.train_function)
+
+
+def _call_config(function) -> tf.compat.v1.ConfigProto:
+    """The configuration a call traced in `function`'s graph carries to grappler."""
+    graph = function.get_concrete_function().graph
+    (call,) = [op for op in graph.get_operations() if op.type in ("PartitionedCall", "StatefulPartitionedCall")]
+    return tf.compat.v1.ConfigProto.FromString(call.get_attr("config_proto"))
+
+
+def test_set_rewriter_options_reaches_the_calls_traced_afterwards():
+    inner = tf.function(lambda: tf.constant(1.0))
+    before = _call_config(tf.function(lambda: inner()))
+    previous = internals.set_rewriter_options(disable_tfg_optimizer=True)
+    try:
+        after = _call_config(tf.function(lambda: inner()))
+        in_thread = []  # a replica's thread computes its call configuration anew
+        thread = threading.Thread(target=lambda: in_thread.append(_call_config(tf.function(lambda: inner()))))
+        thread.start()
+        thread.join()
+    finally:
+        assert internals.set_rewriter_options(**previous) == {"disable_tfg_optimizer": True}
+    assert not before.graph_options.rewrite_options.disable_tfg_optimizer
+    assert after.graph_options.rewrite_options.disable_tfg_optimizer
+    assert in_thread[0].graph_options.rewrite_options.disable_tfg_optimizer
+    restored = _call_config(tf.function(lambda: inner()))
+    assert not restored.graph_options.rewrite_options.disable_tfg_optimizer

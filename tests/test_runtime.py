@@ -3,6 +3,15 @@ import sys
 
 import pytest
 
+# A call traced after the settings: does the configuration it carries to grappler skip the TFG pipeline?
+_TFG_OFF = (
+    "inner = tf.function(lambda: tf.constant(1.0)); "
+    "ops = tf.function(lambda: inner()).get_concrete_function().graph.get_operations(); "
+    "(call,) = [op for op in ops if 'PartitionedCall' in op.type]; "
+    "config = tf.compat.v1.ConfigProto.FromString(call.get_attr('config_proto')); "
+    "assert gpu or config.graph_options.rewrite_options.disable_tfg_optimizer, config; "
+)
+
 
 def _run_in_fresh_process(code: str) -> None:
     """Runs `code` (asserts, then print('ok')) in a new Python: the settings are process-wide."""
@@ -20,7 +29,7 @@ def test_configure_for_search_in_a_fresh_process():
         "assert applied['intra_op_threads'] == 1 and applied['inter_op_threads'] == 2, applied; "
         "assert tf.config.threading.get_intra_op_parallelism_threads() == 1; "
         "assert tf.config.optimizer.get_experimental_options()['layout_optimizer'] is False; "
-        "print('ok')"
+        "gpu = False; " + _TFG_OFF + "print('ok')"
     )
     _run_in_fresh_process(code)
 
@@ -118,15 +127,14 @@ def test_configure_for_training_in_a_fresh_process():
         "import sys; from darts_tf.runtime import configure_for_training; "
         "assert 'tensorflow' not in sys.modules; "
         "applied = configure_for_training(2); import tensorflow as tf; "
-        "assert applied['grappler'] == {'remapping': False}, applied; "
-        "gpu = bool(tf.config.list_physical_devices('GPU')); "  # on a GPU machine: grappler only
+        "gpu = bool(tf.config.list_physical_devices('GPU')); "  # on a GPU machine: memory growth only
+        "assert gpu or applied['grappler'] == {'remapping': False, 'disable_tfg_optimizer': True}, applied; "
         "assert gpu or applied['intra_op_threads'] == 1 and applied['inter_op_threads'] == 2, applied; "
         "assert gpu or tf.config.threading.get_intra_op_parallelism_threads() == 1; "
         "assert gpu or tf.config.threading.get_inter_op_parallelism_threads() == 2; "
         "assert tf.config.optimizer.get_experimental_options()['remapping'] is False; "
         "f = tf.function(lambda x: tf.nn.relu(x) * 2.0); "
-        "assert float(f(tf.constant(-1.0))) == 0.0 and float(f(tf.constant(2.0))) == 4.0; "
-        "print('ok')"
+        "assert float(f(tf.constant(-1.0))) == 0.0 and float(f(tf.constant(2.0))) == 4.0; " + _TFG_OFF + "print('ok')"
     )
     _run_in_fresh_process(code)
 
