@@ -54,8 +54,8 @@ GRAPPLER_OPTIONS = {
 
 
 # Grappler's TFG pipeline converts every function through MLIR and back for control-flow sinking,
-# which these steps (no conditionals) do not use: ~1 s of a one-device first step, 5-9 s at
-# 2 replicas, where the step's function library is large (docs/performance.md).
+# which these steps (no conditionals) do not use: 0.4-1 s of a one-device first call, 1.5-11 s at
+# 2 replicas, where the step's function library is larger (docs/performance.md).
 REWRITER_OPTIONS = {"disable_tfg_optimizer": True}
 
 GRAPH_OPTIMIZATION_MODES = ("reduced", "off")
