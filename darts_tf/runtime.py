@@ -7,10 +7,11 @@ than multi-threaded kernels one after another; training the evaluation network
 gains too (`configure_for_training`). The grappler passes switched off here
 ("reduced") cost start-up on the search step's graph and gave no step-time gain
 (function optimisation among them: the edge functions already leave out the
-gradients their callers do not use, `weight_gradients=False`); its TFG pipeline
-is switched off for training too (`REWRITER_OPTIONS`). "off" switches grappler
-off altogether. The thread settings must be made before TensorFlow runs its
-first op; the graph optimisation applies to functions first run after it is set.
+gradients their callers do not use, `weight_gradients=False`); its TFG
+pipeline and memory optimiser are switched off for training too
+(`REWRITER_OPTIONS`). "off" switches grappler off altogether. The thread
+settings must be made before TensorFlow runs its first op; the graph
+optimisation applies to functions first run after it is set.
 
 Memory: the first step touches all the memory a step needs, and on a virtual
 machine each 4 KiB page's first touch is costly kernel time.
@@ -53,10 +54,14 @@ GRAPPLER_OPTIONS = {
 }
 
 
-# Grappler's TFG pipeline converts every function through MLIR and back for control-flow sinking,
-# which these steps (no conditionals) do not use: 0.4-1 s of a one-device first call, 1.5-11 s at
-# 2 replicas, where the step's function library is larger (docs/performance.md).
-REWRITER_OPTIONS = {"disable_tfg_optimizer": True}
+# Grappler passes the Python API cannot switch off, which cost start-up and change nothing on CPU
+# (docs/performance.md). The TFG pipeline converts every function through MLIR and back for
+# control-flow sinking, which these steps (no conditionals) do not use: 0.4-1 s of a one-device
+# first call, 1.5-11 s at 2 replicas, where the step's function library is larger. The memory
+# optimiser estimates every graph's peak memory to decide on GPU swapping and on rewriting sums
+# when a graph would fill 80 % of the device: on CPU it rewrote none of these steps' graphs,
+# 0.5-3 s of a first call.
+REWRITER_OPTIONS = {"disable_tfg_optimizer": True, "memory_optimization": "NO_MEM_OPT"}
 
 GRAPH_OPTIMIZATION_MODES = ("reduced", "off")
 
@@ -167,7 +172,7 @@ def configure_for_training(threads: int | None = None) -> dict:
     apart on this network's shapes, with more peak memory
     (docs/performance.md). The search already runs without it
     (`GRAPPLER_OPTIONS`). Nor does either run grappler's TFG pipeline
-    (`REWRITER_OPTIONS`). Applies to functions first run after it; an
+    or memory optimiser (`REWRITER_OPTIONS`). Applies to functions first run after it; an
     exported SavedModel is unaffected (its server optimises it anew).
     """
     import tensorflow as tf

@@ -3,13 +3,15 @@ import sys
 
 import pytest
 
-# A call traced after the settings: does the configuration it carries to grappler skip the TFG pipeline?
+# A call traced after the settings: does the configuration it carries to grappler skip the TFG pipeline and
+# the memory optimiser?
 _TFG_OFF = (
     "inner = tf.function(lambda: tf.constant(1.0)); "
     "ops = tf.function(lambda: inner()).get_concrete_function().graph.get_operations(); "
     "(call,) = [op for op in ops if 'PartitionedCall' in op.type]; "
     "config = tf.compat.v1.ConfigProto.FromString(call.get_attr('config_proto')); "
-    "assert gpu or config.graph_options.rewrite_options.disable_tfg_optimizer, config; "
+    "rewrite = config.graph_options.rewrite_options; "
+    "assert gpu or rewrite.disable_tfg_optimizer and rewrite.memory_optimization == rewrite.NO_MEM_OPT, config; "
 )
 
 
@@ -128,7 +130,8 @@ def test_configure_for_training_in_a_fresh_process():
         "assert 'tensorflow' not in sys.modules; "
         "applied = configure_for_training(2); import tensorflow as tf; "
         "gpu = bool(tf.config.list_physical_devices('GPU')); "  # on a GPU machine: memory growth only
-        "assert gpu or applied['grappler'] == {'remapping': False, 'disable_tfg_optimizer': True}, applied; "
+        "expected = {'remapping': False, 'disable_tfg_optimizer': True, 'memory_optimization': 'NO_MEM_OPT'}; "
+        "assert gpu or applied['grappler'] == expected, applied; "
         "assert gpu or applied['intra_op_threads'] == 1 and applied['inter_op_threads'] == 2, applied; "
         "assert gpu or tf.config.threading.get_intra_op_parallelism_threads() == 1; "
         "assert gpu or tf.config.threading.get_inter_op_parallelism_threads() == 2; "
