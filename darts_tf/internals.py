@@ -14,7 +14,7 @@ somewhere deep in a search step.
 - `strategy_supports_no_merge_call`: `tf.__internal__.distribute`'s test of whether a
   strategy's updates need a `merge_call` (MirroredStrategy's do).
 - `set_rewriter_options`: grappler settings `tf.config.optimizer.set_experimental_options`
-  does not take (`disable_tfg_optimizer`), set on the eager context's base `ConfigProto`
+  does not take (`disable_tfg_optimizer`, `memory_optimization`), set on the eager context's base `ConfigProto`
   (`Context._config`, which `tf.compat.v1.enable_eager_execution(config=...)` fills), from which
   TensorFlow computes the configuration every function call carries.
 
