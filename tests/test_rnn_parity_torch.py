@@ -20,7 +20,7 @@ import tensorflow as tf
 from darts_tf.rnn import architect
 from darts_tf.rnn.genotypes import DARTS_V1, DARTS_V2, PRIMITIVES, STEPS
 from darts_tf.rnn.model import RNNModel
-from darts_tf.rnn.pytorch import to_pytorch_state_dict
+from darts_tf.rnn.pytorch import to_pytorch_state_dict, torch_variables
 
 if os.environ.get("DARTS_TF_REQUIRE_TORCH") == "1":
     import torch
@@ -43,22 +43,26 @@ class TorchCell(nn.Module):
         if genotype is None:
             self.bn = nn.BatchNorm1d(nhid, affine=False).double()
 
-    def init_state(self, x, h_prev):
-        c0, h0 = torch.split(torch.cat([x, h_prev], dim=-1).mm(self._W0), self.nhid, dim=-1)
+    def init_state(self, x, h_prev, x_mask=None, h_mask=None):
+        xh_prev = torch.cat([x, h_prev] if x_mask is None else [x * x_mask, h_prev * h_mask], dim=-1)
+        c0, h0 = torch.split(xh_prev.mm(self._W0), self.nhid, dim=-1)
         return h_prev + c0.sigmoid() * (h0.tanh() - h_prev)
 
-    def cell(self, x, h_prev, probs):
-        s0 = self.init_state(x, h_prev)
+    def cell(self, x, h_prev, probs, x_mask=None, h_mask=None):
+        """With masks: training mode (the original's self.training branches)."""
+        s0 = self.init_state(x, h_prev, x_mask, h_mask)
         if self.genotype is not None:
             states = [s0]
             for i, (name, pred) in enumerate(self.genotype.recurrent):
-                c, h = torch.split(states[pred].mm(self._Ws[i]), self.nhid, dim=-1)
+                s_prev = states[pred] if h_mask is None else states[pred] * h_mask
+                c, h = torch.split(s_prev.mm(self._Ws[i]), self.nhid, dim=-1)
                 states.append(states[pred] + c.sigmoid() * (ACT[name](h) - states[pred]))
             return torch.mean(torch.stack([states[i] for i in self.genotype.concat], -1), -1)
         s0 = self.bn(s0)
         states, offset = s0.unsqueeze(0), 0
         for i in range(STEPS):
-            ch = states.view(-1, self.nhid).mm(self._Ws[i]).view(i + 1, -1, 2 * self.nhid)
+            masked = states if h_mask is None else states * h_mask.unsqueeze(0)
+            ch = masked.view(-1, self.nhid).mm(self._Ws[i]).view(i + 1, -1, 2 * self.nhid)
             c, h = torch.split(ch, self.nhid, dim=-1)
             c = c.sigmoid()
             s = torch.zeros_like(s0)
@@ -74,10 +78,10 @@ class TorchCell(nn.Module):
             offset += i + 1
         return torch.mean(states[-8:], dim=0)
 
-    def forward(self, inputs, hidden, probs=None):
+    def forward(self, inputs, hidden, probs=None, x_mask=None, h_mask=None):
         outputs = []
         for t in range(inputs.size(0)):
-            hidden = self.cell(inputs[t], hidden, probs)
+            hidden = self.cell(inputs[t], hidden, probs, x_mask, h_mask)
             outputs.append(hidden)
         return torch.stack(outputs), hidden
 
@@ -98,6 +102,18 @@ class TorchRNNModel(nn.Module):
         raw, hidden = self.rnns[0](self.encoder(tokens), hidden, probs)
         log_prob = F.log_softmax(self.decoder(raw.view(-1, self.n)), dim=-1)
         return log_prob.view(-1, tokens.size(1), self.ntoken), hidden, raw
+
+    def forward_train(self, tokens, hidden, masks):
+        """The original's RNNModel.forward in training mode, its dropout masks given: embedded_dropout (the
+        masked encoder weight looked up; the tied decoder keeps the weight), LockedDropout on the embeddings
+        and the outputs, the cell's masks. Returns (log_prob, hidden, raw_output, dropped output)."""
+        probs = F.softmax(self.weights, dim=-1) if hasattr(self, "weights") else None
+        emb = F.embedding(tokens, masks["word"].expand_as(self.encoder.weight) * self.encoder.weight)
+        emb = masks["input"].expand_as(emb) * emb
+        raw, hidden = self.rnns[0](emb, hidden, probs, masks["x"], masks["h"])
+        output = masks["output"].expand_as(raw) * raw
+        log_prob = F.log_softmax(self.decoder(output.view(-1, self.n)), dim=-1)
+        return log_prob.view(-1, tokens.size(1), self.ntoken), hidden, raw, output
 
 
 def _model(genotype, ntoken=30, n=8, seed=0):
@@ -137,6 +153,52 @@ def test_eval_log_probabilities_match_pytorch(genotype):
     out = model(tokens[:-1], tf.constant(hidden), training=False)
     np.testing.assert_allclose(out["log_probs"].numpy(), log_prob.numpy(), rtol=1e-9, atol=1e-11)
     np.testing.assert_allclose(out["hidden"].numpy(), h.numpy(), rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "graph"])
+@pytest.mark.parametrize("genotype", [DARTS_V2, DARTS_V1, None], ids=["DARTS_V2", "DARTS_V1", "search"])
+def test_training_loss_and_weight_gradients_match_pytorch_with_dropout(genotype, compiled):
+    """The weight step's objective (NLL + AR + TAR) and every gradient, with all five dropouts on, against the
+    original's training-mode forward given our masks (the discrete cell's backward pass is written out by hand,
+    darts_tf.rnn.bptt; the search cell's is automatic)."""
+    from darts_tf.rnn.lm import lm_training_loss
+
+    keras.utils.set_random_seed(0)
+    model = RNNModel(30, 8, 8, 0.4, 0.3, 0.5, 0.2, 0.25, genotype=genotype, dtype="float64")
+    model.build()
+    rng = np.random.default_rng(0)
+    for w in model.trainable_variables:  # larger than the 0.04 init, so every path matters
+        w.assign(rng.uniform(-0.5, 0.5, size=w.shape))
+    reference = _reference(model, genotype).train() if genotype is not None else _search_reference(model)
+    tokens, seed = _tokens(t=6), tf.constant([7, 11], tf.int32)
+    hidden = np.random.default_rng(2).normal(scale=0.3, size=(3, 8))
+    masks = model.dropout_masks(seed, 3)
+    assert sorted(masks) == ["h", "input", "output", "word", "x"] and all(m is not None for m in masks.values())
+    assert 0 < float(tf.reduce_mean(tf.cast(masks["word"] == 0, tf.float64))) < 0.6  # some whole words dropped
+
+    def ours():
+        with tf.GradientTape() as tape:
+            raw, loss, h = lm_training_loss(model, tokens[:-1], tokens[1:], tf.constant(hidden), seed, 2.0, 1.5)
+        return raw, loss, h, tape.gradient(loss, model.trainable_variables)
+
+    raw, loss, h, grads = (tf.function(ours) if compiled else ours)()
+    as_torch = {k: torch.from_numpy(np.array(v)) for k, v in masks.items()}
+    log_prob, h_ref, raw_out, out = reference.forward_train(
+        torch.from_numpy(tokens[:-1]).long(), torch.from_numpy(hidden), as_torch
+    )
+    raw_ref = F.nll_loss(log_prob.view(-1, reference.ntoken), torch.from_numpy(tokens[1:]).long().reshape(-1))
+    loss_ref = raw_ref + 2.0 * out.pow(2).mean() + 1.5 * (raw_out[1:] - raw_out[:-1]).pow(2).mean()
+    loss_ref.backward()
+    assert float(raw) == pytest.approx(raw_ref.item(), rel=1e-12)
+    assert float(loss) == pytest.approx(loss_ref.item(), rel=1e-12)
+    np.testing.assert_allclose(h.numpy(), h_ref.detach().numpy(), rtol=1e-10, atol=1e-12)
+    expected = {id(v): name for name, v in torch_variables(model).items() if name != "decoder.weight"}
+    parameters = dict(reference.named_parameters())
+    if genotype is None:
+        parameters["weights"] = reference.weights  # the alphas (the search's weight step leaves them)
+    for variable, grad in zip(model.trainable_variables, grads):
+        torch_grad = parameters[expected[id(variable)]].grad.numpy()
+        np.testing.assert_allclose(grad.numpy(), torch_grad, rtol=1e-9, atol=1e-12, err_msg=variable.path)
 
 
 class TorchSearchModel(TorchRNNModel):

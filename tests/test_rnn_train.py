@@ -47,7 +47,7 @@ def test_training_resumes_exactly_across_the_switch_to_averaged_sgd(tmp_path):
 
     folder = corpus_folder(tmp_path / "corpus")
     values = dict(data_dir=folder, emsize=16, nhid=16, batch_size=8, bptt=10, epochs=3, eval_batch_size=4,
-                  max_steps=5, nonmono=0, learning_rate=150.0, export=False)  # fmt: skip
+                  max_steps=5, nonmono=0, learning_rate=120.0, export=False)  # fmt: skip
     straight = run_rnn_training(RNNTrainConfig(run_dir=str(tmp_path / "a"), **values), verbose=0)
 
     # After epoch 2 the switch was decided: the resumed epoch runs averaged SGD from the checkpoint.
@@ -58,7 +58,7 @@ def test_training_resumes_exactly_across_the_switch_to_averaged_sgd(tmp_path):
     rows = [(tmp_path / name / "metrics.csv").read_text().strip().splitlines() for name in ("a", "b")]
     assert len(rows[0]) == len(rows[1]) == 4
     averaged = [line.split(",")[rows[0][0].split(",").index("averaged")] for line in rows[0][1:]]
-    assert averaged == ["0.0", "0.0", "1.0"]  # lr 150: epoch 2 is worse than epoch 1, so epoch 3 averages
+    assert averaged == ["0.0", "0.0", "1.0"]  # lr 120: epoch 2 is worse than epoch 1, so epoch 3 averages
     assert resumed["test_ppl"] == pytest.approx(straight["test_ppl"], rel=1e-6)
     assert resumed["valid_ppl"] == pytest.approx(straight["valid_ppl"], rel=1e-6)
 

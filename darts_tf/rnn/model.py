@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from darts_tf.architect import cross_entropy
 from darts_tf.errors import ConfigError
+from darts_tf.rnn.bptt import discrete_cell_sequence
 from darts_tf.rnn.genotypes import PRIMITIVES, STEPS, RecurrentGenotype, derive_recurrent_genotype, num_edges
 
 INIT_RANGE = 0.04
@@ -134,12 +135,11 @@ class RecurrentCell(keras.layers.Layer):
             xh = tf.concat([x, h_prev], axis=-1)
         c0, h0 = tf.split(tf.matmul(xh, tf.cast(self.W0, x.dtype)), 2, axis=-1)
         s0 = h_prev + tf.sigmoid(c0) * (tf.tanh(h0) - h_prev)
-        if self.genotype is not None:
+        if self.genotype is not None:  # evaluation (training runs `darts_tf.rnn.bptt`)
             states = [s0]
             for i, (name, predecessor) in enumerate(self.genotype.recurrent):
                 s_prev = states[predecessor]
-                masked = s_prev * h_mask if training else s_prev
-                c, h = tf.split(tf.matmul(masked, tf.cast(self.Ws[i], x.dtype)), 2, axis=-1)
+                c, h = tf.split(tf.matmul(s_prev, tf.cast(self.Ws[i], x.dtype)), 2, axis=-1)
                 states.append(s_prev + tf.sigmoid(c) * (_ACTIVATIONS[name](h) - s_prev))
             return tf.reduce_mean(tf.stack([states[i] for i in self.genotype.concat], axis=0), axis=0), statistics
         s0, statistics = self._batch_norm(s0, statistics, training)
@@ -163,6 +163,11 @@ class RecurrentCell(keras.layers.Layer):
             x_mask = tf.ones([batch, self.ninp], dtype) if x_mask is None else x_mask
             h_mask = tf.ones([batch, self.nhid], dtype) if h_mask is None else h_mask
         searching = self.genotype is None
+        if training and not searching:  # the backward pass written out (`darts_tf.rnn.bptt`)
+            return discrete_cell_sequence(
+                self.genotype, inputs, tf.cast(hidden, dtype), x_mask, h_mask, tf.cast(self.W0, dtype),
+                [tf.cast(W, dtype) for W in self.Ws],
+            )  # fmt: skip
         statistics = (
             (tf.cast(self.moving_mean, dtype), tf.cast(self.moving_variance, dtype))
             if searching
@@ -271,6 +276,20 @@ class RNNModel(keras.Model):
     def init_hidden(self, batch_size: int) -> tf.Tensor:
         return tf.zeros([batch_size, self.nhid], self.compute_dtype)
 
+    def dropout_masks(self, seed, batch) -> dict:
+        """The training-mode dropout masks of a batch, a pure function of `seed` (int32 [2]): "word" [ntoken, 1]
+        (embedding dropout, whole words), "input" [1, B, ninp] and "output" [1, B, nhid] (locked), "x" [B, ninp]
+        and "h" [B, nhid] (inside the cell); None for a rate of 0 (the cell's always a mask)."""
+        seed, dtype = tf.cast(seed, tf.int32), self.compute_dtype
+        fold = lambda k: tf.random.experimental.stateless_fold_in(seed, k)  # noqa: E731
+        return {
+            "word": dropout_mask(fold(0), [self.ntoken, 1], self.dropoute, dtype) if self.dropoute else None,
+            "input": dropout_mask(fold(1), [1, batch, self.ninp], self.dropouti, dtype) if self.dropouti else None,
+            "x": dropout_mask(fold(2), [batch, self.ninp], self.dropoutx, dtype),
+            "h": dropout_mask(fold(3), [batch, self.nhid], self.dropouth, dtype),
+            "output": dropout_mask(fold(4), [1, batch, self.nhid], self.dropout, dtype) if self.dropout else None,
+        }
+
     def call(self, tokens, hidden, training=False, seed=None, update_statistics=True):
         """{"log_probs", "logits" [T, B, ntoken], "hidden" [B, nhid], "raw_outputs", "outputs" [T, B, nhid]} of
         tokens [T, B].
@@ -282,22 +301,13 @@ class RNNModel(keras.Model):
         dtype = self.compute_dtype
         tokens = tf.convert_to_tensor(tokens)
         batch = tf.shape(tokens)[1]
-        embedding = tf.cast(self.embedding, dtype)
+        embedding = tf.cast(self.embedding, dtype)  # also the decoder's weight (tied), never dropped
         masks = {}
         if training:
-            if seed is None:
-                seed = self.seed_generator.next()
-            seed = tf.cast(seed, tf.int32)
-            fold = lambda k: tf.random.experimental.stateless_fold_in(seed, k)  # noqa: E731
-            if self.dropoute:
-                embedding = embedding * dropout_mask(fold(0), [self.ntoken, 1], self.dropoute, dtype)
-            masks = {
-                "input": dropout_mask(fold(1), [1, batch, self.ninp], self.dropouti, dtype) if self.dropouti else None,
-                "x": dropout_mask(fold(2), [batch, self.ninp], self.dropoutx, dtype),
-                "h": dropout_mask(fold(3), [batch, self.nhid], self.dropouth, dtype),
-                "output": dropout_mask(fold(4), [1, batch, self.nhid], self.dropout, dtype) if self.dropout else None,
-            }
+            masks = self.dropout_masks(self.seed_generator.next() if seed is None else seed, batch)
         emb = tf.gather(embedding, tokens)
+        if masks.get("word") is not None:  # the original's embedded_dropout: the masked weight's rows, looked up
+            emb = emb * tf.gather(masks["word"], tokens)
         if masks.get("input") is not None:
             emb = emb * masks["input"]
         probs = tf.nn.softmax(tf.cast(self.alphas, dtype), axis=-1) if self.searching else None
