@@ -21,8 +21,9 @@ import tensorflow as tf
 
 from darts_tf.rnn.genotypes import RecurrentGenotype
 
-# Each activation and its derivative, expressed through its output f.
-_ACTIVATIONS = {
+# The cell's activations by name, each with its derivative expressed through its output f (None: 1);
+# `darts_tf.rnn.model` takes its activations from here.
+ACTIVATIONS = {
     "tanh": (tf.tanh, lambda f: 1.0 - tf.square(f)),
     "sigmoid": (tf.sigmoid, lambda f: f * (1.0 - f)),
     "relu": (tf.nn.relu, lambda f: tf.cast(f > 0, f.dtype)),
@@ -76,7 +77,7 @@ def discrete_cell_sequence(
             for i, (name, predecessor) in enumerate(zip(names, predecessors)):
                 s_prev = s[predecessor]
                 c, f = tf.split(tf.matmul(s_prev * h_mask, Ws[i]), 2, axis=-1)
-                c, f = tf.sigmoid(c), _ACTIVATIONS[name][0](f)
+                c, f = tf.sigmoid(c), ACTIVATIONS[name][0](f)
                 s.append(s_prev + c * (f - s_prev))
                 cs.append(c)
                 fs.append(f)
@@ -114,7 +115,7 @@ def discrete_cell_sequence(
                         continue
                     i, predecessor = node - 1, predecessors[node - 1]
                     s_prev, c, f, d = s[predecessor], cs[node], fs[node], ds[node]
-                    slope = _ACTIVATIONS[names[i]][1]
+                    slope = ACTIVATIONS[names[i]][1]
                     df = d * c if slope is None else d * c * slope(f)
                     pre[node] = tf.concat([d * (f - s_prev) * c * (1.0 - c), df], axis=-1)
                     through = tf.matmul(pre[node], Ws[i], transpose_b=True) * h_mask
@@ -123,8 +124,7 @@ def discrete_cell_sequence(
                 d = ds[0] if ds[0] is not None else tf.zeros_like(h_prev)
                 pre[0] = tf.concat([d * (f - h_prev) * c * (1.0 - c), d * c * (1.0 - tf.square(f))], axis=-1)
                 dh = d * (1.0 - c) + tf.matmul(pre[0], Wh, transpose_b=True) * h_mask
-                zeros = tf.zeros([batch, 2 * nhid], dtype)
-                d_pre = [a.write(t - first, zeros if p is None else p) for a, p in zip(d_pre, pre[1:])]
+                d_pre = [a.write(t - first, tf.zeros_like(pre[0]) if p is None else p) for a, p in zip(d_pre, pre[1:])]
                 return t - 1, dh, first, d_pre0.write(t, pre[0]), d_pre
 
             flat = lambda x: tf.reshape(x, [-1, x.shape[-1]])  # noqa: E731

@@ -24,13 +24,13 @@ import tensorflow as tf
 
 from darts_tf.architect import cross_entropy
 from darts_tf.errors import ConfigError
-from darts_tf.rnn.bptt import discrete_cell_sequence
+from darts_tf.rnn.bptt import ACTIVATIONS, discrete_cell_sequence
 from darts_tf.rnn.genotypes import PRIMITIVES, STEPS, RecurrentGenotype, derive_recurrent_genotype, num_edges
 
 INIT_RANGE = 0.04
 BN_MOMENTUM, BN_EPSILON = 0.1, 1e-5  # PyTorch's BatchNorm1d defaults
 
-_ACTIVATIONS = {"tanh": tf.tanh, "relu": tf.nn.relu, "sigmoid": tf.sigmoid, "identity": tf.identity}
+_ACTIVATIONS = {name: f for name, (f, _) in ACTIVATIONS.items()}
 
 
 def _uniform():
