@@ -89,7 +89,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--precisions", nargs="+", choices=list(PRECISIONS), default=["float32"],
-        help="compute types of the search and training rows (default float32; darts_tf.precision)",
+        help="compute types of the search and training rows, recurrent ones included (default float32; "
+        "darts_tf.precision)",
     )  # fmt: skip
     p.add_argument("--skip-search", action="store_true", help="no search-step rows")
     p.add_argument("--skip-flops", action="store_true", help="no FLOP counts")
@@ -448,12 +449,15 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         for kind, order, batch, name in (("rnn_search", "first", 256, "search RNN, first order"),
                                          ("rnn_search", "second", 256, "search RNN, second order"),
                                          ("rnn_train", None, 64, "train RNN DARTS_V2 (850)")):  # fmt: skip
-            r = measure({"kind": kind, "order": order, "batch": batch, **common, "threads": 0}, huge)
-            r.update(name=name, batch=batch, key=(kind, order, batch))
-            if "tokens_per_s" in r:
-                r["images_per_s"] = r["tokens_per_s"]  # the table's rate column: tokens/s for these rows
-            rows.append(r)
-            print(table(rows[-1:]).splitlines()[-1], flush=True)
+            for precision in args.precisions:
+                spec = {"kind": kind, "order": order, "batch": batch, "precision": precision, **common, "threads": 0}
+                r = measure(spec, huge)
+                key = (kind, order, batch) + _policy_key(precision)
+                r.update(name=f"{name}{_policy(precision)}", batch=batch, key=key)
+                if "tokens_per_s" in r:
+                    r["images_per_s"] = r["tokens_per_s"]  # the table's rate column: tokens/s for these rows
+                rows.append(r)
+                print(table(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(table(rows))
     _write_json(args, parser, env, rows)

@@ -458,9 +458,12 @@ def bench_data(batch: int, batches: int = 50) -> dict:
     return {"images_per_s": n / (time.perf_counter() - start)}
 
 
-def bench_rnn(kind: str, order: str, batch: int, steps: int, warmup: int, t0: float, device: str) -> dict:
+def bench_rnn(
+    kind: str, order: str, batch: int, steps: int, warmup: int, t0: float, device: str, precision: str = "float32"
+) -> dict:
     """A recurrent search step (kind "rnn_search": architecture + weight step, nhid 300) or a training step
-    ("rnn_train": DARTS_V2 at 850) at the paper's sizes: 10,000 words, bptt 35, the original's dropouts."""
+    ("rnn_train": DARTS_V2 at 850) at the paper's sizes: 10,000 words, bptt 35, the original's dropouts;
+    the language model in `precision`'s compute type (float16: the steps scale the loss)."""
     import tensorflow as tf
 
     from darts_tf.config import RNNSearchConfig, RNNTrainConfig
@@ -472,12 +475,12 @@ def bench_rnn(kind: str, order: str, batch: int, steps: int, warmup: int, t0: fl
         if kind == "rnn_search":
             from darts_tf.rnn.search import RecurrentSearch, build_search_model
 
-            config = RNNSearchConfig(batch_size=batch, unrolled=order == "second")
+            config = RNNSearchConfig(batch_size=batch, unrolled=order == "second", precision=precision)
             model = RecurrentSearch(build_search_model(config, 10_000), config)
         else:
             from darts_tf.rnn.train import LanguageModelTrainer, build_model
 
-            config = RNNTrainConfig(batch_size=batch, data_dir="", arch="DARTS_V2")
+            config = RNNTrainConfig(batch_size=batch, data_dir="", arch="DARTS_V2", precision=precision)
             model = LanguageModelTrainer(build_model(config, 10_000), config)
         # The run's step as a run traces it: a sequence length of its own per batch (any), the batch fixed.
         tokens = tf.TensorSpec([None, batch], tf.int32)
@@ -616,7 +619,9 @@ def run_worker(spec: dict) -> dict:
     if kind == "imagenet_train":
         return bench_imagenet_train(spec["batch"], steps, warmup, t0, device)
     if kind in ("rnn_search", "rnn_train"):
-        return bench_rnn(kind, spec.get("order", "first"), spec["batch"], steps, warmup, t0, device)
+        return bench_rnn(
+            kind, spec.get("order", "first"), spec["batch"], steps, warmup, t0, device, spec.get("precision", "float32")
+        )
     if kind == "environment":
         return {**environment(spec.get("device", "cpu")), "matmul_gflops": matmul_roof(device)}
     raise ValueError(f"Unknown benchmark kind {kind!r}")

@@ -264,6 +264,8 @@ class LanguageModelSettings:
     eval_batch_size: int = 10
     max_steps: int = 0  # weight steps per epoch at most (0: the whole training text)
     run_dir: str = "runs/search_rnn"
+    # float32, mixed_bfloat16 or mixed_float16 (darts_tf.precision): the language model's compute type.
+    precision: str = "float32"
 
 
 @dataclasses.dataclass
@@ -322,6 +324,8 @@ def check_rnn_config(config) -> None:
     for name in ("dropout", "dropouth", "dropoutx", "dropouti", "dropoute"):
         if not 0.0 <= getattr(config, name) < 1.0:
             raise ConfigError(f"`{name}` must be in [0, 1). Received: {getattr(config, name)}")
+    if config.precision not in PRECISIONS:
+        raise ConfigError(f"`precision` must be one of {', '.join(PRECISIONS)}. Received: {config.precision!r}")
     if getattr(config, "virtual_step", "original") not in ("original", "paper"):
         raise ConfigError(f"`virtual_step` must be original or paper. Received: {config.virtual_step!r}")
     if getattr(config, "nonmono", 0) < 0:

@@ -197,7 +197,7 @@ def on_off(value: str) -> bool:
 
 
 def add_precision_argument(parser: argparse.ArgumentParser) -> None:
-    """--precision (darts_tf.precision) of `darts-tf search`, `train` and `pipeline`."""
+    """--precision (darts_tf.precision) of `darts-tf search`, `train`, `pipeline`, `search-rnn` and `train-rnn`."""
     parser.add_argument(
         "--precision", choices=list(PRECISIONS), default=None,
         help="float32 (default), mixed_bfloat16 or mixed_float16 (loss-scaled): the networks' compute type; "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from darts_tf.commands.common import add_precision_argument
+
 
 def add_rnn_arguments(p: argparse.ArgumentParser, presets: dict, default_run_dir: str) -> None:
     p.add_argument(
@@ -34,3 +36,4 @@ def add_rnn_arguments(p: argparse.ArgumentParser, presets: dict, default_run_dir
         ("--max-steps", int, "at most this many weight steps per epoch (0: the whole text)"),
     ):  # fmt: skip
         p.add_argument(flag, type=kind, help=what)
+    add_precision_argument(p)

@@ -17,6 +17,11 @@ passes. `virtual_step="original"` (the default, what produced the published cell
 computes that; `virtual_step="paper"` moves every weight, as the paper's equation
 w' = w - xi * grad_w L_train reads.
 
+Mixed precision (`darts_tf.precision`): the first-order gradient runs in the network's compute
+type (with a `loss_scale`, float16, on the scaled loss); the second-order one in float32
+whatever the policy (`full_precision`), since its finite difference moves the weights by
+eps * v, far below half precision's resolution.
+
 A batch is (inputs [T, B] int, targets [T, B] int, hidden [B, nhid]).
 """
 
@@ -24,8 +29,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from darts_tf.architect import _assign_after, dense_gradients
+from darts_tf.architect import _assign_after, dense_gradients, gradients_of
 from darts_tf.errors import ConfigError
+from darts_tf.precision import full_precision, scaled_loss
 from darts_tf.rnn.model import nll_of_logits
 
 
@@ -40,12 +46,17 @@ def lm_loss(model, batch, seed=None, training=True, update_statistics=False):
     return nll_of_logits(out["logits"], targets), out["hidden"]
 
 
-def first_order_arch_gradients(model, val_batch, seed=None) -> tuple[list, tf.Tensor, tf.Tensor]:
-    """grad_alpha L_val(w, alpha); returns (gradients, val_loss, the validation hidden state after the batch)."""
+def first_order_arch_gradients(model, val_batch, seed=None, loss_scale=None) -> tuple[list, tf.Tensor, tf.Tensor]:
+    """grad_alpha L_val(w, alpha); returns (gradients, val_loss, the validation hidden state after the batch).
+
+    With a `loss_scale` (`darts_tf.precision.DynamicLossScale`) the scaled loss is differentiated
+    and the gradients come back unscaled.
+    """
     alphas = model.arch_variables
     with tf.GradientTape() as tape:
         loss, hidden = lm_loss(model, val_batch, seed)
-    return dense_gradients(tape.gradient(loss, alphas), alphas), loss, tf.stop_gradient(hidden)
+        scaled = scaled_loss(loss, loss_scale)
+    return gradients_of(tape, scaled, alphas, loss_scale), loss, tf.stop_gradient(hidden)
 
 
 def _clip_coefficient(gradients, clip):
@@ -76,12 +87,21 @@ def second_order_arch_gradients(
     `eta` is the weight optimizer's current learning rate (the original's, already scaled
     by the batch's sequence length). `virtual_step`: "original" keeps the tied embedding
     at w in w' (as the original's code computes), "paper" moves it with the other weights.
-    The weights are restored bit for bit.
+    The weights are restored bit for bit. Computed in float32 under a mixed policy; the validation
+    hidden state comes back in the type `val_batch`'s came in.
     """
     if virtual_step not in VIRTUAL_STEPS:
         raise ConfigError(
             f"`virtual_step` must be one of {', '.join(VIRTUAL_STEPS)}. Received: virtual_step={virtual_step!r}"
         )
+    with full_precision(model):
+        grads, val_loss, hidden = _second_order(
+            model, train_batch, val_batch, eta, weight_decay, clip, r, seed, virtual_step
+        )
+    return grads, val_loss, tf.cast(hidden, tf.convert_to_tensor(val_batch[2]).dtype)
+
+
+def _second_order(model, train_batch, val_batch, eta, weight_decay, clip, r, seed, virtual_step):
     weights, alphas = model.weight_variables, model.arch_variables
     saved = [tf.identity(w) for w in weights]
     with tf.GradientTape() as tape:

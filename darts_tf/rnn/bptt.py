@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from darts_tf.precision import wide_dtype
 from darts_tf.rnn.genotypes import RecurrentGenotype
 
 # The cell's activations by name, each with its derivative expressed through its output f (None: 1);
@@ -128,6 +129,7 @@ def discrete_cell_sequence(
                 return t - 1, dh, first, d_pre0.write(t, pre[0]), d_pre
 
             flat = lambda x: tf.reshape(x, [-1, x.shape[-1]])  # noqa: E731
+            wide = wide_dtype(dtype)  # the node weights' gradients are summed over the chunks in it
             masked = {j: tf.reshape(a.stack() * h_mask, [length, -1]) for j, a in zip(kept, states)}  # [T, B nhid]
             X = [masked[j] for j in predecessors]  # the nodes' inputs, as the forward pass masked them
 
@@ -139,15 +141,17 @@ def discrete_cell_sequence(
                     lambda t, *_: t >= first, back, (stop - 1, dh, first, d_pre0, d_pre)
                 )
                 dWs = [
-                    dW + tf.matmul(tf.reshape(x[first:stop], [-1, nhid]), flat(g.stack()), transpose_a=True)
+                    dW + tf.cast(tf.matmul(tf.reshape(x[first:stop], [-1, nhid]), flat(g.stack()), transpose_a=True),
+                                 dW.dtype)
                     for dW, x, g in zip(dWs, X, d_pre)
-                ]
+                ]  # fmt: skip
                 return first, dh, d_pre0, dWs
 
             _, d_hidden, d_pre0, dWs = tf.while_loop(
                 lambda stop, *_: stop > 0, chunk,
-                (length, d_last, tf.TensorArray(dtype, size=length), [tf.zeros_like(W) for W in Ws]),
+                (length, d_last, tf.TensorArray(dtype, size=length), [tf.zeros(W.shape, wide) for W in Ws]),
             )  # fmt: skip
+            dWs = [tf.cast(dW, dtype) for dW in dWs]
             d_pre0 = flat(d_pre0.stack())  # [T B, 2 nhid]
             dWx = tf.matmul(flat(x_masked), d_pre0, transpose_a=True)
             dWh = tf.matmul(flat(previous * h_mask), d_pre0, transpose_a=True)

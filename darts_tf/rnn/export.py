@@ -3,7 +3,8 @@
 `serving_default` takes `tokens` (int32 [batch, time] word ids) and `state` (float32
 [batch, nhid], zeros to start) and returns `log_probs` (float32 [batch, time, vocabulary],
 the next word's log-probabilities after each token) and `state` (to feed the next call);
-`assets.extra/vocab.txt` holds the words, line i is id i.
+`assets.extra/vocab.txt` holds the words, line i is id i. A network trained under a mixed
+policy is served by a float32 copy with its weights (`float32_model`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import tensorflow as tf
 
 from darts_tf.export import SIGNATURE, ExportError, next_version
 from darts_tf.files import atomic_directory
-from darts_tf.rnn.model import RNNModel
+from darts_tf.rnn.model import RNNModel, float32_model
 
 
 def serving_function(model: RNNModel):
@@ -39,6 +40,7 @@ def export_language_model(model: RNNModel, words, base_dir: str, version: int | 
         raise ExportError("Export needs a trained discrete cell (a genotype), not the search model")
     if len(words) != model.ntoken:
         raise ExportError(f"Export expected {model.ntoken} vocabulary words. Received: {len(words)}")
+    model = float32_model(model)
     version = next_version(base_dir) if version is None else int(version)
     target = os.path.join(base_dir, str(version))
     if os.path.exists(target) and not overwrite:

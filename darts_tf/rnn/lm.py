@@ -14,9 +14,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from darts_tf import runs
+from darts_tf import precision, runs
+from darts_tf.architect import gradients_of
 from darts_tf.data import corpus as text
 from darts_tf.errors import ConfigError
+from darts_tf.optimizers import clip_by_global_norm
 from darts_tf.rnn.model import RNNModel, activation_regularization, nll_of_logits, temporal_activation_regularization
 
 _STEP_STRIDE = 2**20
@@ -119,14 +121,15 @@ def perplexity(loss: float) -> float:
 class LanguageModelSteps(keras.Model):
     """What the recurrent runs' Keras models share: the `network` (an `RNNModel`) and the run's
     `config`, the hidden state carried from batch to batch in `hidden` (zeroed by `reset_hidden` at
-    each epoch's start), the running mean of the training NLL (`train_loss`). Subclasses write the
-    `train_step`; float32 only (`loss_scale` None)."""
+    each epoch's start), the running mean of the training NLL (`train_loss`), and for a float16
+    network (`config.precision` mixed_float16) the dynamic `loss_scale` its steps apply (else None).
+    Subclasses write the `train_step`."""
 
     def __init__(self, network: RNNModel, config, **kwargs):
         super().__init__(**kwargs)
         self.network = network
         self.config = config
-        self.loss_scale = None
+        self.loss_scale = precision.DynamicLossScale() if config.precision == "mixed_float16" else None
         self.hidden = tf.Variable(network.init_hidden(config.batch_size), trainable=False, name="hidden")
         self.loss_tracker = keras.metrics.Mean(name="train_loss")
         self.built = True
@@ -141,6 +144,20 @@ class LanguageModelSteps(keras.Model):
 
     def call(self, tokens, hidden, training=False):
         return self.network(tokens, hidden, training=training)
+
+
+def weight_step(model: LanguageModelSteps, optimizer, inputs, targets, hidden, seed):
+    """One step of `optimizer` on the network's weights (NLL + AR/TAR, gradients clipped to `config.clip`), the
+    loss scaled under float16 (a step with a non-finite gradient is skipped); returns (raw NLL, next hidden state,
+    whether the gradients were finite: None without a loss scale)."""
+    network, config = model.network, model.config
+    weights = network.weight_variables
+    with tf.GradientTape() as tape:
+        raw, loss, hidden = lm_training_loss(network, inputs, targets, hidden, seed, config.ar_alpha, config.tar_beta)
+        scaled = precision.scaled_loss(loss, model.loss_scale)
+    gradients, _ = clip_by_global_norm(gradients_of(tape, scaled, weights, model.loss_scale), config.clip)
+    finite = precision.apply_gradients(optimizer, gradients, weights, model.loss_scale)
+    return raw, tf.stop_gradient(hidden), finite
 
 
 class LanguageModelEpochs(keras.callbacks.Callback):

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from darts_tf.architect import cross_entropy
 from darts_tf.errors import ConfigError
+from darts_tf.precision import to_float32, wide_dtype
 from darts_tf.rnn.bptt import ACTIVATIONS, discrete_cell_sequence
 from darts_tf.rnn.genotypes import PRIMITIVES, STEPS, RecurrentGenotype, derive_recurrent_genotype, num_edges
 
@@ -38,10 +39,11 @@ def _uniform():
 
 
 def dropout_mask(seed, shape, rate: float, dtype) -> tf.Tensor:
-    """A 0 or 1 / (1 - rate) mask, a pure function of the stateless `seed` (int32 [2])."""
+    """A 0 or 1 / (1 - rate) mask, a pure function of the stateless `seed` (int32 [2]); drawn and formed in
+    float32 (or float64) and then cast, so a half-precision network drops what a float32 one drops."""
     keep = 1.0 - rate
-    uniform = tf.random.stateless_uniform(shape, seed, dtype=dtype)
-    return tf.floor(uniform + keep) / keep
+    uniform = tf.random.stateless_uniform(shape, seed, dtype=wide_dtype(dtype))
+    return tf.cast(tf.floor(uniform + keep) / keep, dtype)
 
 
 def _with_genotype(config: dict) -> dict:
@@ -79,16 +81,18 @@ class RecurrentCell(keras.layers.Layer):
             self.add_weight(name=f"W{i + 1}", shape=(self.nhid, 2 * self.nhid), initializer=_uniform())
             for i in range(self.steps)
         ]
-        if self.genotype is None:  # BatchNorm1d(nhid, affine=False), shared by s0 and every node
+        if self.genotype is None:  # BatchNorm1d(nhid, affine=False), shared by s0 and every node; float32 reads
             self.moving_mean = self.add_weight(name="moving_mean", shape=(self.nhid,), initializer="zeros",
-                                               trainable=False)  # fmt: skip
+                                               trainable=False, autocast=False)  # fmt: skip
             self.moving_variance = self.add_weight(name="moving_variance", shape=(self.nhid,), initializer="ones",
-                                                   trainable=False)  # fmt: skip
+                                                   trainable=False, autocast=False)  # fmt: skip
 
     def _batch_norm(self, x, statistics, training):
+        # Statistics and the normalisation in float32 under a mixed policy (`statistics` are carried in it).
+        dtype, x = x.dtype, tf.cast(x, wide_dtype(x.dtype))
         if not training:
             mean, variance = tf.cast(self.moving_mean, x.dtype), tf.cast(self.moving_variance, x.dtype)
-            return (x - mean) * tf.math.rsqrt(variance + BN_EPSILON), statistics
+            return tf.cast((x - mean) * tf.math.rsqrt(variance + BN_EPSILON), dtype), statistics
         mean = tf.reduce_mean(x, axis=0)
         variance = tf.reduce_mean(tf.square(x - mean), axis=0)  # biased, for normalising
         n = tf.cast(tf.shape(x)[0], x.dtype)
@@ -97,7 +101,7 @@ class RecurrentCell(keras.layers.Layer):
             (1.0 - BN_MOMENTUM) * moving_mean + BN_MOMENTUM * mean,
             (1.0 - BN_MOMENTUM) * moving_variance + BN_MOMENTUM * variance * n / (n - 1.0),  # unbiased
         )
-        return (x - mean) * tf.math.rsqrt(variance + BN_EPSILON), statistics
+        return tf.cast((x - mean) * tf.math.rsqrt(variance + BN_EPSILON), dtype), statistics
 
     def _node_weights(self, probs) -> list:
         """Per search node i: (each non-`none` op's weights over the node's i + 1 inputs, [i + 1, 1, 1]
@@ -168,10 +172,9 @@ class RecurrentCell(keras.layers.Layer):
                 self.genotype, inputs, tf.cast(hidden, dtype), x_mask, h_mask, tf.cast(self.W0, dtype),
                 [tf.cast(W, dtype) for W in self.Ws],
             )  # fmt: skip
+        wide = wide_dtype(dtype)
         statistics = (
-            (tf.cast(self.moving_mean, dtype), tf.cast(self.moving_variance, dtype))
-            if searching
-            else (tf.zeros([]),) * 2
+            (tf.cast(self.moving_mean, wide), tf.cast(self.moving_variance, wide)) if searching else (tf.zeros([]),) * 2
         )
         length = tf.shape(inputs)[0]
         outputs = tf.TensorArray(dtype, size=length)
@@ -251,11 +254,13 @@ class RNNModel(keras.Model):
 
     def build(self, input_shape=None):
         self.embedding = self.add_weight(name="embedding", shape=(self.ntoken, self.ninp), initializer=_uniform())
-        self.decoder_bias = self.add_weight(name="decoder_bias", shape=(self.ntoken,), initializer="zeros")
+        # Read in float32 under a mixed policy (added to float32 logits; the softmax of the alphas).
+        self.decoder_bias = self.add_weight(name="decoder_bias", shape=(self.ntoken,), initializer="zeros",
+                                            autocast=False)  # fmt: skip
         if self.genotype is None:
             self.alphas = self.add_weight(
                 name="alphas", shape=(num_edges(self.steps), len(PRIMITIVES)),
-                initializer=keras.initializers.RandomNormal(stddev=1e-3),
+                initializer=keras.initializers.RandomNormal(stddev=1e-3), autocast=False,
             )  # fmt: skip
         self.cell.build()
         self.built = True
@@ -310,15 +315,15 @@ class RNNModel(keras.Model):
             emb = emb * tf.gather(masks["word"], tokens)
         if masks.get("input") is not None:
             emb = emb * masks["input"]
-        probs = tf.nn.softmax(tf.cast(self.alphas, dtype), axis=-1) if self.searching else None
+        probs = tf.cast(tf.nn.softmax(self.alphas, axis=-1), dtype) if self.searching else None
         raw, hidden = self.cell(
             emb, hidden, probs=probs, x_mask=masks.get("x"), h_mask=masks.get("h"), training=training,
             update_statistics=update_statistics,
         )  # fmt: skip
         outputs = raw * masks["output"] if masks.get("output") is not None else raw
-        logits = tf.matmul(tf.reshape(outputs, [-1, self.ninp]), embedding, transpose_b=True) + tf.cast(
-            self.decoder_bias, dtype
-        )
+        # The decoder's product in the compute type, its logits and log-softmax in float32 (or wider).
+        logits = to_float32(tf.matmul(tf.reshape(outputs, [-1, self.ninp]), embedding, transpose_b=True))
+        logits = logits + tf.cast(self.decoder_bias, logits.dtype)
         logits = tf.reshape(logits, [tf.shape(tokens)[0], batch, self.ntoken])
         log_probs = tf.nn.log_softmax(logits, axis=-1)
         return {"log_probs": log_probs, "logits": logits, "hidden": hidden, "raw_outputs": raw, "outputs": outputs}
@@ -350,6 +355,18 @@ class RNNModel(keras.Model):
         return cls(**_with_genotype(config))
 
 
+def float32_model(model: RNNModel) -> RNNModel:
+    """`model` itself, or for a language model built under a mixed policy a float32 copy with the same
+    weights (its variables are float32 already): what the export serves."""
+    policy = model.dtype_policy
+    if policy.compute_dtype == policy.variable_dtype:
+        return model
+    copy = RNNModel.from_config({**model.get_config(), "dtype": policy.variable_dtype})
+    copy.build()
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def nll(log_probs, targets) -> tf.Tensor:
     """Mean negative log-likelihood of int targets [T, B] under log_probs [T, B, V]."""
     picked = tf.gather(log_probs, tf.cast(targets, tf.int32), axis=-1, batch_dims=2)
@@ -368,9 +385,10 @@ def nll_of_logits(logits, targets) -> tf.Tensor:
 
 def temporal_activation_regularization(raw_outputs, beta: float) -> tf.Tensor:
     """TAR: beta * mean((h_{t+1} - h_t)^2) over the cell's outputs (before output dropout)."""
+    raw_outputs = to_float32(raw_outputs)
     return beta * tf.reduce_mean(tf.square(raw_outputs[1:] - raw_outputs[:-1]))
 
 
 def activation_regularization(outputs, alpha: float) -> tf.Tensor:
     """AR: alpha * mean(h^2) over the dropped outputs."""
-    return alpha * tf.reduce_mean(tf.square(outputs))
+    return alpha * tf.reduce_mean(tf.square(to_float32(outputs)))

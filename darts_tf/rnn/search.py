@@ -17,11 +17,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from darts_tf import runs, visualize
-from darts_tf.architect import dense_gradients
+from darts_tf import precision, runs, visualize
 from darts_tf.config import RNNSearchConfig, check_rnn_config
 from darts_tf.data import corpus as text
-from darts_tf.optimizers import SGD, Adam, clip_by_global_norm
+from darts_tf.optimizers import SGD, Adam
 from darts_tf.rnn import architect, lm
 from darts_tf.rnn.genotypes import RecurrentGenotype, format_alphas
 from darts_tf.rnn.model import RNNModel
@@ -32,7 +31,7 @@ def build_search_model(config: RNNSearchConfig, ntoken: int) -> RNNModel:
     with initializer_seed(config.seed):
         model = RNNModel(
             ntoken, config.emsize, config.nhid, config.dropout, config.dropouth, config.dropoutx, config.dropouti,
-            config.dropoute, genotype=None,
+            config.dropoute, genotype=None, dtype=precision.dtype_policy(config.precision),
         )  # fmt: skip
         model.build()
     return model
@@ -46,7 +45,9 @@ class RecurrentSearch(lm.LanguageModelSteps):
     `darts_tf.rnn.architect`), then the weight step on the training batch (NLL + TAR,
     gradients clipped to `config.clip`, SGD with coupled weight decay at lr * seq_len / bptt).
     The two hidden states are carried from step to step in the model (`reset_hidden` at each
-    epoch's start); `step` is the same on explicit states.
+    epoch's start); `step` is the same on explicit states. Under `mixed_float16` both
+    gradients are of the scaled loss (the second-order one runs in float32) and a step with a
+    non-finite gradient moves nothing (`darts_tf.precision`).
     """
 
     def __init__(self, network: RNNModel, config: RNNSearchConfig, **kwargs):
@@ -81,17 +82,13 @@ class RecurrentSearch(lm.LanguageModelSteps):
             )  # fmt: skip
         else:
             grads, _, val_hidden = architect.first_order_arch_gradients(
-                network, (val_inputs, val_targets, val_hidden), seed=fold(0)
+                network, (val_inputs, val_targets, val_hidden), seed=fold(0), loss_scale=self.loss_scale
             )
-        self.alpha_optimizer.apply(grads, network.arch_variables)
-        weights = network.weight_variables
-        with tf.GradientTape() as tape:
-            raw, loss, hidden = lm.lm_training_loss(
-                network, inputs, targets, hidden, fold(1), config.ar_alpha, config.tar_beta
-            )
-        gradients, _ = clip_by_global_norm(dense_gradients(tape.gradient(loss, weights), weights), config.clip)
-        self.w_optimizer.apply(gradients, weights)
-        return raw, tf.stop_gradient(hidden), val_hidden
+        alphas_finite = precision.apply_gradients(self.alpha_optimizer, grads, network.arch_variables, self.loss_scale)
+        raw, hidden, weights_finite = lm.weight_step(self, self.w_optimizer, inputs, targets, hidden, fold(1))
+        if self.loss_scale is not None:
+            self.loss_scale.update(alphas_finite & weights_finite)
+        return raw, hidden, val_hidden
 
     def train_step(self, batch):
         (inputs, targets, seed), (val_inputs, val_targets) = batch

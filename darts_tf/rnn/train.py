@@ -17,12 +17,11 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from darts_tf import runs
-from darts_tf.architect import dense_gradients
+from darts_tf import precision, runs
 from darts_tf.checkpoint import make_checkpoint, restore, write_atomic
 from darts_tf.config import RNNTrainConfig, check_rnn_config
 from darts_tf.data import corpus as text
-from darts_tf.optimizers import SGD, AveragedSGD, clip_by_global_norm
+from darts_tf.optimizers import SGD, AveragedSGD
 from darts_tf.rnn import lm
 from darts_tf.rnn.genotypes import get_genotype
 from darts_tf.rnn.model import RNNModel
@@ -35,7 +34,7 @@ def build_model(config: RNNTrainConfig, ntoken: int) -> RNNModel:
     with initializer_seed(config.seed):
         model = RNNModel(
             ntoken, config.emsize, config.nhid, config.dropout, config.dropouth, config.dropoutx, config.dropouti,
-            config.dropoute, genotype=get_genotype(config.arch),
+            config.dropoute, genotype=get_genotype(config.arch), dtype=precision.dtype_policy(config.precision),
         )  # fmt: skip
         model.build()
     return model
@@ -47,7 +46,8 @@ class LanguageModelTrainer(lm.LanguageModelSteps):
 
     A step, on (inputs, targets, seed) of `lm.epoch_batches`: NLL + AR/TAR, gradients clipped to
     `config.clip`, the optimizer's learning rate at lr * seq_len / bptt; the hidden state is
-    carried in the model from step to step (`reset_hidden` at each epoch's start).
+    carried in the model from step to step (`reset_hidden` at each epoch's start). Under
+    `mixed_float16` the loss is scaled and a step with a non-finite gradient moves nothing.
     """
 
     def __init__(self, network: RNNModel, config: RNNTrainConfig, **kwargs):
@@ -69,14 +69,11 @@ class LanguageModelTrainer(lm.LanguageModelSteps):
 
     def step(self, inputs, targets, hidden, seed):
         """One weight step from an explicit hidden state; returns (raw NLL, next hidden)."""
-        weights = self.network.trainable_variables
-        with tf.GradientTape() as tape:
-            raw, loss, hidden = lm.lm_training_loss(
-                self.network, inputs, targets, hidden, seed, self.config.ar_alpha, self.config.tar_beta
-            )
-        gradients, _ = clip_by_global_norm(dense_gradients(tape.gradient(loss, weights), weights), self.config.clip)
-        (self.asgd if self.averaging else self.sgd).apply(gradients, weights)
-        return raw, tf.stop_gradient(hidden)
+        raw, hidden, finite = lm.weight_step(self, self.asgd if self.averaging else self.sgd, inputs, targets,
+                                             hidden, seed)  # fmt: skip
+        if self.loss_scale is not None:
+            self.loss_scale.update(finite)
+        return raw, hidden
 
     def train_step(self, batch):
         inputs, targets, seed = batch
