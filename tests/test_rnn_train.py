@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from darts_tf.config import RNNTrainConfig
@@ -89,3 +90,59 @@ def test_training_resumes_from_the_previous_checkpoint_with_its_own_state(tmp_pa
     rows = (run / "metrics.csv").read_text().strip().splitlines()
     assert [row.split(",")[0] for row in rows[1:]] == ["1", "2", "3"]  # epoch 2 rerun from epoch 1's state
     assert runs.read_state(str(run))["epoch"] == 3 and len(runs.read_state(str(run))["best_val_loss"]) == 3
+
+
+def test_evaluate_gives_the_runs_test_perplexity_from_the_run_and_from_its_export(tmp_path):
+    from darts_tf.errors import CorpusError, ExportError, RunDirError
+    from darts_tf.rnn.export import evaluate_language_model
+    from darts_tf.rnn.train import evaluate_language_run, run_rnn_training
+    from rnn_helpers import ROOT
+
+    folder = corpus_folder(tmp_path / "corpus")
+    config = RNNTrainConfig(
+        data_dir=folder, emsize=16, nhid=16, batch_size=8, bptt=10, epochs=2, eval_batch_size=4, max_steps=3,
+        run_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "sm"),
+    )  # fmt: skip
+    result = run_rnn_training(config, verbose=0)
+    expected = json.loads((tmp_path / "run" / "results.json").read_text())
+    from_run = evaluate_language_run(config.run_dir)
+    assert from_run["perplexity"] == pytest.approx(expected["test_ppl"], rel=1e-12)
+    assert from_run["best_epoch"] == expected["best_epoch"] and from_run["batch_size"] == 1
+    # The SavedModel alone (TensorFlow's loader), its own vocabulary file: the same number to float32 round-off.
+    from_export = evaluate_language_model(result["export_path"], folder, batch_size=1, bptt=config.bptt)
+    assert from_export["perplexity"] == pytest.approx(expected["test_ppl"], rel=1e-5)
+    assert from_export["words"] == from_run["words"] > 500
+    at_4 = evaluate_language_run(config.run_dir, batch_size=4)["perplexity"]
+    assert evaluate_language_model(result["export_path"], folder, batch_size=4)["perplexity"] == pytest.approx(
+        at_4, rel=1e-5
+    )
+    # Another corpus's test text, read in the run's vocabulary: unseen words are <unk>, or an error without it.
+    other = corpus_folder(tmp_path / "other", seed=1)
+    with open(os.path.join(other, "test.txt"), "a", encoding="utf-8") as handle:
+        handle.write(" w1 neverseen w2 \n")
+    assert np.isfinite(evaluate_language_run(config.run_dir, data_dir=other)["perplexity"])
+    bare = corpus_folder(tmp_path / "bare", unk=False)
+    os.remove(os.path.join(bare, "train.txt"))
+    with open(os.path.join(bare, "test.txt"), "a", encoding="utf-8") as handle:
+        handle.write(" neverseen \n")
+    vocabulary = os.path.join(result["export_path"], "assets.extra", "vocab.txt")
+    words = open(vocabulary, encoding="utf-8").read().splitlines()
+    with open(vocabulary, "w", encoding="utf-8") as handle:  # a vocabulary without <unk>
+        handle.write("".join(f"{'unk_' if w == '<unk>' else ''}{w}\n" for w in words))
+    with pytest.raises(CorpusError, match="word 'neverseen' is not in the training vocabulary"):
+        evaluate_language_model(result["export_path"], bare)
+    with pytest.raises(CorpusError, match="has no test file"):
+        evaluate_language_model(result["export_path"], str(tmp_path / "run"))
+    with pytest.raises(ExportError, match="is not a language model exported by darts_tf"):
+        evaluate_language_model(str(tmp_path / "run"), folder)
+    (tmp_path / "search").mkdir()
+    (tmp_path / "search" / "config.json").write_text(json.dumps({"emsize": 16, "bptt": 10, "unrolled": False}))
+    with pytest.raises(RunDirError, match="is a recurrent search: train its cell"):
+        evaluate_language_run(str(tmp_path / "search"))
+    # The command: the run's perplexity, and a language model without --data-dir is one line.
+    command = [sys.executable, "-m", "darts_tf.commands", "evaluate"]
+    out = subprocess.run([*command, "--run-dir", config.run_dir, "--json"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1])["perplexity"] == pytest.approx(expected["test_ppl"])
+    out = subprocess.run([*command, "--model", result["export_path"]], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2 and "needs --data-dir" in out.stderr.strip().splitlines()[-1]

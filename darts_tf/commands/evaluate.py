@@ -1,9 +1,12 @@
-"""Test-set accuracy (top-1, top-5) of a trained network: a SavedModel, a .tflite, an .onnx or a run's checkpoint.
+"""Test-set accuracy (top-1, top-5) of a trained network: a SavedModel, a .tflite, an .onnx or a run's checkpoint;
+for a recurrent language model (`darts-tf train-rnn`'s run or SavedModel), its test perplexity.
 
 darts-tf evaluate --model saved_models/darts_v2/1 --data-dir ../shared/data/cifar10-sample
 darts-tf evaluate --model saved_models/darts_v2/1/model_int8.tflite --data-dir ../shared/data/cifar10-sample
 darts-tf evaluate --run-dir runs/eval
 darts-tf evaluate --model saved_models/darts_v2/1/model.tflite --latency    # its LiteRT latency at batch 1
+darts-tf evaluate --run-dir runs/rnn_train                                  # test perplexity of the best model
+darts-tf evaluate --model saved_models/darts_rnn/1 --data-dir ../shared/data/ptb-sample
 """
 
 from __future__ import annotations
@@ -29,7 +32,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="with --model: the training augmentation, which picks the test transform of streamed files "
         "(imagenet: shorter side to 256/224 x size, centre crop); a run folder knows its own",
     )  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=256, help="images per evaluation batch (default 256)")
+    p.add_argument(
+        "--batch-size", type=int,
+        help="images per evaluation batch (default 256); a language model: text columns (default: the run's test "
+        "batch, 1 for a SavedModel, as the original's test perplexity)",
+    )  # fmt: skip
     p.add_argument(
         "--latency", action="store_true",
         help="with a .tflite --model: its latency at batch 1 with the LiteRT interpreter (median of --repeats "
@@ -41,8 +48,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    if args.batch_size <= 0:
+    if args.batch_size is not None and args.batch_size <= 0:
         parser.error(f"--batch-size must be positive. Received: {args.batch_size}")
+    if _language_model(args):
+        return _perplexity(args, parser)
+    args.batch_size = args.batch_size or 256
     if args.latency:
         return _latency(args, parser)
     try:
@@ -66,6 +76,38 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(json.dumps(result))
     else:
         print(f"test images: {result['images']}  top-1: {result['accuracy']:.4f}  top-5: {result['top5']:.4f}")
+    return 0
+
+
+def _language_model(args: argparse.Namespace) -> bool:
+    from darts_tf.rnn.export import is_language_model
+    from darts_tf.rnn.train import is_language_run
+
+    return is_language_model(args.model) if args.model else is_language_run(args.run_dir)
+
+
+def _perplexity(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.latency or args.dataset:
+        parser.error("a language model is evaluated on --data-dir (a corpus folder); --dataset and --latency are for "
+                     f"image networks. Received: {args.model or args.run_dir}")  # fmt: skip
+    try:
+        if args.model:
+            from darts_tf.rnn.export import evaluate_language_model
+
+            if not args.data_dir:
+                parser.error("--model of a language model needs --data-dir: a corpus folder with a test file")
+            result = evaluate_language_model(args.model, args.data_dir, args.batch_size or 1)
+        else:
+            from darts_tf.rnn.train import evaluate_language_run
+
+            result = evaluate_language_run(args.run_dir, args.data_dir, args.batch_size)
+    except DartsError as error:
+        fail(parser, error)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"test words: {result['words']} ({result['test_file']})  perplexity: {result['perplexity']:.2f}  "
+              f"(batch {result['batch_size']})")  # fmt: skip
     return 0
 
 

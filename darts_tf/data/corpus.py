@@ -18,7 +18,7 @@ import numpy as np
 from darts_tf.errors import CorpusError
 
 EOS, UNK = "<eos>", "<unk>"
-_NAMES = {
+NAMES = {
     "train": ("train.txt", "ptb.train.txt", "wiki.train.tokens"),
     "valid": ("valid.txt", "ptb.valid.txt", "wiki.valid.tokens"),
     "test": ("test.txt", "ptb.test.txt", "wiki.test.tokens"),
@@ -63,7 +63,9 @@ def _vocabulary(words: list[str]) -> dict[str, int]:
     return index
 
 
-def _ids(words: list[str], index: dict[str, int], where: str) -> np.ndarray:
+def word_ids(words: list[str], index: dict[str, int], where: str) -> np.ndarray:
+    """The ids of `words` in the vocabulary `index` (word -> id); unknown words are `<unk>`'s id when it has one,
+    else a CorpusError naming the word and `where` they come from."""
     unk = index.get(UNK)
     ids = np.empty(len(words), dtype=np.int32)
     for position, word in enumerate(words):
@@ -81,15 +83,16 @@ def corpus_from_words(
     index = _vocabulary(train)
     return Corpus(
         words=list(index),
-        train=_ids(train, index, names[0]),
-        valid=_ids(valid, index, names[1]),
-        test=_ids(test, index, names[2]),
+        train=word_ids(train, index, names[0]),
+        valid=word_ids(valid, index, names[1]),
+        test=word_ids(test, index, names[2]),
         description=description,
     )
 
 
-def _find(folder: str, split: str) -> str | None:
-    for name in _NAMES[split]:
+def find_split(folder: str, split: str) -> str | None:
+    """The path of `split`'s file ("train", "valid" or "test") in a corpus folder, or None."""
+    for name in NAMES[split]:
         path = os.path.join(folder, name)
         if os.path.isfile(path):
             return path
@@ -105,11 +108,11 @@ def load_corpus(folder: str, train_portion: float | None = None) -> Corpus:
     """
     if not os.path.isdir(folder):
         raise CorpusError(f"`data_dir` {folder!r} is not a folder")
-    paths = {split: _find(folder, split) for split in _NAMES}
+    paths = {split: find_split(folder, split) for split in NAMES}
     if paths["test"] is None or paths["valid"] is None:
         missing = [split for split in ("valid", "test") if paths[split] is None]
         raise CorpusError(
-            f"`data_dir` {folder!r} has no {' or '.join(missing)} file (expected {' / '.join(_NAMES[missing[0]])})"
+            f"`data_dir` {folder!r} has no {' or '.join(missing)} file (expected {' / '.join(NAMES[missing[0]])})"
         )
     if paths["train"] is not None and train_portion is None:
         return corpus_from_words(
@@ -118,7 +121,7 @@ def load_corpus(folder: str, train_portion: float | None = None) -> Corpus:
         )  # fmt: skip
     if train_portion is None:
         raise CorpusError(
-            f"`data_dir` {folder!r} has no training file ({' / '.join(_NAMES['train'])}); "
+            f"`data_dir` {folder!r} has no training file ({' / '.join(NAMES['train'])}); "
             "`train_portion` P trains on the first part of the validation text"
         )
     if not 0.0 < train_portion < 1.0:

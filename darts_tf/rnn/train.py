@@ -19,8 +19,9 @@ import tensorflow as tf
 
 from darts_tf import precision, runs
 from darts_tf.checkpoint import make_checkpoint, restore, write_atomic
-from darts_tf.config import RNNTrainConfig, check_rnn_config
+from darts_tf.config import RNNTrainConfig, check_rnn_config, config_from_dict
 from darts_tf.data import corpus as text
+from darts_tf.errors import ConfigError, CorpusError, RunDirError
 from darts_tf.optimizers import SGD, AveragedSGD
 from darts_tf.rnn import lm
 from darts_tf.rnn.genotypes import get_genotype
@@ -108,6 +109,51 @@ def _save_best(model: RNNModel, run_dir: str, state: dict) -> None:
 def load_best(model: RNNModel, run_dir: str) -> dict:
     restore(make_checkpoint(model), os.path.join(run_dir, BEST_DIR, "ckpt"))
     return runs.read_json(os.path.join(run_dir, BEST_DIR, "state.json"))
+
+
+def is_language_run(run_dir: str) -> bool:
+    """True for a folder holding a recurrent run's config.json (`darts-tf train-rnn` or `search-rnn`)."""
+    try:
+        config = runs.read_json(os.path.join(run_dir, "config.json"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "emsize" in config and "bptt" in config
+
+
+def evaluate_language_run(run_dir: str, data_dir: str | None = None, batch_size: int | None = None) -> dict:
+    """The test perplexity of a recurrent training run's best model (`best/`), as its results.json reports it
+    (its corpus, at its `test_batch_size`); `data_dir`: the test text of another corpus folder, read in the run's
+    vocabulary (unknown words as `<unk>`); `batch_size`: another batch.
+
+    Returns {"words", "loss", "perplexity", "batch_size", "test_file", "best_epoch"}.
+    """
+    try:
+        values = runs.read_json(os.path.join(run_dir, "config.json"))
+    except (OSError, ValueError) as error:
+        raise RunDirError(f"{run_dir!r} holds no readable config.json ({error})") from None
+    if "nonmono" not in values:
+        raise RunDirError(
+            f"{run_dir!r} is a recurrent search: train its cell (darts-tf train-rnn --arch "
+            f"{os.path.join(run_dir, 'genotype.json')}) and evaluate that run"
+        )
+    config = config_from_dict(RNNTrainConfig, values, run_dir=run_dir)
+    if not os.path.isdir(os.path.join(run_dir, BEST_DIR)):
+        raise RunDirError(f"{run_dir!r} has no best model yet ({BEST_DIR}/ is written after the first epoch)")
+    corpus = lm.load_corpus(config)  # the run's vocabulary
+    ids, test_file = corpus.test, text.find_split(config.data_dir, "test")
+    if data_dir is not None:
+        test_file = text.find_split(data_dir, "test") if os.path.isdir(data_dir) else None
+        if test_file is None:
+            raise CorpusError(f"`data_dir` {data_dir!r} is not a corpus folder with a test file")
+        ids = text.word_ids(text.read_words(test_file), {word: i for i, word in enumerate(corpus.words)}, test_file)
+    batch = batch_size or config.test_batch_size
+    if batch <= 0:
+        raise ConfigError(f"`batch_size` must be positive. Received: {batch}")
+    model = build_model(config, len(corpus))
+    best = load_best(model, run_dir)
+    loss = lm.evaluate(model, ids, batch, config.bptt)
+    return {"words": len(ids) // batch * batch, "loss": loss, "perplexity": lm.perplexity(loss), "batch_size": batch,
+            "test_file": test_file, "best_epoch": best["epoch"]}  # fmt: skip
 
 
 class LanguageModelPlan(lm.CorpusRunPlan):
