@@ -95,7 +95,7 @@ def test_training_resumes_from_the_previous_checkpoint_with_its_own_state(tmp_pa
 def test_evaluate_gives_the_runs_test_perplexity_from_the_run_and_from_its_export(tmp_path):
     from darts_tf.errors import CorpusError, ExportError, RunDirError
     from darts_tf.rnn.export import evaluate_language_model
-    from darts_tf.rnn.train import evaluate_language_run, run_rnn_training
+    from darts_tf.rnn.train import evaluate_language_run, export_language_run, run_rnn_training
     from rnn_helpers import ROOT
 
     folder = corpus_folder(tmp_path / "corpus")
@@ -112,6 +112,11 @@ def test_evaluate_gives_the_runs_test_perplexity_from_the_run_and_from_its_expor
     from_export = evaluate_language_model(result["export_path"], folder, batch_size=1, bptt=config.bptt)
     assert from_export["perplexity"] == pytest.approx(expected["test_ppl"], rel=1e-5)
     assert from_export["words"] == from_run["words"] > 500
+    again = export_language_run(config.run_dir, version=2)  # `darts-tf export --run-dir`: the best model again
+    assert again == os.path.join(config.export_dir, "darts_v2", "2")
+    assert evaluate_language_model(again, folder)["perplexity"] == pytest.approx(from_export["perplexity"], rel=1e-6)
+    with pytest.raises(ExportError, match="already exists"):
+        export_language_run(config.run_dir, version=2)
     at_4 = evaluate_language_run(config.run_dir, batch_size=4)["perplexity"]
     assert evaluate_language_model(result["export_path"], folder, batch_size=4)["perplexity"] == pytest.approx(
         at_4, rel=1e-5
@@ -146,3 +151,6 @@ def test_evaluate_gives_the_runs_test_perplexity_from_the_run_and_from_its_expor
     assert json.loads(out.stdout.strip().splitlines()[-1])["perplexity"] == pytest.approx(expected["test_ppl"])
     out = subprocess.run([*command, "--model", result["export_path"]], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 2 and "needs --data-dir" in out.stderr.strip().splitlines()[-1]
+    export = [sys.executable, "-m", "darts_tf.commands", "export", "--run-dir", config.run_dir, "--format", "onnx"]
+    out = subprocess.run(export, capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2 and "exports as a SavedModel only" in out.stderr.strip().splitlines()[-1]

@@ -1,10 +1,12 @@
-"""Export a trained evaluation network: SavedModel (TF Serving layout NAME/VERSION/), LiteRT and ONNX.
+"""Export a trained evaluation network: SavedModel (TF Serving layout NAME/VERSION/), LiteRT and ONNX; a recurrent
+training run's best language model as a SavedModel.
 
 darts-tf export --run-dir runs/eval                 # latest checkpoint of a training run: a new SavedModel version
 darts-tf export --run-dir runs/eval --format savedmodel tflite tflite-int8 onnx
 darts-tf export --run-dir runs/eval --format tflite --version 1   # add a .tflite to an existing version
 darts-tf export --pytorch-weights weights.npz --arch DARTS_V2 --name darts_v2_pytorch
     # the original's weights (a state dict saved as .npz, see the README) for CIFAR-10
+darts-tf export --run-dir runs/rnn_train            # a train-rnn run's best model (e.g. after --no-export)
 
 The SavedModel's signature takes uint8 images [N, H, W, C] and returns logits, probabilities and
 class names; model.tflite, model_int8.tflite and model.onnx are written into its version folder.
@@ -46,6 +48,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     formats = list(dict.fromkeys(args.format))
+    if args.run_dir:
+        from darts_tf.rnn.train import is_language_run
+
+        if is_language_run(args.run_dir):
+            return _language_model(args, parser, formats)
     try:
         from darts_tf import data, export, runs
         from darts_tf.cnn.eval_model import NetworkCIFAR
@@ -114,6 +121,19 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                   f"int8 (LiteRT) {int8_result['accuracy']:.4f}")  # fmt: skip
     except DartsError as error:
         fail(parser, error)
+    return 0
+
+
+def _language_model(args: argparse.Namespace, parser: argparse.ArgumentParser, formats: list) -> int:
+    if formats != ["savedmodel"]:
+        parser.error(f"a recurrent language model exports as a SavedModel only. Received: --format {' '.join(formats)}")
+    try:
+        from darts_tf.rnn.train import export_language_run
+
+        path = export_language_run(args.run_dir, args.export_dir, args.name, args.version, args.overwrite)
+    except DartsError as error:
+        fail(parser, error)
+    print(f"SavedModel: {path}")
     return 0
 
 

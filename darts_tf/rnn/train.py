@@ -127,19 +127,7 @@ def evaluate_language_run(run_dir: str, data_dir: str | None = None, batch_size:
 
     Returns {"words", "loss", "perplexity", "batch_size", "test_file", "best_epoch"}.
     """
-    try:
-        values = runs.read_json(os.path.join(run_dir, "config.json"))
-    except (OSError, ValueError) as error:
-        raise RunDirError(f"{run_dir!r} holds no readable config.json ({error})") from None
-    if "nonmono" not in values:
-        raise RunDirError(
-            f"{run_dir!r} is a recurrent search: train its cell (darts-tf train-rnn --arch "
-            f"{os.path.join(run_dir, 'genotype.json')}) and evaluate that run"
-        )
-    config = config_from_dict(RNNTrainConfig, values, run_dir=run_dir)
-    if not os.path.isdir(os.path.join(run_dir, BEST_DIR)):
-        raise RunDirError(f"{run_dir!r} has no best model yet ({BEST_DIR}/ is written after the first epoch)")
-    corpus = lm.load_corpus(config)  # the run's vocabulary
+    config, corpus, model, best = _best_of_run(run_dir)
     ids, test_file = corpus.test, text.find_split(config.data_dir, "test")
     if data_dir is not None:
         test_file = text.find_split(data_dir, "test") if os.path.isdir(data_dir) else None
@@ -149,11 +137,49 @@ def evaluate_language_run(run_dir: str, data_dir: str | None = None, batch_size:
     batch = batch_size or config.test_batch_size
     if batch <= 0:
         raise ConfigError(f"`batch_size` must be positive. Received: {batch}")
-    model = build_model(config, len(corpus))
-    best = load_best(model, run_dir)
     loss = lm.evaluate(model, ids, batch, config.bptt)
     return {"words": len(ids) // batch * batch, "loss": loss, "perplexity": lm.perplexity(loss), "batch_size": batch,
             "test_file": test_file, "best_epoch": best["epoch"]}  # fmt: skip
+
+
+def export_language_run(
+    run_dir: str, export_dir: str | None = None, name: str | None = None, version: int | None = None,
+    overwrite: bool = False,
+) -> str:  # fmt: skip
+    """Exports a recurrent training run's best model, as `darts-tf train-rnn` does at its end (for a run trained
+    with `--no-export`, or another version): `export_dir/name/version` (the run's export folder and name, the next
+    free version by default). Returns the path."""
+    from darts_tf.rnn.export import export_language_model
+
+    config, corpus, model, _ = _best_of_run(run_dir)
+    base = os.path.join(export_dir or config.export_dir, name or export_name(config))
+    return export_language_model(model, corpus.words, base, version=version, overwrite=overwrite)
+
+
+def export_name(config: RNNTrainConfig) -> str:
+    """The SavedModel's name: `export_name`, else the published cell's (darts_v1, darts_v2), else darts_rnn."""
+    default = config.arch.lower() if config.arch in ("DARTS_V1", "DARTS_V2") else "darts_rnn"
+    return config.export_name or default
+
+
+def _best_of_run(run_dir: str):
+    """(config, corpus, network with the best weights, the best model's state) of a recurrent training run."""
+    try:
+        values = runs.read_json(os.path.join(run_dir, "config.json"))
+    except (OSError, ValueError) as error:
+        raise RunDirError(f"{run_dir!r} holds no readable config.json ({error})") from None
+    if "nonmono" not in values:
+        raise RunDirError(
+            f"{run_dir!r} is a recurrent search: train its cell (darts-tf train-rnn --arch "
+            f"{os.path.join(run_dir, 'genotype.json')}) and use that run"
+        )
+    config = config_from_dict(RNNTrainConfig, values, run_dir=run_dir)
+    if not os.path.isdir(os.path.join(run_dir, BEST_DIR)):
+        raise RunDirError(f"{run_dir!r} has no best model yet ({BEST_DIR}/ is written after the first epoch)")
+    corpus = lm.load_corpus(config)  # the run's vocabulary
+    model = build_model(config, len(corpus))
+    best = load_best(model, run_dir)
+    return config, corpus, model, best
 
 
 class LanguageModelPlan(lm.CorpusRunPlan):
@@ -231,9 +257,8 @@ class LanguageModelPlan(lm.CorpusRunPlan):
         if config.export:
             from darts_tf.rnn.export import export_language_model
 
-            default = config.arch.lower() if config.arch in ("DARTS_V1", "DARTS_V2") else "darts_rnn"
-            name = config.export_name or default
-            export_path = export_language_model(model.network, corpus.words, os.path.join(config.export_dir, name))
+            base = os.path.join(config.export_dir, export_name(config))
+            export_path = export_language_model(model.network, corpus.words, base)
         if self.verbose:
             print(f"best epoch {best['epoch']}: valid ppl {lm.perplexity(valid_loss):.2f}; "
                   f"test ppl {lm.perplexity(test_loss):.2f} (batch {config.test_batch_size})", flush=True)  # fmt: skip
