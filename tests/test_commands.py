@@ -217,3 +217,26 @@ def test_the_benchmark_outside_a_source_checkout_is_one_line(tmp_path, monkeypat
         benchmark.run(args, args._parser)
     assert exit_info.value.code == 2
     assert "the benchmark runs from a source checkout of darts_tf" in capsys.readouterr().err
+
+
+def test_resume_names_the_flags_it_does_not_apply(tmp_path, capsys):
+    import argparse
+    import dataclasses
+    import json
+
+    from darts_tf.commands.common import config_from_args
+    from darts_tf.config import RNN_TRAIN_PRESETS, RNNTrainConfig
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(dataclasses.asdict(RNNTrainConfig(epochs=3, run_dir=str(run)))))
+    parser = argparse.ArgumentParser()
+    flags = dict(preset="paper", resume=str(run), run_dir=None, epochs=9, precision="mixed_bfloat16", nhid=None)
+    config = config_from_args(parser, argparse.Namespace(**flags), RNNTrainConfig, RNN_TRAIN_PRESETS)
+    assert config.run_dir == str(run)
+    line = capsys.readouterr().err.strip()
+    assert line == (f"--resume {run}: the run continues with the settings in its config.json; not applied: "
+                    "--epochs 9, --precision mixed_bfloat16")  # fmt: skip
+    flags.update(epochs=3, precision="float32")  # what the run has: nothing to say
+    config_from_args(parser, argparse.Namespace(**flags), RNNTrainConfig, RNN_TRAIN_PRESETS)
+    assert capsys.readouterr().err == ""

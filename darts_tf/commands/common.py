@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import dataclasses
+import json
 import os
 import re
 import sys
@@ -231,14 +232,36 @@ def config_from_args(parser, args, config_class, presets: dict, positive=()):
             parser.error(f"--{name.replace('_', '-')} must be positive. Received: {value}")
     if args.resume and args.run_dir and os.path.abspath(args.run_dir) != os.path.abspath(args.resume):
         parser.error("--resume RUN_DIR and a different --run-dir cannot be combined")
-    values = {**presets[args.preset]}
+    values, given = {**presets[args.preset]}, {}
     for field in dataclasses.fields(config_class):
         value = getattr(args, field.name, None)
         if value is not None:
-            values[field.name] = value
+            values[field.name] = given[field.name] = value
     if args.resume:
         values["run_dir"] = args.resume
+        _note_ignored_on_resume(args.resume, given)
     return config_class(**values)
+
+
+# Settings a resumed run takes from the command line rather than from its config.json (darts_tf.runs.begin_run).
+_HONOURED_ON_RESUME = ("run_dir", "strategy")
+
+
+def _note_ignored_on_resume(run_dir: str, given: dict) -> None:
+    """One line on stderr naming the flags a resumed run does not apply: it continues with its config.json's."""
+    try:
+        with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as handle:
+            saved = json.load(handle)
+    except (OSError, ValueError):
+        return  # the run's own checks report a missing or damaged folder
+    ignored = [
+        f"--{name.replace('_', '-')} {value}"
+        for name, value in given.items()
+        if name not in _HONOURED_ON_RESUME and name in saved and saved[name] != value
+    ]
+    if ignored:
+        print(f"--resume {run_dir}: the run continues with the settings in its config.json; not applied: "
+              f"{', '.join(ignored)}", file=sys.stderr, flush=True)  # fmt: skip
 
 
 def verbosity(args: argparse.Namespace) -> int:
