@@ -324,8 +324,7 @@ def check_rnn_config(config) -> None:
     for name in ("dropout", "dropouth", "dropoutx", "dropouti", "dropoute"):
         if not 0.0 <= getattr(config, name) < 1.0:
             raise ConfigError(f"`{name}` must be in [0, 1). Received: {getattr(config, name)}")
-    if config.precision not in PRECISIONS:
-        raise ConfigError(f"`precision` must be one of {', '.join(PRECISIONS)}. Received: {config.precision!r}")
+    check_choices(config)  # `precision`
     if getattr(config, "virtual_step", "original") not in ("original", "paper"):
         raise ConfigError(f"`virtual_step` must be original or paper. Received: {config.virtual_step!r}")
     if getattr(config, "nonmono", 0) < 0:

@@ -99,6 +99,17 @@ def find_split(folder: str, split: str) -> str | None:
     return None
 
 
+def split_ids(folder: str, split: str, index: dict[str, int]) -> tuple[np.ndarray, str]:
+    """(ids, path) of `split`'s text in the corpus folder `folder`, read in the vocabulary `index` (`word_ids`);
+    a CorpusError naming the folder when it is none or has no such file."""
+    if not os.path.isdir(folder):
+        raise CorpusError(f"`data_dir` {folder!r} is not a folder")
+    path = find_split(folder, split)
+    if path is None:
+        raise CorpusError(f"`data_dir` {folder!r} has no {split} file (expected {' / '.join(NAMES[split])})")
+    return word_ids(read_words(path), index, path), path
+
+
 def load_corpus(folder: str, train_portion: float | None = None) -> Corpus:
     """The corpus in `folder`.
 

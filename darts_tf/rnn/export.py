@@ -9,16 +9,15 @@ policy is served by a float32 copy with its weights (`float32_model`).
 
 from __future__ import annotations
 
-import math
 import os
 
 import keras
 import tensorflow as tf
 
 from darts_tf.data import corpus as text
-from darts_tf.errors import CorpusError
 from darts_tf.export import SIGNATURE, ExportError, next_version
 from darts_tf.files import atomic_directory
+from darts_tf.rnn import lm
 from darts_tf.rnn.model import RNNModel, float32_model
 
 
@@ -56,27 +55,21 @@ def evaluate_language_model(path: str, data_dir: str, batch_size: int = 1, bptt:
         raise ExportError(f"{path!r} is not a language model exported by darts_tf (no saved_model.pb and {VOCABULARY})")
     if batch_size <= 0 or bptt <= 0:
         raise ExportError(f"batch size and bptt must be positive. Received: {batch_size}, {bptt}")
-    if not os.path.isdir(data_dir):
-        raise CorpusError(f"`data_dir` {data_dir!r} is not a folder")
-    test_file = text.find_split(data_dir, "test")
-    if test_file is None:
-        raise CorpusError(f"`data_dir` {data_dir!r} has no test file (expected {' / '.join(text.NAMES['test'])})")
     with open(os.path.join(path, VOCABULARY), encoding="utf-8") as handle:
         vocabulary = {word.rstrip("\n"): i for i, word in enumerate(handle)}
-    ids = text.word_ids(text.read_words(test_file), vocabulary, test_file)
+    ids, test_file = text.split_ids(data_dir, "test", vocabulary)
     serve = tf.saved_model.load(path).signatures[SIGNATURE]
     nhid = serve.structured_input_signature[1]["state"].shape[-1]
+
+    def step(inputs, targets, state):  # time-major in and out, as `lm.text_loss` steps
+        out = serve(tokens=tf.transpose(inputs), state=state)
+        picked = tf.gather(out["log_probs"], tf.transpose(targets), axis=-1, batch_dims=2)
+        return -tf.reduce_mean(picked), out["state"]
+
     source = text.batchify(ids, batch_size)
-    state, total = tf.zeros([batch_size, nhid]), 0.0
-    for i in range(0, len(source) - 1, bptt):
-        inputs, targets = text.get_batch(source, i, bptt)
-        out = serve(tokens=tf.constant(inputs.T), state=state)
-        state = out["state"]
-        picked = tf.gather(out["log_probs"], tf.constant(targets.T), axis=-1, batch_dims=2)
-        total += -float(tf.reduce_mean(picked)) * len(inputs)
-    loss = total / len(source)
-    return {"words": int(source.size), "loss": loss, "perplexity": math.exp(loss) if loss < 700 else math.inf,
-            "batch_size": batch_size, "test_file": test_file}  # fmt: skip
+    loss = lm.text_loss(step, source, bptt, tf.zeros([batch_size, nhid]))
+    return {"words": int(source.size), "loss": loss, "perplexity": lm.perplexity(loss), "batch_size": batch_size,
+            "test_file": test_file}  # fmt: skip
 
 
 def export_language_model(model: RNNModel, words, base_dir: str, version: int | None = None, overwrite=False) -> str:

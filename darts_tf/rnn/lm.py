@@ -99,9 +99,13 @@ def make_eval_step(model: RNNModel):
 def evaluate(model: RNNModel, ids: np.ndarray, batch_size: int, bptt: int, eval_step=None) -> float:
     """Mean NLL over a text as the original's evaluate(): batches of `bptt`, hidden state carried,
     the sum of loss * length divided by the number of rows."""
-    source = text.batchify(ids, batch_size)
     step = eval_step or make_eval_step(model)
-    hidden = model.init_hidden(batch_size)
+    return text_loss(step, text.batchify(ids, batch_size), bptt, model.init_hidden(batch_size))
+
+
+def text_loss(step, source: np.ndarray, bptt: int, hidden) -> float:
+    """`evaluate`'s loop over the batched text `source` [rows, batch]: `step(inputs, targets, hidden)` gives
+    (mean NLL, next hidden) of each `bptt` rows; the sum of loss * length over the number of rows."""
     total = 0.0
     for i in range(0, len(source) - 1, bptt):
         inputs, targets = text.get_batch(source, i, bptt)

@@ -21,7 +21,7 @@ from darts_tf import precision, runs
 from darts_tf.checkpoint import make_checkpoint, restore, write_atomic
 from darts_tf.config import RNNTrainConfig, check_rnn_config, config_from_dict
 from darts_tf.data import corpus as text
-from darts_tf.errors import ConfigError, CorpusError, RunDirError
+from darts_tf.errors import ConfigError, RunDirError
 from darts_tf.optimizers import SGD, AveragedSGD
 from darts_tf.rnn import lm
 from darts_tf.rnn.genotypes import get_genotype
@@ -130,10 +130,7 @@ def evaluate_language_run(run_dir: str, data_dir: str | None = None, batch_size:
     config, corpus, model, best = _best_of_run(run_dir)
     ids, test_file = corpus.test, text.find_split(config.data_dir, "test")
     if data_dir is not None:
-        test_file = text.find_split(data_dir, "test") if os.path.isdir(data_dir) else None
-        if test_file is None:
-            raise CorpusError(f"`data_dir` {data_dir!r} is not a corpus folder with a test file")
-        ids = text.word_ids(text.read_words(test_file), {word: i for i, word in enumerate(corpus.words)}, test_file)
+        ids, test_file = text.split_ids(data_dir, "test", {word: i for i, word in enumerate(corpus.words)})
     batch = batch_size or config.test_batch_size
     if batch <= 0:
         raise ConfigError(f"`batch_size` must be positive. Received: {batch}")
