@@ -366,7 +366,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         f"{_threads_line(args, env)}); "
         f"float32 matmul roof {env.get('matmul_gflops', 0):.0f} GFLOP/s; "
         f"search grappler: {args.graph_optimization}; malloc huge pages: "
-        f"{'on' if env.get('malloc_huge_pages') else 'off'}",
+        f"{'on' if env.get('malloc_huge_pages') else 'off'}; oneDNN: {'on' if env.get('onednn') else 'off'}",
         flush=True,
     )
     if args.device == "gpu" and not args.strategy:  # the GPU user's one command (see gpu_plan)

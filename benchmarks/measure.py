@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from darts_tf.runtime import huge_pages_active
+from darts_tf.runtime import huge_pages_active, onednn_active
 
 # The original's step on this machine type (2-core AMD EPYC), seconds and peak RSS in GiB, for the table's
 # "original (stored)" column: the search and recurrent rows measured side by side with darts_tf on 2026-12-05
@@ -97,6 +97,7 @@ def environment(device: str) -> dict:
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads() or os.cpu_count(),
         "python": platform.python_version(),
         "malloc_huge_pages": huge_pages_active(),
+        "onednn": onednn_active(),
     }
     if device == "gpu":
         gpus = tf.config.list_physical_devices("GPU")

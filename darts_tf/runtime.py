@@ -21,9 +21,17 @@ machine each 4 KiB page's first touch is costly kernel time.
 thing; TensorFlow is imported only where it is used, so this module is
 cheap to import before that.
 
+oneDNN: TensorFlow's x86 builds call oneDNN's kernels (matrix products,
+convolutions, BatchNorm) only where the CPU has AVX-512 VNNI, BF16 or AMX
+features, unless `TF_ENABLE_ONEDNN_OPTS=1`; on other CPUs (AVX2 only: AMD
+EPYC before Zen 4, many desktops and laptops) its own kernels ran the search
+step 2.2-2.9x slower and the recurrent training step 1.1x slower
+(docs/performance.md). `enable_onednn` sets the variable before TensorFlow
+starts; the commands call it first thing. A value the user set is kept.
+
 Nothing here runs on import or from the library's run functions: the
-`darts-tf` commands apply these settings (`configure`), and so can a
-user's own program, explicitly.
+`darts-tf` commands apply these settings (`configure`, `enable_onednn`), and
+so can a user's own program, explicitly.
 """
 
 from __future__ import annotations
@@ -276,6 +284,42 @@ def gpu_machine(environ=None, device_paths=None) -> bool:
     if device_paths is None:
         device_paths = [p for p in (os.listdir("/dev") if os.path.isdir("/dev") else []) if p.startswith("nvidia")]
     return any(name[len("nvidia") :].isdigit() for name in (os.path.basename(p) for p in device_paths))
+
+
+ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
+
+
+def onednn_environment(environ=None, gpu: bool | None = None) -> dict | None:
+    """`environ` (default `os.environ`) with `TF_ENABLE_ONEDNN_OPTS=1`, or None where it changes nothing.
+
+    None when the variable is already set (any value: the user's choice) or on a GPU
+    machine (`gpu_machine`, or `gpu` for tests: TensorFlow's defaults there).
+    """
+    environ = dict(os.environ if environ is None else environ)
+    if ONEDNN_VARIABLE in environ or (gpu_machine(environ) if gpu is None else gpu):
+        return None
+    environ[ONEDNN_VARIABLE] = "1"
+    return environ
+
+
+def enable_onednn() -> bool:
+    """Turns TensorFlow's oneDNN kernels on for this process where it would leave them off; True if it did.
+
+    Sets `TF_ENABLE_ONEDNN_OPTS=1` in `os.environ` (see the module docstring), which
+    TensorFlow reads when it starts: call it before `import tensorflow`. Does nothing
+    where `onednn_environment()` is None or TensorFlow is already imported (too late).
+    """
+    if "tensorflow" in sys.modules or onednn_environment() is None:
+        return False
+    os.environ[ONEDNN_VARIABLE] = "1"
+    return True
+
+
+def onednn_active() -> bool:
+    """Whether TensorFlow runs its oneDNN kernels in this process (imports TensorFlow)."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
 
 
 def restart_with_huge_pages() -> None:

@@ -2,6 +2,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from darts_tf.runtime import enable_onednn  # noqa: E402
+
+enable_onednn()  # the kernels the commands run (TensorFlow leaves oneDNN off on AVX2-only CPUs)
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 

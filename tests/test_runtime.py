@@ -187,3 +187,42 @@ def test_on_a_gpu_machine_only_memory_growth_is_set(monkeypatch):
     assert runtime.gpu_machine({}, ["/dev/nvidia0", "/dev/nvidiactl"])
     assert not runtime.gpu_machine({"CUDA_VISIBLE_DEVICES": ""}, ["/dev/nvidia0"])
     assert not runtime.gpu_machine({}, ["/dev/nvidiactl"]) and not runtime.gpu_machine({}, [])
+
+
+def test_onednn_environment_sets_the_variable_only_where_it_changes_something():
+    from darts_tf.runtime import onednn_environment
+
+    assert onednn_environment({"PATH": "/bin"}, gpu=False) == {"PATH": "/bin", "TF_ENABLE_ONEDNN_OPTS": "1"}
+    assert onednn_environment({"TF_ENABLE_ONEDNN_OPTS": "0"}, gpu=False) is None  # the user's choice stays
+    assert onednn_environment({"TF_ENABLE_ONEDNN_OPTS": "1"}, gpu=False) is None
+    assert onednn_environment({}, gpu=True) is None  # TensorFlow's defaults on a GPU machine
+
+
+def test_the_commands_run_with_onednn_unless_the_user_turned_it_off():
+    """`darts-tf` sets TF_ENABLE_ONEDNN_OPTS=1 before TensorFlow starts (TensorFlow leaves oneDNN off on
+    CPUs without AVX-512 VNNI/BF16/AMX, where its own kernels ran the search step 2.2-2.9x slower); the
+    benchmark's environment row, run by the command's worker, reports what TensorFlow runs."""
+    import json
+    import os
+
+    from darts_tf.runtime import gpu_machine
+
+    spec = json.dumps({"kind": "environment", "device": "cpu", "t0": 0.0})
+    command = [sys.executable, "-m", "darts_tf.commands", "benchmark", "--worker", spec]
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    results = {}
+    for value in (None, "0"):
+        run_env = env if value is None else {**env, "TF_ENABLE_ONEDNN_OPTS": value}
+        out = subprocess.run(command, capture_output=True, text=True, env=run_env, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        (line,) = [line for line in out.stdout.splitlines() if line.startswith("BENCHMARK_RESULT")]
+        results[value] = json.loads(line[len("BENCHMARK_RESULT") :])["onednn"]
+    assert results[None] is True or gpu_machine()
+    assert results["0"] is False
+    # Too late once TensorFlow is imported (it has read the environment): enable_onednn says so and sets nothing.
+    code = (
+        "import os, tensorflow; from darts_tf.runtime import enable_onednn; "
+        "assert not enable_onednn() and 'TF_ENABLE_ONEDNN_OPTS' not in os.environ; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]

@@ -69,9 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     """Runs `darts-tf` with `argv` (default: the command line); returns the exit status."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     module = args._module
-    if getattr(module, "RESTART_WITH_HUGE_PAGES", True):
-        from darts_tf.runtime import restart_with_huge_pages
+    from darts_tf.runtime import enable_onednn, restart_with_huge_pages
 
+    enable_onednn()  # before TensorFlow starts (it reads the variable then); a restart keeps it
+    if getattr(module, "RESTART_WITH_HUGE_PAGES", True):
         restart_with_huge_pages()  # replaces the process once; nothing above has touched TensorFlow
     if not args.verbose:
         from darts_tf.commands.common import quiet_tensorflow_logs
