@@ -289,14 +289,18 @@ def gpu_machine(environ=None, device_paths=None) -> bool:
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
 
 
-def onednn_environment(environ=None, gpu: bool | None = None) -> dict | None:
+def onednn_environment(environ=None, gpu: bool | None = None, machine: str | None = None) -> dict | None:
     """`environ` (default `os.environ`) with `TF_ENABLE_ONEDNN_OPTS=1`, or None where it changes nothing.
 
-    None when the variable is already set (any value: the user's choice) or on a GPU
-    machine (`gpu_machine`, or `gpu` for tests: TensorFlow's defaults there).
+    None when the variable is already set (any value: the user's choice), on a GPU
+    machine (`gpu_machine`; TensorFlow's defaults there) and on CPUs other than x86-64
+    (aarch64: TensorFlow's own choice, not measured here). `gpu` and `machine`
+    (`platform.machine()`) stand in for this machine's, for tests.
     """
     environ = dict(os.environ if environ is None else environ)
     if ONEDNN_VARIABLE in environ or (gpu_machine(environ) if gpu is None else gpu):
+        return None
+    if (platform.machine() if machine is None else machine).lower() not in ("x86_64", "amd64"):
         return None
     environ[ONEDNN_VARIABLE] = "1"
     return environ

@@ -192,10 +192,13 @@ def test_on_a_gpu_machine_only_memory_growth_is_set(monkeypatch):
 def test_onednn_environment_sets_the_variable_only_where_it_changes_something():
     from darts_tf.runtime import onednn_environment
 
-    assert onednn_environment({"PATH": "/bin"}, gpu=False) == {"PATH": "/bin", "TF_ENABLE_ONEDNN_OPTS": "1"}
-    assert onednn_environment({"TF_ENABLE_ONEDNN_OPTS": "0"}, gpu=False) is None  # the user's choice stays
-    assert onednn_environment({"TF_ENABLE_ONEDNN_OPTS": "1"}, gpu=False) is None
+    x86 = {"gpu": False, "machine": "x86_64"}
+    assert onednn_environment({"PATH": "/bin"}, **x86) == {"PATH": "/bin", "TF_ENABLE_ONEDNN_OPTS": "1"}
+    assert onednn_environment({"TF_ENABLE_ONEDNN_OPTS": "0"}, **x86) is None  # the user's choice stays
+    assert onednn_environment({"TF_ENABLE_ONEDNN_OPTS": "1"}, **x86) is None
     assert onednn_environment({}, gpu=True) is None  # TensorFlow's defaults on a GPU machine
+    assert onednn_environment({}, gpu=False, machine="aarch64") is None  # and on other CPUs
+    assert onednn_environment({}, gpu=False, machine="AMD64") == {"TF_ENABLE_ONEDNN_OPTS": "1"}
 
 
 def test_the_commands_run_with_onednn_unless_the_user_turned_it_off():
@@ -205,7 +208,7 @@ def test_the_commands_run_with_onednn_unless_the_user_turned_it_off():
     import json
     import os
 
-    from darts_tf.runtime import gpu_machine
+    from darts_tf.runtime import onednn_environment
 
     spec = json.dumps({"kind": "environment", "device": "cpu", "t0": 0.0})
     command = [sys.executable, "-m", "darts_tf.commands", "benchmark", "--worker", spec]
@@ -217,7 +220,7 @@ def test_the_commands_run_with_onednn_unless_the_user_turned_it_off():
         assert out.returncode == 0, out.stderr[-2000:]
         (line,) = [line for line in out.stdout.splitlines() if line.startswith("BENCHMARK_RESULT")]
         results[value] = json.loads(line[len("BENCHMARK_RESULT") :])["onednn"]
-    assert results[None] is True or gpu_machine()
+    assert results[None] is True or onednn_environment(env) is None  # (a GPU machine, aarch64)
     assert results["0"] is False
     # Too late once TensorFlow is imported (it has read the environment): enable_onednn says so and sets nothing.
     code = (
