@@ -93,7 +93,6 @@ def test_the_library_leaves_process_wide_settings_alone(tmp_path):
     assert out.returncode == 0 and out.stdout.startswith("unchanged") and "}, 0, 0)" in out.stdout, out.stderr[-2000:]
 
 
-@pytest.mark.slow
 def test_pipeline_runs_search_train_export_and_serves(tmp_path):
     result = _darts_tf(
         "pipeline", "--preset", "quick", "--dataset", "synthetic", "--subset", "256", "--quiet",

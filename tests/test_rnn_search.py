@@ -11,7 +11,6 @@ import tensorflow as tf
 from rnn_helpers import Interrupt, InterruptAfter, corpus_folder, search_config
 
 
-@pytest.mark.slow
 def test_second_order_search_runs_and_moves_the_alphas(tmp_path):
     """The unrolled step in the traced search loop (its numbers: tests/test_rnn_parity_torch.py)."""
     from darts_tf.rnn.search import run_rnn_search

@@ -72,7 +72,6 @@ def test_drop_path_ramps_linearly_over_epochs():
             assert float(v.numpy()) == pytest.approx(expected)
 
 
-@pytest.mark.slow
 def test_train_export_evaluate_and_resume_on_real_images(cifar_sample, tmp_path):
     config = tiny_config(tmp_path, data_dir=cifar_sample)
     result = run_training(config, verbose=0)
