@@ -19,7 +19,14 @@ import subprocess
 import sys
 import time
 
-from benchmarks.measure import ORIGINAL, default_export_dir, dumps, run_worker  # no TensorFlow import
+from benchmarks.measure import (  # no TensorFlow import
+    ORIGINAL_BY_CPU,
+    ORIGINAL_HOSTS,
+    cpu_kind,
+    default_export_dir,
+    dumps,
+    run_worker,
+)
 from darts_tf.commands.common import fail
 from darts_tf.config import PRECISIONS
 from darts_tf.files import atomic_file
@@ -157,7 +164,9 @@ def _row(cells, widths):
     return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
 
 
-def table(rows: list[dict]) -> str:
+def table(rows: list[dict], cpu: str | None = None) -> str:
+    """The rows as a Markdown table, beside the original's stored rows for this kind of CPU (`cpu_kind`)."""
+    stored = ORIGINAL_BY_CPU.get(cpu or cpu_kind(), {})
     header = [
         "configuration",
         "batch",
@@ -175,9 +184,9 @@ def table(rows: list[dict]) -> str:
         if "error" in r:
             lines.append([r["name"], r["batch"], r["error"], "", "", "", "", "", "", ""])
             continue
-        # The stored original rows: the paper's search network (C=16, 8 cells) on this CPU; other sizes
-        # and GPU rows have none.
-        original = ORIGINAL.get(r["key"], {}) if r.get("beside_original", True) else {}
+        # The stored original rows: the paper's search network (C=16, 8 cells) on this kind of CPU; other
+        # sizes and GPU rows have none.
+        original = stored.get(r["key"], {}) if r.get("beside_original", True) else {}
         if "seconds" in original:
             ref = f"{original['seconds']:.2f} s/step"
             speedup = original["seconds"] / r["median_s"]
@@ -206,6 +215,14 @@ def table(rows: list[dict]) -> str:
     out = [_row(lines[0], widths), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [_row(line, widths) for line in lines[1:]]
     return "\n".join(out)
+
+
+def _original_line(kind: str | None) -> str:
+    """Where the "original (stored)" column comes from, or that this kind of CPU has none."""
+    if kind in ORIGINAL_HOSTS:
+        return (f"original (stored): quark0/darts measured on {ORIGINAL_HOSTS[kind]}, as this CPU; its steps "
+                "vary by up to 25 % between windows (docs/performance.md)")  # fmt: skip
+    return "original (stored): none for this kind of CPU (no AVX2); run the original in the same window"
 
 
 def _threads_line(args, env: dict) -> str:
@@ -369,6 +386,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         f"{'on' if env.get('malloc_huge_pages') else 'off'}; oneDNN: {'on' if env.get('onednn') else 'off'}",
         flush=True,
     )
+    if args.device == "cpu" and not args.strategy:
+        print(_original_line(env.get("cpu_kind")), flush=True)
     if args.device == "gpu" and not args.strategy:  # the GPU user's one command (see gpu_plan)
         rows = _gpu_rows(args, common, huge, env)
         _print_projections(rows)

@@ -20,29 +20,63 @@ import numpy as np
 
 from darts_tf.runtime import huge_pages_active, onednn_active
 
-# The original's step on this machine type (2-core AMD EPYC), seconds and peak RSS in GiB, for the table's
-# "original (stored)" column: the search and recurrent rows measured side by side with darts_tf on 2026-12-05
-# (docs/performance.md; quark0/darts cnn/ and rnn/ on PyTorch 2.13 CPU, 2 threads, .cuda() a no-op), the others
-# on an earlier day. The original's own times vary by up to 25 % between windows: compare with a run of the
-# original in the same window.
-ORIGINAL = {
-    ("search", "first", 16): {"seconds": 3.35, "rss_gib": 2.58},
-    ("search", "first", 32): {"seconds": 6.93, "rss_gib": 4.78},
-    ("search", "first", 64): {"seconds": 13.86, "rss_gib": 9.21},
-    ("search", "second", 16): {"seconds": 9.35, "rss_gib": 3.37},
-    ("search", "second", 32): {"seconds": 16.05, "rss_gib": 6.33},
-    ("search", "second", 64): {"seconds": 33.27, "rss_gib": 12.4},
-    ("eval_train", None, 32): {"seconds": 2.78},
-    ("eval_train", None, 96): {"seconds": 9.17, "rss_gib": 8.0},
-    ("serve", None, 32): {"images_per_s": 39.0},
-    ("serve", None, 96): {"images_per_s": 30.0},
-    ("serve", None, 256): {"images_per_s": 13.0},
-    # The original's rnn/ code (its model, model_search and architect modules), the same synthetic
-    # 10,000-word batches (docs/recurrent.md).
-    ("rnn_search", "first", 256): {"seconds": 9.68, "rss_gib": 7.69},
-    ("rnn_search", "second", 256): {"seconds": 22.33, "rss_gib": 8.09},
-    ("rnn_train", None, 64): {"seconds": 2.35, "rss_gib": 1.17},
+# The original's step, seconds and peak RSS in GiB, for the table's "original (stored)" column, by the kind of
+# CPU it was measured on (`cpu_kind`): quark0/darts cnn/ and rnn/ on PyTorch 2.13 CPU, 2 threads, .cuda() a no-op,
+# measured side by side with darts_tf (docs/performance.md). The original's own times vary by up to 25 % between
+# windows, and by 2-3x between kinds of CPU: compare with a run of the original in the same window.
+ORIGINAL_BY_CPU = {
+    # 2-core AMD EPYC with AVX-512: the search and recurrent rows on 2026-12-05, the others on an earlier day.
+    "avx512": {
+        ("search", "first", 16): {"seconds": 3.35, "rss_gib": 2.58},
+        ("search", "first", 32): {"seconds": 6.93, "rss_gib": 4.78},
+        ("search", "first", 64): {"seconds": 13.86, "rss_gib": 9.21},
+        ("search", "second", 16): {"seconds": 9.35, "rss_gib": 3.37},
+        ("search", "second", 32): {"seconds": 16.05, "rss_gib": 6.33},
+        ("search", "second", 64): {"seconds": 33.27, "rss_gib": 12.4},
+        ("eval_train", None, 32): {"seconds": 2.78},
+        ("eval_train", None, 96): {"seconds": 9.17, "rss_gib": 8.0},
+        ("serve", None, 32): {"images_per_s": 39.0},
+        ("serve", None, 96): {"images_per_s": 30.0},
+        ("serve", None, 256): {"images_per_s": 13.0},
+        # The original's rnn/ code (its model, model_search and architect modules), the same synthetic
+        # 10,000-word batches (docs/recurrent.md).
+        ("rnn_search", "first", 256): {"seconds": 9.68, "rss_gib": 7.69},
+        ("rnn_search", "second", 256): {"seconds": 22.33, "rss_gib": 8.09},
+        ("rnn_train", None, 64): {"seconds": 2.35, "rss_gib": 1.17},
+    },
+    # 2-core AMD EPYC with AVX2 only, 2026-12-07 (performance.md, "On a CPU with AVX2 only").
+    "avx2": {
+        ("search", "first", 16): {"seconds": 9.23, "rss_gib": 2.57},
+        ("search", "first", 32): {"seconds": 16.01, "rss_gib": 4.78},
+        ("search", "first", 64): {"seconds": 36.42, "rss_gib": 9.21},
+        ("search", "second", 16): {"seconds": 20.11, "rss_gib": 3.37},
+        ("search", "second", 32): {"seconds": 43.98, "rss_gib": 6.37},
+        ("search", "second", 64): {"seconds": 87.45, "rss_gib": 12.25},
+        ("rnn_train", None, 64): {"seconds": 4.34, "rss_gib": 1.19},
+    },
 }
+ORIGINAL_HOSTS = {
+    "avx512": "a 2-core AMD EPYC with AVX-512",
+    "avx2": "a 2-core AMD EPYC with AVX2 only",
+}
+
+
+def cpu_kind(flags: set[str] | None = None) -> str:
+    """ "avx512", "avx2" or "other": which stored original rows fit this CPU (`flags`: /proc/cpuinfo's)."""
+    if flags is None:
+        flags = set()
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as handle:
+                for line in handle:
+                    if line.startswith("flags"):
+                        flags = set(line.split(":", 1)[1].split())
+                        break
+        except OSError:
+            pass
+    if "avx512f" in flags:
+        return "avx512"
+    return "avx2" if "avx2" in flags else "other"
+
 
 # FLOPs per multiply-accumulate of the ops counted (convolutions and matmuls, forward and backward).
 _CONV_OPS = {
@@ -98,6 +132,7 @@ def environment(device: str) -> dict:
         "python": platform.python_version(),
         "malloc_huge_pages": huge_pages_active(),
         "onednn": onednn_active(),
+        "cpu_kind": cpu_kind(),
     }
     if device == "gpu":
         gpus = tf.config.list_physical_devices("GPU")

@@ -197,14 +197,32 @@ def test_the_gpu_benchmark_without_a_gpu_is_one_line(tmp_path):
 
 def test_the_original_column_only_beside_the_paper_sized_search_network():
     from benchmarks.command import table
-    from benchmarks.measure import ORIGINAL
+    from benchmarks.measure import ORIGINAL_BY_CPU
 
     row = {"name": "search, first order", "batch": 32, "median_s": 2.0, "images_per_s": 16.0}
     row["key"] = ("search", "first", 32)
-    paper, small = table([row]).splitlines()[-1], table([{**row, "beside_original": False}]).splitlines()[-1]
-    stored = ORIGINAL[("search", "first", 32)]["seconds"]
-    assert f"{stored:.2f} s/step" in paper and f"{stored / 2.0:.2f}x" in paper
-    assert "s/step," not in small and small.rstrip(" |").endswith("-")
+    for cpu in ("avx512", "avx2"):
+        paper = table([row], cpu=cpu).splitlines()[-1]
+        small = table([{**row, "beside_original": False}], cpu=cpu).splitlines()[-1]
+        stored = ORIGINAL_BY_CPU[cpu][("search", "first", 32)]["seconds"]
+        assert f"{stored:.2f} s/step" in paper and f"{stored / 2.0:.2f}x" in paper
+        assert "s/step," not in small and small.rstrip(" |").endswith("-")
+    assert ORIGINAL_BY_CPU["avx2"][("search", "first", 32)] != ORIGINAL_BY_CPU["avx512"][("search", "first", 32)]
+    # No stored row for an unmeasured kind of CPU, nor for a row the original was not run beside on that kind.
+    assert table([row], cpu="other").splitlines()[-1].rstrip(" |").endswith("-")
+    serve = {"name": "serve", "batch": 32, "median_s": 1.0, "images_per_s": 32.0, "key": ("serve", None, 32)}
+    assert "img/s" in table([serve], cpu="avx512") and "img/s" not in table([serve], cpu="avx2")
+
+
+def test_the_kind_of_cpu_picks_the_stored_original():
+    from benchmarks.command import _original_line
+    from benchmarks.measure import cpu_kind
+
+    assert cpu_kind({"sse4_2", "avx2", "fma", "avx512f", "avx512bw"}) == "avx512"
+    assert cpu_kind({"sse4_2", "avx2", "fma"}) == "avx2"
+    assert cpu_kind({"asimd", "fp"}) == "other" and cpu_kind(set()) == "other"
+    assert "AVX2 only" in _original_line("avx2") and "AVX-512" in _original_line("avx512")
+    assert _original_line("other").startswith("original (stored): none for this kind of CPU")
 
 
 def test_the_benchmark_outside_a_source_checkout_is_one_line(tmp_path, monkeypatch, capsys):
