@@ -44,7 +44,8 @@ ORIGINAL_BY_CPU = {
         ("rnn_search", "second", 256): {"seconds": 22.33, "rss_gib": 8.09},
         ("rnn_train", None, 64): {"seconds": 2.35, "rss_gib": 1.17},
     },
-    # 2-core AMD EPYC with AVX2 only, 2026-12-07 (performance.md, "On a CPU with AVX2 only").
+    # 2-core AMD EPYC with AVX2 only, 2026-12-07 (performance.md, "On a CPU with AVX2 only"): the search rows
+    # in one window, the recurrent rows in another.
     "avx2": {
         ("search", "first", 16): {"seconds": 9.23, "rss_gib": 2.57},
         ("search", "first", 32): {"seconds": 16.01, "rss_gib": 4.78},
@@ -52,7 +53,9 @@ ORIGINAL_BY_CPU = {
         ("search", "second", 16): {"seconds": 20.11, "rss_gib": 3.37},
         ("search", "second", 32): {"seconds": 43.98, "rss_gib": 6.37},
         ("search", "second", 64): {"seconds": 87.45, "rss_gib": 12.25},
-        ("rnn_train", None, 64): {"seconds": 4.34, "rss_gib": 1.19},
+        ("rnn_search", "first", 256): {"seconds": 21.10, "rss_gib": 7.64},
+        ("rnn_search", "second", 256): {"seconds": 58.37, "rss_gib": 8.11},
+        ("rnn_train", None, 64): {"seconds": 5.74, "rss_gib": 1.21},
     },
 }
 ORIGINAL_HOSTS = {
