@@ -9,6 +9,7 @@ search runs.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -67,15 +68,7 @@ ORIGINAL_HOSTS = {
 def cpu_kind(flags: set[str] | None = None) -> str:
     """ "avx512", "avx2" or "other": which stored original rows fit this CPU (`flags`: /proc/cpuinfo's)."""
     if flags is None:
-        flags = set()
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8") as handle:
-                for line in handle:
-                    if line.startswith("flags"):
-                        flags = set(line.split(":", 1)[1].split())
-                        break
-        except OSError:
-            pass
+        flags = set((_cpuinfo("flags") or "").split())
     if "avx512f" in flags:
         return "avx512"
     return "avx2" if "avx2" in flags else "other"
@@ -146,15 +139,21 @@ def environment(device: str) -> dict:
     return info
 
 
-def _cpu_model() -> str:
+@functools.cache
+def _cpuinfo(field: str) -> str | None:
+    """The first `field` of /proc/cpuinfo (read once per field), or None."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
             for line in handle:
-                if line.startswith("model name"):
+                if line.startswith(field):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return None
+
+
+def _cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor() or "unknown"
 
 
 def _live_ops(graph, fetches) -> list:

@@ -39,8 +39,10 @@ def _equivalence(*arguments):
 @pytest.mark.parametrize(
     "mode",
     ["first"]  # in the fast suite (CI): the mirrored path a multi-GPU user gets
-    + [pytest.param(m, marks=pytest.mark.slow) for m in ("second", "exact", "train", "partial", "space")]
-    + [pytest.param(m, marks=pytest.mark.slow) for m in ("nb201", "budget")],
+    + [
+        pytest.param(m, marks=pytest.mark.slow)
+        for m in ("second", "exact", "train", "partial", "space", "nb201", "budget")
+    ],
 )
 def test_two_replicas_compute_what_one_device_computes(mode):
     """3 steps at global batch 8 on 2 logical CPUs (4 images each) vs one device at batch 8: every weight,
