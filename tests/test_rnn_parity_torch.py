@@ -201,6 +201,62 @@ def test_training_loss_and_weight_gradients_match_pytorch_with_dropout(genotype,
         np.testing.assert_allclose(grad.numpy(), torch_grad, rtol=1e-9, atol=1e-12, err_msg=variable.path)
 
 
+@pytest.mark.parametrize("length", [1, 7], ids=["one_step", "seven_steps"])
+def test_search_cell_written_out_backward_matches_pytorch_in_every_input(length):
+    """`darts_tf.rnn.bptt.search_cell_sequence` (the search cell's training pass, backward written out) against
+    the original's cell run by PyTorch's autograd (float64): outputs, last state, the BatchNorm's running
+    statistics after the sequence, and the gradients of a loss on the outputs and the last state in the
+    inputs, the initial hidden state, the op weights and every W (dropout masks on)."""
+    from darts_tf.rnn.bptt import search_cell_sequence
+    from darts_tf.rnn.model import BN_EPSILON, BN_MOMENTUM
+
+    n, batch = 6, 4
+    rng = np.random.default_rng(5)
+    inputs = rng.normal(size=(length, batch, n))
+    hidden = rng.normal(scale=0.3, size=(batch, n))
+    probs = rng.dirichlet(np.ones(len(PRIMITIVES)), size=sum(range(1, STEPS + 1)))
+    x_mask = (rng.uniform(size=(batch, n)) > 0.3) / 0.7
+    h_mask = (rng.uniform(size=(batch, n)) > 0.2) / 0.8
+    W0 = rng.uniform(-0.5, 0.5, size=(2 * n, 2 * n))
+    Ws = [rng.uniform(-0.5, 0.5, size=(n, 2 * n)) for _ in range(STEPS)]
+    moving = (rng.normal(scale=0.1, size=n), rng.uniform(0.5, 2.0, size=n))
+    d_outputs, d_last = rng.normal(size=(length, batch, n)), rng.normal(size=(batch, n))
+
+    variables = [tf.constant(v) for v in (inputs, hidden, probs, W0, *Ws)]
+    with tf.GradientTape() as tape:
+        tape.watch(variables)
+        x, h, p, w0, *ws = variables
+        outputs, last, (mean, variance) = search_cell_sequence(
+            x, h, p, tf.constant(x_mask), tf.constant(h_mask), w0, ws, tuple(tf.constant(m) for m in moving),
+            PRIMITIVES, BN_MOMENTUM, BN_EPSILON,
+        )  # fmt: skip
+        loss = tf.reduce_sum(outputs * d_outputs) + tf.reduce_sum(last * d_last)
+    grads = tape.gradient(loss, variables)
+
+    cell = TorchCell(n, n, None)
+    with torch.no_grad():
+        cell._W0.copy_(torch.from_numpy(W0))
+        for parameter, W in zip(cell._Ws, Ws):
+            parameter.copy_(torch.from_numpy(W))
+        cell.bn.running_mean.copy_(torch.from_numpy(moving[0]))
+        cell.bn.running_var.copy_(torch.from_numpy(moving[1]))
+    cell.train()
+    leaves = [torch.tensor(v, requires_grad=True) for v in (inputs, hidden, probs)]
+    out_ref, last_ref = cell(*leaves, torch.from_numpy(x_mask), torch.from_numpy(h_mask))
+    loss_ref = (out_ref * torch.from_numpy(d_outputs)).sum() + (last_ref * torch.from_numpy(d_last)).sum()
+    expected = torch.autograd.grad(loss_ref, [*leaves, cell._W0, *cell._Ws])
+
+    np.testing.assert_allclose(outputs.numpy(), out_ref.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(last.numpy(), last_ref.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(mean.numpy(), cell.bn.running_mean.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(variance.numpy(), cell.bn.running_var.numpy(), rtol=1e-10, atol=1e-12)
+    names = ["inputs", "hidden", "probs", "W0", *[f"W{i + 1}" for i in range(STEPS)]]
+    for name, ours, theirs in zip(names, grads, expected):
+        assert np.abs(theirs.numpy()).max() > 1e-3, name  # every input matters
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-9, atol=1e-11, err_msg=name)
+    assert not np.any(grads[2].numpy()[:, PRIMITIVES.index("none")])  # `none` adds nothing
+
+
 class TorchSearchModel(TorchRNNModel):
     """The original's RNNModelSearch: the alphas a tensor outside the module's parameters, `new()`, `_loss`."""
 

@@ -25,13 +25,20 @@ import tensorflow as tf
 from darts_tf.architect import cross_entropy
 from darts_tf.errors import ConfigError
 from darts_tf.precision import to_float32, wide_dtype
-from darts_tf.rnn.bptt import ACTIVATIONS, discrete_cell_sequence
+from darts_tf.rnn.bptt import (
+    ACTIVATIONS,
+    discrete_cell_sequence,
+    search_cell_sequence,
+    search_node,
+    search_node_weights,
+)
 from darts_tf.rnn.genotypes import PRIMITIVES, STEPS, RecurrentGenotype, derive_recurrent_genotype, num_edges
 
 INIT_RANGE = 0.04
 BN_MOMENTUM, BN_EPSILON = 0.1, 1e-5  # PyTorch's BatchNorm1d defaults
 
 _ACTIVATIONS = {name: f for name, (f, _) in ACTIVATIONS.items()}
+_SEARCH_FUNCTIONS = [ACTIVATIONS[name] for name in PRIMITIVES if name != "none"]
 
 
 def _uniform():
@@ -87,74 +94,29 @@ class RecurrentCell(keras.layers.Layer):
             self.moving_variance = self.add_weight(name="moving_variance", shape=(self.nhid,), initializer="ones",
                                                    trainable=False, autocast=False)  # fmt: skip
 
-    def _batch_norm(self, x, statistics, training):
-        # Statistics and the normalisation in float32 under a mixed policy (`statistics` are carried in it).
+    def _batch_norm(self, x):
+        # Evaluation: the moving statistics, in float32 under a mixed policy.
         dtype, x = x.dtype, tf.cast(x, wide_dtype(x.dtype))
-        if not training:
-            mean, variance = tf.cast(self.moving_mean, x.dtype), tf.cast(self.moving_variance, x.dtype)
-            return tf.cast((x - mean) * tf.math.rsqrt(variance + BN_EPSILON), dtype), statistics
-        mean = tf.reduce_mean(x, axis=0)
-        variance = tf.reduce_mean(tf.square(x - mean), axis=0)  # biased, for normalising
-        n = tf.cast(tf.shape(x)[0], x.dtype)
-        moving_mean, moving_variance = statistics
-        statistics = (
-            (1.0 - BN_MOMENTUM) * moving_mean + BN_MOMENTUM * mean,
-            (1.0 - BN_MOMENTUM) * moving_variance + BN_MOMENTUM * variance * n / (n - 1.0),  # unbiased
-        )
-        return tf.cast((x - mean) * tf.math.rsqrt(variance + BN_EPSILON), dtype), statistics
+        mean, variance = tf.cast(self.moving_mean, x.dtype), tf.cast(self.moving_variance, x.dtype)
+        return tf.cast((x - mean) * tf.math.rsqrt(variance + BN_EPSILON), dtype)
 
-    def _node_weights(self, probs) -> list:
-        """Per search node i: (each non-`none` op's weights over the node's i + 1 inputs, [i + 1, 1, 1]
-        each, and their sum [i + 1, 1, 1]), cut from `probs` once per sequence, outside the time loop."""
-        active = [k for k, name in enumerate(PRIMITIVES) if name != "none"]
-        nodes, offset = [], 0
-        for i in range(self.steps):
-            rows = probs[offset : offset + i + 1, :, None, None]  # [i + 1, ops, 1, 1]
-            columns = tf.unstack(rows, axis=1)
-            weights = [columns[k] for k in active]
-            nodes.append((weights, tf.add_n(weights)))
-            offset += i + 1
-        return nodes
-
-    def _search_node(self, i, states, node_weights, h_mask, training):
-        # The original's sum over ops k and inputs j of w_jk * (s_j + c_j * (f_k(h_j) - s_j)), gathered
-        # per input: W_j s_j + c_j * (G_j - W_j s_j), W_j = sum_k w_jk, G_j = sum_k w_jk f_k(h_j).
-        # The same sum in fewer element-wise kernels, forward and backward.
-        nhid = self.nhid
-        stacked = tf.stack(states, axis=0)  # [i + 1, B, nhid]
-        masked = stacked * h_mask if training else stacked
-        ch = tf.matmul(tf.reshape(masked, [-1, nhid]), tf.cast(self.Ws[i], stacked.dtype))
-        c, h = tf.split(tf.reshape(ch, [i + 1, -1, 2 * nhid]), 2, axis=-1)
-        c = tf.sigmoid(c)
-        weights, total = node_weights[i]
-        names = [name for name in PRIMITIVES if name != "none"]
-        gathered = tf.add_n([w * _ACTIVATIONS[name](h) for w, name in zip(weights, names)])
-        kept = total * stacked
-        return tf.reduce_sum(kept + c * (gathered - kept), axis=0)
-
-    def _step(self, x, h_prev, node_weights, x_mask, h_mask, statistics, training):
-        if training:
-            xh = tf.concat([x * x_mask, h_prev * h_mask], axis=-1)
-        else:
-            xh = tf.concat([x, h_prev], axis=-1)
-        c0, h0 = tf.split(tf.matmul(xh, tf.cast(self.W0, x.dtype)), 2, axis=-1)
+    def _step(self, x, h_prev, node_weights):
+        """The cell at one time step in evaluation mode (no dropout; the search cell's moving statistics)."""
+        c0, h0 = tf.split(tf.matmul(tf.concat([x, h_prev], axis=-1), tf.cast(self.W0, x.dtype)), 2, axis=-1)
         s0 = h_prev + tf.sigmoid(c0) * (tf.tanh(h0) - h_prev)
-        if self.genotype is not None:  # evaluation (training runs `darts_tf.rnn.bptt`)
+        if self.genotype is not None:
             states = [s0]
             for i, (name, predecessor) in enumerate(self.genotype.recurrent):
                 s_prev = states[predecessor]
                 c, h = tf.split(tf.matmul(s_prev, tf.cast(self.Ws[i], x.dtype)), 2, axis=-1)
                 states.append(s_prev + tf.sigmoid(c) * (_ACTIVATIONS[name](h) - s_prev))
-            return tf.reduce_mean(tf.stack([states[i] for i in self.genotype.concat], axis=0), axis=0), statistics
-        s0, statistics = self._batch_norm(s0, statistics, training)
-        states = [s0]
+            return tf.reduce_mean(tf.stack([states[i] for i in self.genotype.concat], axis=0), axis=0)
+        states = [self._batch_norm(s0)]
         for i in range(self.steps):
-            s = self._search_node(i, states, node_weights, h_mask, training)
-            s, statistics = self._batch_norm(s, statistics, training)
-            states.append(s)
-        return tf.reduce_mean(
-            tf.stack(states[1:], axis=0), axis=0
-        ), statistics  # nodes 1..steps (the original's CONCAT)
+            stacked = tf.stack(states, axis=0)
+            s, _, _ = search_node(stacked, stacked, tf.cast(self.Ws[i], x.dtype), node_weights[i], _SEARCH_FUNCTIONS)
+            states.append(self._batch_norm(s))
+        return tf.reduce_mean(tf.stack(states[1:], axis=0), axis=0)  # nodes 1..steps (the original's CONCAT)
 
     def call(self, inputs, hidden, probs=None, x_mask=None, h_mask=None, training=False, update_statistics=True):
         """(outputs [T, B, nhid], the last hidden state [B, nhid]) of the sequence `inputs` [T, B, ninp]."""
@@ -162,37 +124,36 @@ class RecurrentCell(keras.layers.Layer):
             raise ValueError("The search cell needs probs (softmax of the alphas) in its call")
         training = bool(training)
         dtype = inputs.dtype
-        if training and (x_mask is None or h_mask is None):
+        searching = self.genotype is None
+        if training:  # the backward passes written out (`darts_tf.rnn.bptt`)
             batch = tf.shape(inputs)[1]
             x_mask = tf.ones([batch, self.ninp], dtype) if x_mask is None else x_mask
             h_mask = tf.ones([batch, self.nhid], dtype) if h_mask is None else h_mask
-        searching = self.genotype is None
-        if training and not searching:  # the backward pass written out (`darts_tf.rnn.bptt`)
-            return discrete_cell_sequence(
-                self.genotype, inputs, tf.cast(hidden, dtype), x_mask, h_mask, tf.cast(self.W0, dtype),
-                [tf.cast(W, dtype) for W in self.Ws],
+            W0, Ws = tf.cast(self.W0, dtype), [tf.cast(W, dtype) for W in self.Ws]
+            if not searching:
+                return discrete_cell_sequence(self.genotype, inputs, tf.cast(hidden, dtype), x_mask, h_mask, W0, Ws)
+            wide = wide_dtype(dtype)
+            statistics = (tf.cast(self.moving_mean, wide), tf.cast(self.moving_variance, wide))
+            outputs, h, (mean, variance) = search_cell_sequence(
+                inputs, tf.cast(hidden, dtype), probs, x_mask, h_mask, W0, Ws, statistics, PRIMITIVES, BN_MOMENTUM,
+                BN_EPSILON,
             )  # fmt: skip
-        wide = wide_dtype(dtype)
-        statistics = (
-            (tf.cast(self.moving_mean, wide), tf.cast(self.moving_variance, wide)) if searching else (tf.zeros([]),) * 2
-        )
+            if update_statistics:
+                self.moving_mean.assign(tf.cast(mean, self.moving_mean.dtype))
+                self.moving_variance.assign(tf.cast(variance, self.moving_variance.dtype))
+            return outputs, h
         length = tf.shape(inputs)[0]
-        outputs = tf.TensorArray(dtype, size=length)
         # Read through a TensorArray: the gradient of `inputs[t]` would be a zero-filled [T, B, ninp] per step.
         steps_in = tf.TensorArray(dtype, size=length).unstack(inputs)
-        node_weights = self._node_weights(probs) if searching else None
+        node_weights = search_node_weights(probs, PRIMITIVES, self.steps) if searching else None
 
-        def body(t, h, mean, variance, outputs):
-            x = steps_in.read(t)
-            h, (mean, variance) = self._step(x, h, node_weights, x_mask, h_mask, (mean, variance), training)
-            return t + 1, h, mean, variance, outputs.write(t, h)
+        def body(t, h, outputs):
+            h = self._step(steps_in.read(t), h, node_weights)
+            return t + 1, h, outputs.write(t, h)
 
-        _, h, mean, variance, outputs = tf.while_loop(
-            lambda t, *_: t < length, body, (tf.constant(0), tf.cast(hidden, dtype), *statistics, outputs)
+        _, h, outputs = tf.while_loop(
+            lambda t, *_: t < length, body, (tf.constant(0), tf.cast(hidden, dtype), tf.TensorArray(dtype, size=length))
         )
-        if searching and training and update_statistics:
-            self.moving_mean.assign(tf.cast(mean, self.moving_mean.dtype))
-            self.moving_variance.assign(tf.cast(variance, self.moving_variance.dtype))
         return outputs.stack(), h
 
     def get_config(self):
