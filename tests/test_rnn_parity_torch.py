@@ -159,8 +159,8 @@ def test_eval_log_probabilities_match_pytorch(genotype):
 @pytest.mark.parametrize("genotype", [DARTS_V2, DARTS_V1, None], ids=["DARTS_V2", "DARTS_V1", "search"])
 def test_training_loss_and_weight_gradients_match_pytorch_with_dropout(genotype, compiled):
     """The weight step's objective (NLL + AR + TAR) and every gradient, with all five dropouts on, against the
-    original's training-mode forward given our masks (the discrete cell's backward pass is written out by hand,
-    darts_tf.rnn.bptt; the search cell's is automatic)."""
+    original's training-mode forward given our masks (both cells' backward passes are written out by hand,
+    darts_tf.rnn.bptt)."""
     from darts_tf.rnn.lm import lm_training_loss
 
     keras.utils.set_random_seed(0)
