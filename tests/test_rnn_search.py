@@ -24,31 +24,6 @@ def test_second_order_search_runs_and_moves_the_alphas(tmp_path):
     assert np.isfinite(result["history"]["val_ppl"][0])
 
 
-def test_a_second_order_step_traces_the_search_cell_once():
-    """The five passes of a second-order step (and its weight step) call one traced forward and one traced
-    backward of the search cell (`darts_tf.rnn.bptt`), not five of each; its graph holds no while_v2 gradient."""
-    from darts_tf.config import RNNSearchConfig
-    from darts_tf.rnn import bptt
-    from darts_tf.rnn.genotypes import PRIMITIVES, STEPS
-    from darts_tf.rnn.model import BN_EPSILON, BN_MOMENTUM
-    from darts_tf.rnn.search import RecurrentSearch, build_search_model
-
-    config = RNNSearchConfig(batch_size=4, emsize=8, nhid=8, unrolled=True, seed=3)
-    model = RecurrentSearch(build_search_model(config, 50), config)
-    forward, backward = bptt._search_passes(tuple(PRIMITIVES), STEPS, BN_MOMENTUM, BN_EPSILON)
-    before = forward.experimental_get_tracing_count(), backward.experimental_get_tracing_count()
-    tokens = tf.TensorSpec([None, 4], tf.int32)
-    step = tf.function(model.train_step, input_signature=[((tokens, tokens, tf.TensorSpec([2], tf.int32)),
-                                                           (tokens, tokens))], autograph=False)  # fmt: skip
-    graph = step.get_concrete_function().graph
-    after = forward.experimental_get_tracing_count(), backward.experimental_get_tracing_count()
-    assert after[0] - before[0] <= 1 and after[1] - before[1] <= 1  # 0 if another test traced this signature
-    calls = [op.type for op in graph.get_operations() if op.type in ("PartitionedCall", "StatefulPartitionedCall")]
-    assert len(calls) == 10, calls  # 5 forward + 5 backward calls of the two functions
-    names = [name for name in graph._functions if "while" in name and "grad" in name.lower()]
-    assert not names, names[:3]
-
-
 @pytest.mark.slow
 def test_search_records_every_epoch_and_resumes_exactly(tmp_path):
     from darts_tf import runs

@@ -21,8 +21,6 @@ Werbos, "Backpropagation through time: what it does and how to do it", Proc. IEE
 
 from __future__ import annotations
 
-import functools
-
 import tensorflow as tf
 
 from darts_tf.precision import wide_dtype
@@ -244,196 +242,140 @@ def search_cell_sequence(
     moving variance, in the wide type) are updated with `momentum` as PyTorch does. Differentiable
     in inputs, hidden, probs and the weights (not the masks, nor the statistics).
 
-    The forward loop keeps each step's states, gates and pre-activations and BatchNorm scales; the
+    The forward loop keeps each step's states, gates, pre-activations and BatchNorm scales; the
     backward loop carries the state gradients back in time, recomputing the activations. Under a
     mixed policy the BatchNorms, their gradients and the sums of the weights' and probs' gradients
     over time run in float32. Automatic differentiation of the time loop computes the same values to
-    the order of the sums, but while_v2 builds that gradient anew at every trace (an accumulator
-    captured per forward value): a second-order search step traces it five times, which had made its
-    first step slow and its graph 2.2x larger (docs/performance.md).
+    the order of the sums, but while_v2 builds that gradient anew at every call (an accumulator
+    captured per forward value): five times per second-order step, most of its trace, with 1.7x the
+    memory (docs/performance.md).
     """
-    forward, backward = _search_passes(tuple(primitives), len(Ws), float(momentum), float(epsilon))
+    active = [k for k, name in enumerate(primitives) if name != "none"]
+    functions = [ACTIVATIONS[primitives[k]] for k in active]
+    steps = len(Ws)
+    offsets = _offsets(steps)
 
     @tf.custom_gradient
     def run(inputs, hidden, probs, x_mask, h_mask, W0, *Ws):
-        wide = wide_dtype(inputs.dtype)
+        dtype = inputs.dtype
+        wide = wide_dtype(dtype)
+        nhid = Ws[0].shape[0]
+        ninp = W0.shape[0] - nhid
+        length, batch = tf.shape(inputs)[0], tf.shape(inputs)[1]
+        Wx, Wh = W0[:ninp], W0[ninp:]
+        x_masked = inputs * x_mask
+        projected = tf.reshape(tf.matmul(tf.reshape(x_masked, [-1, ninp]), Wx), [length, batch, 2 * nhid])
+        projected = tf.TensorArray(dtype, size=length).unstack(projected)
+        node_weights = search_node_weights(probs, primitives, steps)
+
+        def normalised(x, statistics):
+            x, inverse, statistics = _batch_norm_forward(tf.cast(x, wide), statistics, momentum, epsilon)
+            return tf.cast(x, dtype), inverse, statistics
+
+        def new_array(d=dtype):
+            return tf.TensorArray(d, size=length, clear_after_read=False)
+
+        def step(t, h_prev, mean, variance, outputs, states, inverses, gates, pre, first):
+            c0, f0 = tf.split(projected.read(t) + tf.matmul(h_prev * h_mask, Wh), 2, axis=-1)
+            c0, f0 = tf.sigmoid(c0), tf.tanh(f0)
+            s, inverse, statistics = normalised(h_prev + c0 * (f0 - h_prev), (mean, variance))
+            s, inv, cs, hs = [s], [inverse], [], []
+            for i in range(steps):
+                S = tf.stack(s, axis=0)  # [i + 1, B, nhid]
+                node, c, h = search_node(S, S * h_mask, Ws[i], node_weights[i], functions)
+                node, inverse, statistics = normalised(node, statistics)
+                s.append(node)
+                inv.append(inverse)
+                cs.append(c)
+                hs.append(h)
+            h = tf.reduce_mean(tf.stack(s[1:], axis=0), axis=0)  # nodes 1..steps (the original's CONCAT)
+            return (
+                t + 1, h, *statistics, outputs.write(t, h), states.write(t, tf.stack(s, axis=0)),
+                inverses.write(t, tf.stack(inv, axis=0)), gates.write(t, tf.concat(cs, axis=0)),
+                pre.write(t, tf.concat(hs, axis=0)), first.write(t, tf.stack([c0, f0], axis=0)),
+            )  # fmt: skip
+
         mean, variance = (tf.cast(x, wide) for x in statistics)
-        outputs, last, mean, variance, saved = forward(inputs, hidden, probs, x_mask, h_mask, W0, list(Ws), mean,
-                                                       variance)  # fmt: skip
+        loop = tf.while_loop(
+            lambda t, *_: t < length, step,
+            (tf.constant(0), hidden, mean, variance, tf.TensorArray(dtype, size=length), new_array(),
+             new_array(wide), new_array(), new_array(), new_array()),
+        )  # fmt: skip
+        _, last, mean, variance, outputs, states, inverses, gates, pre, first = loop
+        outputs = outputs.stack()
 
         def grad(d_outputs, d_last, d_mean, d_variance):
             del d_mean, d_variance  # the moving statistics take no gradient
             d_outputs = tf.zeros_like(outputs) if d_outputs is None else d_outputs
             d_last = tf.zeros_like(last) if d_last is None else d_last
-            d_inputs, d_hidden, d_probs, dW0, dWs = backward(
-                inputs, hidden, probs, x_mask, h_mask, W0, list(Ws), outputs, saved, d_outputs, d_last
-            )
-            return (d_inputs, d_hidden, d_probs, None, None, dW0, *dWs)
+            previous = tf.concat([hidden[None], outputs[:-1]], axis=0)  # h_{t-1} at every t
+            previous_array = tf.TensorArray(dtype, size=length).unstack(previous)
+            d_outputs_array = tf.TensorArray(dtype, size=length).unstack(d_outputs)
+            share = tf.cast(1.0 / steps, dtype)
+            slopes = [(f, slope) for f, slope in functions]
+
+            def back(t, dh, d_pre0, d_probs, dWs):
+                dh = dh + d_outputs_array.read(t)
+                S_all, inv = states.read(t), inverses.read(t)
+                C, H = gates.read(t), pre.read(t)
+                c0, f0 = tf.unstack(first.read(t), axis=0)
+                ds = [None] + [dh * share] * steps  # the loss's gradients in the normalised states at t
+                d_rows = [None] * steps
+                dWs = list(dWs)
+                for i in range(steps - 1, -1, -1):
+                    dr = _batch_norm_backward(tf.cast(ds[i + 1], wide), tf.cast(S_all[i + 1], wide), inv[i + 1])
+                    dr = tf.cast(dr, dtype)[None]  # [1, B, nhid]
+                    S = S_all[: i + 1]
+                    c, h = C[offsets[i] : offsets[i + 1]], H[offsets[i] : offsets[i + 1]]
+                    w, total = node_weights[i]
+                    fs = [f(h) for f, _ in slopes]
+                    gathered = tf.add_n([w[..., k] * f for k, f in enumerate(fs)])
+                    kept = total * S
+                    d_kept = dr * (1.0 - c)
+                    d_gathered = dr * c
+                    d_c = dr * (gathered - kept) * c * (1.0 - c)
+                    slope_sum = None  # sum_k w_jk f_k'(h_j); the identity's slope is 1
+                    for k, (f, (_, slope)) in enumerate(zip(fs, slopes)):
+                        slope_sum = _add(slope_sum, w[..., k] if slope is None else w[..., k] * slope(f))
+                    d_h = d_gathered * slope_sum
+                    # d w_jk = sum over batch and channels of d_gathered * f_k(h_j) + d_kept * s_j
+                    through_total = tf.reduce_sum(tf.cast(d_kept * S, wide), axis=[1, 2])
+                    d_rows[i] = tf.stack(
+                        [tf.reduce_sum(tf.cast(d_gathered * f, wide), axis=[1, 2]) + through_total for f in fs], axis=1
+                    )  # [i + 1, active ops]
+                    d_ch = tf.reshape(tf.concat([d_c, d_h], axis=-1), [-1, 2 * nhid])
+                    dWs[i] = dWs[i] + tf.cast(
+                        tf.matmul(tf.reshape(S * h_mask, [-1, nhid]), d_ch, transpose_a=True), wide
+                    )
+                    d_S = d_kept * total + tf.reshape(tf.matmul(d_ch, Ws[i], transpose_b=True), tf.shape(S)) * h_mask
+                    for j in range(i + 1):
+                        ds[j] = d_S[j] if ds[j] is None else ds[j] + d_S[j]
+                d = tf.cast(_batch_norm_backward(tf.cast(ds[0], wide), tf.cast(S_all[0], wide), inv[0]), dtype)
+                h_prev = previous_array.read(t)
+                pre0 = tf.concat([d * (f0 - h_prev) * c0 * (1.0 - c0), d * c0 * (1.0 - tf.square(f0))], axis=-1)
+                dh = d * (1.0 - c0) + tf.matmul(pre0, Wh, transpose_b=True) * h_mask
+                d_probs = d_probs + tf.concat(d_rows, axis=0)
+                return t - 1, dh, d_pre0.write(t, pre0), d_probs, dWs
+
+            _, d_hidden, d_pre0, d_active, dWs = tf.while_loop(
+                lambda t, *_: t >= 0, back,
+                (length - 1, d_last, tf.TensorArray(dtype, size=length), tf.zeros([offsets[-1], len(active)], wide),
+                 [tf.zeros(W.shape, wide) for W in Ws]),
+            )  # fmt: skip
+            flat = lambda x: tf.reshape(x, [-1, x.shape[-1]])  # noqa: E731
+            d_pre0 = flat(d_pre0.stack())  # [T B, 2 nhid]
+            dWx = tf.matmul(flat(x_masked), d_pre0, transpose_a=True)
+            dWh = tf.matmul(flat(previous * h_mask), d_pre0, transpose_a=True)
+            d_inputs = tf.reshape(tf.matmul(d_pre0, Wx, transpose_b=True), tf.shape(inputs)) * x_mask
+            d_probs = tf.scatter_nd(
+                [[k] for k in active], tf.transpose(d_active), [probs.shape[1], offsets[-1]]
+            )  # the `none` column: zero
+            return (
+                d_inputs, d_hidden, tf.cast(tf.transpose(d_probs), probs.dtype), None, None,
+                tf.concat([dWx, dWh], axis=0), *[tf.cast(dW, dtype) for dW in dWs],
+            )  # fmt: skip
 
         return (outputs, last, mean, variance), grad
 
     outputs, last, mean, variance = run(inputs, hidden, probs, x_mask, h_mask, W0, *Ws)
     return outputs, last, (mean, variance)
-
-
-@functools.cache
-def _search_passes(primitives: tuple, steps: int, momentum: float, epsilon: float):
-    """The search cell's forward and backward passes as `tf.function`s: traced once per input signature and
-    called by every pass of a step (a second-order step runs five), where a Python function is traced at
-    each call."""
-    spec = (primitives, steps, momentum, epsilon)
-    return (
-        tf.function(functools.partial(_search_forward, spec), autograph=False),
-        tf.function(functools.partial(_search_backward, spec), autograph=False),
-    )
-
-
-def _search_spec(spec):
-    primitives, steps, momentum, epsilon = spec
-    active = [k for k, name in enumerate(primitives) if name != "none"]
-    return primitives, steps, momentum, epsilon, active, [ACTIVATIONS[primitives[k]] for k in active], _offsets(steps)
-
-
-def _search_forward(spec, inputs, hidden, probs, x_mask, h_mask, W0, Ws, mean, variance):
-    """(outputs, last state, moving mean, moving variance, what the backward pass reads) of the search cell."""
-    primitives, steps, momentum, epsilon, active, functions, offsets = _search_spec(spec)
-    dtype = inputs.dtype
-    wide = wide_dtype(dtype)
-    nhid = Ws[0].shape[0]
-    ninp = W0.shape[0] - nhid
-    length, batch = tf.shape(inputs)[0], tf.shape(inputs)[1]
-    Wx, Wh = W0[:ninp], W0[ninp:]
-    x_masked = inputs * x_mask
-    projected = tf.reshape(tf.matmul(tf.reshape(x_masked, [-1, ninp]), Wx), [length, batch, 2 * nhid])
-    projected = tf.TensorArray(dtype, size=length).unstack(projected)
-    node_weights = search_node_weights(probs, primitives, steps)
-
-    def normalised(x, statistics):
-        x, inverse, statistics = _batch_norm_forward(tf.cast(x, wide), statistics, momentum, epsilon)
-        return tf.cast(x, dtype), inverse, statistics
-
-    def new_array(d=dtype):
-        return tf.TensorArray(d, size=length, clear_after_read=False)
-
-    def step(t, h_prev, mean, variance, outputs, states, inverses, gates, pre, first):
-        c0, f0 = tf.split(projected.read(t) + tf.matmul(h_prev * h_mask, Wh), 2, axis=-1)
-        c0, f0 = tf.sigmoid(c0), tf.tanh(f0)
-        s, inverse, statistics = normalised(h_prev + c0 * (f0 - h_prev), (mean, variance))
-        s, inv, cs, hs = [s], [inverse], [], []
-        for i in range(steps):
-            S = tf.stack(s, axis=0)  # [i + 1, B, nhid]
-            node, c, h = search_node(S, S * h_mask, Ws[i], node_weights[i], functions)
-            node, inverse, statistics = normalised(node, statistics)
-            s.append(node)
-            inv.append(inverse)
-            cs.append(c)
-            hs.append(h)
-        h = tf.reduce_mean(tf.stack(s[1:], axis=0), axis=0)  # nodes 1..steps (the original's CONCAT)
-        return (
-            t + 1, h, *statistics, outputs.write(t, h), states.write(t, tf.stack(s, axis=0)),
-            inverses.write(t, tf.stack(inv, axis=0)), gates.write(t, tf.concat(cs, axis=0)),
-            pre.write(t, tf.concat(hs, axis=0)), first.write(t, tf.stack([c0, f0], axis=0)),
-        )  # fmt: skip
-
-    loop = tf.while_loop(
-        lambda t, *_: t < length, step,
-        (tf.constant(0), hidden, mean, variance, tf.TensorArray(dtype, size=length), new_array(),
-         new_array(wide), new_array(), new_array(), new_array()),
-    )  # fmt: skip
-    _, last, mean, variance, outputs, states, inverses, gates, pre, first = loop
-    saved = tuple(a.flow for a in (states, inverses, gates, pre, first))  # TensorLists, read by the backward pass
-    return outputs.stack(), last, mean, variance, saved
-
-
-def _search_backward(spec, inputs, hidden, probs, x_mask, h_mask, W0, Ws, outputs, saved, d_outputs, d_last):
-    """The gradients in (inputs, hidden, probs, W0, Ws) from those in the outputs and the last state."""
-    primitives, steps, momentum, epsilon, active, functions, offsets = _search_spec(spec)
-    dtype = inputs.dtype
-    wide = wide_dtype(dtype)
-    nhid = Ws[0].shape[0]
-    ninp = W0.shape[0] - nhid
-    length, batch = tf.shape(inputs)[0], inputs.shape[1]
-    Wx, Wh = W0[:ninp], W0[ninp:]
-    x_masked = inputs * x_mask
-    node_weights = search_node_weights(probs, primitives, steps)
-    shapes = ([steps + 1, batch, nhid], [steps + 1, nhid], [offsets[-1], batch, nhid], [offsets[-1], batch, nhid],
-              [2, batch, nhid])  # fmt: skip
-    kinds = (dtype, wide, dtype, dtype, dtype)
-    states, inverses, gates, pre, first = (
-        _Reader(flow, kind, shape) for flow, kind, shape in zip(saved, kinds, shapes)
-    )
-    previous = tf.concat([hidden[None], outputs[:-1]], axis=0)  # h_{t-1} at every t
-    previous_array = tf.TensorArray(dtype, size=length).unstack(previous)
-    d_outputs_array = tf.TensorArray(dtype, size=length).unstack(d_outputs)
-    share = tf.cast(1.0 / steps, dtype)
-    slopes = [(f, slope) for f, slope in functions]
-
-    def back(t, dh, d_pre0, d_probs, dWs):
-        dh = dh + d_outputs_array.read(t)
-        S_all, inv = states.read(t), inverses.read(t)
-        C, H = gates.read(t), pre.read(t)
-        c0, f0 = tf.unstack(first.read(t), axis=0)
-        ds = [None] + [dh * share] * steps  # the loss's gradients in the normalised states at t
-        d_rows = [None] * steps
-        dWs = list(dWs)
-        for i in range(steps - 1, -1, -1):
-            dr = _batch_norm_backward(tf.cast(ds[i + 1], wide), tf.cast(S_all[i + 1], wide), inv[i + 1])
-            dr = tf.cast(dr, dtype)[None]  # [1, B, nhid]
-            S = S_all[: i + 1]
-            c, h = C[offsets[i] : offsets[i + 1]], H[offsets[i] : offsets[i + 1]]
-            w, total = node_weights[i]
-            fs = [f(h) for f, _ in slopes]
-            gathered = tf.add_n([w[..., k] * f for k, f in enumerate(fs)])
-            kept = total * S
-            d_kept = dr * (1.0 - c)
-            d_gathered = dr * c
-            d_c = dr * (gathered - kept) * c * (1.0 - c)
-            slope_sum = None  # sum_k w_jk f_k'(h_j); the identity's slope is 1
-            for k, (f, (_, slope)) in enumerate(zip(fs, slopes)):
-                slope_sum = _add(slope_sum, w[..., k] if slope is None else w[..., k] * slope(f))
-            d_h = d_gathered * slope_sum
-            # d w_jk = sum over batch and channels of d_gathered * f_k(h_j) + d_kept * s_j
-            through_total = tf.reduce_sum(tf.cast(d_kept * S, wide), axis=[1, 2])
-            d_rows[i] = tf.stack(
-                [tf.reduce_sum(tf.cast(d_gathered * f, wide), axis=[1, 2]) + through_total for f in fs], axis=1
-            )  # [i + 1, active ops]
-            d_ch = tf.reshape(tf.concat([d_c, d_h], axis=-1), [-1, 2 * nhid])
-            dWs[i] = dWs[i] + tf.cast(tf.matmul(tf.reshape(S * h_mask, [-1, nhid]), d_ch, transpose_a=True), wide)
-            d_S = d_kept * total + tf.reshape(tf.matmul(d_ch, Ws[i], transpose_b=True), tf.shape(S)) * h_mask
-            for j in range(i + 1):
-                ds[j] = d_S[j] if ds[j] is None else ds[j] + d_S[j]
-        d = tf.cast(_batch_norm_backward(tf.cast(ds[0], wide), tf.cast(S_all[0], wide), inv[0]), dtype)
-        h_prev = previous_array.read(t)
-        pre0 = tf.concat([d * (f0 - h_prev) * c0 * (1.0 - c0), d * c0 * (1.0 - tf.square(f0))], axis=-1)
-        dh = d * (1.0 - c0) + tf.matmul(pre0, Wh, transpose_b=True) * h_mask
-        d_probs = d_probs + tf.concat(d_rows, axis=0)
-        return t - 1, dh, d_pre0.write(t, pre0), d_probs, dWs
-
-    _, d_hidden, d_pre0, d_active, dWs = tf.while_loop(
-        lambda t, *_: t >= 0, back,
-        (length - 1, d_last, tf.TensorArray(dtype, size=length), tf.zeros([offsets[-1], len(active)], wide),
-         [tf.zeros(W.shape, wide) for W in Ws]),
-    )  # fmt: skip
-    flat = lambda x: tf.reshape(x, [-1, x.shape[-1]])  # noqa: E731
-    d_pre0 = flat(d_pre0.stack())  # [T B, 2 nhid]
-    dWx = tf.matmul(flat(x_masked), d_pre0, transpose_a=True)
-    dWh = tf.matmul(flat(previous * h_mask), d_pre0, transpose_a=True)
-    d_inputs = tf.reshape(tf.matmul(d_pre0, Wx, transpose_b=True), tf.shape(inputs)) * x_mask
-    d_probs = tf.scatter_nd(
-        [[k] for k in active], tf.transpose(d_active), [probs.shape[1], offsets[-1]]
-    )  # the `none` column: zero
-    return (
-        d_inputs, d_hidden, tf.cast(tf.transpose(d_probs), probs.dtype), tf.concat([dWx, dWh], axis=0),
-        [tf.cast(dW, dtype) for dW in dWs],
-    )  # fmt: skip
-
-
-class _Reader:
-    """Reads a TensorList made by `_search_forward` (a TensorArray's flow) with its element shape."""
-
-    def __init__(self, flow, dtype, shape):
-        self.array = tf.TensorArray(dtype, flow=flow)
-        self.shape = shape
-
-    def read(self, t):
-        return tf.ensure_shape(self.array.read(t), self.shape)
