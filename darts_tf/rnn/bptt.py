@@ -43,6 +43,17 @@ def _add(total, term):
     return term if total is None else total + term
 
 
+def _input_projection(inputs, x_mask, W0, nhid: int):
+    """(W0's input half, its hidden half, the masked inputs, their product with the input half [T] x [B, 2 nhid]
+    as a TensorArray): the input half applied to the whole sequence at once, before the time loop."""
+    ninp = W0.shape[0] - nhid
+    length, batch = tf.shape(inputs)[0], tf.shape(inputs)[1]
+    Wx, Wh = W0[:ninp], W0[ninp:]
+    x_masked = inputs * x_mask
+    projected = tf.reshape(tf.matmul(tf.reshape(x_masked, [-1, ninp]), Wx), [length, batch, 2 * nhid])
+    return Wx, Wh, x_masked, tf.TensorArray(inputs.dtype, size=length).unstack(projected)
+
+
 def discrete_cell_sequence(
     genotype: RecurrentGenotype, inputs, hidden, x_mask, h_mask, W0, Ws
 ) -> tuple[tf.Tensor, tf.Tensor]:
@@ -62,12 +73,8 @@ def discrete_cell_sequence(
     def run(inputs, hidden, x_mask, h_mask, W0, *Ws):
         dtype = inputs.dtype
         nhid = Ws[0].shape[0]
-        ninp = W0.shape[0] - nhid
-        length, batch = tf.shape(inputs)[0], tf.shape(inputs)[1]
-        Wx, Wh = W0[:ninp], W0[ninp:]
-        x_masked = inputs * x_mask
-        projected = tf.reshape(tf.matmul(tf.reshape(x_masked, [-1, ninp]), Wx), [length, batch, 2 * nhid])
-        projected = tf.TensorArray(dtype, size=length).unstack(projected)
+        length = tf.shape(inputs)[0]
+        Wx, Wh, x_masked, projected = _input_projection(inputs, x_mask, W0, nhid)
 
         kept = sorted(set(predecessors))  # the states the backward pass reads: the nodes' inputs
 
@@ -260,12 +267,8 @@ def search_cell_sequence(
         dtype = inputs.dtype
         wide = wide_dtype(dtype)
         nhid = Ws[0].shape[0]
-        ninp = W0.shape[0] - nhid
-        length, batch = tf.shape(inputs)[0], tf.shape(inputs)[1]
-        Wx, Wh = W0[:ninp], W0[ninp:]
-        x_masked = inputs * x_mask
-        projected = tf.reshape(tf.matmul(tf.reshape(x_masked, [-1, ninp]), Wx), [length, batch, 2 * nhid])
-        projected = tf.TensorArray(dtype, size=length).unstack(projected)
+        length = tf.shape(inputs)[0]
+        Wx, Wh, x_masked, projected = _input_projection(inputs, x_mask, W0, nhid)
         node_weights = search_node_weights(probs, primitives, steps)
 
         def normalised(x, statistics):
