@@ -247,7 +247,8 @@ def search_cell_sequence(
     the rows of `probs` [num_edges, len(primitives)] (softmax of the alphas); s0 and every node
     pass through BatchNorm1d(affine=False) with the batch's statistics; `statistics` (moving mean,
     moving variance, in the wide type) are updated with `momentum` as PyTorch does. Differentiable
-    in inputs, hidden, probs and the weights (not the masks, nor the statistics).
+    in inputs, hidden, probs and the weights (not the masks, nor the statistics); under a mixed policy
+    `probs` and the weights may come in float32 (cast inside), and take float32 gradients.
 
     The forward loop keeps each step's states, gates, pre-activations and BatchNorm scales; the
     backward loop carries the state gradients back in time, recomputing the activations. Under a
@@ -263,9 +264,11 @@ def search_cell_sequence(
     offsets = _offsets(steps)
 
     @tf.custom_gradient
-    def run(inputs, hidden, probs, x_mask, h_mask, W0, *Ws):
+    def run(inputs, hidden, probs_in, x_mask, h_mask, W0_in, *Ws_in):
+        # The weights and probs come in float32 under a mixed policy and take float32 gradients, summed so.
         dtype = inputs.dtype
         wide = wide_dtype(dtype)
+        probs, W0, Ws = tf.cast(probs_in, dtype), tf.cast(W0_in, dtype), [tf.cast(W, dtype) for W in Ws_in]
         nhid = Ws[0].shape[0]
         length = tf.shape(inputs)[0]
         Wx, Wh, x_masked, projected = _input_projection(inputs, x_mask, W0, nhid)
@@ -367,15 +370,17 @@ def search_cell_sequence(
             )  # fmt: skip
             flat = lambda x: tf.reshape(x, [-1, x.shape[-1]])  # noqa: E731
             d_pre0 = flat(d_pre0.stack())  # [T B, 2 nhid]
-            dWx = tf.matmul(flat(x_masked), d_pre0, transpose_a=True)
-            dWh = tf.matmul(flat(previous * h_mask), d_pre0, transpose_a=True)
             d_inputs = tf.reshape(tf.matmul(d_pre0, Wx, transpose_b=True), tf.shape(inputs)) * x_mask
+            d_pre0 = tf.cast(d_pre0, wide)
+            dWx = tf.matmul(tf.cast(flat(x_masked), wide), d_pre0, transpose_a=True)
+            dWh = tf.matmul(tf.cast(flat(previous * h_mask), wide), d_pre0, transpose_a=True)
             d_probs = tf.scatter_nd(
                 [[k] for k in active], tf.transpose(d_active), [probs.shape[1], offsets[-1]]
             )  # the `none` column: zero
             return (
-                d_inputs, d_hidden, tf.cast(tf.transpose(d_probs), probs.dtype), None, None,
-                tf.concat([dWx, dWh], axis=0), *[tf.cast(dW, dtype) for dW in dWs],
+                d_inputs, d_hidden, tf.cast(tf.transpose(d_probs), probs_in.dtype), None, None,
+                tf.cast(tf.concat([dWx, dWh], axis=0), W0_in.dtype),
+                *[tf.cast(dW, W.dtype) for dW, W in zip(dWs, Ws_in)],
             )  # fmt: skip
 
         return (outputs, last, mean, variance), grad

@@ -83,9 +83,12 @@ class RecurrentCell(keras.layers.Layer):
         self.steps = genotype.steps if genotype is not None else steps
 
     def build(self, input_shape=None):
-        self.W0 = self.add_weight(name="W0", shape=(self.ninp + self.nhid, 2 * self.nhid), initializer=_uniform())
+        # Read in float32 under a mixed policy (cast where used): the search cell's gradients in them are
+        # summed over the sequence in float32.
+        self.W0 = self.add_weight(name="W0", shape=(self.ninp + self.nhid, 2 * self.nhid), initializer=_uniform(),
+                                  autocast=False)  # fmt: skip
         self.Ws = [
-            self.add_weight(name=f"W{i + 1}", shape=(self.nhid, 2 * self.nhid), initializer=_uniform())
+            self.add_weight(name=f"W{i + 1}", shape=(self.nhid, 2 * self.nhid), initializer=_uniform(), autocast=False)
             for i in range(self.steps)
         ]
         if self.genotype is None:  # BatchNorm1d(nhid, affine=False), shared by s0 and every node; float32 reads
@@ -135,8 +138,8 @@ class RecurrentCell(keras.layers.Layer):
             wide = wide_dtype(dtype)
             statistics = (tf.cast(self.moving_mean, wide), tf.cast(self.moving_variance, wide))
             outputs, h, (mean, variance) = search_cell_sequence(
-                inputs, tf.cast(hidden, dtype), probs, x_mask, h_mask, W0, Ws, statistics, PRIMITIVES, BN_MOMENTUM,
-                BN_EPSILON,
+                inputs, tf.cast(hidden, dtype), probs, x_mask, h_mask, tf.convert_to_tensor(self.W0),
+                [tf.convert_to_tensor(W) for W in self.Ws], statistics, PRIMITIVES, BN_MOMENTUM, BN_EPSILON,
             )  # fmt: skip
             if update_statistics:
                 self.moving_mean.assign(tf.cast(mean, self.moving_mean.dtype))
@@ -145,7 +148,7 @@ class RecurrentCell(keras.layers.Layer):
         length = tf.shape(inputs)[0]
         # Read through a TensorArray: the gradient of `inputs[t]` would be a zero-filled [T, B, ninp] per step.
         steps_in = tf.TensorArray(dtype, size=length).unstack(inputs)
-        node_weights = search_node_weights(probs, PRIMITIVES, self.steps) if searching else None
+        node_weights = search_node_weights(tf.cast(probs, dtype), PRIMITIVES, self.steps) if searching else None
 
         def body(t, h, outputs):
             h = self._step(steps_in.read(t), h, node_weights)
@@ -276,7 +279,7 @@ class RNNModel(keras.Model):
             emb = emb * tf.gather(masks["word"], tokens)
         if masks.get("input") is not None:
             emb = emb * masks["input"]
-        probs = tf.cast(tf.nn.softmax(self.alphas, axis=-1), dtype) if self.searching else None
+        probs = tf.nn.softmax(self.alphas, axis=-1) if self.searching else None  # float32; the cell casts
         raw, hidden = self.cell(
             emb, hidden, probs=probs, x_mask=masks.get("x"), h_mask=masks.get("h"), training=training,
             update_statistics=update_statistics,
