@@ -79,8 +79,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--runtime",
         choices=["search", "default"],
         default="search",
-        help="search: darts_tf.runtime.configure_for_search / configure_for_training for the search / training rows "
-        "(as the scripts); default: TensorFlow's settings",
+        help="search: darts_tf.runtime.configure_for_search / configure_for_training / configure_for_recurrent for "
+        "the search / training / recurrent rows (as the commands); default: TensorFlow's settings",
     )
     p.add_argument(
         "--graph-optimization",

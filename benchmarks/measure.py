@@ -613,6 +613,10 @@ def run_worker(spec: dict) -> dict:
     device = setup_device(spec.get("device", "cpu"))
     as_scripts = spec.get("runtime", "search") == "search"
     what = spec.get("what") if kind == "distributed" else None
+    if kind in ("rnn_search", "rnn_train") and as_scripts:
+        from darts_tf.runtime import configure_for_recurrent
+
+        configure_for_recurrent()  # as `darts-tf search-rnn` / `train-rnn`: grappler only (threads below)
     if (kind in ("search", "search_flops") or what == "search") and as_scripts:
         from darts_tf.runtime import configure_for_search
 

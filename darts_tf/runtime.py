@@ -8,8 +8,8 @@ gains too (`configure_for_training`). The grappler passes switched off here
 ("reduced") cost start-up on the search step's graph and gave no step-time gain
 (function optimisation among them: the edge functions already leave out the
 gradients their callers do not use, `weight_gradients=False`); its TFG
-pipeline and memory optimiser are switched off for training too
-(`REWRITER_OPTIONS`). "off" switches grappler off altogether. The thread
+pipeline and memory optimiser are switched off for training and for the
+recurrent search and training too (`REWRITER_OPTIONS`). "off" switches grappler off altogether. The thread
 settings must be made before TensorFlow runs its first op; the graph
 optimisation applies to functions first run after it is set.
 
@@ -196,22 +196,47 @@ def configure_for_training(threads: int | None = None) -> dict:
     return applied
 
 
-WORKLOADS = ("search", "training")
+def configure_for_recurrent() -> dict:
+    """Grappler for the recurrent search and training (`darts-tf search-rnn`, `train-rnn`); returns what
+    was applied.
+
+    On CPU, grappler without its TFG pipeline and memory optimiser (`REWRITER_OPTIONS`), every
+    other pass and TensorFlow's threads as they are (the recurrent steps are large matrix
+    products, not the search's many small ops). On the second-order search step's graph the
+    memory optimiser took 2.4 s of grappler's 9.3 s and rewrote ~300 nodes, after which the first
+    step came 15-30 s later, with no faster steps (docs/performance.md). On a machine with a GPU:
+    memory growth only, as `configure_for_search`.
+    """
+    import tensorflow as tf
+
+    from darts_tf import internals
+
+    if tf.config.list_physical_devices("GPU"):
+        return gpu_memory_growth()
+    internals.set_rewriter_options(**REWRITER_OPTIONS)
+    return {"grappler": dict(REWRITER_OPTIONS)}
+
+
+WORKLOADS = ("search", "training", "recurrent")
 
 
 def configure(workload: str, threads: int | None = None, graph_optimization: str = "reduced") -> dict:
-    """Applies the runtime settings measured for `workload` ("search" or "training"); returns what was applied.
+    """Applies the runtime settings measured for `workload` ("search", "training" or "recurrent"); returns
+    what was applied.
 
-    The explicit call behind `darts-tf search` / `darts-tf train` (the library's
-    `run_search` / `run_training` never change process-wide state themselves).
-    Call it before TensorFlow runs its first op for the thread settings to take
-    effect. "search": `configure_for_search(threads, graph_optimization)`;
-    "training": `configure_for_training(threads)`.
+    The explicit call behind `darts-tf search` / `darts-tf train` / `darts-tf search-rnn` and
+    `train-rnn` (the library's `run_search`, `run_training`, `run_rnn_search` and
+    `run_rnn_training` never change process-wide state themselves). Call it before TensorFlow runs
+    its first op for the thread settings to take effect. "search":
+    `configure_for_search(threads, graph_optimization)`; "training": `configure_for_training(threads)`;
+    "recurrent": `configure_for_recurrent()` (`threads` and `graph_optimization` unused).
     """
     if workload not in WORKLOADS:
         raise ConfigError(f"runtime.configure expected a workload in {WORKLOADS}. Received: workload={workload!r}")
     if workload == "search":
         return configure_for_search(threads, graph_optimization)
+    if workload == "recurrent":
+        return configure_for_recurrent()
     return configure_for_training(threads)
 
 

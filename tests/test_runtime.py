@@ -142,6 +142,26 @@ def test_configure_for_training_in_a_fresh_process():
     _run_in_fresh_process(code)
 
 
+def test_configure_recurrent_in_a_fresh_process_sets_grappler_only():
+    """The recurrent commands' settings: no TFG pipeline or memory optimiser, every other grappler pass,
+    TensorFlow's threads and malloc as they were."""
+    code = (
+        "import sys; from darts_tf.runtime import configure; "
+        "assert 'tensorflow' not in sys.modules; "
+        "applied = configure('recurrent'); import tensorflow as tf; "
+        "gpu = bool(tf.config.list_physical_devices('GPU')); "
+        "expected = {'disable_tfg_optimizer': True, 'memory_optimization': 'NO_MEM_OPT'}; "
+        "assert gpu or applied == {'grappler': expected}, applied; "
+        "assert tf.config.threading.get_intra_op_parallelism_threads() == 0; "
+        "assert tf.config.threading.get_inter_op_parallelism_threads() == 0; "
+        "options = tf.config.optimizer.get_experimental_options(); "
+        "assert 'remapping' not in options and 'layout_optimizer' not in options, options; "
+        "f = tf.function(lambda x: tf.nn.relu(x) * 2.0); "
+        "assert float(f(tf.constant(-1.0))) == 0.0 and float(f(tf.constant(2.0))) == 4.0; " + _TFG_OFF + "print('ok')"
+    )
+    _run_in_fresh_process(code)
+
+
 def test_configure_for_training_after_tensorflow_started_leaves_the_threads():
     code = (
         "import tensorflow as tf; from darts_tf.runtime import configure_for_training; "
@@ -165,7 +185,7 @@ def test_default_pages_environment_removes_only_the_huge_page_tunable():
 
 
 def test_on_a_gpu_machine_only_memory_growth_is_set(monkeypatch):
-    """Mocked GPUs: both workloads leave threads, grappler and malloc as TensorFlow has them and turn
+    """Mocked GPUs: every workload leaves threads, grappler and malloc as TensorFlow has them and turns
     memory growth on for every GPU; no huge-page restart either."""
     import tensorflow as tf
 
@@ -183,7 +203,8 @@ def test_on_a_gpu_machine_only_memory_growth_is_set(monkeypatch):
     names = [gpu.name for gpu in gpus]
     assert runtime.configure("search") == {"memory_growth": names}
     assert runtime.configure("training") == {"memory_growth": names}
-    assert grown == [(name, True) for name in names] * 2 and touched == []
+    assert runtime.configure("recurrent") == {"memory_growth": names}
+    assert grown == [(name, True) for name in names] * 3 and touched == []
     assert runtime.gpu_machine({}, ["/dev/nvidia0", "/dev/nvidiactl"])
     assert not runtime.gpu_machine({"CUDA_VISIBLE_DEVICES": ""}, ["/dev/nvidia0"])
     assert not runtime.gpu_machine({}, ["/dev/nvidiactl"]) and not runtime.gpu_machine({}, [])

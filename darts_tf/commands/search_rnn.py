@@ -30,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     config = config_from_args(parser, args, RNNSearchConfig, RNN_SEARCH_PRESETS)
+    from darts_tf.runtime import configure
+
+    configure("recurrent")  # before TensorFlow runs anything
     from darts_tf.rnn.search import run_rnn_search
 
     try:

@@ -28,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     config = config_from_args(parser, args, RNNTrainConfig, RNN_TRAIN_PRESETS)
+    from darts_tf.runtime import configure
+
+    configure("recurrent")  # before TensorFlow runs anything
     from darts_tf.rnn.train import run_rnn_training
 
     try:
