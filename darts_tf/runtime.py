@@ -202,10 +202,10 @@ def configure_for_recurrent() -> dict:
 
     On CPU, grappler without its TFG pipeline and memory optimiser (`REWRITER_OPTIONS`), every
     other pass and TensorFlow's threads as they are (the recurrent steps are large matrix
-    products, not the search's many small ops). On the second-order search step's graph the
-    memory optimiser took 2.4 s of grappler's 9.3 s and rewrote ~300 nodes, after which the first
-    step came 15-30 s later, with no faster steps (docs/performance.md). On a machine with a GPU:
-    memory growth only, as `configure_for_search`.
+    products, not the search's many small ops). On the second-order search step's graph grappler
+    took 9.3 s of the first call with them, 5.8 s without; the steps and their peak memory did not
+    move beyond the noise (docs/performance.md). On a machine with a GPU: memory growth only, as
+    `configure_for_search`.
     """
     import tensorflow as tf
 
