@@ -9,9 +9,10 @@ gains too (`configure_for_training`). The grappler passes switched off here
 (function optimisation among them: the edge functions already leave out the
 gradients their callers do not use, `weight_gradients=False`); its TFG
 pipeline and memory optimiser are switched off for training and for the
-recurrent search and training too (`REWRITER_OPTIONS`). "off" switches grappler off altogether. The thread
-settings must be made before TensorFlow runs its first op; the graph
-optimisation applies to functions first run after it is set.
+recurrent search and training too (`REWRITER_OPTIONS`). "off" switches
+grappler off altogether. The thread settings must be made before TensorFlow
+runs its first op; the graph optimisation applies to functions first run
+after it is set.
 
 Memory: the first step touches all the memory a step needs, and on a virtual
 machine each 4 KiB page's first touch is costly kernel time.
