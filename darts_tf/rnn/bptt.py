@@ -179,6 +179,12 @@ def _offsets(steps: int) -> list:
     return [i * (i + 1) // 2 for i in range(steps + 1)]
 
 
+def search_ops(primitives) -> tuple[list, list]:
+    """(the columns of `primitives` other than `none`, their (activation, slope) pairs in `ACTIVATIONS`)."""
+    active = [k for k, name in enumerate(primitives) if name != "none"]
+    return active, [ACTIVATIONS[primitives[k]] for k in active]
+
+
 def search_node_weights(probs, primitives, steps: int) -> list:
     """Per search node i: (the weights of its inputs' non-`none` ops [i + 1, 1, 1, ops], their sum
     [i + 1, 1, 1]), cut from `probs` [num_edges, len(primitives)] once per sequence, outside the time loop."""
@@ -188,7 +194,7 @@ def search_node_weights(probs, primitives, steps: int) -> list:
             f"The search cell expected probs with {offsets[-1]} rows for {steps} nodes. "
             f"Received: probs.shape={probs.shape}"
         )
-    chosen = tf.gather(probs, [k for k, name in enumerate(primitives) if name != "none"], axis=1)
+    chosen = tf.gather(probs, search_ops(primitives)[0], axis=1)
     nodes = []
     for i in range(steps):
         w = chosen[offsets[i] : offsets[i + 1], None, None, :]
@@ -258,8 +264,7 @@ def search_cell_sequence(
     captured per forward value): five times per second-order step, most of its trace, with 1.7x the
     memory (docs/performance.md).
     """
-    active = [k for k, name in enumerate(primitives) if name != "none"]
-    functions = [ACTIVATIONS[primitives[k]] for k in active]
+    active, functions = search_ops(primitives)
     steps = len(Ws)
     offsets = _offsets(steps)
 
@@ -318,7 +323,6 @@ def search_cell_sequence(
             previous_array = tf.TensorArray(dtype, size=length).unstack(previous)
             d_outputs_array = tf.TensorArray(dtype, size=length).unstack(d_outputs)
             share = tf.cast(1.0 / steps, dtype)
-            slopes = [(f, slope) for f, slope in functions]
 
             def back(t, dh, d_pre0, d_probs, dWs):
                 dh = dh + d_outputs_array.read(t)
@@ -334,14 +338,14 @@ def search_cell_sequence(
                     S = S_all[: i + 1]
                     c, h = C[offsets[i] : offsets[i + 1]], H[offsets[i] : offsets[i + 1]]
                     w, total = node_weights[i]
-                    fs = [f(h) for f, _ in slopes]
+                    fs = [f(h) for f, _ in functions]
                     gathered = tf.add_n([w[..., k] * f for k, f in enumerate(fs)])
                     kept = total * S
                     d_kept = dr * (1.0 - c)
                     d_gathered = dr * c
                     d_c = dr * (gathered - kept) * c * (1.0 - c)
                     slope_sum = None  # sum_k w_jk f_k'(h_j); the identity's slope is 1
-                    for k, (f, (_, slope)) in enumerate(zip(fs, slopes)):
+                    for k, (f, (_, slope)) in enumerate(zip(fs, functions)):
                         slope_sum = _add(slope_sum, w[..., k] if slope is None else w[..., k] * slope(f))
                     d_h = d_gathered * slope_sum
                     # d w_jk = sum over batch and channels of d_gathered * f_k(h_j) + d_kept * s_j

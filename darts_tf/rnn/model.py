@@ -31,6 +31,7 @@ from darts_tf.rnn.bptt import (
     search_cell_sequence,
     search_node,
     search_node_weights,
+    search_ops,
 )
 from darts_tf.rnn.genotypes import PRIMITIVES, STEPS, RecurrentGenotype, derive_recurrent_genotype, num_edges
 
@@ -38,7 +39,7 @@ INIT_RANGE = 0.04
 BN_MOMENTUM, BN_EPSILON = 0.1, 1e-5  # PyTorch's BatchNorm1d defaults
 
 _ACTIVATIONS = {name: f for name, (f, _) in ACTIVATIONS.items()}
-_SEARCH_FUNCTIONS = [ACTIVATIONS[name] for name in PRIMITIVES if name != "none"]
+_SEARCH_FUNCTIONS = search_ops(PRIMITIVES)[1]
 
 
 def _uniform():
